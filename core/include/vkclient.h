@@ -1,0 +1,492 @@
+/*
+ * vkclient: a Redis/Valkey client core with a stable C ABI.
+ *
+ * This is the only public header. Conventions (see README "C API"):
+ *
+ *  - Every fallible function returns a vk_status (0 = VK_OK). vk_strerror()
+ *    gives the fixed text of a code; vk_last_error() gives the full message
+ *    of the last failure on the calling thread, e.g.
+ *    "invalid redis config: standalone address is required".
+ *  - Handles are opaque. Constructors take the out pointer first:
+ *    vk_x_new(&out, ...). Every _new has a _free; _free is NULL-safe.
+ *    Every function is safe on NULL handles and then returns the matching
+ *    error (VK_ERR_NIL_CLIENT for a client, VK_ERR_INVALID_ARGUMENT else).
+ *  - Durations cross the ABI in milliseconds (int64_t).
+ *  - Strings given to vkclient are copied; strings returned as `const char *`
+ *    are borrowed from the handle they came from; strings returned through a
+ *    `char **out` are owned by the caller and released with vk_free().
+ *  - Callbacks take `void *userdata` as their first parameter, and come with
+ *    an optional free hook run when vkclient drops the userdata.
+ *  - Codes and symbols are append-only: a released number keeps its meaning.
+ */
+#ifndef VKCLIENT_H
+#define VKCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VK_VERSION_MAJOR 1
+#define VK_VERSION_MINOR 0
+#define VK_VERSION_PATCH 0
+#define VK_VERSION_STRING "1.0.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH */
+#define VK_VERSION_NUMBER 10000
+/* The shared library's SONAME is libvkclient.so.<VK_ABI_VERSION>. */
+#define VK_ABI_VERSION 1
+
+#if defined(_WIN32) && defined(VK_SHARED)
+#  ifdef VK_BUILDING
+#    define VK_API __declspec(dllexport)
+#  else
+#    define VK_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) && defined(VK_BUILDING)
+#  define VK_API __attribute__((visibility("default")))
+#else
+#  define VK_API
+#endif
+
+#if defined(__GNUC__) && !defined(SWIG)
+#  define VK_DEPRECATED __attribute__((deprecated))
+#else
+#  define VK_DEPRECATED
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum vk_status {
+    VK_OK = 0,
+    VK_ERR_NIL_CLIENT = 1,                 /* redis client is nil */
+    VK_ERR_INVALID_CONFIG = 2,             /* invalid redis config */
+    VK_ERR_NIL_LOCK_HANDLE = 3,            /* lock handle is nil or not initialized */
+    VK_ERR_LOCK_NOT_HELD = 4,              /* lock was not held or already expired */
+    VK_ERR_NIL_LOCK_MANAGER = 5,           /* lock manager is nil */
+    VK_ERR_LOCK_NOT_INITIALIZED = 6,       /* distributed lock is not initialized */
+    VK_ERR_NIL_LOCK_FN = 7,                /* lock function is nil */
+    VK_ERR_EMPTY_LOCK_KEY = 8,             /* lock key cannot be empty */
+    VK_ERR_LOCK_EXPIRY_INVALID = 9,        /* lock expiry must be greater than 0 */
+    VK_ERR_LOCK_TRIES_INVALID = 10,        /* lock tries must be at least 1 */
+    VK_ERR_LOCK_TRIES_EXCEEDED = 11,       /* lock tries exceeds maximum */
+    VK_ERR_LOCK_RETRY_DELAY_NEGATIVE = 12, /* lock retry delay cannot be negative */
+    VK_ERR_LOCK_DRIFT_FACTOR_INVALID = 13, /* lock drift factor must be between ... */
+    VK_ERR_NIL_LOCK_HANDLE_ON_UNLOCK = 14, /* lock handle is nil */
+    VK_ERR_LOCK_ACQUIRE = 15,              /* failed to acquire lock */
+    VK_ERR_LOCK_FN = 16,                   /* distributed lock: function execution */
+    VK_ERR_IO = 17,                        /* connection error */
+    VK_ERR_TIMEOUT = 18,                   /* i/o timeout */
+    VK_ERR_POOL_TIMEOUT = 19,              /* connection pool timeout */
+    VK_ERR_RECONNECT_RATE_LIMITED = 20,    /* redis reconnect: rate-limited */
+    VK_ERR_AUTH = 21,                      /* authentication failed */
+    VK_ERR_TLS = 22,                       /* TLS error */
+    VK_ERR_IAM = 23,                       /* GCP IAM token request failed */
+    VK_ERR_PROTOCOL = 24,                  /* protocol error */
+    VK_ERR_NO_MEMORY = 25,                 /* out of memory */
+    VK_ERR_INVALID_ARGUMENT = 26,          /* invalid argument */
+    VK_ERR_CANCELLED = 27,                 /* operation cancelled */
+    VK_ERR_SERVER = 28,                    /* server error reply */
+    VK_ERR_LOCK_LOST = 29                  /* lock was lost while held */
+} vk_status;
+
+/* The fixed text of a code (never NULL; unknown codes give "unknown error"). */
+VK_API const char *vk_strerror(vk_status code);
+/* The full message of the last failure on this thread ("" if none).
+ * Valid until the next vkclient call on this thread. */
+VK_API const char *vk_last_error(void);
+/* The code of the last failure on this thread (VK_OK if none). */
+VK_API vk_status vk_last_status(void);
+/* Releases a string or buffer that vkclient returned through a char **out. */
+VK_API void vk_free(void *ptr);
+
+/* Run-time version: "1.0.0", and VK_VERSION_NUMBER of the loaded library. */
+VK_API const char *vk_version(void);
+VK_API int vk_version_number(void);
+/* The version of the hiredis the library was built against, e.g. "0.14.1". */
+VK_API const char *vk_hiredis_version(void);
+/* 1 when this build can speak RESP3 (protocol 3), else 0. */
+VK_API int vk_resp3_supported(void);
+
+/* ------------------------------------------------------------------------ */
+/* Callbacks: logger, metrics                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef enum vk_log_level {
+    VK_LOG_DEBUG = 0,
+    VK_LOG_INFO = 1,
+    VK_LOG_WARN = 2,
+    VK_LOG_ERROR = 3
+} vk_log_level;
+
+typedef enum vk_metric_kind {
+    VK_METRIC_COUNTER = 0,
+    VK_METRIC_GAUGE = 1,
+    VK_METRIC_HISTOGRAM = 2
+} vk_metric_kind;
+
+/* A key/value pair lent to a callback for the duration of the call. */
+typedef struct vk_field {
+    const char *key;
+    const char *value;
+} vk_field;
+
+/* A logger. It must not call back into the client that called it, and must
+ * be thread-safe unless the client delivers events on the caller's thread
+ * (vk_config_set_event_delivery). */
+typedef void (*vk_log_fn)(void *userdata, vk_log_level level, const char *message,
+                          const vk_field *fields, size_t nfields);
+/* A metrics sink: counters carry increments, gauges the current value,
+ * histograms one observation (seconds for durations). */
+typedef void (*vk_metric_fn)(void *userdata, const char *name, vk_metric_kind kind,
+                             double value, const vk_field *labels, size_t nlabels);
+/* Releases a callback's userdata once vkclient no longer needs it. */
+typedef void (*vk_free_fn)(void *userdata);
+
+/* The process-wide logger used for diagnostics of misuse (NULL handles).
+ * fn == NULL restores the no-op logger. The previous userdata is freed. */
+VK_API void vk_set_package_logger(vk_log_fn fn, void *userdata, vk_free_fn free_userdata);
+
+/* Printable name of a level ("debug", "info", "warn", "error"). */
+VK_API const char *vk_log_level_name(vk_log_level level);
+/* Printable name of a metric kind ("counter", "gauge", "histogram"). */
+VK_API const char *vk_metric_kind_name(vk_metric_kind kind);
+
+/* ------------------------------------------------------------------------ */
+/* Context: deadlines and cancellation for blocking calls                   */
+/* ------------------------------------------------------------------------ */
+
+/* A context bounds a blocking call (command, connect, lock acquire) by a
+ * deadline and lets another thread cancel it. NULL means "no deadline
+ * beyond the configured timeouts, not cancellable". A context may be shared
+ * by several calls; once cancelled it stays cancelled. */
+typedef struct vk_context vk_context;
+
+/* Polled at least every 50 ms while a call waits; returning non-zero
+ * cancels the call with VK_ERR_CANCELLED (used for Python's Ctrl-C). */
+typedef int (*vk_interrupt_fn)(void *userdata);
+
+VK_API vk_status vk_context_new(vk_context **out);
+VK_API void vk_context_free(vk_context *ctx);
+/* Sets the deadline to now + timeout_ms; a negative value removes it. */
+VK_API vk_status vk_context_set_timeout_ms(vk_context *ctx, int64_t timeout_ms);
+/* Cancels every call waiting on ctx, now and later. Thread-safe. */
+VK_API vk_status vk_context_cancel(vk_context *ctx);
+VK_API int vk_context_is_cancelled(const vk_context *ctx);
+VK_API vk_status vk_context_set_interrupt_check(vk_context *ctx, vk_interrupt_fn fn,
+                                                void *userdata);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct vk_config vk_config;
+
+typedef enum vk_tls_version {
+    VK_TLS_DEFAULT = 0, /* TLS 1.2 */
+    VK_TLS1_0 = 10,
+    VK_TLS1_1 = 11,
+    VK_TLS1_2 = 12,
+    VK_TLS1_3 = 13
+} vk_tls_version;
+
+typedef enum vk_event_delivery {
+    /* Sinks are called on whichever thread produced the event (default). */
+    VK_EVENTS_ANY_THREAD = 0,
+    /* Events from background threads are queued and delivered by
+     * vk_client_poll_events() on the caller's thread. */
+    VK_EVENTS_QUEUED = 1
+} vk_event_delivery;
+
+typedef enum vk_refresh_mode {
+    /* The IAM refresh loop runs on a background thread (default). */
+    VK_REFRESH_THREAD = 0,
+    /* No background thread: the host calls vk_client_tick() regularly. */
+    VK_REFRESH_DRIVEN = 1
+} vk_refresh_mode;
+
+VK_API vk_status vk_config_new(vk_config **out);
+VK_API void vk_config_free(vk_config *cfg);
+VK_API vk_status vk_config_clone(vk_config **out, const vk_config *cfg);
+/* redis://[[user]:password@]host[:port][/db], rediss://... (TLS),
+ * unix://[[user]:password@]/path.sock[?db=N]. IPv6 hosts in brackets.
+ * A rediss:// URL enables TLS; its CA is set with vk_config_set_tls(). */
+VK_API vk_status vk_config_from_url(vk_config **out, const char *url);
+
+/* Topology: exactly one. "host:port", "[::1]:port" or "unix:/path.sock". */
+VK_API vk_status vk_config_set_standalone(vk_config *cfg, const char *address);
+/* Selects the sentinel topology; addresses are added one by one. */
+VK_API vk_status vk_config_set_sentinel(vk_config *cfg, const char *master_name);
+VK_API vk_status vk_config_add_sentinel_address(vk_config *cfg, const char *address);
+/* Auth for the sentinels themselves (NULL password: none). */
+VK_API vk_status vk_config_set_sentinel_auth(vk_config *cfg, const char *username,
+                                             const char *password);
+/* Selects the cluster topology; seed addresses are added one by one. */
+VK_API vk_status vk_config_set_cluster(vk_config *cfg);
+VK_API vk_status vk_config_add_cluster_address(vk_config *cfg, const char *address);
+
+/* TLS: the CA bundle as base64 of PEM. Enables TLS. */
+VK_API vk_status vk_config_set_tls(vk_config *cfg, const char *ca_cert_base64);
+VK_API vk_status vk_config_set_tls_min_version(vk_config *cfg, vk_tls_version version);
+VK_API vk_status vk_config_set_tls_allow_legacy_min_version(vk_config *cfg, int allow);
+/* Mutual TLS: client certificate chain and private key, base64 of PEM. */
+VK_API vk_status vk_config_set_tls_client_cert(vk_config *cfg, const char *cert_base64,
+                                               const char *key_base64);
+/* The name to verify the server certificate against (default: the host). */
+VK_API vk_status vk_config_set_tls_server_name(vk_config *cfg, const char *server_name);
+
+/* Auth: at most one strategy. username NULL or "" means the default user. */
+VK_API vk_status vk_config_set_static_password(vk_config *cfg, const char *username,
+                                               const char *password);
+/* GCP IAM: base64 of a service-account key JSON (NULL: take credentials
+ * from the environment, see README) and the service account to act as. */
+VK_API vk_status vk_config_set_gcp_iam(vk_config *cfg, const char *credentials_base64,
+                                       const char *service_account);
+VK_API vk_status vk_config_set_gcp_iam_token_lifetime_ms(vk_config *cfg, int64_t ms);
+VK_API vk_status vk_config_set_gcp_iam_refresh_every_ms(vk_config *cfg, int64_t ms);
+VK_API vk_status vk_config_set_gcp_iam_refresh_check_interval_ms(vk_config *cfg, int64_t ms);
+VK_API vk_status vk_config_set_gcp_iam_refresh_operation_timeout_ms(vk_config *cfg, int64_t ms);
+/* Base URL of the IAM Credentials API
+ * (default https://iamcredentials.googleapis.com). */
+VK_API vk_status vk_config_set_gcp_iam_endpoint(vk_config *cfg, const char *base_url);
+
+/* Connection options; 0 means "the default" (SEMANTICS §1). */
+VK_API vk_status vk_config_set_db(vk_config *cfg, int db);
+VK_API vk_status vk_config_set_protocol(vk_config *cfg, int protocol);
+VK_API vk_status vk_config_set_pool_size(vk_config *cfg, int pool_size);
+VK_API vk_status vk_config_set_min_idle_conns(vk_config *cfg, int min_idle_conns);
+VK_API vk_status vk_config_set_read_timeout_ms(vk_config *cfg, int64_t ms);
+VK_API vk_status vk_config_set_write_timeout_ms(vk_config *cfg, int64_t ms);
+VK_API vk_status vk_config_set_dial_timeout_ms(vk_config *cfg, int64_t ms);
+VK_API vk_status vk_config_set_pool_timeout_ms(vk_config *cfg, int64_t ms);
+/* -1 disables retries. */
+VK_API vk_status vk_config_set_max_retries(vk_config *cfg, int max_retries);
+VK_API vk_status vk_config_set_min_retry_backoff_ms(vk_config *cfg, int64_t ms);
+VK_API vk_status vk_config_set_max_retry_backoff_ms(vk_config *cfg, int64_t ms);
+
+/* Sinks. fn == NULL removes the sink (no-op). */
+VK_API vk_status vk_config_set_logger(vk_config *cfg, vk_log_fn fn, void *userdata,
+                                      vk_free_fn free_userdata);
+VK_API vk_status vk_config_set_metrics(vk_config *cfg, vk_metric_fn fn, void *userdata,
+                                       vk_free_fn free_userdata);
+VK_API vk_status vk_config_set_event_delivery(vk_config *cfg, vk_event_delivery delivery);
+VK_API vk_status vk_config_set_refresh_mode(vk_config *cfg, vk_refresh_mode mode);
+
+/* Applies the defaults of SEMANTICS §1 and validates. On failure the code
+ * is VK_ERR_INVALID_CONFIG and vk_last_error() is
+ * "invalid redis config: <reason>". vk_client_new() does the same. */
+VK_API vk_status vk_config_validate(const vk_config *cfg);
+/* A one-line description with every secret redacted, e.g.
+ * Config{Topology:Standalone{Address:127.0.0.1:6379}, TLS:<nil>,
+ *        Auth:StaticPasswordAuth{Password:REDACTED}, Options:{...}}.
+ * Release with vk_free(). */
+VK_API vk_status vk_config_describe(char **out, const vk_config *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* Replies                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum vk_reply_type {
+    VK_REPLY_STRING = 1,  /* bulk string (binary) */
+    VK_REPLY_ARRAY = 2,
+    VK_REPLY_INTEGER = 3,
+    VK_REPLY_NIL = 4,
+    VK_REPLY_STATUS = 5,  /* simple string, e.g. OK */
+    VK_REPLY_ERROR = 6,   /* an error reply: a reply, not a vk_status */
+    VK_REPLY_DOUBLE = 7,  /* RESP3 */
+    VK_REPLY_BOOL = 8,    /* RESP3 */
+    VK_REPLY_MAP = 9,     /* RESP3: elements are key, value, key, value... */
+    VK_REPLY_SET = 10,    /* RESP3 */
+    VK_REPLY_ATTR = 11,   /* RESP3 */
+    VK_REPLY_PUSH = 12,   /* RESP3 */
+    VK_REPLY_BIGNUM = 13, /* RESP3: decimal digits as a string */
+    VK_REPLY_VERB = 14    /* RESP3: verbatim string */
+} vk_reply_type;
+
+typedef struct vk_reply vk_reply;
+
+/* Frees a reply tree. Only top-level replies are freed; elements are
+ * borrowed from their parent. NULL-safe. */
+VK_API void vk_reply_free(vk_reply *reply);
+/* 0 for NULL. */
+VK_API vk_reply_type vk_reply_get_type(const vk_reply *reply);
+/* Bytes of a string, status, error, bignum, verbatim or double reply;
+ * NULL (and *len = 0) for other types. Not NUL-safe: use len. */
+VK_API const char *vk_reply_get_string(const vk_reply *reply, size_t *len);
+/* Integer value (bool: 0/1); 0 for other types. */
+VK_API long long vk_reply_get_integer(const vk_reply *reply);
+/* Double value (integers converted); 0 for other types. */
+VK_API double vk_reply_get_double(const vk_reply *reply);
+/* Number of elements of an aggregate (a map counts keys and values). */
+VK_API size_t vk_reply_get_length(const vk_reply *reply);
+/* Element i of an aggregate, borrowed; NULL when out of range. */
+VK_API const vk_reply *vk_reply_get_element(const vk_reply *reply, size_t index);
+
+/* ------------------------------------------------------------------------ */
+/* Client                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct vk_client vk_client;
+
+/* New: copies cfg, normalises, validates, connects and pings. On failure
+ * nothing is left running and *out is NULL. */
+VK_API vk_status vk_client_new(vk_client **out, const vk_config *cfg);
+/* Closes and releases the client. Objects created from it (lock managers,
+ * pipelines) stay valid and then fail with VK_ERR_NIL_CLIENT. NULL-safe. */
+VK_API void vk_client_free(vk_client *client);
+
+/* (Re)connects with create-ping-swap: the new connection set is built and
+ * pinged before the old one is closed; a failed connect leaves the old one
+ * in service. */
+VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx);
+/* Stops the refresh loop, closes every connection, marks the client not
+ * connected. Idempotent. A later command reconnects on demand. */
+VK_API vk_status vk_client_close(vk_client *client);
+VK_API int vk_client_is_connected(const vk_client *client);
+/* The last IAM refresh / reconnect error, or *out = NULL if none. */
+VK_API vk_status vk_client_last_refresh_error(char **out, const vk_client *client);
+
+/*
+ * Runs one command given as argv with lengths (binary safe) and returns its
+ * reply. An error reply from the server is a reply of type VK_REPLY_ERROR
+ * and the call returns VK_OK.
+ *
+ * Reconnects on demand when the client is not connected, under the rate
+ * limit of SEMANTICS §2 (VK_ERR_RECONNECT_RATE_LIMITED inside the window).
+ *
+ * Retry policy: a failed command is retried up to max_retries times, with
+ * exponential back-off between min and max retry back-off (full jitter),
+ * only when it cannot have run on the server:
+ *   - the failure happened before the whole request was written
+ *     (dial, handshake, pool wait, write error), or
+ *   - the server answered -LOADING, -TRYAGAIN, -CLUSTERDOWN or -MASTERDOWN
+ *     (it refused the command), or
+ *   - the command is read-only (GET, PING, EXISTS, ...; see README), so
+ *     running it twice is harmless.
+ * A write whose reply was lost (read timeout, connection dropped after the
+ * request was sent) is not retried: the error is returned.
+ */
+VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context *ctx,
+                                   int argc, const char *const *argv,
+                                   const size_t *argvlen);
+
+/* Snapshot of the client's state: not a probe. */
+typedef struct vk_snapshot vk_snapshot;
+VK_API vk_status vk_client_snapshot(vk_snapshot **out, const vk_client *client);
+VK_API void vk_snapshot_free(vk_snapshot *snapshot);
+VK_API int vk_snapshot_connected(const vk_snapshot *snapshot);
+/* NULL when there is no refresh error. Borrowed from the snapshot. */
+VK_API const char *vk_snapshot_last_refresh_error(const vk_snapshot *snapshot);
+/* Unix time in ms of the last successful token refresh; 0 if never. */
+VK_API int64_t vk_snapshot_last_refresh_at_ms(const vk_snapshot *snapshot);
+VK_API int vk_snapshot_refresh_loop_running(const vk_snapshot *snapshot);
+
+/* Delivers queued events (VK_EVENTS_QUEUED) to the sinks on this thread,
+ * at most max (0 = all); returns how many were delivered, or -1 for NULL. */
+VK_API int vk_client_poll_events(vk_client *client, int max);
+/* Waits until an event is queued, the timeout passes or ctx is cancelled.
+ * Returns VK_OK when events are pending, VK_ERR_TIMEOUT otherwise. */
+VK_API vk_status vk_client_wait_events(vk_client *client, vk_context *ctx,
+                                       int64_t timeout_ms);
+/* Driven mode (VK_REFRESH_DRIVEN): runs the due work of the refresh loop
+ * (a token refresh when one is due). Cheap when nothing is due. */
+VK_API vk_status vk_client_tick(vk_client *client, vk_context *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Pipelines: many commands, one round trip per node                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct vk_pipeline vk_pipeline;
+
+VK_API vk_status vk_pipeline_new(vk_pipeline **out, vk_client *client);
+VK_API void vk_pipeline_free(vk_pipeline *pipeline);
+VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc,
+                                    const char *const *argv, const size_t *argvlen);
+/* Number of commands appended since the last exec. */
+VK_API size_t vk_pipeline_length(const vk_pipeline *pipeline);
+/* Sends every appended command and returns an array reply with one element
+ * per command, in order; an error reply in the middle is an element of type
+ * VK_REPLY_ERROR and loses none of the others. The pipeline is emptied for
+ * reuse. A pipeline is never retried once any of it was written. */
+VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Distributed lock (Redlock)                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct vk_lock_manager vk_lock_manager;
+typedef struct vk_lock vk_lock;
+
+#define VK_LOCK_OPTIONS_VERSION 1
+typedef struct vk_lock_options {
+    unsigned int version;   /* VK_LOCK_OPTIONS_VERSION */
+    int64_t expiry_ms;      /* > 0; default 10000 */
+    int tries;              /* 1..1000; default 3 */
+    int64_t retry_delay_ms; /* >= 0; default 500 */
+    double drift_factor;    /* [0, 1); default 0.01 */
+    int auto_renew;         /* renew while a with_lock function runs; default 0 */
+} vk_lock_options;
+#define VK_LOCK_OPTIONS_INIT { VK_LOCK_OPTIONS_VERSION, 10000, 3, 500, 0.01, 0 }
+
+/* Fills opts with the defaults / the rate-limiter preset. */
+VK_API vk_status vk_lock_options_init(vk_lock_options *opts, unsigned int version);
+VK_API vk_status vk_lock_options_rate_limiter(vk_lock_options *opts, unsigned int version);
+/* Checks opts against the rules of SEMANTICS §4 (exact texts). */
+VK_API vk_status vk_lock_options_validate(const vk_lock_options *opts);
+
+/* A manager over one client (the client must be live) ... */
+VK_API vk_status vk_lock_manager_new(vk_lock_manager **out, vk_client *client);
+/* ... or over n independent clients for a Redlock quorum (majority of n). */
+VK_API vk_status vk_lock_manager_new_quorum(vk_lock_manager **out,
+                                            vk_client *const *clients, size_t n);
+VK_API void vk_lock_manager_free(vk_lock_manager *manager);
+
+/* One attempt with the default expiry. Contention is not an error: the
+ * call returns VK_OK with *out == NULL. Faults are errors. */
+VK_API vk_status vk_lock_manager_try_lock(vk_lock **out, vk_lock_manager *manager,
+                                          vk_context *ctx, const char *key, size_t keylen);
+/* Acquire with retries per opts (NULL: defaults). Contention after the last
+ * try is VK_ERR_LOCK_ACQUIRE. */
+VK_API vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager,
+                                         vk_context *ctx, const char *key, size_t keylen,
+                                         const vk_lock_options *opts);
+
+/* The function run under the lock; `lock` is borrowed for the call. A
+ * non-OK return is passed on as VK_ERR_LOCK_FN ("distributed lock: function
+ * execution: <cause>") after the lock is released. */
+typedef vk_status (*vk_lock_fn)(void *userdata, vk_lock *lock);
+VK_API vk_status vk_lock_manager_with_lock(vk_lock_manager *manager, vk_context *ctx,
+                                           const char *key, size_t keylen,
+                                           vk_lock_fn fn, void *userdata);
+VK_API vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager,
+                                                   vk_context *ctx, const char *key,
+                                                   size_t keylen,
+                                                   const vk_lock_options *opts,
+                                                   vk_lock_fn fn, void *userdata);
+/* Deprecated: use vk_lock_unlock(). A NULL lock is VK_ERR_NIL_LOCK_HANDLE_ON_UNLOCK. */
+VK_API VK_DEPRECATED vk_status vk_lock_manager_unlock(vk_lock_manager *manager,
+                                                      vk_context *ctx, vk_lock *lock);
+
+/* Compare-and-delete release. VK_ERR_LOCK_NOT_HELD when it expired or was
+ * taken over; I/O faults keep their own codes. The handle stays allocated. */
+VK_API vk_status vk_lock_unlock(vk_lock *lock, vk_context *ctx);
+/* Resets the expiry to expiry_ms, only while the lock is still ours. */
+VK_API vk_status vk_lock_extend(vk_lock *lock, vk_context *ctx, int64_t expiry_ms);
+/* Remaining validity in ms (0 once expired or released). */
+VK_API int64_t vk_lock_validity_ms(const vk_lock *lock);
+/* Strictly increasing per key across every holder; 0 for NULL. */
+VK_API int64_t vk_lock_fencing_token(const vk_lock *lock);
+/* The key (borrowed), its length in *len. */
+VK_API const char *vk_lock_key(const vk_lock *lock, size_t *len);
+/* 1 when automatic renewal failed and the lock can no longer be trusted. */
+VK_API int vk_lock_is_lost(const vk_lock *lock);
+VK_API void vk_lock_free(vk_lock *lock);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VKCLIENT_H */

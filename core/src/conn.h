@@ -1,0 +1,85 @@
+/*
+ * One connection to one node: a transport (TCP/Unix, optionally TLS) plus
+ * hiredis's reader and formatter. The protocol state (output buffer,
+ * reader) is kept apart from socket I/O so another I/O driver can move the
+ * bytes later.
+ */
+#ifndef VK_CONN_H
+#define VK_CONN_H
+
+#include "internal.h"
+
+#include <hiredis/hiredis.h>
+
+/* ---- tls.c: the client's TLS context, built once from the config -------- */
+
+typedef struct vk_tls vk_tls;
+
+/* Builds an SSL_CTX from a prepared config: CA from base64 PEM, peer and
+ * host-name verification always on, the min version (floor per SEMANTICS),
+ * optional client certificate. VK_ERR_TLS or VK_ERR_INVALID_CONFIG. */
+vk_status vk__tls_new(vk_tls **out, const vk_config *cfg);
+void vk__tls_free(vk_tls *tls);
+
+/* ---- conn.c ------------------------------------------------------------- */
+
+typedef struct vk_conn vk_conn;
+
+typedef struct vk_conn_params {
+    const vk_config *cfg;   /* prepared: timeouts, db, protocol */
+    vk_tls *tls;            /* NULL: plain */
+    const char *server_name;/* TLS name to verify; NULL: the endpoint's host */
+    const char *username;   /* NULL: the default user */
+    const char *password;   /* NULL: no AUTH */
+} vk_conn_params;
+
+/* Connects within the dial timeout (and ctx), then the handshake: HELLO 3
+ * [AUTH user pass] for protocol 3, else AUTH [user] pass when a password is
+ * set; SELECT db when db != 0; PING. Auth refusals are VK_ERR_AUTH with the
+ * server's message. */
+vk_status vk__conn_open(vk_conn **out, const vk_endpoint *ep, const vk_conn_params *p,
+                        vk_context *ctx);
+/* Formats a command into the output buffer (no I/O). */
+vk_status vk__conn_append(vk_conn *c, int argc, const char *const *argv,
+                          const size_t *argvlen);
+/* Writes the whole output buffer within the write timeout (and ctx). On
+ * failure nothing may be assumed about what the server received, except
+ * that an incomplete request is never executed. Marks the conn broken. */
+vk_status vk__conn_flush(vk_conn *c, vk_context *ctx);
+/* Reads one reply within the read timeout (and ctx). I/O and protocol
+ * failures mark the conn broken. */
+vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx);
+/* append + flush + read. *sent is set true once the request was fully
+ * written (for the retry policy). */
+vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *const *argv,
+                           const size_t *argvlen, vk_context *ctx, bool *sent);
+/* Re-authenticates an idle connection (AUTH [user] pass). */
+vk_status vk__conn_auth(vk_conn *c, const char *username, const char *password,
+                        vk_context *ctx);
+bool vk__conn_is_broken(const vk_conn *c);
+/* For a connection that sat idle in a pool: false when the peer closed it
+ * or sent something unexpected (checked without blocking). */
+bool vk__conn_still_usable(vk_conn *c);
+int64_t vk__conn_last_used_ms(const vk_conn *c);
+/* A tag the owner may set, e.g. the credential generation it authed with. */
+uint64_t vk__conn_tag(const vk_conn *c);
+void vk__conn_set_tag(vk_conn *c, uint64_t tag);
+/* Closes gracefully. NULL-safe. */
+void vk__conn_close(vk_conn *c);
+/* After fork() in the child: closes the fd and frees memory without any
+ * TLS shutdown or bytes on the wire (the parent still owns the session). */
+void vk__conn_abandon(vk_conn *c);
+
+/* ---- client.c: what other core files need of a client ------------------- */
+
+/* Clients are refcounted so that objects made from them (lock managers,
+ * pipelines) outlive vk_client_free() safely. */
+vk_client *vk__client_ref(vk_client *c);
+void vk__client_unref(vk_client *c);
+/* False once vk_client_free() was called. */
+bool vk__client_alive(const vk_client *c);
+vk_events *vk__client_events(vk_client *c);
+/* The client's prepared config (read-only). */
+const vk_config *vk__client_config(const vk_client *c);
+
+#endif /* VK_CONN_H */

@@ -1,0 +1,231 @@
+/*
+ * Internal interfaces shared by the core's source files. Nothing here is
+ * exported: only vkclient.h is public. Functions are prefixed vk__.
+ */
+#ifndef VK_INTERNAL_H
+#define VK_INTERNAL_H
+
+#include "vkclient.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <pthread.h>
+
+#define VK_NO_DEADLINE INT64_MAX
+
+#if defined(__GNUC__)
+#  define VK_PRINTF(fmt_idx, args_idx) __attribute__((format(printf, fmt_idx, args_idx)))
+#  define VK_LIKELY(x) __builtin_expect(!!(x), 1)
+#  define VK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#  define VK_PRINTF(fmt_idx, args_idx)
+#  define VK_LIKELY(x) (x)
+#  define VK_UNLIKELY(x) (x)
+#endif
+
+/* ---- error.c ----------------------------------------------------------- */
+
+/* Records a failure on this thread and returns code. The detail becomes
+ * "<vk_strerror(code)>: <formatted>", or just vk_strerror(code) when fmt
+ * is NULL. */
+vk_status vk__fail(vk_status code, const char *fmt, ...) VK_PRINTF(2, 3);
+/* Same, but the detail is exactly the formatted text. */
+vk_status vk__fail_msg(vk_status code, const char *fmt, ...) VK_PRINTF(2, 3);
+vk_status vk__fail_nomem(void);
+/* A malloc'd copy of this thread's current detail message (or NULL). */
+char *vk__error_dup(void);
+/* Restores a saved failure (code + detail) on this thread. */
+vk_status vk__fail_restore(vk_status code, const char *detail);
+
+/* ---- clock.c: time, randomness ------------------------------------------ */
+
+int64_t vk__now_us(void);   /* monotonic */
+int64_t vk__now_ms(void);   /* monotonic */
+int64_t vk__wall_ms(void);  /* Unix time */
+/* Fills buf from OpenSSL's CSPRNG; 0 on success. */
+int vk__random_bytes(void *buf, size_t n);
+/* Uniform in [0, upper) from a fast thread-local generator (jitter only);
+ * 0 when upper <= 0. */
+int64_t vk__jitter(int64_t upper);
+/* Formats a duration like Go's time.Duration.String() ("250ms", "1.5s"). */
+void vk__format_duration_ms(char *buf, size_t cap, int64_t ms);
+
+/* ---- context.c ---------------------------------------------------------- */
+
+/* The absolute monotonic deadline in us, VK_NO_DEADLINE when none. */
+int64_t vk__ctx_deadline_us(const vk_context *ctx);
+/* True when waiting on behalf of ctx needs poll() (cancellable, deadline or
+ * interrupt check); false for NULL: then blocking I/O with socket timeouts
+ * is enough, which is the fast path. */
+bool vk__ctx_needs_poll(const vk_context *ctx);
+/* VK_ERR_CANCELLED when cancelled (or the interrupt check fired),
+ * VK_ERR_TIMEOUT when the deadline passed, else VK_OK. Sets the detail. */
+vk_status vk__ctx_check(vk_context *ctx);
+/* Waits for `events` (POLLIN/POLLOUT) on fd until min(deadline_us, ctx's
+ * deadline), waking on cancel and running the interrupt check at least
+ * every 50 ms. VK_OK when ready, else VK_ERR_TIMEOUT / VK_ERR_CANCELLED
+ * (detail set). fd < 0: just sleeps until the deadline (still interruptible),
+ * returning VK_OK when the deadline is reached. */
+vk_status vk__ctx_wait_fd(vk_context *ctx, int fd, short events, int64_t deadline_us);
+/* Interruptible sleep: VK_OK after ms, else the ctx's failure. */
+vk_status vk__ctx_sleep_ms(vk_context *ctx, int64_t ms);
+
+/* ---- events.c: logger and metrics sinks, optional queue ------------------ */
+
+/* A refcounted callback (function + userdata + free hook). */
+typedef struct vk_callback {
+    void (*fn)(void);           /* vk_log_fn or vk_metric_fn */
+    void *userdata;
+    vk_free_fn free_userdata;
+    int refs;                   /* atomic */
+} vk_callback;
+
+vk_callback *vk__callback_new(void (*fn)(void), void *userdata, vk_free_fn free_userdata);
+vk_callback *vk__callback_ref(vk_callback *cb);     /* NULL-safe */
+void vk__callback_unref(vk_callback *cb);           /* NULL-safe; frees userdata at 0 */
+
+/* The per-client emitter: the sinks plus, in VK_EVENTS_QUEUED mode, a queue
+ * for events raised on threads other than the caller's. */
+typedef struct vk_events vk_events;
+
+vk_events *vk__events_new(vk_callback *logger, vk_callback *metrics, vk_event_delivery mode);
+void vk__events_free(vk_events *ev);
+/* Marks the calling thread as a background thread of this client: in
+ * queued mode its events go to the queue. */
+void vk__events_enter_background(void);
+bool vk__events_has_logger(const vk_events *ev);
+bool vk__events_has_metrics(const vk_events *ev);
+void vk__log(vk_events *ev, vk_log_level level, const char *message,
+             const vk_field *fields, size_t nfields);
+void vk__metric(vk_events *ev, const char *name, vk_metric_kind kind, double value,
+                const vk_field *labels, size_t nlabels);
+int vk__events_poll(vk_events *ev, int max);
+vk_status vk__events_wait(vk_events *ev, vk_context *ctx, int64_t timeout_ms);
+/* The process-wide package logger. */
+void vk__package_log(vk_log_level level, const char *message,
+                     const vk_field *fields, size_t nfields);
+/* Logs misuse of a NULL handle through the package logger, e.g.
+ * vk__misuse("vk_client_command", "redis client is nil"). */
+void vk__misuse(const char *function, const char *what);
+
+/* Quotes s (len bytes) as a double-quoted string with control and non-ASCII
+ * bytes escaped; a quoted form over 128 characters is cut to its first 128
+ * followed by "...(truncated)". Returns a malloc'd string. */
+char *vk__quote_key(const char *s, size_t len);
+
+/* ---- config.c ----------------------------------------------------------- */
+
+enum {
+    VK_TOPO_STANDALONE = 1,
+    VK_TOPO_SENTINEL = 2,
+    VK_TOPO_CLUSTER = 4
+};
+
+typedef struct vk_strlist {
+    char **items;
+    size_t count;
+} vk_strlist;
+
+struct vk_config {
+    unsigned topology_mask;          /* which topologies were configured */
+    char *standalone_address;
+    char *sentinel_master;
+    vk_strlist sentinel_addresses;
+    char *sentinel_username;
+    char *sentinel_password;
+    vk_strlist cluster_addresses;
+
+    bool tls_enabled;
+    char *tls_ca_base64;
+    vk_tls_version tls_min_version;
+    bool tls_allow_legacy;
+    char *tls_cert_base64;
+    char *tls_key_base64;
+    char *tls_server_name;
+
+    bool auth_static;
+    char *username;
+    char *password;
+
+    bool auth_gcp_iam;
+    char *iam_credentials_base64;    /* NULL: from the environment */
+    char *iam_service_account;
+    int64_t iam_token_lifetime_ms;
+    int64_t iam_refresh_every_ms;
+    int64_t iam_refresh_check_interval_ms;
+    int64_t iam_refresh_operation_timeout_ms;
+    char *iam_endpoint;
+
+    int db;
+    int protocol;
+    int pool_size;
+    int min_idle_conns;
+    int64_t read_timeout_ms;
+    int64_t write_timeout_ms;
+    int64_t dial_timeout_ms;
+    int64_t pool_timeout_ms;
+    int max_retries;                 /* -1: none */
+    int64_t min_retry_backoff_ms;
+    int64_t max_retry_backoff_ms;
+
+    vk_callback *logger;
+    vk_callback *metrics;
+    vk_event_delivery event_delivery;
+    vk_refresh_mode refresh_mode;
+};
+
+/* Applies the defaults of SEMANTICS §1 in place (logging the TLS min
+ * version decisions through ev, which may be NULL), then validates.
+ * VK_ERR_INVALID_CONFIG with the exact reason on failure. */
+vk_status vk__config_prepare(vk_config *cfg, vk_events *ev);
+/* Wipes and frees a secret string (NULL-safe). */
+void vk__free_secret(char *s);
+/* Zeroes n bytes in a way the compiler cannot elide. */
+void vk__wipe(void *p, size_t n);
+
+/* A parsed address. */
+typedef struct vk_endpoint {
+    bool is_unix;
+    char host[256];   /* without brackets for IPv6 */
+    int port;
+    char path[108];   /* unix socket path */
+} vk_endpoint;
+
+/* "host:port", "[v6]:port" or "unix:/path". VK_ERR_INVALID_CONFIG with a
+ * reason naming the address on failure. */
+vk_status vk__parse_address(vk_endpoint *out, const char *address);
+/* "host:port" / "[v6]:port" / "unix:/path" back into buf. */
+void vk__format_endpoint(char *buf, size_t cap, const vk_endpoint *ep);
+
+/* ---- refresh.c / gcp_iam.c: the IAM token provider ----------------------- */
+
+/* Called by the refresher with each new token; the client applies it to new
+ * connections and re-authenticates (or replaces) live ones without failing
+ * any command. Returns VK_OK once the new token is in service. */
+typedef vk_status (*vk_apply_credentials_fn)(void *client, const char *username,
+                                             const char *password);
+
+typedef struct vk_refresher vk_refresher;
+
+/* Reads the IAM settings of a prepared cfg. */
+vk_status vk__refresher_new(vk_refresher **out, const vk_config *cfg, vk_events *ev,
+                            vk_apply_credentials_fn apply, void *client);
+void vk__refresher_free(vk_refresher *r);
+/* Fetches the first token (before the first connect) and applies it. */
+vk_status vk__refresher_fetch_now(vk_refresher *r, vk_context *ctx);
+/* Starts the loop (a thread, or nothing in driven mode). Never twice. */
+vk_status vk__refresher_start(vk_refresher *r);
+/* Driven mode: runs whatever is due. */
+vk_status vk__refresher_tick(vk_refresher *r, vk_context *ctx);
+/* Stops and joins the loop. Idempotent. */
+void vk__refresher_stop(vk_refresher *r);
+/* After fork() in the child: forget the parent's thread without joining;
+ * the loop is started again on next use. */
+void vk__refresher_after_fork(vk_refresher *r);
+/* Status fields; *last_error is malloc'd or NULL. */
+void vk__refresher_status(vk_refresher *r, char **last_error, int64_t *last_refresh_at_ms,
+                          bool *running);
+
+#endif /* VK_INTERNAL_H */
