@@ -1,0 +1,346 @@
+/*
+ * One connection: hiredis's formatter fills the output buffer, hiredis's
+ * reader parses replies, the transport moves the bytes. Any I/O or
+ * protocol failure marks the connection broken: a reply may still be in
+ * flight, so the stream can never be trusted again.
+ */
+#include "transport.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VK_READ_CHUNK 16384
+
+struct vk_conn {
+    vk_transport t;
+    redisReader *reader;
+    char *obuf;         /* formatted requests not yet written */
+    size_t olen;
+    size_t ocap;
+    bool broken;
+    uint64_t tag;
+    int64_t last_used_ms;
+};
+
+static vk_status broken(vk_conn *c, vk_status st)
+{
+    c->broken = true;
+    return st;
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+/* secret: the request carries a password; its formatted copy is wiped
+ * rather than adopted, so it only ever lives in the output buffer, which
+ * the caller wipes after the flush. */
+static vk_status append_request(vk_conn *c, int argc, const char *const *argv,
+                                const size_t *argvlen, bool secret)
+{
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, (const char **)argv, argvlen);
+    if (len < 0)
+        return vk__fail_nomem();
+    size_t n = (size_t)len;
+    if (c->olen == 0 && c->ocap < n && !secret) {
+        /* The common single-command case: take the formatted buffer as is. */
+        free(c->obuf);
+        c->obuf = cmd;
+        c->olen = c->ocap = n;
+        return VK_OK;
+    }
+    if (c->olen + n > c->ocap) {
+        size_t cap = c->ocap * 2 > c->olen + n ? c->ocap * 2 : c->olen + n;
+        char *grown = realloc(c->obuf, cap);
+        if (grown == NULL) {
+            vk__wipe(cmd, n);
+            redisFreeCommand(cmd);
+            return vk__fail_nomem();
+        }
+        c->obuf = grown;
+        c->ocap = cap;
+    }
+    memcpy(c->obuf + c->olen, cmd, n);
+    c->olen += n;
+    if (secret)
+        vk__wipe(cmd, n);
+    redisFreeCommand(cmd);
+    return VK_OK;
+}
+
+vk_status vk__conn_append(vk_conn *c, int argc, const char *const *argv,
+                          const size_t *argvlen)
+{
+    return append_request(c, argc, argv, argvlen, false);
+}
+
+/* Flushes requests that carried a password, then wipes the buffer. */
+static vk_status flush_secret(vk_conn *c, vk_context *ctx)
+{
+    size_t used = c->olen;
+    vk_status st = vk__conn_flush(c, ctx);
+    if (c->obuf != NULL)
+        vk__wipe(c->obuf, used < c->ocap ? used : c->ocap);
+    return st;
+}
+
+vk_status vk__conn_flush(vk_conn *c, vk_context *ctx)
+{
+    if (VK_UNLIKELY(c->broken))
+        return vk__fail(VK_ERR_IO, "connection to %s is broken", c->t.peer);
+    vk_status st = vk__transport_write_all(&c->t, c->obuf, c->olen, ctx);
+    c->olen = 0;
+    /* Do not keep a huge request's buffer around for the next small one. */
+    if (c->ocap > 1024 * 1024) {
+        free(c->obuf);
+        c->obuf = NULL;
+        c->ocap = 0;
+    }
+    if (VK_UNLIKELY(st != VK_OK))
+        return broken(c, st);
+    return VK_OK;
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx)
+{
+    *out = NULL;
+    if (VK_UNLIKELY(c->broken))
+        return vk__fail(VK_ERR_IO, "connection to %s is broken", c->t.peer);
+    for (;;) {
+        void *reply = NULL;
+        if (VK_UNLIKELY(redisReaderGetReply(c->reader, &reply) != REDIS_OK))
+            return broken(c, vk__fail(VK_ERR_PROTOCOL, "from %s: %s", c->t.peer,
+                                      c->reader->errstr));
+        if (reply != NULL) {
+            *out = reply;
+            return VK_OK;
+        }
+        char buf[VK_READ_CHUNK];
+        size_t got = 0;
+        vk_status st = vk__transport_read_some(&c->t, buf, sizeof buf, &got, ctx);
+        if (VK_UNLIKELY(st != VK_OK))
+            return broken(c, st);
+        if (VK_UNLIKELY(redisReaderFeed(c->reader, buf, got) != REDIS_OK))
+            return broken(c, vk__fail(VK_ERR_PROTOCOL, "from %s: %s", c->t.peer,
+                                      c->reader->errstr));
+    }
+}
+
+vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *const *argv,
+                           const size_t *argvlen, vk_context *ctx, bool *sent)
+{
+    *out = NULL;
+    *sent = false;
+    vk_status st = vk__conn_append(c, argc, argv, argvlen);
+    if (VK_LIKELY(st == VK_OK))
+        st = vk__conn_flush(c, ctx);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    *sent = true;
+    return vk__conn_read(c, out, ctx);
+}
+
+/* ---- handshake ---------------------------------------------------------- */
+
+static bool starts_with(const char *s, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && memcmp(s, prefix, n) == 0;
+}
+
+/* Maps an error reply met during the handshake to its status. */
+static vk_status handshake_error(const redisReply *r, const char *step)
+{
+    if (starts_with(r->str, r->len, "WRONGPASS") || starts_with(r->str, r->len, "NOAUTH") ||
+        strcmp(step, "AUTH") == 0 || strcmp(step, "HELLO") == 0)
+        return vk__fail(VK_ERR_AUTH, "%.*s", (int)r->len, r->str);
+    return vk__fail(VK_ERR_SERVER, "%s: %.*s", step, (int)r->len, r->str);
+}
+
+static vk_status append_auth(vk_conn *c, const char *username, const char *password)
+{
+    const char *argv[3] = {"AUTH"};
+    size_t lens[3] = {4};
+    int argc = 1;
+    if (username != NULL && username[0] != '\0') {
+        argv[argc] = username;
+        lens[argc++] = strlen(username);
+    }
+    argv[argc] = password;
+    lens[argc++] = strlen(password);
+    return append_request(c, argc, argv, lens, true);
+}
+
+#if HIREDIS_MAJOR >= 1
+static vk_status append_hello3(vk_conn *c, const char *username, const char *password)
+{
+    const char *argv[5] = {"HELLO", "3"};
+    size_t lens[5] = {5, 1};
+    int argc = 2;
+    if (password != NULL) {
+        const char *user = username != NULL && username[0] != '\0' ? username : "default";
+        argv[argc] = "AUTH";
+        lens[argc++] = 4;
+        argv[argc] = user;
+        lens[argc++] = strlen(user);
+        argv[argc] = password;
+        lens[argc++] = strlen(password);
+    }
+    return append_request(c, argc, argv, lens, true);
+}
+#endif
+
+/* Sends every handshake step in one write and checks the replies in order:
+ * one round trip however many steps there are. */
+static vk_status handshake(vk_conn *c, const vk_conn_params *p, vk_context *ctx)
+{
+    const char *steps[3];
+    int nsteps = 0;
+    vk_status st = VK_OK;
+#if HIREDIS_MAJOR >= 1
+    if (p->cfg->protocol == 3) {
+        st = append_hello3(c, p->username, p->password);
+        steps[nsteps++] = "HELLO";
+    } else
+#endif
+    if (p->password != NULL) {
+        st = append_auth(c, p->username, p->password);
+        steps[nsteps++] = "AUTH";
+    }
+    if (st == VK_OK && p->cfg->db != 0) {
+        char db[16];
+        int len = snprintf(db, sizeof db, "%d", p->cfg->db);
+        const char *argv[2] = {"SELECT", db};
+        size_t lens[2] = {6, (size_t)len};
+        st = vk__conn_append(c, 2, argv, lens);
+        steps[nsteps++] = "SELECT";
+    }
+    if (st == VK_OK) {
+        const char *argv[1] = {"PING"};
+        size_t lens[1] = {4};
+        st = vk__conn_append(c, 1, argv, lens);
+        steps[nsteps++] = "PING";
+    }
+    if (st == VK_OK)
+        st = flush_secret(c, ctx);
+    vk_status first_failure = VK_OK;
+    for (int i = 0; st == VK_OK && i < nsteps; i++) {
+        redisReply *r;
+        st = vk__conn_read(c, &r, ctx);
+        if (st != VK_OK)
+            break;
+        if (r->type == REDIS_REPLY_ERROR && first_failure == VK_OK)
+            first_failure = handshake_error(r, steps[i]);
+        freeReplyObject(r);
+    }
+    if (st == VK_OK && first_failure != VK_OK) {
+        /* The detail of the first failure is still this thread's. */
+        st = first_failure;
+    }
+    return st;
+}
+
+vk_status vk__conn_open(vk_conn **out, const vk_endpoint *ep, const vk_conn_params *p,
+                        vk_context *ctx)
+{
+    *out = NULL;
+    vk_conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return vk__fail_nomem();
+    c->t.fd = -1;
+    c->reader = redisReaderCreate();
+    /* Room for the handshake, so a password is never left behind in a
+     * buffer that realloc() moved away from. */
+    c->ocap = 512;
+    c->obuf = malloc(c->ocap);
+    if (c->reader == NULL || c->obuf == NULL) {
+        if (c->reader != NULL)
+            redisReaderFree(c->reader);
+        free(c->obuf);
+        free(c);
+        return vk__fail_nomem();
+    }
+    vk_status st = vk__transport_open(&c->t, ep, p->tls, p->server_name, p->cfg, ctx);
+    if (st == VK_OK)
+        st = handshake(c, p, ctx);
+    if (st != VK_OK) {
+        char *detail = vk__error_dup();
+        vk__conn_close(c);
+        vk__fail_restore(st, detail);
+        free(detail);
+        return st;
+    }
+    c->last_used_ms = vk__now_ms();
+    *out = c;
+    return VK_OK;
+}
+
+vk_status vk__conn_auth(vk_conn *c, const char *username, const char *password,
+                        vk_context *ctx)
+{
+    vk_status st = append_auth(c, username, password);
+    if (st == VK_OK)
+        st = flush_secret(c, ctx);
+    redisReply *r = NULL;
+    if (st == VK_OK)
+        st = vk__conn_read(c, &r, ctx);
+    if (st == VK_OK && r->type == REDIS_REPLY_ERROR)
+        st = handshake_error(r, "AUTH");
+    freeReplyObject(r);
+    return st;
+}
+
+/* ---- state -------------------------------------------------------------- */
+
+bool vk__conn_is_broken(const vk_conn *c)
+{
+    return c->broken;
+}
+
+bool vk__conn_still_usable(vk_conn *c)
+{
+    if (c->broken || c->reader->len > c->reader->pos)
+        return false;
+    if (!vk__transport_idle_ok(&c->t))
+        c->broken = true;
+    return !c->broken;
+}
+
+int64_t vk__conn_last_used_ms(const vk_conn *c)
+{
+    return c->last_used_ms;
+}
+
+uint64_t vk__conn_tag(const vk_conn *c)
+{
+    return c->tag;
+}
+
+void vk__conn_set_tag(vk_conn *c, uint64_t tag)
+{
+    c->tag = tag;
+}
+
+static void conn_free(vk_conn *c, bool graceful)
+{
+    if (c == NULL)
+        return;
+    vk__transport_close(&c->t, graceful);
+    if (c->reader != NULL)
+        redisReaderFree(c->reader);
+    free(c->obuf);
+    free(c);
+}
+
+void vk__conn_close(vk_conn *c)
+{
+    conn_free(c, true);
+}
+
+void vk__conn_abandon(vk_conn *c)
+{
+    /* The parent process still owns the TLS session: no close_notify. */
+    conn_free(c, false);
+}

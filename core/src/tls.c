@@ -1,0 +1,256 @@
+/*
+ * The client's TLS context, built once per client from its config, and the
+ * per-connection sessions made from it. The peer certificate and its host
+ * name (or IP address) are always verified; there is no switch to turn
+ * that off.
+ */
+#include "transport.h"
+#include "gcp_iam.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+struct vk_tls {
+    SSL_CTX *ctx;
+};
+
+/* ---- a socket BIO that never raises SIGPIPE ----------------------------- */
+
+static BIO_METHOD *nosigpipe_method;
+static pthread_once_t nosigpipe_once = PTHREAD_ONCE_INIT;
+
+static int nosigpipe_write(BIO *b, const char *buf, int len)
+{
+    int fd = -1;
+    BIO_get_fd(b, &fd);
+    errno = 0;
+    int n = (int)send(fd, buf, (size_t)len, MSG_NOSIGNAL);
+    BIO_clear_retry_flags(b);
+    if (n <= 0 && BIO_sock_should_retry(n))
+        BIO_set_retry_write(b);
+    return n;
+}
+
+/* OpenSSL's socket BIO writes with write(2), which raises SIGPIPE on a
+ * closed peer and would kill a host process that does not ignore it. */
+static void make_nosigpipe_method(void)
+{
+    const BIO_METHOD *base = BIO_s_socket();
+    BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "vkclient socket");
+    if (m == NULL)
+        return;
+    if (!BIO_meth_set_write(m, nosigpipe_write) ||
+        !BIO_meth_set_read(m, BIO_meth_get_read(base)) ||
+        !BIO_meth_set_puts(m, BIO_meth_get_puts(base)) ||
+        !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(base)) ||
+        !BIO_meth_set_create(m, BIO_meth_get_create(base)) ||
+        !BIO_meth_set_destroy(m, BIO_meth_get_destroy(base))) {
+        BIO_meth_free(m);
+        return;
+    }
+    nosigpipe_method = m;
+}
+
+/* ---- loading PEM given as base64 ---------------------------------------- */
+
+/* Decodes base64 (whitespace allowed) into a memory BIO of the PEM text.
+ * The decoded copy is wiped; a BIO_s_mem is cleared when freed. */
+static BIO *pem_bio_from_base64(const char *b64, const char *what)
+{
+    unsigned char *pem = NULL;
+    size_t len = 0;
+    if (vk__base64_decode(b64, &pem, &len) != 0 || len == 0) {
+        free(pem);
+        vk__fail(VK_ERR_TLS, "%s is not valid base64", what);
+        return NULL;
+    }
+    BIO *out = BIO_new(BIO_s_mem());
+    if (out != NULL && BIO_write(out, pem, (int)len) != (int)len) {
+        BIO_free(out);
+        out = NULL;
+    }
+    vk__wipe(pem, len);
+    free(pem);
+    if (out == NULL)
+        vk__fail_nomem();
+    return out;
+}
+
+static vk_status load_ca(SSL_CTX *ctx, const char *b64)
+{
+    BIO *pem = pem_bio_from_base64(b64, "CA certificate");
+    if (pem == NULL)
+        return vk_last_status();
+    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(pem, NULL, NULL, NULL);
+    BIO_free(pem);
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int added = 0;
+    for (int i = 0; infos != NULL && i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *info = sk_X509_INFO_value(infos, i);
+        if (info->x509 != NULL && X509_STORE_add_cert(store, info->x509) == 1)
+            added++;
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    ERR_clear_error();
+    if (added == 0)
+        return vk__fail(VK_ERR_TLS, "CA certificate: no PEM certificate found");
+    return VK_OK;
+}
+
+static vk_status load_client_cert(SSL_CTX *ctx, const char *cert_b64, const char *key_b64)
+{
+    BIO *pem = pem_bio_from_base64(cert_b64, "client certificate");
+    if (pem == NULL)
+        return vk_last_status();
+    X509 *cert = PEM_read_bio_X509(pem, NULL, NULL, NULL);
+    bool ok = cert != NULL && SSL_CTX_use_certificate(ctx, cert) == 1;
+    X509_free(cert);
+    /* Intermediate certificates after the leaf go into the chain. */
+    X509 *extra;
+    while (ok && (extra = PEM_read_bio_X509(pem, NULL, NULL, NULL)) != NULL) {
+        if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
+            X509_free(extra);
+            ok = false;
+        }
+    }
+    BIO_free(pem);
+    ERR_clear_error();
+    if (!ok)
+        return vk__fail(VK_ERR_TLS, "client certificate: no usable PEM certificate found");
+
+    pem = pem_bio_from_base64(key_b64, "client key");
+    if (pem == NULL)
+        return vk_last_status();
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(pem, NULL, NULL, NULL);
+    BIO_free(pem);   /* memory BIOs of key material are cleared on free */
+    ERR_clear_error();
+    if (key == NULL)
+        return vk__fail(VK_ERR_TLS, "client key: no usable PEM private key found");
+    /* OpenSSL checks the key against the certificate as it installs it. */
+    ok = SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    EVP_PKEY_free(key);
+    ERR_clear_error();
+    if (!ok)
+        return vk__fail(VK_ERR_TLS, "client key does not match the client certificate");
+    return VK_OK;
+}
+
+static int openssl_version(vk_tls_version v)
+{
+    switch (v) {
+    case VK_TLS1_0: return TLS1_VERSION;
+    case VK_TLS1_1: return TLS1_1_VERSION;
+    case VK_TLS1_3: return TLS1_3_VERSION;
+    case VK_TLS1_2:
+    case VK_TLS_DEFAULT:
+    default: return TLS1_2_VERSION;
+    }
+}
+
+vk_status vk__tls_new(vk_tls **out, const vk_config *cfg)
+{
+    *out = NULL;
+    pthread_once(&nosigpipe_once, make_nosigpipe_method);
+    if (nosigpipe_method == NULL)
+        return vk__fail(VK_ERR_TLS, "creating the socket BIO method failed");
+    vk_tls *tls = calloc(1, sizeof *tls);
+    if (tls == NULL)
+        return vk__fail_nomem();
+    tls->ctx = SSL_CTX_new(TLS_client_method());
+    if (tls->ctx == NULL) {
+        free(tls);
+        ERR_clear_error();
+        return vk__fail(VK_ERR_TLS, "creating the TLS context failed");
+    }
+    SSL_CTX_set_verify(tls->ctx, SSL_VERIFY_PEER, NULL);
+    int min = openssl_version(cfg->tls_min_version);
+    SSL_CTX_set_min_proto_version(tls->ctx, min);
+    /* OpenSSL 3 refuses TLS 1.0/1.1 above security level 0; the legacy
+     * opt-in (already logged as insecure) has to lower it to mean anything. */
+    if (min < TLS1_2_VERSION)
+        SSL_CTX_set_security_level(tls->ctx, 0);
+
+    vk_status st = load_ca(tls->ctx, cfg->tls_ca_base64);
+    if (st == VK_OK && cfg->tls_cert_base64 != NULL && cfg->tls_key_base64 != NULL)
+        st = load_client_cert(tls->ctx, cfg->tls_cert_base64, cfg->tls_key_base64);
+    if (st != VK_OK) {
+        vk__tls_free(tls);
+        return st;
+    }
+    *out = tls;
+    return VK_OK;
+}
+
+void vk__tls_free(vk_tls *tls)
+{
+    if (tls == NULL)
+        return;
+    SSL_CTX_free(tls->ctx);
+    free(tls);
+}
+
+static bool is_ip_literal(const char *name)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
+}
+
+vk_status vk__tls_session_new(vk_tls *tls, int fd, const char *name, SSL **out)
+{
+    *out = NULL;
+    SSL *ssl = SSL_new(tls->ctx);
+    BIO *bio = ssl != NULL ? BIO_new(nosigpipe_method) : NULL;
+    if (bio == NULL) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return vk__fail(VK_ERR_TLS, "creating a TLS session failed");
+    }
+    BIO_set_fd(bio, fd, BIO_NOCLOSE);
+    SSL_set_bio(ssl, bio, bio);
+    bool ok;
+    if (is_ip_literal(name)) {
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1;
+    } else {
+        ok = SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1;
+        SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    }
+    if (!ok) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return vk__fail(VK_ERR_TLS, "cannot verify against server name \"%s\"", name);
+    }
+    *out = ssl;
+    return VK_OK;
+}
+
+void vk__tls_describe_failure(SSL *ssl, char *buf, size_t cap)
+{
+    long verify = SSL_get_verify_result(ssl);
+    unsigned long err = ERR_peek_last_error();
+    if (verify != X509_V_OK) {
+        snprintf(buf, cap, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(verify));
+    } else if (err != 0) {
+        char text[200];
+        ERR_error_string_n(err, text, sizeof text);
+        const char *reason = ERR_reason_error_string(err);
+        snprintf(buf, cap, "%s", reason != NULL ? reason : text);
+    } else if (errno != 0) {
+        snprintf(buf, cap, "%s", strerror(errno));
+    } else {
+        snprintf(buf, cap, "connection closed during the handshake");
+    }
+    ERR_clear_error();
+}

@@ -1,0 +1,52 @@
+/*
+ * Moving bytes to and from one server: a TCP (v4/v6) or Unix socket,
+ * optionally wrapped in TLS. Knows nothing of RESP.
+ *
+ * After the connect the socket is blocking with SO_RCVTIMEO/SO_SNDTIMEO set
+ * to the read/write timeouts, so a request without a context costs exactly
+ * one write() and one read(), like hiredis. Only when a context needs it
+ * (deadline, cancellation, interrupt check) do reads and writes poll first.
+ */
+#ifndef VK_TRANSPORT_H
+#define VK_TRANSPORT_H
+
+#include "conn.h"
+
+#include <openssl/ssl.h>
+#include <sys/types.h>
+
+typedef struct vk_transport {
+    int fd;
+    SSL *ssl;                  /* NULL: plain */
+    int64_t read_timeout_ms;
+    int64_t write_timeout_ms;
+    char peer[300];            /* "127.0.0.1:6379", for messages */
+} vk_transport;
+
+/* Connects within dial_timeout_ms (and ctx), then runs the TLS handshake
+ * when tls is set, verifying the certificate against server_name (or the
+ * endpoint's host). On failure t->fd is -1 and the detail is set. */
+vk_status vk__transport_open(vk_transport *t, const vk_endpoint *ep, vk_tls *tls,
+                             const char *server_name, const vk_config *cfg, vk_context *ctx);
+/* Writes all len bytes. */
+vk_status vk__transport_write_all(vk_transport *t, const char *buf, size_t len,
+                                  vk_context *ctx);
+/* Reads at least one byte (at most cap) into buf. */
+vk_status vk__transport_read_some(vk_transport *t, char *buf, size_t cap, size_t *got,
+                                  vk_context *ctx);
+/* False when the peer closed the connection or sent unsolicited data;
+ * never blocks. */
+bool vk__transport_idle_ok(vk_transport *t);
+/* graceful: send TLS close_notify first. Never blocks for long. */
+void vk__transport_close(vk_transport *t, bool graceful);
+
+/* ---- tls.c: a TLS session on a connected socket ------------------------- */
+
+/* A new SSL for fd, set up for SNI (names only) and host-name or IP
+ * verification against name. */
+vk_status vk__tls_session_new(vk_tls *tls, int fd, const char *name, SSL **out);
+/* Why a handshake failed, for the detail: the verification result when
+ * the peer certificate was rejected, else OpenSSL's error queue. */
+void vk__tls_describe_failure(SSL *ssl, char *buf, size_t cap);
+
+#endif /* VK_TRANSPORT_H */
