@@ -1,0 +1,463 @@
+/*
+ * The public client: lifecycle, create-ping-swap connect, reconnect on
+ * demand under the rate limit of SEMANTICS §2, close, credentials applied
+ * by the IAM refresher, and the client part of conn.h.
+ */
+#include "client.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Reconnect back-off: after k failures the next attempt waits min(d, cap),
+ * d uniform in [0, base * 2^k). */
+#define VK_RECONNECT_BASE_MS 500
+#define VK_RECONNECT_CAP_MS 30000
+
+/* ---- references ---------------------------------------------------------- */
+
+static void destroy_client(vk_client *c)
+{
+    vk__refresher_free(c->refresher);
+    vk__tls_free(c->tls);
+    vk__credentials_destroy(&c->credentials);
+    free(c->last_error);
+    vk_config_free(c->cfg);
+    vk__events_free(c->events);
+    pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->connect_lock);
+    free(c);
+}
+
+vk_client *vk__client_ref(vk_client *c)
+{
+    if (c != NULL)
+        atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void vk__client_unref(vk_client *c)
+{
+    if (c != NULL && atomic_fetch_sub(&c->refs, 1) == 1)
+        destroy_client(c);
+}
+
+bool vk__client_alive(const vk_client *c)
+{
+    return c != NULL && atomic_load(&((vk_client *)c)->alive);
+}
+
+vk_events *vk__client_events(vk_client *c)
+{
+    return c != NULL ? c->events : NULL;
+}
+
+const vk_config *vk__client_config(const vk_client *c)
+{
+    return c != NULL ? c->cfg : NULL;
+}
+
+static vk_status nil_client(const char *function)
+{
+    vk__misuse(function, "redis client is nil");
+    return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+}
+
+/* ---- status and counters ------------------------------------------------------ */
+
+void vk__client_set_last_error(vk_client *c, const char *message)
+{
+    char *copy = message != NULL ? strdup(message) : NULL;
+    pthread_mutex_lock(&c->lock);
+    free(c->last_error);
+    c->last_error = copy;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void vk__client_mark_disconnected(vk_client *c)
+{
+    atomic_store(&c->connected, false);
+}
+
+static void count_connection_failure(vk_client *c, const char *operation)
+{
+    if (!vk__events_has_metrics(c->events))
+        return;
+    const vk_field label[] = {{"operation", operation}};
+    vk__metric(c->events, "redis_connection_failures_total", VK_METRIC_COUNTER, 1, label, 1);
+}
+
+static void count_reconnection(vk_client *c, const char *result)
+{
+    if (!vk__events_has_metrics(c->events))
+        return;
+    const vk_field label[] = {{"result", result}};
+    vk__metric(c->events, "redis_reconnections_total", VK_METRIC_COUNTER, 1, label, 1);
+}
+
+/* ---- connect: create, ping, swap ------------------------------------------ */
+
+/* Builds a new pool (its first connection opened and pinged by the
+ * handshake) and swaps it in; the old pool is closed once its in-flight
+ * users have returned their connections. On failure the old pool stays. */
+static vk_status create_ping_swap(vk_client *c, vk_context *ctx)
+{
+    vk_pool_params params = {
+        .endpoint = c->endpoint,
+        .cfg = c->cfg,
+        .tls = c->tls,
+        .events = c->events,
+        .credentials = &c->credentials,
+    };
+    vk_pool *fresh;
+    vk_status st = vk__pool_new(&fresh, &params, ctx);
+    if (st != VK_OK)
+        return st;
+    pthread_mutex_lock(&c->lock);
+    vk_pool *old = c->pool;
+    c->pool = fresh;
+    atomic_store(&c->connected, true);
+    pthread_mutex_unlock(&c->lock);
+    vk__pool_close(old);
+    vk__pool_unref(old);
+    return VK_OK;
+}
+
+VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx)
+{
+    if (client == NULL)
+        return nil_client("vk_client_connect");
+    vk__client_check_fork(client);
+    pthread_mutex_lock(&client->connect_lock);
+    vk_status st = create_ping_swap(client, ctx);
+    if (st == VK_OK)
+        client->reconnect_failures = 0;
+    pthread_mutex_unlock(&client->connect_lock);
+    if (st != VK_OK) {
+        count_connection_failure(client, "connect");
+        return st;
+    }
+    return vk__client_start_refresher(client);
+}
+
+/* Fails at once inside the back-off window after failed reconnects. */
+static vk_status check_rate_limit(vk_client *c, int64_t now_ms)
+{
+    if (c->reconnect_failures == 0)
+        return VK_OK;
+    int64_t elapsed = now_ms - c->last_attempt_ms;
+    if (elapsed >= c->reconnect_wait_ms)
+        return VK_OK;
+    char remaining[32];
+    vk__format_duration_ms(remaining, sizeof remaining, c->reconnect_wait_ms - elapsed);
+    return vk__fail_msg(VK_ERR_RECONNECT_RATE_LIMITED,
+                        "redis reconnect: rate-limited (next attempt in %s)", remaining);
+}
+
+static void record_reconnect_failure(vk_client *c)
+{
+    int k = ++c->reconnect_failures;
+    int shift = k < 20 ? k : 20;
+    int64_t d = vk__jitter((int64_t)VK_RECONNECT_BASE_MS << shift);
+    c->reconnect_wait_ms = d < VK_RECONNECT_CAP_MS ? d : VK_RECONNECT_CAP_MS;
+    c->last_attempt_ms = vk__now_ms();
+}
+
+static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
+{
+    pthread_mutex_lock(&c->connect_lock);
+    if (atomic_load(&c->connected)) {
+        /* Another caller reconnected while this one waited for the lock. */
+        pthread_mutex_unlock(&c->connect_lock);
+        return VK_OK;
+    }
+    vk_status st = check_rate_limit(c, vk__now_ms());
+    if (st != VK_OK) {
+        pthread_mutex_unlock(&c->connect_lock);
+        return st;
+    }
+    st = create_ping_swap(c, ctx);
+    if (st == VK_OK) {
+        c->reconnect_failures = 0;
+        pthread_mutex_unlock(&c->connect_lock);
+        count_reconnection(c, "success");
+        vk__log(c->events, VK_LOG_INFO, "reconnected to Redis/Valkey", NULL, 0);
+        return vk__client_start_refresher(c);
+    }
+    char *cause = vk__error_dup();
+    record_reconnect_failure(c);
+    pthread_mutex_unlock(&c->connect_lock);
+
+    vk__client_set_last_error(c, cause);
+    count_reconnection(c, "failure");
+    count_connection_failure(c, "reconnect");
+    const vk_field fields[] = {{"error", cause != NULL ? cause : ""}};
+    vk__log(c->events, VK_LOG_WARN, "redis reconnect failed", fields, 1);
+    vk__fail_restore(st, cause);
+    free(cause);
+    return st;
+}
+
+vk_status vk__client_acquire_pool(vk_client *c, vk_pool **out, vk_context *ctx)
+{
+    for (;;) {
+        if (VK_LIKELY(atomic_load_explicit(&c->connected, memory_order_acquire))) {
+            pthread_mutex_lock(&c->lock);
+            vk_pool *p = vk__pool_ref(c->pool);
+            pthread_mutex_unlock(&c->lock);
+            if (VK_LIKELY(p != NULL)) {
+                *out = p;
+                return VK_OK;
+            }
+        }
+        vk_status st = reconnect_on_demand(c, ctx);
+        if (st != VK_OK)
+            return st;
+    }
+}
+
+/* ---- credentials from the refresher --------------------------------------- */
+
+/* New connections authenticate with the new pair at once; idle ones of an
+ * older generation are re-authenticated (or replaced) by the pool before
+ * being handed out, and ones in use when they are next taken. No command
+ * ever runs on a connection with a stale token. */
+vk_status vk__client_apply_credentials(void *client, const char *username,
+                                       const char *password)
+{
+    vk_client *c = client;
+    return vk__credentials_set(&c->credentials, username, password);
+}
+
+vk_status vk__client_start_refresher(vk_client *c)
+{
+    if (c->refresher == NULL)
+        return VK_OK;
+    pthread_mutex_lock(&c->connect_lock);
+    vk_status st = VK_OK;
+    if (!c->refresher_running) {
+        st = vk__refresher_start(c->refresher);
+        c->refresher_running = st == VK_OK;
+    }
+    pthread_mutex_unlock(&c->connect_lock);
+    return st;
+}
+
+/* ---- new / close / free ------------------------------------------------------ */
+
+static const char *mode_name(unsigned topology)
+{
+    if (topology & VK_TOPO_SENTINEL)
+        return "sentinel";
+    if (topology & VK_TOPO_CLUSTER)
+        return "cluster";
+    return "standalone";
+}
+
+static vk_status check_topology(const vk_config *cfg)
+{
+    if (cfg->topology_mask & VK_TOPO_SENTINEL)
+        return vk__fail(VK_ERR_INVALID_CONFIG,
+                        "sentinel topology is not supported by this build yet");
+    if (cfg->topology_mask & VK_TOPO_CLUSTER)
+        return vk__fail(VK_ERR_INVALID_CONFIG,
+                        "cluster topology is not supported by this build yet");
+    return VK_OK;
+}
+
+static vk_status alloc_client(vk_client **out, const vk_config *user_cfg)
+{
+    vk_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return vk__fail_nomem();
+    vk_status st = vk_config_clone(&c->cfg, user_cfg);
+    if (st != VK_OK) {
+        free(c);
+        return st;
+    }
+    c->events = vk__events_new(c->cfg->logger, c->cfg->metrics, c->cfg->event_delivery);
+    if (c->events == NULL) {
+        vk_config_free(c->cfg);
+        free(c);
+        return vk__fail_nomem();
+    }
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->alive, true);
+    atomic_init(&c->connected, false);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->connect_lock, NULL);
+    vk__credentials_init(&c->credentials);
+    vk__fork_watch();
+    c->fork_generation = vk__fork_generation();
+    *out = c;
+    return VK_OK;
+}
+
+/* Everything between allocation and the first connection. */
+static vk_status prepare_client(vk_client *c)
+{
+    vk_status st = vk__config_prepare(c->cfg, c->events);
+    if (st != VK_OK)
+        return st;
+    if ((st = check_topology(c->cfg)) != VK_OK)
+        return st;
+    if ((st = vk__parse_address(&c->endpoint, c->cfg->standalone_address)) != VK_OK)
+        return st;
+    if (c->cfg->tls_enabled && (st = vk__tls_new(&c->tls, c->cfg)) != VK_OK)
+        return st;
+    if (c->cfg->auth_static &&
+        (st = vk__credentials_set(&c->credentials, c->cfg->username, c->cfg->password)) != VK_OK)
+        return st;
+    if (c->cfg->auth_gcp_iam)
+        st = vk__refresher_new(&c->refresher, c->cfg, c->events,
+                               vk__client_apply_credentials, c);
+    return st;
+}
+
+static vk_status first_connect(vk_client *c)
+{
+    char address[400];
+    vk__format_endpoint(address, sizeof address, &c->endpoint);
+    const char *mode = mode_name(c->cfg->topology_mask);
+    const vk_field fields[] = {{"mode", mode}, {"address", address}};
+    vk__log(c->events, VK_LOG_INFO, "connecting to Redis/Valkey", fields, 2);
+
+    vk_status st;
+    if (c->refresher != NULL && (st = vk__refresher_fetch_now(c->refresher, NULL)) != VK_OK)
+        return st;
+    if ((st = create_ping_swap(c, NULL)) != VK_OK) {
+        count_connection_failure(c, "connect");
+        return st;
+    }
+    char message[80];
+    snprintf(message, sizeof message, "connected to Redis/Valkey in %s mode", mode);
+    vk__log(c->events, VK_LOG_INFO, message, fields, 2);
+    if (c->tls == NULL)
+        vk__log(c->events, VK_LOG_WARN,
+                "redis connection established without TLS; consider configuring TLS for production use",
+                fields, 2);
+    return vk__client_start_refresher(c);
+}
+
+VK_API vk_status vk_client_new(vk_client **out, const vk_config *cfg)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (cfg == NULL)
+        return vk__fail(VK_ERR_INVALID_CONFIG, "config is NULL");
+    if (cfg->topology_mask == 0)
+        return vk__fail(VK_ERR_INVALID_CONFIG,
+                        "no topology configured: at least one address is required");
+    vk_client *c = NULL;
+    vk_status st = alloc_client(&c, cfg);
+    if (st != VK_OK)
+        return st;
+    if ((st = prepare_client(c)) == VK_OK)
+        st = first_connect(c);
+    if (st != VK_OK) {
+        /* Keep the failure's text across the teardown's own calls. */
+        char *cause = vk__error_dup();
+        vk_client_close(c);
+        vk__client_unref(c);
+        vk__fail_restore(st, cause);
+        free(cause);
+        return st;
+    }
+    *out = c;
+    return VK_OK;
+}
+
+VK_API vk_status vk_client_close(vk_client *client)
+{
+    if (client == NULL)
+        return nil_client("vk_client_close");
+    vk__client_check_fork(client);
+    if (client->refresher != NULL) {
+        vk__refresher_stop(client->refresher);
+        pthread_mutex_lock(&client->connect_lock);
+        client->refresher_running = false;
+        pthread_mutex_unlock(&client->connect_lock);
+    }
+    pthread_mutex_lock(&client->lock);
+    vk_pool *old = client->pool;
+    client->pool = NULL;
+    atomic_store(&client->connected, false);
+    pthread_mutex_unlock(&client->lock);
+    vk__pool_close(old);
+    vk__pool_unref(old);
+    return VK_OK;
+}
+
+VK_API void vk_client_free(vk_client *client)
+{
+    if (client == NULL)
+        return;
+    atomic_store(&client->alive, false);
+    vk_client_close(client);
+    vk__client_unref(client);
+}
+
+/* ---- status ------------------------------------------------------------------- */
+
+VK_API int vk_client_is_connected(const vk_client *client)
+{
+    if (client == NULL) {
+        nil_client("vk_client_is_connected");
+        return 0;
+    }
+    return atomic_load(&((vk_client *)client)->connected) ? 1 : 0;
+}
+
+VK_API vk_status vk_client_last_refresh_error(char **out, const vk_client *client)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (client == NULL)
+        return nil_client("vk_client_last_refresh_error");
+    vk_client *c = (vk_client *)client;
+    char *refresh_error = NULL;
+    int64_t at;
+    bool running;
+    if (c->refresher != NULL)
+        vk__refresher_status(c->refresher, &refresh_error, &at, &running);
+    if (refresh_error != NULL) {
+        *out = refresh_error;
+        return VK_OK;
+    }
+    pthread_mutex_lock(&c->lock);
+    if (c->last_error != NULL && (*out = strdup(c->last_error)) == NULL) {
+        pthread_mutex_unlock(&c->lock);
+        return vk__fail_nomem();
+    }
+    pthread_mutex_unlock(&c->lock);
+    return VK_OK;
+}
+
+/* ---- events and the driven refresh mode ----------------------------------- */
+
+VK_API int vk_client_poll_events(vk_client *client, int max)
+{
+    if (client == NULL) {
+        nil_client("vk_client_poll_events");
+        return -1;
+    }
+    return vk__events_poll(client->events, max);
+}
+
+VK_API vk_status vk_client_wait_events(vk_client *client, vk_context *ctx, int64_t timeout_ms)
+{
+    if (client == NULL)
+        return nil_client("vk_client_wait_events");
+    return vk__events_wait(client->events, ctx, timeout_ms);
+}
+
+VK_API vk_status vk_client_tick(vk_client *client, vk_context *ctx)
+{
+    if (client == NULL)
+        return nil_client("vk_client_tick");
+    vk__client_check_fork(client);
+    if (client->refresher == NULL)
+        return VK_OK;
+    return vk__refresher_tick(client->refresher, ctx);
+}

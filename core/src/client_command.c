@@ -1,0 +1,159 @@
+/*
+ * The command path: pool → connection → reply, with the retry policy
+ * documented above vk_client_command() in vkclient.h. The success path
+ * allocates nothing but the reply, reads no clock unless a metrics sink
+ * wants the latency, and logs nothing.
+ */
+#include "client.h"
+
+#include <ctype.h>
+#include <string.h>
+
+/* Error replies with which the server refuses a command without running
+ * it: retrying is always safe. */
+static bool is_refusal_reply(const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ERROR)
+        return false;
+    static const struct { const char *prefix; size_t len; } refusals[] = {
+        {"LOADING", 7}, {"TRYAGAIN", 8}, {"CLUSTERDOWN", 11}, {"MASTERDOWN", 10},
+    };
+    for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++) {
+        if (r->len >= refusals[i].len &&
+            memcmp(r->str, refusals[i].prefix, refusals[i].len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Failures that another attempt cannot fix. */
+static bool is_final_status(vk_status st)
+{
+    return st == VK_ERR_CANCELLED || st == VK_ERR_RECONNECT_RATE_LIMITED ||
+           st == VK_ERR_NO_MEMORY || st == VK_ERR_INVALID_ARGUMENT ||
+           st == VK_ERR_INVALID_CONFIG || st == VK_ERR_NIL_CLIENT;
+}
+
+/* Exponential back-off with full jitter, as go-redis: a random duration in
+ * [min, min << attempt), capped at max. */
+static int64_t retry_backoff_ms(const vk_config *cfg, int attempt)
+{
+    int64_t lo = cfg->min_retry_backoff_ms;
+    int64_t hi = cfg->max_retry_backoff_ms;
+    int shift = attempt < 30 ? attempt : 30;
+    int64_t span = lo << shift;
+    if (span <= 0 || span < lo)
+        return hi;
+    int64_t d = lo + vk__jitter(span);
+    return d > hi || d < lo ? hi : d;
+}
+
+/* One attempt on one pooled connection. *sent tells whether the request
+ * fully reached the socket. */
+static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx, int argc,
+                          const char *const *argv, const size_t *argvlen, bool *sent)
+{
+    *sent = false;
+    for (;;) {
+        vk_pool *pool;
+        vk_status st = vk__client_acquire_pool(c, &pool, ctx);
+        if (st != VK_OK)
+            return st;
+        vk_conn *conn;
+        bool pool_closed;
+        st = vk__pool_get(pool, &conn, ctx, &pool_closed);
+        if (VK_UNLIKELY(st != VK_OK)) {
+            vk__pool_unref(pool);
+            if (pool_closed)
+                continue;   /* swapped out meanwhile: take the new pool */
+            if (st == VK_ERR_IO || st == VK_ERR_AUTH || st == VK_ERR_TLS)
+                vk__client_mark_disconnected(c);
+            return st;
+        }
+        st = vk__conn_command(conn, reply, argc, argv, argvlen, ctx, sent);
+        if (VK_UNLIKELY(st != VK_OK) && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
+            st != VK_ERR_CANCELLED)
+            vk__client_mark_disconnected(c);
+        vk__pool_put(pool, conn);
+        vk__pool_unref(pool);
+        return st;
+    }
+}
+
+static void observe_latency(vk_client *c, const char *name, size_t len, int64_t started_us)
+{
+    char lowered[64];
+    size_t n = len < sizeof lowered - 1 ? len : sizeof lowered - 1;
+    for (size_t i = 0; i < n; i++)
+        lowered[i] = (char)tolower((unsigned char)name[i]);
+    lowered[n] = '\0';
+    const vk_field label[] = {{"command", lowered}};
+    double seconds = (double)(vk__now_us() - started_us) / 1e6;
+    vk__metric(c->events, "redis_command_duration_seconds", VK_METRIC_HISTOGRAM, seconds,
+               label, 1);
+}
+
+static vk_status check_args(vk_reply **out, int argc, const char *const *argv,
+                            const size_t *argvlen)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (argc <= 0 || argv == NULL || argvlen == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
+    for (int i = 0; i < argc; i++) {
+        if (argv[i] == NULL && argvlen[i] != 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
+    }
+    return VK_OK;
+}
+
+static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_context *ctx,
+                                      int argc, const char *const *argv, const size_t *argvlen)
+{
+    int max_retries = c->cfg->max_retries > 0 ? c->cfg->max_retries : 0;
+    for (int attempt = 0;; attempt++) {
+        bool sent;
+        vk_status st = run_once(c, reply, ctx, argc, argv, argvlen, &sent);
+        bool retry;
+        if (VK_LIKELY(st == VK_OK))
+            retry = VK_UNLIKELY(is_refusal_reply(*reply)) && attempt < max_retries;
+        else
+            retry = attempt < max_retries && !is_final_status(st) &&
+                    (!sent || vk__command_is_readonly(argv[0], argvlen[0]));
+        if (VK_LIKELY(!retry))
+            return st;
+        if (st == VK_OK) {
+            freeReplyObject(*reply);
+            *reply = NULL;
+        }
+        /* A deadline or cancel of the caller ends the retries at once. */
+        vk_status wait = vk__ctx_sleep_ms(ctx, retry_backoff_ms(c->cfg, attempt));
+        if (wait != VK_OK)
+            return wait;
+    }
+}
+
+VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context *ctx,
+                                   int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (VK_UNLIKELY(client == NULL || !vk__client_alive(client))) {
+        if (out != NULL)
+            *out = NULL;
+        vk__misuse("vk_client_command", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    vk_status st = check_args(out, argc, argv, argvlen);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    vk__client_check_fork(client);
+
+    bool timed = vk__events_has_metrics(client->events);
+    int64_t started_us = timed ? vk__now_us() : 0;
+    redisReply *reply = NULL;
+    st = command_with_retries(client, &reply, ctx, argc, argv, argvlen);
+    if (timed)
+        observe_latency(client, argv[0], argvlen[0], started_us);
+    *out = (vk_reply *)reply;
+    return st;
+}

@@ -1,0 +1,233 @@
+/*
+ * Pipelines: appended commands are copied into the pipeline (their bytes in
+ * one arena), then at exec formatted into one connection's output buffer,
+ * written in one go, and their replies read in order. A pipeline is never
+ * retried once any of it was written: some of its commands may have run.
+ */
+#include "client.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct vk_pipeline {
+    vk_client *client;     /* a reference: the pipeline may outlive vk_client_free */
+    char *bytes;           /* every argument's bytes, back to back */
+    size_t bytes_len, bytes_cap;
+    size_t *arg_offset;    /* per argument: where it starts in bytes */
+    size_t *arg_len;
+    size_t args_len, offsets_cap, lens_cap;
+    int *argc;             /* per command: how many arguments */
+    size_t count, count_cap;
+    int max_argc;
+};
+
+static vk_status invalid_pipeline(const char *function)
+{
+    vk__misuse(function, "pipeline is nil");
+    return vk__fail(VK_ERR_INVALID_ARGUMENT, "pipeline is nil");
+}
+
+VK_API vk_status vk_pipeline_new(vk_pipeline **out, vk_client *client)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (client == NULL || !vk__client_alive(client)) {
+        vk__misuse("vk_pipeline_new", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    vk_pipeline *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return vk__fail_nomem();
+    p->client = vk__client_ref(client);
+    *out = p;
+    return VK_OK;
+}
+
+VK_API void vk_pipeline_free(vk_pipeline *pipeline)
+{
+    if (pipeline == NULL)
+        return;
+    vk__client_unref(pipeline->client);
+    free(pipeline->bytes);
+    free(pipeline->arg_offset);
+    free(pipeline->arg_len);
+    free(pipeline->argc);
+    free(pipeline);
+}
+
+/* Grows *buf (of elements of size `size`) so that `need` elements fit. */
+static bool grow(void **buf, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return true;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *grown = realloc(*buf, n * size);
+    if (grown == NULL)
+        return false;
+    *buf = grown;
+    *cap = n;
+    return true;
+}
+
+static bool reserve(vk_pipeline *p, int argc, size_t total)
+{
+    size_t need_args = p->args_len + (size_t)argc;
+    return grow((void **)&p->bytes, &p->bytes_cap, p->bytes_len + total + 1, 1) &&
+           grow((void **)&p->arg_offset, &p->offsets_cap, need_args, sizeof(size_t)) &&
+           grow((void **)&p->arg_len, &p->lens_cap, need_args, sizeof(size_t)) &&
+           grow((void **)&p->argc, &p->count_cap, p->count + 1, sizeof(int));
+}
+
+VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char *const *argv,
+                                    const size_t *argvlen)
+{
+    if (pipeline == NULL)
+        return invalid_pipeline("vk_pipeline_append");
+    if (argc <= 0 || argv == NULL || argvlen == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
+    size_t total = 0;
+    for (int i = 0; i < argc; i++) {
+        if (argv[i] == NULL && argvlen[i] != 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
+        total += argvlen[i];
+    }
+    if (!reserve(pipeline, argc, total))
+        return vk__fail_nomem();
+    for (int i = 0; i < argc; i++) {
+        if (argvlen[i] > 0)
+            memcpy(pipeline->bytes + pipeline->bytes_len, argv[i], argvlen[i]);
+        pipeline->arg_offset[pipeline->args_len] = pipeline->bytes_len;
+        pipeline->arg_len[pipeline->args_len] = argvlen[i];
+        pipeline->args_len++;
+        pipeline->bytes_len += argvlen[i];
+    }
+    pipeline->argc[pipeline->count++] = argc;
+    if (argc > pipeline->max_argc)
+        pipeline->max_argc = argc;
+    return VK_OK;
+}
+
+VK_API size_t vk_pipeline_length(const vk_pipeline *pipeline)
+{
+    return pipeline != NULL ? pipeline->count : 0;
+}
+
+static void reset(vk_pipeline *p)
+{
+    p->bytes_len = 0;
+    p->args_len = 0;
+    p->count = 0;
+    p->max_argc = 0;
+}
+
+/* An array reply built the way hiredis builds its own, so vk_reply_free
+ * (freeReplyObject) releases it and every element. */
+static redisReply *new_array_reply(size_t count)
+{
+    redisReply *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->type = REDIS_REPLY_ARRAY;
+    r->elements = count;
+    if (count > 0 && (r->element = calloc(count, sizeof *r->element)) == NULL) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Formats every command into the connection's buffer. */
+static vk_status append_all(vk_pipeline *p, vk_conn *conn)
+{
+    const char **argv = malloc((size_t)p->max_argc * sizeof *argv);
+    if (argv == NULL)
+        return vk__fail_nomem();
+    vk_status st = VK_OK;
+    size_t arg = 0;
+    for (size_t i = 0; i < p->count && st == VK_OK; i++) {
+        for (int j = 0; j < p->argc[i]; j++)
+            argv[j] = p->bytes + p->arg_offset[arg + (size_t)j];
+        st = vk__conn_append(conn, p->argc[i], (const char *const *)argv, p->arg_len + arg);
+        arg += (size_t)p->argc[i];
+    }
+    free((void *)argv);
+    return st;
+}
+
+/* Writes the commands on one connection and reads every reply in order. */
+static vk_status exec_on(vk_pipeline *p, vk_conn *conn, redisReply *array, vk_context *ctx)
+{
+    vk_status st = append_all(p, conn);
+    if (st == VK_OK)
+        st = vk__conn_flush(conn, ctx);
+    for (size_t i = 0; i < p->count && st == VK_OK; i++) {
+        redisReply *reply;
+        if ((st = vk__conn_read(conn, &reply, ctx)) == VK_OK)
+            array->element[i] = reply;
+    }
+    return st;
+}
+
+/* Takes a connection from the client's current pool, following swaps. */
+static vk_status take_conn(vk_client *c, vk_pool **pool, vk_conn **conn, vk_context *ctx)
+{
+    for (;;) {
+        vk_status st = vk__client_acquire_pool(c, pool, ctx);
+        if (st != VK_OK)
+            return st;
+        bool closed;
+        st = vk__pool_get(*pool, conn, ctx, &closed);
+        if (st == VK_OK)
+            return VK_OK;
+        vk__pool_unref(*pool);
+        if (!closed)
+            return st;
+    }
+}
+
+VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (pipeline == NULL)
+        return invalid_pipeline("vk_pipeline_exec");
+    vk_client *c = pipeline->client;
+    if (!vk__client_alive(c)) {
+        reset(pipeline);
+        vk__misuse("vk_pipeline_exec", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    vk__client_check_fork(c);
+    redisReply *array = new_array_reply(pipeline->count);
+    if (array == NULL)
+        return vk__fail_nomem();
+    if (pipeline->count == 0) {
+        *out = (vk_reply *)array;
+        return VK_OK;
+    }
+    vk_pool *pool;
+    vk_conn *conn;
+    vk_status st = take_conn(c, &pool, &conn, ctx);
+    if (st == VK_OK) {
+        st = exec_on(pipeline, conn, array, ctx);
+        if (st != VK_OK && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
+            st != VK_ERR_CANCELLED)
+            vk__client_mark_disconnected(c);
+        vk__pool_put(pool, conn);
+        vk__pool_unref(pool);
+    }
+    reset(pipeline);
+    if (st != VK_OK) {
+        char *cause = vk__error_dup();
+        freeReplyObject(array);
+        vk__fail_restore(st, cause);
+        free(cause);
+        return st;
+    }
+    *out = (vk_reply *)array;
+    return VK_OK;
+}
