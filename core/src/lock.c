@@ -1,0 +1,987 @@
+/*
+ * The distributed lock (Redlock over one or more independent nodes), its
+ * handles, TryLock / WithLock and automatic renewal. SEMANTICS §4 is the
+ * contract.
+ *
+ * Every operation goes through vk_client_command(), so the manager always
+ * uses each client's current connections: a reconnect or a token refresh
+ * never invalidates a manager or a held handle.
+ *
+ * Cost on one node: acquire is one round trip (one script sets the key and
+ * moves the fencing counter), release is one round trip; the handle is one
+ * allocation holding the key and its fencing-counter key.
+ */
+#include "internal.h"
+#include "conn.h"
+#include "lock_scripts.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+/* A quorum is tracked in a 64-bit mask, one bit per node. */
+#define VK_LOCK_MAX_NODES 64
+/* The budget of a release that must happen whatever the caller's context. */
+#define VK_LOCK_RELEASE_BUDGET_MS 5000
+/* Redlock's allowance for clock drift on top of expiry * drift_factor. */
+#define VK_LOCK_DRIFT_FLOOR_MS 2
+
+struct vk_lock_manager {
+    atomic_int refs;          /* the owner plus one per live handle */
+    size_t count;
+    size_t quorum;            /* count / 2 + 1 */
+    vk_client *clients[];     /* each referenced */
+};
+
+struct vk_lock {
+    vk_lock_manager *manager; /* referenced */
+    const char *key;          /* both strings live in this allocation */
+    size_t keylen;
+    const char *fencing_key;
+    size_t fencing_keylen;
+    char value[33];           /* 128 random bits, hex */
+    int64_t expiry_ms;
+    double drift_factor;
+    int64_t acquired_at_us;
+    atomic_int_fast64_t valid_until_us; /* 0 once released */
+    atomic_int lost;
+    int64_t fencing_token;
+    uint64_t held;            /* bit i: node i granted the lock */
+    bool released;
+};
+
+/* ---- scripts -------------------------------------------------------------- */
+
+typedef enum script_id {
+    SCRIPT_ACQUIRE,
+    SCRIPT_RAISE,
+    SCRIPT_RELEASE,
+    SCRIPT_EXTEND,
+    SCRIPT_COUNT
+} script_id;
+
+static const char *const script_source[SCRIPT_COUNT] = {
+    VK_LOCK_SCRIPT_ACQUIRE, VK_LOCK_SCRIPT_RAISE, VK_LOCK_SCRIPT_RELEASE,
+    VK_LOCK_SCRIPT_EXTEND,
+};
+
+static char script_sha[SCRIPT_COUNT][41];
+static pthread_once_t script_sha_once = PTHREAD_ONCE_INIT;
+
+static void hex_encode(char *out, const unsigned char *bytes, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* The server names a cached script by the SHA-1 of its source, so the
+ * names are known without asking the server. */
+static void compute_script_shas(void)
+{
+    for (int i = 0; i < SCRIPT_COUNT; i++) {
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned int len = 0;
+        if (EVP_Digest(script_source[i], strlen(script_source[i]), digest, &len,
+                       EVP_sha1(), NULL) != 1 || len != 20) {
+            script_sha[i][0] = '\0'; /* run_script then always uses EVAL */
+            continue;
+        }
+        hex_encode(script_sha[i], digest, 20);
+    }
+}
+
+static bool is_noscript(const vk_reply *reply)
+{
+    size_t len = 0;
+    const char *text = vk_reply_get_string(reply, &len);
+    return text && len >= 8 && memcmp(text, "NOSCRIPT", 8) == 0;
+}
+
+/*
+ * Runs one lock script on one client with the lock's two keys and stores
+ * its integer result. EVALSHA first; when the server does not know the
+ * script (first use, a restart, SCRIPT FLUSH) it answers NOSCRIPT and the
+ * script is sent with EVAL, which also caches it: later calls are one
+ * EVALSHA round trip again. This is SCRIPT LOAD folded into the first call.
+ */
+static vk_status run_script(vk_client *client, vk_context *ctx, script_id id,
+                            const vk_lock *lock, int nargs, const char *const *args,
+                            long long *result)
+{
+    if (!vk__client_alive(client))
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    pthread_once(&script_sha_once, compute_script_shas);
+
+    const char *argv[8];
+    size_t argvlen[8];
+    argv[2] = "2";
+    argvlen[2] = 1;
+    argv[3] = lock->key;
+    argvlen[3] = lock->keylen;
+    argv[4] = lock->fencing_key;
+    argvlen[4] = lock->fencing_keylen;
+    for (int i = 0; i < nargs; i++) {
+        argv[5 + i] = args[i];
+        argvlen[5 + i] = strlen(args[i]);
+    }
+    bool by_sha = script_sha[id][0] != '\0';
+    for (;;) {
+        argv[0] = by_sha ? "EVALSHA" : "EVAL";
+        argvlen[0] = by_sha ? 7 : 4;
+        argv[1] = by_sha ? script_sha[id] : script_source[id];
+        argvlen[1] = strlen(argv[1]);
+
+        vk_reply *reply = NULL;
+        vk_status st = vk_client_command(&reply, client, ctx, 5 + nargs, argv, argvlen);
+        if (st != VK_OK)
+            return st;
+        vk_reply_type type = vk_reply_get_type(reply);
+        if (type == VK_REPLY_INTEGER) {
+            *result = vk_reply_get_integer(reply);
+            vk_reply_free(reply);
+            return VK_OK;
+        }
+        if (type == VK_REPLY_ERROR && by_sha && is_noscript(reply)) {
+            vk_reply_free(reply);
+            by_sha = false;
+            continue;
+        }
+        if (type == VK_REPLY_ERROR) {
+            size_t len = 0;
+            const char *text = vk_reply_get_string(reply, &len);
+            st = vk__fail(VK_ERR_SERVER, "%.*s", (int)len, text ? text : "");
+        } else {
+            st = vk__fail(VK_ERR_PROTOCOL, "unexpected reply type %d to a lock script",
+                          (int)type);
+        }
+        vk_reply_free(reply);
+        return st;
+    }
+}
+
+/* ---- events ----------------------------------------------------------------- */
+
+static vk_events *manager_events(const vk_lock_manager *m)
+{
+    vk_client *first = m->clients[0];
+    return vk__client_alive(first) ? vk__client_events(first) : NULL;
+}
+
+/* Logs with the key quoted as SEMANTICS §4 asks; costs nothing without a
+ * logger. */
+static void log_lock(const vk_lock_manager *m, vk_log_level level, const char *message,
+                     const char *key, size_t keylen, const char *error)
+{
+    vk_events *ev = manager_events(m);
+    if (!ev || !vk__events_has_logger(ev))
+        return;
+    char *quoted = vk__quote_key(key, keylen);
+    vk_field fields[2] = { { "key", quoted ? quoted : "" }, { "error", error } };
+    vk__log(ev, level, message, fields, error ? 2 : 1);
+    free(quoted);
+}
+
+static void count_metric(const vk_lock_manager *m, const char *name, const char *result)
+{
+    vk_events *ev = manager_events(m);
+    if (!ev || !vk__events_has_metrics(ev))
+        return;
+    vk_field label = { "result", result };
+    vk__metric(ev, name, VK_METRIC_COUNTER, 1.0, &label, 1);
+}
+
+static void observe_hold(const vk_lock *lock)
+{
+    vk_events *ev = manager_events(lock->manager);
+    if (!ev || !vk__events_has_metrics(ev))
+        return;
+    double seconds = (double)(vk__now_us() - lock->acquired_at_us) / 1e6;
+    vk__metric(ev, "redis_lock_hold_seconds", VK_METRIC_HISTOGRAM, seconds, NULL, 0);
+}
+
+/* ---- manager ------------------------------------------------------------------ */
+
+static vk_status new_manager(vk_lock_manager **out, vk_client *const *clients, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!clients[i] || !vk__client_alive(clients[i])) {
+            vk__misuse("vk_lock_manager_new", "redis client is nil");
+            return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+        }
+    }
+    vk_lock_manager *m = malloc(sizeof *m + n * sizeof m->clients[0]);
+    if (!m)
+        return vk__fail_nomem();
+    atomic_init(&m->refs, 1);
+    m->count = n;
+    m->quorum = n / 2 + 1;
+    for (size_t i = 0; i < n; i++)
+        m->clients[i] = vk__client_ref(clients[i]);
+    *out = m;
+    return VK_OK;
+}
+
+vk_status vk_lock_manager_new(vk_lock_manager **out, vk_client *client)
+{
+    if (!out)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    return new_manager(out, &client, 1);
+}
+
+vk_status vk_lock_manager_new_quorum(vk_lock_manager **out, vk_client *const *clients,
+                                     size_t n)
+{
+    if (!out)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (!clients || n == 0)
+        return vk__fail_msg(VK_ERR_LOCK_NOT_INITIALIZED, "distributed lock is not initialized");
+    if (n > VK_LOCK_MAX_NODES)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a lock quorum takes at most %d clients",
+                        VK_LOCK_MAX_NODES);
+    return new_manager(out, clients, n);
+}
+
+static void manager_unref(vk_lock_manager *m)
+{
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < m->count; i++)
+        vk__client_unref(m->clients[i]);
+    free(m);
+}
+
+void vk_lock_manager_free(vk_lock_manager *manager)
+{
+    manager_unref(manager);
+}
+
+/* ---- handles ---------------------------------------------------------------------- */
+
+static bool key_is_blank(const char *key, size_t keylen)
+{
+    if (!key)
+        return true;
+    for (size_t i = 0; i < keylen; i++)
+        if (!isspace((unsigned char)key[i]))
+            return false;
+    return true;
+}
+
+/* True when the key has a cluster hash tag: a '{' followed later by a '}'
+ * with at least one byte between them (the cluster's own rule). */
+static bool has_hash_tag(const char *key, size_t keylen)
+{
+    const char *open = memchr(key, '{', keylen);
+    if (!open)
+        return false;
+    size_t rest = keylen - (size_t)(open - key) - 1;
+    const char *close = memchr(open + 1, '}', rest);
+    return close && close > open + 1;
+}
+
+/*
+ * One allocation: the handle, the key and the fencing-counter key. The
+ * counter must live in the lock key's cluster slot so that one script can
+ * touch both: "<key>:fencing" when the key already has a hash tag, else
+ * "{<key>}:fencing" (the whole key becomes the tag, as it is for the key
+ * itself). A key that contains '}' but no tag cannot be wrapped that way;
+ * it still works on standalone and quorum nodes, which have no slots.
+ */
+static vk_lock *new_lock(vk_lock_manager *m, const char *key, size_t keylen,
+                         const vk_lock_options *opts)
+{
+    static const char suffix[] = ":fencing";
+    bool tagged = has_hash_tag(key, keylen);
+    size_t fencing_len = keylen + (tagged ? 0 : 2) + sizeof suffix - 1;
+    vk_lock *lock = malloc(sizeof *lock + keylen + 1 + fencing_len + 1);
+    if (!lock)
+        return NULL;
+    char *key_copy = (char *)(lock + 1);
+    memcpy(key_copy, key, keylen);
+    key_copy[keylen] = '\0';
+    char *fencing = key_copy + keylen + 1;
+    char *p = fencing;
+    if (!tagged)
+        *p++ = '{';
+    memcpy(p, key, keylen);
+    p += keylen;
+    if (!tagged)
+        *p++ = '}';
+    memcpy(p, suffix, sizeof suffix); /* with its NUL */
+
+    lock->manager = m;
+    atomic_fetch_add(&m->refs, 1);
+    lock->key = key_copy;
+    lock->keylen = keylen;
+    lock->fencing_key = fencing;
+    lock->fencing_keylen = fencing_len;
+    lock->value[0] = '\0';
+    lock->expiry_ms = opts->expiry_ms;
+    lock->drift_factor = opts->drift_factor;
+    lock->acquired_at_us = 0;
+    atomic_init(&lock->valid_until_us, 0);
+    atomic_init(&lock->lost, 0);
+    lock->fencing_token = 0;
+    lock->held = 0;
+    lock->released = false;
+    return lock;
+}
+
+void vk_lock_free(vk_lock *lock)
+{
+    if (!lock)
+        return;
+    manager_unref(lock->manager);
+    free(lock);
+}
+
+/* The milliseconds left of expiry_ms after `elapsed_us`, less Redlock's
+ * drift allowance; <= 0 means the lock cannot be trusted. */
+static int64_t remaining_validity_ms(const vk_lock *lock, int64_t expiry_ms,
+                                     int64_t elapsed_us)
+{
+    int64_t drift_ms = (int64_t)((double)expiry_ms * lock->drift_factor) +
+                       VK_LOCK_DRIFT_FLOOR_MS;
+    return expiry_ms - elapsed_us / 1000 - drift_ms;
+}
+
+/* A context with its own budget for cleanup that must happen even when the
+ * caller's context was cancelled or ran out. NULL if it cannot be made:
+ * then the configured socket timeouts bound the call. */
+static vk_context *cleanup_context(void)
+{
+    vk_context *ctx = NULL;
+    if (vk_context_new(&ctx) != VK_OK)
+        return NULL;
+    vk_context_set_timeout_ms(ctx, VK_LOCK_RELEASE_BUDGET_MS);
+    return ctx;
+}
+
+/* Compare-and-delete on the nodes in `nodes`; counts the nodes where the
+ * lock was ours and the faults. The first fault's code is returned (its
+ * detail is on this thread); VK_OK when no node failed. */
+static vk_status release_on(vk_lock *lock, vk_context *ctx, uint64_t nodes,
+                            size_t *released, size_t *faults)
+{
+    const char *args[1] = { lock->value };
+    vk_status first_fault = VK_OK;
+    char *fault_detail = NULL;
+    *released = 0;
+    *faults = 0;
+    for (size_t i = 0; i < lock->manager->count; i++) {
+        if (!(nodes & ((uint64_t)1 << i)))
+            continue;
+        long long result = 0;
+        vk_status st = run_script(lock->manager->clients[i], ctx, SCRIPT_RELEASE, lock, 1,
+                                  args, &result);
+        if (st == VK_OK) {
+            if (result == 1)
+                (*released)++;
+        } else {
+            (*faults)++;
+            if (first_fault == VK_OK) {
+                first_fault = st;
+                fault_detail = vk__error_dup();
+            }
+        }
+    }
+    if (first_fault != VK_OK) {
+        vk__fail_restore(first_fault, fault_detail);
+        free(fault_detail);
+    }
+    return first_fault;
+}
+
+static void new_lock_value(char out[33], bool *ok)
+{
+    unsigned char bytes[16];
+    *ok = vk__random_bytes(bytes, sizeof bytes) == 0;
+    hex_encode(out, bytes, sizeof bytes);
+}
+
+/*
+ * One Redlock attempt. On VK_OK, *acquired tells whether the lock is ours
+ * (validity and fencing token set). A non-OK return is a fault that kept a
+ * majority out of reach (its detail is on this thread); plain contention
+ * is VK_OK with *acquired false.
+ *
+ * Fencing tokens: each node's counter only ever grows (INCR, or a raise to
+ * a larger value). The token T is the largest counter over the nodes that
+ * granted the lock, and before success every node we count as held has its
+ * counter raised to at least T, so a majority of nodes carry a counter
+ * >= T. Any later acquisition needs a majority too, and two majorities
+ * share a node: there its INCR yields more than T, and its token is the
+ * maximum over its nodes, so it is > T. Tokens therefore never go back,
+ * whichever majority the next holder reaches. On one node (or when all
+ * counters agree) the raise costs nothing: it runs only where a node's
+ * counter is below T.
+ */
+static vk_status acquire_once(vk_lock *lock, vk_context *ctx, bool *acquired)
+{
+    vk_lock_manager *m = lock->manager;
+    *acquired = false;
+    bool random_ok = false;
+    new_lock_value(lock->value, &random_ok);
+    if (!random_ok)
+        return vk__fail(VK_ERR_IO, "the random number generator failed");
+
+    char expiry[24];
+    snprintf(expiry, sizeof expiry, "%lld", (long long)lock->expiry_ms);
+    const char *args[3] = { lock->value, expiry, "0" };
+
+    long long tokens[VK_LOCK_MAX_NODES];
+    uint64_t held = 0, faulted = 0;
+    size_t granted = 0, faults = 0;
+    long long top = 0;
+    vk_status first_fault = VK_OK;
+    char *fault_detail = NULL;
+
+    int64_t start_us = vk__now_us();
+    for (size_t i = 0; i < m->count; i++) {
+        long long token = 0;
+        vk_status st = run_script(m->clients[i], ctx, SCRIPT_ACQUIRE, lock, 3, args, &token);
+        if (st == VK_OK && token > 0) {
+            held |= (uint64_t)1 << i;
+            tokens[i] = token;
+            granted++;
+            if (token > top)
+                top = token;
+        } else if (st != VK_OK) {
+            /* The SET may have run before the reply was lost: clean it up
+             * with the rest if the attempt fails. */
+            faulted |= (uint64_t)1 << i;
+            faults++;
+            if (first_fault == VK_OK) {
+                first_fault = st;
+                fault_detail = vk__error_dup();
+            }
+        }
+    }
+
+    if (granted >= m->quorum && m->count > 1) {
+        char floor[24];
+        snprintf(floor, sizeof floor, "%lld", top);
+        const char *raise_args[2] = { lock->value, floor };
+        for (size_t i = 0; i < m->count; i++) {
+            if (!(held & ((uint64_t)1 << i)) || tokens[i] >= top)
+                continue;
+            long long ours = 0;
+            vk_status st = run_script(m->clients[i], ctx, SCRIPT_RAISE, lock, 2, raise_args,
+                                      &ours);
+            if (st != VK_OK || ours != 1) {
+                /* Not raised: this node may not count towards the majority. */
+                held &= ~((uint64_t)1 << i);
+                faulted |= (uint64_t)1 << i;
+                granted--;
+            }
+        }
+    }
+
+    int64_t validity = remaining_validity_ms(lock, lock->expiry_ms, vk__now_us() - start_us);
+    if (granted >= m->quorum && validity > 0) {
+        free(fault_detail);
+        lock->held = held;
+        lock->fencing_token = top;
+        lock->acquired_at_us = start_us;
+        atomic_store(&lock->valid_until_us, start_us + validity * 1000);
+        lock->released = false;
+        *acquired = true;
+        return VK_OK;
+    }
+
+    /* Give back what was taken, even if the caller's context is done. */
+    uint64_t to_release = held | faulted;
+    if (to_release) {
+        vk_context *cleanup = cleanup_context();
+        size_t released = 0, release_faults = 0;
+        release_on(lock, cleanup, to_release, &released, &release_faults);
+        vk_context_free(cleanup);
+    }
+    /* A fault is the cause when the failed nodes could have made the
+     * majority; otherwise other holders did (contention). */
+    if (first_fault != VK_OK && granted + faults >= m->quorum) {
+        vk_status st = vk__fail_restore(first_fault, fault_detail);
+        free(fault_detail);
+        return st;
+    }
+    free(fault_detail);
+    return VK_OK;
+}
+
+/* ---- acquire ------------------------------------------------------------------------ */
+
+static vk_status resolve_options(vk_lock_options *out, const vk_lock_options *opts)
+{
+    if (!opts)
+        return vk_lock_options_init(out, VK_LOCK_OPTIONS_VERSION);
+    vk_status st = vk_lock_options_validate(opts);
+    if (st == VK_OK)
+        *out = *opts;
+    return st;
+}
+
+static vk_status check_manager_and_key(vk_lock_manager *manager, const char *key,
+                                       size_t keylen, const char *function)
+{
+    if (!manager) {
+        vk__misuse(function, "lock manager is nil");
+        return vk__fail_msg(VK_ERR_NIL_LOCK_MANAGER, "lock manager is nil");
+    }
+    if (key_is_blank(key, keylen))
+        return vk__fail_msg(VK_ERR_EMPTY_LOCK_KEY, "lock key cannot be empty");
+    return VK_OK;
+}
+
+/* The sleep between tries: uniform in [delay/2, delay*3/2), so contenders
+ * that collided once do not collide again in step. */
+static int64_t jittered_delay_ms(int64_t delay_ms)
+{
+    return delay_ms / 2 + vk__jitter(delay_ms);
+}
+
+typedef enum acquire_outcome {
+    OUTCOME_ACQUIRED,
+    OUTCOME_CONTENDED,
+    OUTCOME_FAULT
+} acquire_outcome;
+
+/*
+ * Tries up to opts->tries times. OUTCOME_FAULT returns the fault's code
+ * (its detail on this thread); a cancelled or expired context stops the
+ * retries at once.
+ */
+static vk_status acquire_with_retries(vk_lock **out, vk_lock_manager *m, vk_context *ctx,
+                                      const char *key, size_t keylen,
+                                      const vk_lock_options *opts, acquire_outcome *outcome)
+{
+    *out = NULL;
+    vk_lock *lock = new_lock(m, key, keylen, opts);
+    if (!lock) {
+        *outcome = OUTCOME_FAULT;
+        return vk__fail_nomem();
+    }
+    vk_status last_fault = VK_OK;
+    char *last_detail = NULL;
+    for (int attempt = 0; attempt < opts->tries; attempt++) {
+        if (attempt > 0 && opts->retry_delay_ms > 0) {
+            vk_status st = vk__ctx_sleep_ms(ctx, jittered_delay_ms(opts->retry_delay_ms));
+            if (st != VK_OK) {
+                free(last_detail);
+                vk_lock_free(lock);
+                *outcome = OUTCOME_FAULT;
+                return st;
+            }
+        }
+        bool acquired = false;
+        vk_status st = acquire_once(lock, ctx, &acquired);
+        if (st == VK_OK && acquired) {
+            free(last_detail);
+            *outcome = OUTCOME_ACQUIRED;
+            *out = lock;
+            return VK_OK;
+        }
+        if (st != VK_OK) {
+            /* The caller's context ending stops the retries at once. */
+            vk_status ctx_st = vk__ctx_check(ctx);
+            if (ctx_st != VK_OK) {
+                free(last_detail);
+                vk_lock_free(lock);
+                *outcome = OUTCOME_FAULT;
+                return ctx_st;
+            }
+            free(last_detail);
+            last_fault = st;
+            last_detail = vk__error_dup();
+        } else {
+            free(last_detail);
+            last_detail = NULL;
+            last_fault = VK_OK;
+        }
+    }
+    vk_lock_free(lock);
+    if (last_fault != VK_OK) {
+        *outcome = OUTCOME_FAULT;
+        vk_status st = vk__fail_restore(last_fault, last_detail);
+        free(last_detail);
+        return st;
+    }
+    *outcome = OUTCOME_CONTENDED;
+    return VK_OK;
+}
+
+static const char *outcome_label(acquire_outcome outcome)
+{
+    switch (outcome) {
+    case OUTCOME_ACQUIRED: return "acquired";
+    case OUTCOME_CONTENDED: return "contended";
+    default: return "error";
+    }
+}
+
+static void report_acquire(vk_lock_manager *m, const char *key, size_t keylen,
+                           acquire_outcome outcome)
+{
+    count_metric(m, "redis_lock_acquisitions_total", outcome_label(outcome));
+    if (outcome == OUTCOME_ACQUIRED)
+        log_lock(m, VK_LOG_DEBUG, "lock acquired", key, keylen, NULL);
+    else if (outcome == OUTCOME_CONTENDED)
+        log_lock(m, VK_LOG_DEBUG, "lock already taken", key, keylen, NULL);
+    else
+        log_lock(m, VK_LOG_WARN, "lock acquisition failed", key, keylen, vk_last_error());
+}
+
+/* "failed to acquire lock <quoted key>: <cause>" with `code`. */
+static vk_status fail_acquire(vk_status code, const char *key, size_t keylen,
+                              const char *cause)
+{
+    char *quoted = vk__quote_key(key, keylen);
+    vk_status st = vk__fail_msg(code, "failed to acquire lock %s: %s",
+                                quoted ? quoted : "\"\"", cause);
+    free(quoted);
+    return st;
+}
+
+vk_status vk_lock_manager_try_lock(vk_lock **out, vk_lock_manager *manager, vk_context *ctx,
+                                   const char *key, size_t keylen)
+{
+    if (!out)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    vk_status st = check_manager_and_key(manager, key, keylen, "vk_lock_manager_try_lock");
+    if (st != VK_OK)
+        return st;
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 1;
+    acquire_outcome outcome;
+    st = acquire_with_retries(out, manager, ctx, key, keylen, &opts, &outcome);
+    report_acquire(manager, key, keylen, outcome);
+    return st;
+}
+
+vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager, vk_context *ctx,
+                                  const char *key, size_t keylen,
+                                  const vk_lock_options *opts)
+{
+    if (!out)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    vk_status st = check_manager_and_key(manager, key, keylen, "vk_lock_manager_acquire");
+    if (st != VK_OK)
+        return st;
+    vk_lock_options resolved;
+    st = resolve_options(&resolved, opts);
+    if (st != VK_OK)
+        return st;
+    acquire_outcome outcome;
+    st = acquire_with_retries(out, manager, ctx, key, keylen, &resolved, &outcome);
+    report_acquire(manager, key, keylen, outcome);
+    if (outcome == OUTCOME_CONTENDED)
+        return fail_acquire(VK_ERR_LOCK_ACQUIRE, key, keylen, "lock already taken");
+    return st;
+}
+
+/* ---- release, extend ----------------------------------------------------------------- */
+
+static bool lock_is_usable(const vk_lock *lock)
+{
+    return lock && lock->manager && lock->value[0] != '\0';
+}
+
+vk_status vk_lock_unlock(vk_lock *lock, vk_context *ctx)
+{
+    if (!lock_is_usable(lock)) {
+        vk__misuse("vk_lock_unlock", "lock handle is nil or not initialized");
+        return vk__fail_msg(VK_ERR_NIL_LOCK_HANDLE, "lock handle is nil or not initialized");
+    }
+    vk_lock_manager *m = lock->manager;
+    if (lock->released)
+        return vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
+
+    /* Every node, not only those that granted: one whose reply was lost
+     * may hold our value too. The script leaves other holders alone. */
+    uint64_t all = m->count == VK_LOCK_MAX_NODES ? UINT64_MAX
+                                                  : (((uint64_t)1 << m->count) - 1);
+    size_t released = 0, faults = 0;
+    vk_status fault = release_on(lock, ctx, all, &released, &faults);
+    vk_status st;
+    if (released >= m->quorum) {
+        st = VK_OK;
+    } else if (fault != VK_OK && released + faults >= m->quorum) {
+        /* The outcome is unknown: keep the handle releasable. */
+        count_metric(m, "redis_lock_release_total", "error");
+        log_lock(m, VK_LOG_WARN, "lock release failed", lock->key, lock->keylen,
+                 vk_last_error());
+        return fault;
+    } else {
+        st = vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
+    }
+    observe_hold(lock);
+    lock->released = true;
+    atomic_store(&lock->valid_until_us, 0);
+    count_metric(m, "redis_lock_release_total", st == VK_OK ? "released" : "not_held");
+    log_lock(m, st == VK_OK ? VK_LOG_DEBUG : VK_LOG_WARN,
+             st == VK_OK ? "lock released" : "lock was not held or already expired",
+             lock->key, lock->keylen, NULL);
+    return st;
+}
+
+vk_status vk_lock_manager_unlock(vk_lock_manager *manager, vk_context *ctx, vk_lock *lock)
+{
+    if (!manager) {
+        vk__misuse("vk_lock_manager_unlock", "lock manager is nil");
+        return vk__fail_msg(VK_ERR_NIL_LOCK_MANAGER, "lock manager is nil");
+    }
+    if (!lock) {
+        vk__misuse("vk_lock_manager_unlock", "lock handle is nil");
+        return vk__fail_msg(VK_ERR_NIL_LOCK_HANDLE_ON_UNLOCK, "lock handle is nil");
+    }
+    return vk_lock_unlock(lock, ctx);
+}
+
+vk_status vk_lock_extend(vk_lock *lock, vk_context *ctx, int64_t expiry_ms)
+{
+    if (!lock_is_usable(lock)) {
+        vk__misuse("vk_lock_extend", "lock handle is nil or not initialized");
+        return vk__fail_msg(VK_ERR_NIL_LOCK_HANDLE, "lock handle is nil or not initialized");
+    }
+    if (expiry_ms <= 0)
+        return vk__fail_msg(VK_ERR_LOCK_EXPIRY_INVALID, "lock expiry must be greater than 0");
+    if (lock->released)
+        return vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
+
+    vk_lock_manager *m = lock->manager;
+    char expiry[24];
+    snprintf(expiry, sizeof expiry, "%lld", (long long)expiry_ms);
+    const char *args[2] = { lock->value, expiry };
+    size_t extended = 0, faults = 0;
+    vk_status first_fault = VK_OK;
+    char *fault_detail = NULL;
+    int64_t start_us = vk__now_us();
+    for (size_t i = 0; i < m->count; i++) {
+        long long result = 0;
+        vk_status st = run_script(m->clients[i], ctx, SCRIPT_EXTEND, lock, 2, args, &result);
+        if (st == VK_OK && result == 1) {
+            extended++;
+        } else if (st != VK_OK) {
+            faults++;
+            if (first_fault == VK_OK) {
+                first_fault = st;
+                fault_detail = vk__error_dup();
+            }
+        }
+    }
+    int64_t validity = remaining_validity_ms(lock, expiry_ms, vk__now_us() - start_us);
+    if (extended >= m->quorum && validity > 0) {
+        free(fault_detail);
+        atomic_store(&lock->valid_until_us, start_us + validity * 1000);
+        return VK_OK;
+    }
+    if (first_fault != VK_OK && extended + faults >= m->quorum) {
+        vk_status st = vk__fail_restore(first_fault, fault_detail);
+        free(fault_detail);
+        return st;
+    }
+    free(fault_detail);
+    return vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
+}
+
+int64_t vk_lock_validity_ms(const vk_lock *lock)
+{
+    if (!lock)
+        return 0;
+    int64_t until = atomic_load(&((vk_lock *)lock)->valid_until_us);
+    int64_t left = until - vk__now_us();
+    return left > 0 ? left / 1000 : 0;
+}
+
+int64_t vk_lock_fencing_token(const vk_lock *lock)
+{
+    return lock ? lock->fencing_token : 0;
+}
+
+const char *vk_lock_key(const vk_lock *lock, size_t *len)
+{
+    if (!lock) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    if (len)
+        *len = lock->keylen;
+    return lock->key;
+}
+
+int vk_lock_is_lost(const vk_lock *lock)
+{
+    return lock ? atomic_load(&((vk_lock *)lock)->lost) : 0;
+}
+
+/* ---- automatic renewal ---------------------------------------------------------------- */
+
+/* One renewer per with_lock call: it extends the lock every expiry/3 until
+ * told to stop, and marks the lock lost when an extension fails. */
+typedef struct renewer {
+    vk_lock *lock;
+    vk_context *ctx;          /* cancelled on stop to cut an extension short */
+    pthread_t thread;
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;
+    bool stop;
+} renewer;
+
+static void deadline_after_ms(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void *renewer_main(void *arg)
+{
+    renewer *r = arg;
+    vk__events_enter_background();
+    int64_t interval_ms = r->lock->expiry_ms / 3 > 0 ? r->lock->expiry_ms / 3 : 1;
+    pthread_mutex_lock(&r->mutex);
+    while (!r->stop) {
+        struct timespec wake_at;
+        deadline_after_ms(&wake_at, interval_ms);
+        int rc = 0;
+        while (!r->stop && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&r->wake, &r->mutex, &wake_at);
+        if (r->stop)
+            break;
+        pthread_mutex_unlock(&r->mutex);
+        vk_context_set_timeout_ms(r->ctx, interval_ms);
+        vk_status st = vk_lock_extend(r->lock, r->ctx, r->lock->expiry_ms);
+        pthread_mutex_lock(&r->mutex);
+        if (st != VK_OK && !r->stop) {
+            atomic_store(&r->lock->lost, 1);
+            log_lock(r->lock->manager, VK_LOG_WARN, "lock renewal failed; the lock is lost",
+                     r->lock->key, r->lock->keylen, vk_last_error());
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->mutex);
+    return NULL;
+}
+
+static vk_status renewer_start(renewer *r, vk_lock *lock)
+{
+    r->lock = lock;
+    r->stop = false;
+    vk_status st = vk_context_new(&r->ctx);
+    if (st != VK_OK)
+        return st;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&r->mutex, NULL);
+    if (pthread_create(&r->thread, NULL, renewer_main, r) != 0) {
+        pthread_cond_destroy(&r->wake);
+        pthread_mutex_destroy(&r->mutex);
+        vk_context_free(r->ctx);
+        return vk__fail(VK_ERR_NO_MEMORY, "cannot start the lock renewal thread");
+    }
+    return VK_OK;
+}
+
+static void renewer_stop(renewer *r)
+{
+    pthread_mutex_lock(&r->mutex);
+    r->stop = true;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->mutex);
+    vk_context_cancel(r->ctx);
+    pthread_join(r->thread, NULL);
+    pthread_cond_destroy(&r->wake);
+    pthread_mutex_destroy(&r->mutex);
+    vk_context_free(r->ctx);
+}
+
+/* ---- with_lock ------------------------------------------------------------------------ */
+
+/* Releases with its own budget, whatever state the caller's context is in.
+ * The outcome is logged, not returned: with_lock reports fn's result. */
+static void release_after_fn(vk_lock *lock)
+{
+    vk_context *ctx = cleanup_context();
+    vk_lock_unlock(lock, ctx);
+    vk_context_free(ctx);
+}
+
+vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager, vk_context *ctx,
+                                            const char *key, size_t keylen,
+                                            const vk_lock_options *opts, vk_lock_fn fn,
+                                            void *userdata)
+{
+    vk_status st = check_manager_and_key(manager, key, keylen,
+                                         "vk_lock_manager_with_lock_options");
+    if (st != VK_OK)
+        return st;
+    if (!fn)
+        return vk__fail_msg(VK_ERR_NIL_LOCK_FN, "lock function is nil");
+    vk_lock_options resolved;
+    st = resolve_options(&resolved, opts);
+    if (st != VK_OK)
+        return st;
+
+    vk_lock *lock = NULL;
+    acquire_outcome outcome;
+    st = acquire_with_retries(&lock, manager, ctx, key, keylen, &resolved, &outcome);
+    report_acquire(manager, key, keylen, outcome);
+    if (outcome == OUTCOME_CONTENDED)
+        return fail_acquire(VK_ERR_LOCK_ACQUIRE, key, keylen, "lock already taken");
+    if (outcome == OUTCOME_FAULT) {
+        /* Cancellation and deadlines keep their codes so that bindings
+         * raise their own interrupt and timeout errors. */
+        vk_status code = st == VK_ERR_CANCELLED || st == VK_ERR_TIMEOUT ? st
+                                                                        : VK_ERR_LOCK_ACQUIRE;
+        char *cause = vk__error_dup();
+        st = fail_acquire(code, key, keylen, cause ? cause : vk_strerror(st));
+        free(cause);
+        return st;
+    }
+
+    renewer r;
+    bool renewing = resolved.auto_renew && renewer_start(&r, lock) == VK_OK;
+    vk_status fn_st = fn(userdata, lock);
+    char *fn_detail = NULL;
+    if (fn_st != VK_OK)
+        fn_detail = vk_last_status() == fn_st ? vk__error_dup() : NULL;
+    if (renewing)
+        renewer_stop(&r);
+    release_after_fn(lock);
+    vk_lock_free(lock);
+
+    if (fn_st == VK_OK)
+        return VK_OK;
+    st = vk__fail_msg(VK_ERR_LOCK_FN, "distributed lock: function execution: %s",
+                      fn_detail ? fn_detail : vk_strerror(fn_st));
+    free(fn_detail);
+    return st;
+}
+
+vk_status vk_lock_manager_with_lock(vk_lock_manager *manager, vk_context *ctx,
+                                    const char *key, size_t keylen, vk_lock_fn fn,
+                                    void *userdata)
+{
+    return vk_lock_manager_with_lock_options(manager, ctx, key, keylen, NULL, fn, userdata);
+}

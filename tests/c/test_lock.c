@@ -1,0 +1,612 @@
+/*
+ * The distributed lock on one node (VKTEST_NEEDS_SERVER): NULL handles,
+ * validation texts, contention between threads, expiry, release rules,
+ * WithLock, cancellation, fencing tokens, extend and automatic renewal.
+ */
+#include "vkclient.h"
+#include "vktest.h"
+#include "servers.h"
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+static vkt_server *server;
+static vk_client *client;
+static vk_lock_manager *manager;
+
+static vk_client *connect_client(const vkt_server *s)
+{
+    vk_config *cfg = NULL;
+    vk_client *c = NULL;
+    CHECK_OK(vk_config_new(&cfg));
+    CHECK_OK(vk_config_set_standalone(cfg, vkt_server_address(s)));
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    return c;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* GET through the client; NULL when the key does not exist. */
+static char *get_key(const char *key)
+{
+    const char *argv[2] = { "GET", key };
+    size_t argvlen[2] = { 3, strlen(key) };
+    vk_reply *reply = NULL;
+    char *value = NULL;
+    if (vk_client_command(&reply, client, NULL, 2, argv, argvlen) == VK_OK &&
+        vk_reply_get_type(reply) == VK_REPLY_STRING) {
+        size_t len = 0;
+        const char *s = vk_reply_get_string(reply, &len);
+        value = strndup(s, len);
+    }
+    vk_reply_free(reply);
+    return value;
+}
+
+static bool key_exists(const char *key)
+{
+    char *value = get_key(key);
+    bool exists = value != NULL;
+    free(value);
+    return exists;
+}
+
+#define KEY(s) (s), strlen(s)
+
+/* ---- NULL handles and validation ------------------------------------------ */
+
+static vk_status noop_fn(void *userdata, vk_lock *lock)
+{
+    (void)userdata;
+    (void)lock;
+    return VK_OK;
+}
+
+static void test_null_handles(void)
+{
+    vk_lock *lock = (vk_lock *)1;
+    vk_lock_manager *m = (vk_lock_manager *)1;
+    CHECK_FAILS(vk_lock_manager_new(&m, NULL), VK_ERR_NIL_CLIENT, "redis client is nil");
+    CHECK(m == NULL);
+    vk_client *none[1] = { NULL };
+    CHECK_FAILS(vk_lock_manager_new_quorum(&m, none, 1), VK_ERR_NIL_CLIENT,
+                "redis client is nil");
+    CHECK_FAILS(vk_lock_manager_new_quorum(&m, NULL, 0), VK_ERR_LOCK_NOT_INITIALIZED,
+                "distributed lock is not initialized");
+    CHECK_FAILS(vk_lock_manager_try_lock(&lock, NULL, NULL, KEY("k")), VK_ERR_NIL_LOCK_MANAGER,
+                "lock manager is nil");
+    CHECK(lock == NULL);
+    CHECK_FAILS(vk_lock_manager_acquire(&lock, NULL, NULL, KEY("k"), NULL),
+                VK_ERR_NIL_LOCK_MANAGER, "lock manager is nil");
+    CHECK_FAILS(vk_lock_manager_with_lock(NULL, NULL, KEY("k"), noop_fn, NULL),
+                VK_ERR_NIL_LOCK_MANAGER, "lock manager is nil");
+    CHECK_FAILS(vk_lock_manager_with_lock_options(NULL, NULL, KEY("k"), NULL, noop_fn, NULL),
+                VK_ERR_NIL_LOCK_MANAGER, "lock manager is nil");
+    CHECK_FAILS(vk_lock_manager_with_lock(manager, NULL, KEY("k"), NULL, NULL),
+                VK_ERR_NIL_LOCK_FN, "lock function is nil");
+    CHECK_FAILS(vk_lock_manager_with_lock_options(manager, NULL, KEY("k"), NULL, NULL, NULL),
+                VK_ERR_NIL_LOCK_FN, "lock function is nil");
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+    CHECK_FAILS(vk_lock_manager_unlock(manager, NULL, NULL), VK_ERR_NIL_LOCK_HANDLE_ON_UNLOCK,
+                "lock handle is nil");
+    CHECK_FAILS(vk_lock_manager_unlock(NULL, NULL, NULL), VK_ERR_NIL_LOCK_MANAGER,
+                "lock manager is nil");
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+    CHECK_FAILS(vk_lock_unlock(NULL, NULL), VK_ERR_NIL_LOCK_HANDLE,
+                "lock handle is nil or not initialized");
+    CHECK_FAILS(vk_lock_extend(NULL, NULL, 1000), VK_ERR_NIL_LOCK_HANDLE,
+                "lock handle is nil or not initialized");
+    CHECK_EQ_INT(vk_lock_validity_ms(NULL), 0);
+    CHECK_EQ_INT(vk_lock_fencing_token(NULL), 0);
+    size_t len = 7;
+    CHECK(vk_lock_key(NULL, &len) == NULL);
+    CHECK_EQ_INT(len, 0);
+    CHECK_EQ_INT(vk_lock_is_lost(NULL), 0);
+    vk_lock_free(NULL);
+    vk_lock_manager_free(NULL);
+}
+
+static void test_empty_keys(void)
+{
+    vk_lock *lock = NULL;
+    const char *blanks[] = { "", " ", "\t\n ", "   " };
+    for (size_t i = 0; i < sizeof blanks / sizeof blanks[0]; i++) {
+        CHECK_FAILS(vk_lock_manager_try_lock(&lock, manager, NULL, KEY(blanks[i])),
+                    VK_ERR_EMPTY_LOCK_KEY, "lock key cannot be empty");
+        CHECK_FAILS(vk_lock_manager_acquire(&lock, manager, NULL, KEY(blanks[i]), NULL),
+                    VK_ERR_EMPTY_LOCK_KEY, "lock key cannot be empty");
+        CHECK_FAILS(vk_lock_manager_with_lock(manager, NULL, KEY(blanks[i]), noop_fn, NULL),
+                    VK_ERR_EMPTY_LOCK_KEY, "lock key cannot be empty");
+    }
+    CHECK_FAILS(vk_lock_manager_try_lock(&lock, manager, NULL, NULL, 3), VK_ERR_EMPTY_LOCK_KEY,
+                "lock key cannot be empty");
+}
+
+static void test_options_checked_by_every_call(void)
+{
+    vk_lock *lock = NULL;
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.expiry_ms = 0;
+    CHECK_FAILS(vk_lock_manager_acquire(&lock, manager, NULL, KEY("opts"), &opts),
+                VK_ERR_LOCK_EXPIRY_INVALID, "lock expiry must be greater than 0");
+    CHECK_FAILS(vk_lock_manager_with_lock_options(manager, NULL, KEY("opts"), &opts, noop_fn,
+                                                  NULL),
+                VK_ERR_LOCK_EXPIRY_INVALID, "lock expiry must be greater than 0");
+    opts = (vk_lock_options)VK_LOCK_OPTIONS_INIT;
+    opts.tries = 0;
+    CHECK_FAILS(vk_lock_manager_acquire(&lock, manager, NULL, KEY("opts"), &opts),
+                VK_ERR_LOCK_TRIES_INVALID, "lock tries must be at least 1");
+    opts.tries = 5000;
+    CHECK_FAILS(vk_lock_manager_with_lock_options(manager, NULL, KEY("opts"), &opts, noop_fn,
+                                                  NULL),
+                VK_ERR_LOCK_TRIES_EXCEEDED, "lock tries exceeds maximum");
+    opts = (vk_lock_options)VK_LOCK_OPTIONS_INIT;
+    opts.retry_delay_ms = -10;
+    CHECK_FAILS(vk_lock_manager_acquire(&lock, manager, NULL, KEY("opts"), &opts),
+                VK_ERR_LOCK_RETRY_DELAY_NEGATIVE, "lock retry delay cannot be negative");
+    opts = (vk_lock_options)VK_LOCK_OPTIONS_INIT;
+    opts.drift_factor = 1.5;
+    CHECK_FAILS(vk_lock_manager_acquire(&lock, manager, NULL, KEY("opts"), &opts),
+                VK_ERR_LOCK_DRIFT_FACTOR_INVALID,
+                "lock drift factor must be between 0 (inclusive) and 1 (exclusive)");
+    opts = (vk_lock_options)VK_LOCK_OPTIONS_INIT;
+    opts.version = 7;
+    CHECK_FAILS(vk_lock_manager_acquire(&lock, manager, NULL, KEY("opts"), &opts),
+                VK_ERR_INVALID_ARGUMENT, "invalid argument: unknown lock options version 7");
+    CHECK(lock == NULL);
+    CHECK(!key_exists("opts"));
+}
+
+static void test_extend_rejects_bad_expiry(void)
+{
+    vk_lock *lock = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&lock, manager, NULL, KEY("extend:bad")));
+    CHECK(lock != NULL);
+    CHECK_FAILS(vk_lock_extend(lock, NULL, 0), VK_ERR_LOCK_EXPIRY_INVALID,
+                "lock expiry must be greater than 0");
+    CHECK_OK(vk_lock_unlock(lock, NULL));
+    vk_lock_free(lock);
+}
+
+static void test_freed_client(void)
+{
+    vk_client *own = connect_client(server);
+    vk_lock_manager *m = NULL;
+    CHECK_OK(vk_lock_manager_new(&m, own));
+    vk_lock *lock = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&lock, m, NULL, KEY("freed:held")));
+    CHECK(lock != NULL);
+    vk_client_free(own);
+    vk_lock *other = NULL;
+    CHECK_FAILS(vk_lock_manager_try_lock(&other, m, NULL, KEY("freed")), VK_ERR_NIL_CLIENT,
+                "redis client is nil");
+    CHECK_FAILS(vk_lock_unlock(lock, NULL), VK_ERR_NIL_CLIENT, "redis client is nil");
+    vk_lock_free(lock);
+    vk_lock_manager_free(m);
+}
+
+/* ---- basic behaviour ------------------------------------------------------- */
+
+static void test_try_lock_and_unlock(void)
+{
+    vk_lock *first = NULL, *second = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&first, manager, NULL, KEY("job:1")));
+    CHECK(first != NULL);
+    size_t len = 0;
+    CHECK_EQ_STR(vk_lock_key(first, &len), "job:1");
+    CHECK_EQ_INT(len, 5);
+    CHECK(vk_lock_validity_ms(first) > 9000);
+    CHECK(vk_lock_validity_ms(first) <= 10000);
+    CHECK(vk_lock_fencing_token(first) > 0);
+    CHECK_EQ_INT(vk_lock_is_lost(first), 0);
+
+    char *value = get_key("job:1");
+    CHECK(value != NULL && strlen(value) >= 32);
+    free(value);
+    /* The fencing counter shares the key's cluster slot. */
+    char *counter = get_key("{job:1}:fencing");
+    CHECK(counter != NULL && atoll(counter) == vk_lock_fencing_token(first));
+    free(counter);
+
+    /* Contention is not an error for TryLock. */
+    CHECK_OK(vk_lock_manager_try_lock(&second, manager, NULL, KEY("job:1")));
+    CHECK(second == NULL);
+
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 2;
+    opts.retry_delay_ms = 20;
+    CHECK_FAILS(vk_lock_manager_acquire(&second, manager, NULL, KEY("job:1"), &opts),
+                VK_ERR_LOCK_ACQUIRE, "failed to acquire lock \"job:1\": lock already taken");
+    CHECK(second == NULL);
+
+    CHECK_OK(vk_lock_unlock(first, NULL));
+    CHECK_EQ_INT(vk_lock_validity_ms(first), 0);
+    CHECK(!key_exists("job:1"));
+    CHECK_FAILS(vk_lock_unlock(first, NULL), VK_ERR_LOCK_NOT_HELD,
+                "lock was not held or already expired");
+    vk_lock_free(first);
+
+    CHECK_OK(vk_lock_manager_try_lock(&second, manager, NULL, KEY("job:1")));
+    CHECK(second != NULL);
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+    CHECK_OK(vk_lock_manager_unlock(manager, NULL, second));
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+    vk_lock_free(second);
+}
+
+static void test_hash_tagged_key(void)
+{
+    vk_lock *lock = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&lock, manager, NULL, KEY("{user:7}:profile")));
+    CHECK(lock != NULL);
+    char *counter = get_key("{user:7}:profile:fencing");
+    CHECK(counter != NULL && atoll(counter) == vk_lock_fencing_token(lock));
+    free(counter);
+    CHECK_OK(vk_lock_unlock(lock, NULL));
+    vk_lock_free(lock);
+}
+
+static void test_binary_key(void)
+{
+    static const char key[] = { 'b', 'i', 'n', '\0', 'k' };
+    vk_lock *lock = NULL, *other = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&lock, manager, NULL, key, sizeof key));
+    CHECK(lock != NULL);
+    CHECK_OK(vk_lock_manager_try_lock(&other, manager, NULL, key, sizeof key));
+    CHECK(other == NULL);
+    /* A different key that shares the prefix is independent. */
+    CHECK_OK(vk_lock_manager_try_lock(&other, manager, NULL, key, 3));
+    CHECK(other != NULL);
+    CHECK_OK(vk_lock_unlock(other, NULL));
+    vk_lock_free(other);
+    CHECK_OK(vk_lock_unlock(lock, NULL));
+    vk_lock_free(lock);
+}
+
+static void test_expiry_lets_the_next_holder_in(void)
+{
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.expiry_ms = 300;
+    vk_lock *holder = NULL, *next = NULL;
+    CHECK_OK(vk_lock_manager_acquire(&holder, manager, NULL, KEY("expiry"), &opts));
+    CHECK(holder != NULL);
+    int64_t start = now_ms();
+    opts.tries = 100;
+    opts.retry_delay_ms = 20;
+    CHECK_OK(vk_lock_manager_acquire(&next, manager, NULL, KEY("expiry"), &opts));
+    int64_t waited = now_ms() - start;
+    CHECK(next != NULL);
+    CHECK(waited >= 250);
+    CHECK(vk_lock_fencing_token(next) > vk_lock_fencing_token(holder));
+    /* The first holder's lock expired and was taken over: its release must
+     * not remove the new holder's lock. */
+    CHECK_FAILS(vk_lock_unlock(holder, NULL), VK_ERR_LOCK_NOT_HELD,
+                "lock was not held or already expired");
+    CHECK(key_exists("expiry"));
+    vk_lock *third = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&third, manager, NULL, KEY("expiry")));
+    CHECK(third == NULL);
+    CHECK_OK(vk_lock_unlock(next, NULL));
+    vk_lock_free(next);
+    vk_lock_free(holder);
+}
+
+static void test_unlock_after_expiry(void)
+{
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.expiry_ms = 100;
+    vk_lock *lock = NULL;
+    CHECK_OK(vk_lock_manager_acquire(&lock, manager, NULL, KEY("expired"), &opts));
+    sleep_ms(200);
+    CHECK_EQ_INT(vk_lock_validity_ms(lock), 0);
+    CHECK_FAILS(vk_lock_unlock(lock, NULL), VK_ERR_LOCK_NOT_HELD,
+                "lock was not held or already expired");
+    CHECK_FAILS(vk_lock_extend(lock, NULL, 1000), VK_ERR_LOCK_NOT_HELD,
+                "lock was not held or already expired");
+    vk_lock_free(lock);
+}
+
+static void test_extend_keeps_the_lock(void)
+{
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.expiry_ms = 300;
+    vk_lock *lock = NULL, *other = NULL;
+    CHECK_OK(vk_lock_manager_acquire(&lock, manager, NULL, KEY("extend"), &opts));
+    sleep_ms(200);
+    CHECK_OK(vk_lock_extend(lock, NULL, 1000));
+    CHECK(vk_lock_validity_ms(lock) > 900);
+    sleep_ms(300); /* past the original expiry */
+    CHECK_OK(vk_lock_manager_try_lock(&other, manager, NULL, KEY("extend")));
+    CHECK(other == NULL);
+    CHECK_OK(vk_lock_unlock(lock, NULL));
+    vk_lock_free(lock);
+}
+
+/* ---- WithLock ----------------------------------------------------------------- */
+
+typedef struct probe {
+    int calls;
+    int64_t token;
+    vk_lock_manager *manager;
+    int other_got_in;
+    int lost;
+} probe;
+
+static vk_status failing_fn(void *userdata, vk_lock *lock)
+{
+    probe *p = userdata;
+    p->calls++;
+    p->token = vk_lock_fencing_token(lock);
+    return vk__fail_msg(VK_ERR_INVALID_ARGUMENT, "report generation broke");
+}
+
+static vk_status counting_fn(void *userdata, vk_lock *lock)
+{
+    probe *p = userdata;
+    p->calls++;
+    p->token = vk_lock_fencing_token(lock);
+    return VK_OK;
+}
+
+static void test_with_lock_runs_and_releases(void)
+{
+    probe p = { 0 };
+    CHECK_OK(vk_lock_manager_with_lock(manager, NULL, KEY("with"), counting_fn, &p));
+    CHECK_EQ_INT(p.calls, 1);
+    CHECK(p.token > 0);
+    CHECK(!key_exists("with"));
+}
+
+static void test_with_lock_failing_fn_still_releases(void)
+{
+    probe p = { 0 };
+    CHECK_FAILS(vk_lock_manager_with_lock(manager, NULL, KEY("with:fail"), failing_fn, &p),
+                VK_ERR_LOCK_FN,
+                "distributed lock: function execution: report generation broke");
+    CHECK_EQ_INT(p.calls, 1);
+    CHECK(!key_exists("with:fail"));
+}
+
+static void test_with_lock_contention_text(void)
+{
+    vk_lock *holder = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&holder, manager, NULL, KEY("job:\t2")));
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 2;
+    opts.retry_delay_ms = 10;
+    probe p = { 0 };
+    CHECK_FAILS(vk_lock_manager_with_lock_options(manager, NULL, KEY("job:\t2"), &opts,
+                                                  counting_fn, &p),
+                VK_ERR_LOCK_ACQUIRE, "failed to acquire lock \"job:\\t2\": lock already taken");
+    CHECK_EQ_INT(p.calls, 0);
+    CHECK_OK(vk_lock_unlock(holder, NULL));
+    vk_lock_free(holder);
+}
+
+static vk_status cancel_inside_fn(void *userdata, vk_lock *lock)
+{
+    (void)lock;
+    vk_context_cancel(userdata);
+    return VK_OK;
+}
+
+/* The release has its own budget: a context cancelled while fn ran does
+ * not leave the lock behind. */
+static void test_with_lock_releases_after_cancel(void)
+{
+    vk_context *ctx = NULL;
+    CHECK_OK(vk_context_new(&ctx));
+    CHECK_OK(vk_lock_manager_with_lock(manager, ctx, KEY("with:cancel"), cancel_inside_fn, ctx));
+    CHECK(!key_exists("with:cancel"));
+    vk_context_free(ctx);
+}
+
+static vk_status slow_fn(void *userdata, vk_lock *lock)
+{
+    probe *p = userdata;
+    p->calls++;
+    sleep_ms(1000); /* more than three times the expiry */
+    vk_lock *other = NULL;
+    if (vk_lock_manager_try_lock(&other, p->manager, NULL, KEY("renew")) == VK_OK && other) {
+        p->other_got_in = 1;
+        vk_lock_unlock(other, NULL);
+        vk_lock_free(other);
+    }
+    p->lost = vk_lock_is_lost(lock);
+    return VK_OK;
+}
+
+static void test_auto_renew_keeps_the_lock(void)
+{
+    vk_lock_manager *second = NULL;
+    vk_client *other_client = connect_client(server);
+    CHECK_OK(vk_lock_manager_new(&second, other_client));
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.expiry_ms = 300;
+    opts.auto_renew = 1;
+    probe p = { .manager = second };
+    CHECK_OK(vk_lock_manager_with_lock_options(manager, NULL, KEY("renew"), &opts, slow_fn, &p));
+    CHECK_EQ_INT(p.calls, 1);
+    CHECK_EQ_INT(p.other_got_in, 0);
+    CHECK_EQ_INT(p.lost, 0);
+    CHECK(!key_exists("renew"));
+
+    /* Without renewal the same function outlives its lock. */
+    opts.auto_renew = 0;
+    p = (probe){ .manager = second };
+    CHECK_OK(vk_lock_manager_with_lock_options(manager, NULL, KEY("renew"), &opts, slow_fn, &p));
+    CHECK_EQ_INT(p.other_got_in, 1);
+    vk_lock_manager_free(second);
+    vk_client_free(other_client);
+}
+
+/* ---- cancellation and deadlines ------------------------------------------------- */
+
+typedef struct waiter {
+    vk_context *ctx;
+    vk_status status;
+    int64_t returned_at;
+} waiter;
+
+static void *wait_for_lock(void *arg)
+{
+    waiter *w = arg;
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 1000;
+    opts.retry_delay_ms = 1000; /* a long wait, so cancel lands in it */
+    vk_lock *lock = NULL;
+    w->status = vk_lock_manager_acquire(&lock, manager, w->ctx, KEY("cancel"), &opts);
+    w->returned_at = now_ms();
+    vk_lock_free(lock);
+    return NULL;
+}
+
+static void test_cancel_during_retry_wait(void)
+{
+    vk_lock *holder = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&holder, manager, NULL, KEY("cancel")));
+    waiter w = { 0 };
+    CHECK_OK(vk_context_new(&w.ctx));
+    pthread_t thread;
+    pthread_create(&thread, NULL, wait_for_lock, &w);
+    sleep_ms(300);
+    int64_t cancelled_at = now_ms();
+    CHECK_OK(vk_context_cancel(w.ctx));
+    pthread_join(thread, NULL);
+    CHECK_EQ_INT(w.status, VK_ERR_CANCELLED);
+    CHECK(w.returned_at - cancelled_at < 100);
+    vk_context_free(w.ctx);
+
+    /* A deadline stops the retries the same way. */
+    vk_context *ctx = NULL;
+    CHECK_OK(vk_context_new(&ctx));
+    CHECK_OK(vk_context_set_timeout_ms(ctx, 200));
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 1000;
+    opts.retry_delay_ms = 50;
+    vk_lock *lock = NULL;
+    int64_t start = now_ms();
+    CHECK_EQ_INT(vk_lock_manager_acquire(&lock, manager, ctx, KEY("cancel"), &opts),
+                 VK_ERR_TIMEOUT);
+    CHECK(now_ms() - start < 400);
+    CHECK(lock == NULL);
+    vk_context_free(ctx);
+
+    CHECK_OK(vk_lock_unlock(holder, NULL));
+    vk_lock_free(holder);
+}
+
+/* ---- contention between threads ------------------------------------------------- */
+
+#define THREADS 4
+#define ROUNDS 100
+
+static long shared_counter;
+static int inside;
+static atomic_int overlaps;
+static int64_t last_token;
+static atomic_int token_regressions;
+
+static vk_status critical_section(void *userdata, vk_lock *lock)
+{
+    (void)userdata;
+    if (__atomic_exchange_n(&inside, 1, __ATOMIC_SEQ_CST) != 0)
+        atomic_fetch_add(&overlaps, 1);
+    int64_t token = vk_lock_fencing_token(lock);
+    if (token <= last_token)
+        atomic_fetch_add(&token_regressions, 1);
+    last_token = token;
+    long seen = shared_counter;
+    sched_yield();
+    shared_counter = seen + 1;
+    __atomic_store_n(&inside, 0, __ATOMIC_SEQ_CST);
+    return VK_OK;
+}
+
+static void *contend(void *arg)
+{
+    vk_lock_manager *m = arg;
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 1000;
+    opts.retry_delay_ms = 2;
+    for (int i = 0; i < ROUNDS; i++) {
+        vk_status st = vk_lock_manager_with_lock_options(m, NULL, KEY("threads"), &opts,
+                                                         critical_section, NULL);
+        if (st != VK_OK)
+            fprintf(stderr, "with_lock: %s\n", vk_last_error());
+    }
+    return NULL;
+}
+
+static void test_contention_between_threads(void)
+{
+    pthread_t threads[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&threads[i], NULL, contend, manager);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(threads[i], NULL);
+    CHECK_EQ_INT(shared_counter, THREADS * ROUNDS);
+    CHECK_EQ_INT(atomic_load(&overlaps), 0);
+    CHECK_EQ_INT(atomic_load(&token_regressions), 0);
+}
+
+int main(void)
+{
+    /* VKTEST_NEEDS_SERVER */
+    server = vkt_server_start(NULL);
+    if (!server) {
+        fprintf(stderr, "cannot start %s\n", vkt_server_binary());
+        return 1;
+    }
+    client = connect_client(server);
+    CHECK_OK(vk_lock_manager_new(&manager, client));
+    if (client && manager) {
+        RUN(test_null_handles);
+        RUN(test_empty_keys);
+        RUN(test_options_checked_by_every_call);
+        RUN(test_extend_rejects_bad_expiry);
+        RUN(test_freed_client);
+        RUN(test_try_lock_and_unlock);
+        RUN(test_hash_tagged_key);
+        RUN(test_binary_key);
+        RUN(test_expiry_lets_the_next_holder_in);
+        RUN(test_unlock_after_expiry);
+        RUN(test_extend_keeps_the_lock);
+        RUN(test_with_lock_runs_and_releases);
+        RUN(test_with_lock_failing_fn_still_releases);
+        RUN(test_with_lock_contention_text);
+        RUN(test_with_lock_releases_after_cancel);
+        RUN(test_auto_renew_keeps_the_lock);
+        RUN(test_cancel_during_retry_wait);
+        RUN(test_contention_between_threads);
+    }
+    vk_lock_manager_free(manager);
+    vk_client_free(client);
+    vkt_server_stop(server);
+    return vkt_finish();
+}
