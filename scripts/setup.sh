@@ -9,7 +9,7 @@ as_root() {
 }
 
 PACKAGES=(
-  build-essential cmake pkg-config clang gdb valgrind util-linux procps openssl
+  build-essential cmake pkg-config clang libclang-rt-14-dev gdb valgrind util-linux procps openssl
   libhiredis-dev libssl-dev libcurl4-openssl-dev libcjson-dev
   swig python3 python3-dev python3-pytest python3-pip python3-setuptools python3-wheel python3-cryptography
   ruby ruby-dev ruby-minitest rake

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Benchmarks vkclient against its peers on one local server (DESIGN §7):
+# the C core against raw hiredis, then valkey-benchmark -c 1 -P 1 for
+# reference. Client and server are pinned to the same core, so the numbers
+# show each client's own cost rather than the cross-core loopback latency.
+#
+#   bash bench/run.sh [ops per case] [runs]
+#   VK_BENCH_CPU=1 bash bench/run.sh      # pin to another core
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/build.sh
+source "$ROOT/scripts/build.sh"
+OPS=${1:-20000}
+RUNS=${2:-5}
+CPU=${VK_BENCH_CPU:-0}
+SERVER=${VK_TEST_SERVER:-valkey-server}
+BENCH_BUILD=$BUILD_ROOT/bench
+
+vk_build gcc "$BENCH_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF \
+  -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF >/dev/null
+
+# taskset on the harness pins everything it starts: the server (started on
+# a free port and stopped by PID when the benchmark ends) and the clients.
+export BENCH_BIN=$BENCH_BUILD/bench/c/bench_core LOCK_BENCH_BIN=$BENCH_BUILD/bench/c/bench_lock
+export OPS RUNS CPU
+exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$SERVER" -- bash -c '
+  set -euo pipefail
+  echo "server: $VK_TEST_SERVER on 127.0.0.1:$VK_TEST_PORT; server and clients pinned to cpu $CPU"
+  echo
+  "$BENCH_BIN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS"
+  echo
+  if [ -x "$LOCK_BENCH_BIN" ]; then
+    "$LOCK_BENCH_BIN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS"
+    echo
+  fi
+  echo "reference: valkey-benchmark -c 1 -P 1 -t set,get -n $OPS"
+  valkey-benchmark -h 127.0.0.1 -p "$VK_TEST_PORT" -c 1 -P 1 -t set,get -n "$OPS" -q 2>&1 |
+    tr "\r" "\n" | grep "requests per second"
+'

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# The test command: builds vkclient with gcc and clang, checks the exported
+# symbols and the installed package, runs the C suite (plain, under
+# AddressSanitizer+UBSan and under Valgrind) against valkey-server and
+# redis-server, runs the fuzz targets for a bounded time, then every binding
+# suite that exists. Prints a summary; exits non-zero if any stage failed.
+#
+# Environment:
+#   VK_BUILD_ROOT     where the build trees go (default: <repo>/build)
+#   VK_FUZZ_SECONDS   time per fuzz target (default: 20)
+#   VK_SKIP_SETUP=1   do not run scripts/setup.sh (packages already there)
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/build.sh
+source "$ROOT/scripts/build.sh"
+
+FUZZ_SECONDS=${VK_FUZZ_SECONDS:-20}
+SERVERS=(valkey-server redis-server)
+STARTED=$(date +%s)
+
+declare -a SUMMARY=()
+FAILED=0
+
+# stage NAME COMMAND...: runs one stage, records its result and duration.
+stage() {
+  local name=$1; shift
+  local t0 rc
+  t0=$(date +%s)
+  printf '\n===== %s =====\n' "$name"
+  "$@"
+  rc=$?
+  local took=$(( $(date +%s) - t0 ))
+  if [ "$rc" -eq 0 ]; then
+    SUMMARY+=("PASS  ${name} (${took}s)")
+  else
+    SUMMARY+=("FAIL  ${name} (${took}s, exit ${rc})")
+    FAILED=1
+  fi
+  return "$rc"
+}
+
+# skip NAME REASON: a stage whose files do not exist yet.
+skip() {
+  printf '\n===== %s =====\n%s\n' "$1" "$2"
+  SUMMARY+=("----  $1: $2")
+}
+
+summary() {
+  printf '\n===== summary (%ss) =====\n' "$(( $(date +%s) - STARTED ))"
+  printf '%s\n' "${SUMMARY[@]}"
+  if [ "$FAILED" -ne 0 ]; then
+    echo "RESULT: FAILED"
+  else
+    echo "RESULT: ALL PASSED"
+  fi
+}
+
+# has_files DIR PATTERN: true when DIR has a file matching PATTERN (any depth).
+has_files() {
+  [ -d "$1" ] && [ -n "$(find "$1" -name "$2" -type f -print -quit)" ]
+}
+
+# ---- stages ---------------------------------------------------------------
+
+check_exports() {
+  local lib="$BUILD_GCC/libvkclient.so" bad
+  [ -f "$lib" ] || { echo "missing $lib"; return 1; }
+  # Absolute symbols ("A") are the version-script node names, not code.
+  bad=$(nm -D --defined-only "$lib" | awk '$2 != "A" { print $3 }' | grep -v '^vk_' || true)
+  if [ -n "$bad" ]; then
+    echo "symbols exported without the vk_ prefix:"; echo "$bad"; return 1
+  fi
+  local soname
+  soname=$(objdump -p "$lib" | awk '$1 == "SONAME" { print $2 }')
+  [ "$soname" = "libvkclient.so.1" ] || { echo "unexpected SONAME '$soname'"; return 1; }
+  echo "$(nm -D --defined-only "$lib" | awk '$2 != "A"' | wc -l) symbols, all vk_*; SONAME $soname"
+}
+
+check_install() {
+  local prefix="$BUILD_ROOT/install" consumer="$BUILD_ROOT/consumer"
+  rm -rf "$prefix" "$consumer"
+  cmake --install "$BUILD_GCC" --prefix "$prefix" >/dev/null || return 1
+  mkdir -p "$consumer"
+  cat >"$consumer/main.c" <<'EOF'
+#include <stdio.h>
+#include <string.h>
+#include <vkclient.h>
+
+int main(void)
+{
+    vk_config *cfg = NULL;
+    if (vk_config_new(&cfg) != VK_OK)
+        return 1;
+    /* No topology: validation must fail with the contract's text. */
+    vk_status st = vk_config_validate(cfg);
+    vk_config_free(cfg);
+    if (st != VK_ERR_INVALID_CONFIG)
+        return 1;
+    printf("vkclient %s: %s\n", vk_version(), vk_last_error());
+    return strcmp(vk_version(), VK_VERSION_STRING) != 0;
+}
+EOF
+  local pcdir
+  pcdir=$(dirname "$(find "$prefix" -name vkclient.pc | head -n 1)")
+  local libdir
+  libdir=$(PKG_CONFIG_PATH=$pcdir pkg-config --variable=libdir vkclient)
+  echo "-- pkg-config, shared"
+  # shellcheck disable=SC2046
+  cc -std=c11 -Wall -Werror -o "$consumer/pc_shared" "$consumer/main.c" \
+    $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs vkclient) || return 1
+  LD_LIBRARY_PATH=$libdir "$consumer/pc_shared" || return 1
+  echo "-- pkg-config, static library"
+  # The dependencies are linked as the shared libraries Debian ships:
+  # libcurl's static closure (pkg-config --static) is not installable there.
+  # shellcheck disable=SC2046
+  cc -std=c11 -Wall -Werror -o "$consumer/pc_static" "$consumer/main.c" \
+    $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags vkclient) \
+    -Wl,-Bstatic -L"$libdir" -lvkclient -Wl,-Bdynamic \
+    $(pkg-config --libs hiredis openssl libcurl libcjson) -lpthread || return 1
+  "$consumer/pc_static" || return 1
+  echo "-- CMake find_package(vkclient)"
+  cat >"$consumer/CMakeLists.txt" <<'EOF'
+cmake_minimum_required(VERSION 3.18)
+project(vkclient_consumer C)
+find_package(vkclient 1 REQUIRED)
+add_executable(cm_shared main.c)
+target_link_libraries(cm_shared PRIVATE vkclient::vkclient)
+add_executable(cm_static main.c)
+target_link_libraries(cm_static PRIVATE vkclient::vkclient_static)
+EOF
+  cmake -S "$consumer" -B "$consumer/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
+    cmake --build "$consumer/build" >/dev/null || return 1
+  LD_LIBRARY_PATH=$libdir "$consumer/build/cm_shared" && "$consumer/build/cm_static"
+}
+
+run_ctest() {
+  ctest --test-dir "$1" --output-on-failure --no-tests=error -j2 --timeout 600
+}
+
+# Runs every ctest test command (with its environment) under Valgrind.
+run_valgrind() {
+  local build=$1
+  /usr/bin/python3 "$ROOT/scripts/run_wrapped.py" --build "$build" --jobs 2 -- \
+    valgrind --quiet --error-exitcode=99 --leak-check=full \
+    --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
+    --suppressions="$ROOT/scripts/valgrind.supp" --track-fds=no
+}
+
+run_fuzz() {
+  local failed=0 target corpus
+  for target in "$BUILD_FUZZ"/fuzz_*; do
+    [ -x "$target" ] || continue
+    corpus="$BUILD_FUZZ/corpus/$(basename "$target")"
+    mkdir -p "$corpus"
+    echo "-- $(basename "$target") for ${FUZZ_SECONDS}s"
+    # The corpus directory (first) collects new inputs; the seeds are only read.
+    if ! "$target" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+         -print_final_stats=1 -artifact_prefix="$BUILD_FUZZ/" \
+         "$corpus" "$ROOT/tests/fuzz/seeds/$(basename "$target")" 2>"$BUILD_FUZZ/$(basename "$target").log"; then
+      tail -n 60 "$BUILD_FUZZ/$(basename "$target").log"
+      failed=1
+    else
+      grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units)' "$BUILD_FUZZ/$(basename "$target").log" | tail -n 1
+    fi
+  done
+  return $failed
+}
+
+with_servers() {
+  local server=$1; shift
+  /usr/bin/python3 "$HARNESS" run --server "$server" -- "$@"
+}
+
+pytest_suite() {
+  # pytest exits 5 when it collected nothing: that is a failure here.
+  PYTHONPATH="$BUILD_GCC/bindings/python${PYTHONPATH:+:$PYTHONPATH}" \
+    with_servers "$1" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/python"
+}
+
+busted_suite() {
+  local server=$1 lua=$2
+  with_servers "$server" env VK_LUA="$lua" \
+    busted --lua="$(command -v "$lua")" "$ROOT/tests/lua"
+}
+
+minitest_suite() {
+  # Every tests/ruby/**/test_*.rb in one process; minitest runs them at exit.
+  with_servers "$1" ruby -I"$ROOT/tests/ruby" -e '
+    require "minitest/autorun"
+    files = Dir[File.join(ARGV[0], "**", "test_*.rb")].sort
+    abort "no Ruby test files found" if files.empty?
+    files.each { |f| require File.expand_path(f) }' "$ROOT/tests/ruby"
+}
+
+# ---- run ------------------------------------------------------------------
+
+export VK_BUILD_DIR=$BUILD_GCC  # the bindings' suites load their modules from here
+
+if [ "${VK_SKIP_SETUP:-0}" = 1 ]; then
+  skip "setup" "skipped (VK_SKIP_SETUP=1)"
+else
+  stage "setup (scripts/setup.sh)" bash "$ROOT/scripts/setup.sh" || { summary; exit 1; }
+fi
+
+stage "harness self-test" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/harness"
+stage "build gcc -Werror" vk_build gcc "$BUILD_GCC"
+GCC_OK=$?
+stage "build clang -Werror" vk_build clang "$BUILD_CLANG" \
+  -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF
+if [ "$GCC_OK" -eq 0 ]; then
+  stage "exported symbols (vk_* only)" check_exports
+  stage "install: pkg-config and find_package" check_install
+  stage "C suite (valkey + redis)" run_ctest "$BUILD_GCC"
+  stage "C suite under Valgrind" run_valgrind "$BUILD_GCC"
+fi
+if stage "build ASan+UBSan" vk_build gcc "$BUILD_ASAN" -DVK_SANITIZE=address,undefined \
+     -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF \
+     -DVK_BUILD_BENCH=OFF -DVK_BUILD_EXAMPLES=OFF; then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    stage "C suite under ASan+UBSan" run_ctest "$BUILD_ASAN"
+fi
+if [ -f "$ROOT/tests/fuzz/CMakeLists.txt" ]; then
+  stage "build fuzz targets (clang libFuzzer)" vk_build_fuzz "$BUILD_FUZZ" &&
+    stage "fuzz (${FUZZ_SECONDS}s per target)" run_fuzz
+else
+  skip "fuzz" "no fuzz targets yet"
+fi
+
+if [ "$GCC_OK" -ne 0 ]; then
+  skip "binding suites" "not run: the gcc build failed"
+else
+  if has_files "$ROOT/tests/python" 'test_*.py'; then
+    for s in "${SERVERS[@]}"; do stage "Python suite ($s)" pytest_suite "$s"; done
+  else
+    skip "Python suite" "no Python suite yet"
+  fi
+  if has_files "$ROOT/tests/lua" '*_spec.lua'; then
+    for lua in lua5.1 luajit lua5.4; do
+      for s in "${SERVERS[@]}"; do stage "Lua suite ($lua, $s)" busted_suite "$s" "$lua"; done
+    done
+  else
+    skip "Lua suite" "no Lua suite yet"
+  fi
+  if has_files "$ROOT/tests/ruby" 'test_*.rb'; then
+    for s in "${SERVERS[@]}"; do stage "Ruby suite ($s)" minitest_suite "$s"; done
+  else
+    skip "Ruby suite" "no Ruby suite yet"
+  fi
+  if [ -x "$ROOT/tests/nginx/run.sh" ]; then
+    for s in "${SERVERS[@]}"; do stage "nginx suite ($s)" with_servers "$s" "$ROOT/tests/nginx/run.sh"; done
+  else
+    skip "nginx suite" "no nginx suite yet"
+  fi
+fi
+
+summary
+exit "$FAILED"
