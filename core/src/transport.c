@@ -230,9 +230,36 @@ static vk_status wait_ready(vk_transport *t, short events, int64_t timeout_ms,
     return st;
 }
 
+/* A server that rejects the client (TLS 1.3 checks client certificates
+ * after the client thinks the handshake is over) sends an alert and closes.
+ * A write may then fail with a bare reset; reading picks up the alert,
+ * which says what actually went wrong. */
+static bool pending_tls_alert(vk_transport *t, const char *op)
+{
+    if (set_blocking(t->fd, false) != VK_OK)
+        return false;
+    char byte;
+    ERR_clear_error();
+    int rc = SSL_read(t->ssl, &byte, 1);
+    bool alert = rc <= 0 && SSL_get_error(t->ssl, rc) == SSL_ERROR_SSL;
+    if (alert) {
+        char why[256];
+        vk__tls_describe_failure(t->ssl, why, sizeof why);
+        vk__fail(VK_ERR_TLS, "%s %s: %s", op, t->peer, why);
+    }
+    ERR_clear_error();
+    (void)set_blocking(t->fd, true);
+    return alert;
+}
+
 static vk_status tls_io_failure(vk_transport *t, int rc, const char *op)
 {
     int err = SSL_get_error(t->ssl, rc);
+    int saved_errno = errno;
+    if (err == SSL_ERROR_SYSCALL && (saved_errno == ECONNRESET || saved_errno == EPIPE) &&
+        strcmp(op, "write") == 0 && pending_tls_alert(t, op))
+        return VK_ERR_TLS;
+    errno = saved_errno;
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
         return io_timeout(t, op);   /* the kernel timeout fired */
     if (err == SSL_ERROR_ZERO_RETURN)

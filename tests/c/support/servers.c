@@ -13,11 +13,11 @@
 #include "servers.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -64,7 +64,7 @@ struct vkt_server {
     struct vkt_server *next;     /* registry for the exit cleanup */
 };
 
-/* ---- small helpers -------------------------------------------------------- */
+/* ---- files, processes, encoding ------------------------------------------- */
 
 static int64_t now_ms(void)
 {
@@ -116,6 +116,50 @@ static bool write_file(const char *path, const char *text)
         return false;
     bool ok = fputs(text, f) >= 0;
     return fclose(f) == 0 && ok;
+}
+
+/* A temporary folder named prefix-XXXXXX under temp_root() into out, with
+ * the PID of its owner in it, so that folders left by a test that was
+ * killed (no exit handler ran) can be recognised and removed later. */
+static bool make_temp_dir(char *out, size_t cap, const char *prefix)
+{
+    snprintf(out, cap, "%s/%s-XXXXXX", temp_root(), prefix);
+    if (mkdtemp(out) == NULL) {
+        fprintf(stderr, "servers: mkdtemp: %s\n", strerror(errno));
+        out[0] = '\0';
+        return false;
+    }
+    char path[200], pid[32];
+    snprintf(path, sizeof path, "%s/owner.pid", out);
+    snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    return write_file(path, pid);
+}
+
+/* Removes vkt-* folders whose owner process no longer exists. */
+static void remove_stale_dirs(void)
+{
+    DIR *dir = opendir(temp_root());
+    if (dir == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (strncmp(e->d_name, "vkt-", 4) != 0 || strlen(e->d_name) > 60)
+            continue;
+        char path[200];
+        snprintf(path, sizeof path, "%.40s/%.60s/owner.pid", temp_root(), e->d_name);
+        FILE *f = fopen(path, "r");
+        long owner = 0;
+        if (f == NULL)
+            continue;
+        if (fscanf(f, "%ld", &owner) != 1)
+            owner = 0;
+        fclose(f);
+        if (owner > 0 && kill((pid_t)owner, 0) != 0 && errno == ESRCH) {
+            snprintf(path, sizeof path, "%.40s/%.60s", temp_root(), e->d_name);
+            remove_tree(path);
+        }
+    }
+    closedir(dir);
 }
 
 /* The whole file, NUL-terminated, malloc'd; NULL when unreadable. */
@@ -230,17 +274,23 @@ static bool run_program(const char *const *argv, const char *log_path)
 
 /* ---- sockets ---------------------------------------------------------------- */
 
+static bool has_ipv6_loopback;
+static pthread_once_t ipv6_once = PTHREAD_ONCE_INIT;
+
+static void probe_ipv6_loopback(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+    has_ipv6_loopback = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0)
+        close(fd);
+}
+
+/* Servers also listen on ::1 where the machine has an IPv6 loopback. */
 static bool ipv6_loopback_available(void)
 {
-    static int cached = -1;
-    if (cached < 0) {
-        int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
-        cached = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-        if (fd >= 0)
-            close(fd);
-    }
-    return cached == 1;
+    pthread_once(&ipv6_once, probe_ipv6_loopback);
+    return has_ipv6_loopback;
 }
 
 /* Binds port on the loopback of one family; true when it was free. */
@@ -412,6 +462,7 @@ static void cleanup_at_exit(void)
 
 static void register_cleanup(void)
 {
+    remove_stale_dirs();
     atexit(cleanup_at_exit);
 }
 
@@ -465,7 +516,7 @@ static bool openssl(const ca_files *ca, const char *const *argv)
 }
 
 /* A P-256 key and a certificate for subject, signed by the CA, 10 years. */
-static bool issue(const ca_files *ca, const char *name, const char *subject,
+static bool sign_certificate(const ca_files *ca, const char *name, const char *subject,
                   const char *extensions, char *cert_out, char *key_out)
 {
     char csr[200], ext[200];
@@ -505,14 +556,14 @@ static bool make_ca(ca_files *ca, const char *dir, const char *name)
                                 "-out", ca->ca_cert, NULL };
     if (!openssl(ca, genkey) || !openssl(ca, self_sign))
         return false;
-    if (!issue(ca, "server", "/CN=localhost",
+    if (!sign_certificate(ca, "server", "/CN=localhost",
                "basicConstraints=CA:FALSE\n"
                "keyUsage=critical,digitalSignature,keyEncipherment\n"
                "extendedKeyUsage=serverAuth,clientAuth\n"
                "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n",
                ca->server_cert, ca->server_key))
         return false;
-    if (!issue(ca, "client", "/CN=vkclient test client",
+    if (!sign_certificate(ca, "client", "/CN=vkclient test client",
                "basicConstraints=CA:FALSE\n"
                "keyUsage=critical,digitalSignature,keyEncipherment\n"
                "extendedKeyUsage=clientAuth\n",
@@ -526,12 +577,8 @@ static bool make_ca(ca_files *ca, const char *dir, const char *name)
 
 static void make_certificates(void)
 {
-    snprintf(ca_root, sizeof ca_root, "%s/vkt-ca-XXXXXX", temp_root());
-    if (mkdtemp(ca_root) == NULL) {
-        fprintf(stderr, "servers: mkdtemp: %s\n", strerror(errno));
-        ca_root[0] = '\0';
+    if (!make_temp_dir(ca_root, sizeof ca_root, "vkt-ca"))
         return;
-    }
     ca_owner = getpid();
     pthread_once(&cleanup_once, register_cleanup);
     char dir[160];
@@ -670,6 +717,9 @@ static void terminate(vkt_server *s, int sig)
     if (s->pid <= 0)
         return;
     kill(s->pid, sig);
+    /* A test may have left it stopped (SIGSTOP); it cannot exit before it
+     * runs again. */
+    kill(s->pid, SIGCONT);
     if (!wait_exit(s->pid, STOP_TIMEOUT_MS)) {
         kill(s->pid, SIGKILL);
         wait_exit(s->pid, STOP_TIMEOUT_MS);
@@ -814,9 +864,9 @@ vkt_server *vkt_server_start(const vkt_server_opts *opts)
         return NULL;
     }
     const char *base = strrchr(s->binary_path, '/');
-    snprintf(s->dir, sizeof s->dir, "%s/vkt-%.16s-XXXXXX", temp_root(), base ? base + 1 : s->binary_path);
-    if (mkdtemp(s->dir) == NULL) {
-        fprintf(stderr, "servers: mkdtemp: %s\n", strerror(errno));
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "vkt-%.16s", base ? base + 1 : s->binary_path);
+    if (!make_temp_dir(s->dir, sizeof s->dir, prefix)) {
         free_server(s);
         return NULL;
     }
