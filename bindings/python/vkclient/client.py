@@ -1,0 +1,103 @@
+"""The client and its pipelines.
+
+``Client`` and ``Pipeline`` are thin subclasses of native types: their
+command methods (execute, get, set, delete, ping, Pipeline.execute/run) are
+C functions called directly, with no Python frame in between.
+"""
+
+import datetime
+from typing import NamedTuple, Optional
+
+from . import _native
+from .config import Config, build_native
+
+__all__ = ["Client", "Pipeline", "Status"]
+
+
+class Status(NamedTuple):
+    """A snapshot of the client's state (not a probe)."""
+
+    connected: bool
+    last_refresh_error: Optional[str]
+    last_refresh_at: Optional[datetime.datetime]
+    refresh_loop_running: bool
+
+
+class Client(_native.ClientCore):
+    """A Redis/Valkey client: connection handling, pooling, retries, TLS and
+    auth are done by the vkclient core.
+
+    ``Client(config)`` normalises and validates the config, connects and
+    pings (raising InvalidConfigError or the connection error on failure).
+    A client is safe to share between threads; every blocking call releases
+    the GIL. After ``fork()`` the child gets its own connections.
+
+    Commands: ``execute(*args)`` runs any command; ``get``, ``set``,
+    ``delete`` and ``ping`` are shortcuts. Replies: simple strings are str,
+    bulk strings bytes, integers int, nil None, arrays list (RESP3: maps
+    dict, doubles float, booleans bool); an error reply raises
+    ResponseError. ``with Client(cfg) as c:`` closes the client on exit.
+    """
+
+    __slots__ = ("config", "__weakref__")
+
+    def __init__(self, config):
+        """Normalises and validates `config` (a vkclient.Config), connects and
+        pings. Raises InvalidConfigError, or the connection error."""
+        native = build_native(config)
+        try:
+            self._open(native)
+        finally:
+            _native.vk_config_free(native)
+        self.config = config
+
+    @classmethod
+    def from_url(cls, url, tls=None, options=None, logger=None, metrics=None):
+        """A client for redis://[[user]:password@]host[:port][/db],
+        rediss://... (TLS: pass tls=TLS(ca_cert_base64=...)) or
+        unix://[[user]:password@]/path.sock[?db=N]."""
+        return cls(Config.from_url(url, tls=tls, options=options, logger=logger,
+                                   metrics=metrics))
+
+    def pipeline(self):
+        """A new Pipeline: queue commands with .execute(...), send them with .run()."""
+        return Pipeline(self)
+
+    def status(self):
+        """Status(connected, last_refresh_error, last_refresh_at, refresh_loop_running)."""
+        connected, error, at_ms, running = self._snapshot()
+        at = (datetime.datetime.fromtimestamp(at_ms / 1000.0, tz=datetime.timezone.utc)
+              if at_ms else None)
+        return Status(connected, error, at, running)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """Closes the client (see close())."""
+        self.close()
+
+    def __repr__(self):
+        return "<vkclient.Client connected=%s>" % (self.is_connected(),)
+
+
+class Pipeline(_native.PipelineCore):
+    """Many commands, one round trip.
+
+    ``p.execute(*args)`` queues a command (and returns the pipeline, so calls
+    chain); ``p.run()`` sends them and returns one reply per command, in
+    order, with error replies as ResponseError instances in the list.
+    ``len(p)`` is the number of queued commands. A pipeline is never retried
+    once any of it was written.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return None
+
+    def __repr__(self):
+        return "<vkclient.Pipeline queued=%d>" % (len(self),)

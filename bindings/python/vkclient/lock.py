@@ -1,0 +1,285 @@
+"""The distributed lock (Redlock over one node or a quorum of nodes).
+
+The algorithm is the core's; this module gives it Python's shapes: a
+context manager, exceptions, seconds as floats. The key/value protocol is
+the same in every language, so a Python holder excludes a C, Lua or Ruby
+contender on the same key.
+"""
+
+import threading
+import warnings
+
+from . import _native
+from .config import to_ms
+from .errors import LockNotHeldError
+
+__all__ = ["LockOptions", "LockHandle", "LockManager"]
+
+
+class LockOptions:
+    """How a lock is taken. None means the core's default:
+
+    expiry 10 s (> 0), tries 3 (1..1000), retry_delay 0.5 s (>= 0),
+    drift_factor 0.01 (in [0, 1)), auto_renew False (keep the lock alive
+    while a with_lock function runs). Durations in seconds or timedelta.
+    Invalid values are reported by the core when the options are used (or
+    by validate()) with the exact texts, e.g. LockTriesInvalidError("lock
+    tries must be at least 1").
+    """
+
+    __slots__ = ("expiry", "tries", "retry_delay", "drift_factor", "auto_renew")
+
+    def __init__(self, expiry=None, tries=None, retry_delay=None, drift_factor=None,
+                 auto_renew=False):
+        self.expiry = _DEFAULTS.expiry if expiry is None else expiry
+        self.tries = _DEFAULTS.tries if tries is None else tries
+        self.retry_delay = _DEFAULTS.retry_delay if retry_delay is None else retry_delay
+        self.drift_factor = _DEFAULTS.drift_factor if drift_factor is None else drift_factor
+        self.auto_renew = auto_renew
+
+    @classmethod
+    def _from_native(cls, values):
+        expiry_ms, tries, retry_delay_ms, drift_factor, auto_renew = values
+        opts = object.__new__(cls)
+        opts.expiry = expiry_ms / 1000.0
+        opts.tries = tries
+        opts.retry_delay = retry_delay_ms / 1000.0
+        opts.drift_factor = drift_factor
+        opts.auto_renew = auto_renew
+        return opts
+
+    @classmethod
+    def default(cls):
+        """The defaults: expiry 10 s, 3 tries, 0.5 s apart, drift factor 0.01."""
+        return cls._from_native(_native.lock_options_default())
+
+    @classmethod
+    def rate_limiter(cls):
+        """For short, fast critical sections: expiry 2 s, 2 tries, 0.1 s apart."""
+        return cls._from_native(_native.lock_options_rate_limiter())
+
+    def _as_native(self):
+        if isinstance(self.tries, bool) or not isinstance(self.tries, int):
+            raise TypeError("tries must be an int")
+        return (to_ms(self.expiry, "expiry"), self.tries, to_ms(self.retry_delay, "retry_delay"),
+                float(self.drift_factor), bool(self.auto_renew))
+
+    def validate(self):
+        """Raises the matching error when an option breaks the rules."""
+        _native.vk_lock_options_validate(self._as_native())
+
+    def __eq__(self, other):
+        if not isinstance(other, LockOptions):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self):
+        return "LockOptions(%s)" % ", ".join("%s=%r" % (k, getattr(self, k))
+                                             for k in self.__slots__)
+
+
+_DEFAULTS = LockOptions.default()
+
+
+class LockHandle:
+    """A held lock. Release it with unlock() (or use LockManager.lock(...) as a
+    context manager). The handle stays usable after unlock: validity is
+    then 0, and unlocking again raises LockNotHeldError."""
+
+    __slots__ = ("_lock", "_manager", "__weakref__")
+
+    def __init__(self, native_lock, manager):
+        self._lock = native_lock
+        self._manager = manager
+
+    def unlock(self):
+        """Releases the lock (compare-and-delete: only if it is still ours).
+        Raises LockNotHeldError when it expired or was taken over."""
+        _native.vk_lock_unlock(self._lock, None)
+
+    def extend(self, expiry):
+        """Resets the expiry to `expiry` seconds, only while the lock is still ours."""
+        _native.vk_lock_extend(self._lock, None, to_ms(expiry, "expiry"))
+
+    @property
+    def validity(self):
+        """Remaining validity in seconds (0.0 once expired or released)."""
+        return _native.vk_lock_validity_ms(self._lock) / 1000.0
+
+    @property
+    def fencing_token(self):
+        """Strictly increasing per key across every holder: pass it to storage."""
+        return _native.vk_lock_fencing_token(self._lock)
+
+    @property
+    def key(self):
+        """The lock key (str; bytes when it is not valid UTF-8)."""
+        raw = _native.lock_key(self._lock)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw
+
+    @property
+    def lost(self):
+        """True when automatic renewal failed and the lock can no longer be trusted."""
+        return bool(_native.vk_lock_is_lost(self._lock))
+
+    def __del__(self):
+        lock = getattr(self, "_lock", None)
+        self._lock = None
+        if lock is not None and _native is not None:
+            _native.vk_lock_free(lock)
+
+    def __repr__(self):
+        return "<vkclient.LockHandle key=%r fencing_token=%d validity=%.3fs>" % (
+            self.key, self.fencing_token, self.validity)
+
+
+class _Renewer(threading.Thread):
+    """Extends a lock every third of its expiry until stopped (lock(auto_renew=True))."""
+
+    def __init__(self, handle, expiry):
+        super().__init__(name="vkclient-lock-renewal", daemon=True)
+        self.handle = handle
+        self.expiry = expiry
+        self.stopped = threading.Event()
+        self.error = None
+
+    def run(self):
+        while not self.stopped.wait(self.expiry / 3.0):
+            try:
+                self.handle.extend(self.expiry)
+            except Exception as err:  # kept for __exit__, which reports it
+                self.error = err
+                return
+
+    def stop(self):
+        self.stopped.set()
+        self.join()
+
+
+class _HeldLock:
+    """The context manager returned by LockManager.lock()."""
+
+    __slots__ = ("_manager", "_key", "_options", "_timeout", "_auto_renew", "_handle",
+                 "_renewer")
+
+    def __init__(self, manager, key, options, timeout, auto_renew):
+        self._manager = manager
+        self._key = key
+        self._options = options
+        self._timeout = timeout
+        self._auto_renew = auto_renew
+        self._handle = None
+        self._renewer = None
+
+    def __enter__(self):
+        options = self._options if self._options is not None else LockOptions.default()
+        timeout_ms = None if self._timeout is None else to_ms(self._timeout, "timeout")
+        native = _native.acquire(self._manager._native(), self._key, options._as_native(),
+                                 timeout_ms)
+        self._handle = LockHandle(native, self._manager)
+        if self._auto_renew:
+            self._renewer = _Renewer(self._handle, options.expiry)
+            self._renewer.start()
+        return self._handle
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._renewer is not None:
+            self._renewer.stop()
+        try:
+            self._handle.unlock()
+        except LockNotHeldError:
+            # The body's own exception matters more than the late release.
+            if exc_type is None:
+                raise
+        return None
+
+
+class LockManager:
+    """Distributed locks over one client, or over several independent clients
+    for a Redlock quorum (``LockManager([c1, c2, c3])``: a majority must
+    agree). Thread-safe; survives reconnects and token refreshes."""
+
+    __slots__ = ("_manager", "_clients", "__weakref__")
+
+    def __init__(self, client):
+        self._manager = None
+        if isinstance(client, (list, tuple)):
+            self._clients = tuple(client)
+            pointers = [c._pointer() if c is not None else None for c in self._clients]
+            self._manager = _native.vk_lock_manager_new_quorum(pointers)
+        else:
+            self._clients = (client,)
+            self._manager = _native.vk_lock_manager_new(
+                client._pointer() if client is not None else None)
+
+    def _native(self):
+        return self._manager
+
+    def with_lock(self, key, fn):
+        """Acquires `key` with the default options, runs fn() and releases the
+        lock, also when fn raises: its exception then propagates unchanged.
+        Returns fn()'s result. Ctrl-C stops the wait for the lock."""
+        return _native.with_lock(self._manager, key, None, fn, None)
+
+    def with_lock_options(self, key, options, fn):
+        """with_lock with explicit LockOptions."""
+        return _native.with_lock(self._manager, key, _options(options), fn, None)
+
+    def try_lock(self, key):
+        """One attempt with the default expiry: a LockHandle, or None when the
+        lock is busy. Network problems raise."""
+        native = _native.try_lock(self._manager, key)
+        return LockHandle(native, self) if native is not None else None
+
+    def lock(self, key, options=None, timeout=None, auto_renew=False):
+        """A context manager: ``with locks.lock("k") as handle: ...``.
+
+        Acquires with retries per `options` (default LockOptions()), waiting
+        at most `timeout` seconds overall (TimeoutError); auto_renew=True
+        extends the lock every expiry/3 while the block runs. Released on
+        exit."""
+        return _HeldLock(self, key, options, timeout, auto_renew)
+
+    def unlock(self, handle):
+        """Deprecated: use handle.unlock()."""
+        warnings.warn("LockManager.unlock() is deprecated; use LockHandle.unlock()",
+                      DeprecationWarning, stacklevel=2)
+        if handle is None:
+            raise _nil_handle_on_unlock()
+        handle.unlock()
+
+    def close(self):
+        """Releases the native manager (also done when it is garbage collected)."""
+        manager = getattr(self, "_manager", None)
+        self._manager = None
+        if manager is not None and _native is not None:
+            _native.vk_lock_manager_free(manager)
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+
+    def __repr__(self):
+        return "<vkclient.LockManager nodes=%d>" % (len(self._clients),)
+
+
+def _options(options):
+    if options is None:
+        return None
+    if not isinstance(options, LockOptions):
+        raise TypeError("options must be a vkclient.LockOptions")
+    return options._as_native()
+
+
+def _nil_handle_on_unlock():
+    from .errors import NilLockHandleOnUnlockError
+    return NilLockHandleOnUnlockError(
+        _native.vk_strerror(_native.VK_ERR_NIL_LOCK_HANDLE_ON_UNLOCK))

@@ -1,0 +1,121 @@
+"""Fixtures for the Python suite: real servers, clients, unique keys.
+
+Run under the harness (it exports VK_TEST_*), with the package on PYTHONPATH:
+
+    PYTHONPATH=<build>/bindings/python /usr/bin/python3 tests/harness/vkharness.py \
+        run --server valkey-server -- /usr/bin/python3 -m pytest -q tests/python
+
+Run without the harness, the same servers are started here through the
+harness library, so `pytest tests/python` alone works too.
+"""
+
+import os
+import sys
+import uuid
+
+import pytest
+
+# Sanitizer runs preload the ASan/UBSan runtime into this interpreter
+# (LD_PRELOAD); the servers and programs the tests start must not get it.
+if "libasan" in os.environ.get("LD_PRELOAD", ""):
+    del os.environ["LD_PRELOAD"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HARNESS_DIR = os.path.join(ROOT, "tests", "harness")
+if HARNESS_DIR not in sys.path:
+    sys.path.insert(0, HARNESS_DIR)
+
+import vkharness  # noqa: E402  (the path is set just above)
+
+import vkclient  # noqa: E402
+
+
+def _start_servers():
+    """The servers `vkharness.py run` would start, for a run without it."""
+    binary = os.environ.get("VK_TEST_SERVER", "valkey-server")
+    ca = vkharness.default_ca()
+    other = vkharness.make_ca(vkharness._temp_dir("vkpytest-other-ca-"), name="unrelated test CA")
+    default_pass, acl_user, acl_pass = "default-" + uuid.uuid4().hex, "vkuser", uuid.uuid4().hex
+    plain = vkharness.Server(binary).start()
+    tls = vkharness.Server(binary, tls=True, ca=ca).start()
+    acl = vkharness.Server(binary, requirepass=default_pass,
+                           acl_users=[(acl_user, acl_pass)]).start()
+    quorum = [vkharness.Server(binary).start() for _ in range(3)]
+    os.environ.update({
+        "VK_TEST_SERVER": binary,
+        "VK_TEST_ADDR": plain.address,
+        "VK_TEST_PORT": str(plain.port),
+        "VK_TEST_TLS_ADDR": tls.address,
+        "VK_TEST_CA_B64": ca["ca_b64"],
+        "VK_TEST_OTHER_CA_B64": other["ca_b64"],
+        "VK_TEST_ACL_ADDR": acl.address,
+        "VK_TEST_DEFAULT_PASS": default_pass,
+        "VK_TEST_ACL_USER": acl_user,
+        "VK_TEST_ACL_PASS": acl_pass,
+        "VK_TEST_QUORUM_ADDRS": ",".join(s.address for s in quorum),
+        "VK_TEST_HARNESS": os.path.join(HARNESS_DIR, "vkharness.py"),
+    })
+
+
+if "VK_TEST_QUORUM_ADDRS" not in os.environ:
+    _start_servers()
+
+
+class Env:
+    """The VK_TEST_* variables, as attributes."""
+
+    server = os.environ["VK_TEST_SERVER"]
+    addr = os.environ["VK_TEST_ADDR"]
+    tls_addr = os.environ["VK_TEST_TLS_ADDR"]
+    ca_b64 = os.environ["VK_TEST_CA_B64"]
+    other_ca_b64 = os.environ["VK_TEST_OTHER_CA_B64"]
+    acl_addr = os.environ["VK_TEST_ACL_ADDR"]
+    default_pass = os.environ["VK_TEST_DEFAULT_PASS"]
+    acl_user = os.environ["VK_TEST_ACL_USER"]
+    acl_pass = os.environ["VK_TEST_ACL_PASS"]
+    quorum_addrs = os.environ["VK_TEST_QUORUM_ADDRS"].split(",")
+
+
+@pytest.fixture(scope="package")
+def env():
+    return Env
+
+
+@pytest.fixture(scope="package")
+def harness():
+    """The harness library, for tests that start, kill or restart servers."""
+    return vkharness
+
+
+def plain_config(address=None, **kwargs):
+    return vkclient.Config(standalone=vkclient.Standalone(Env.addr if address is None else address),
+                           **kwargs)
+
+
+@pytest.fixture
+def client():
+    with vkclient.Client(plain_config()) as c:
+        yield c
+
+
+@pytest.fixture
+def key(request):
+    """A key no other test uses."""
+    return "vkpy:%s:%s" % (request.node.name, uuid.uuid4().hex[:12])
+
+
+@pytest.fixture
+def own_server():
+    """A plain server of this test's own, stopped at the end."""
+    server = vkharness.Server(Env.server).start()
+    yield server
+    server.stop()
+
+
+def build_dir():
+    """The build tree: $VK_BUILD_DIR, else found from the imported package
+    (<build>/bindings/python/vkclient/__init__.py)."""
+    if os.environ.get("VK_BUILD_DIR"):
+        return os.environ["VK_BUILD_DIR"]
+    package = os.path.dirname(os.path.abspath(vkclient.__file__))
+    return os.path.dirname(os.path.dirname(os.path.dirname(package)))
