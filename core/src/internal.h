@@ -182,6 +182,9 @@ struct vk_config {
 vk_status vk__config_prepare(vk_config *cfg, vk_events *ev);
 /* Wipes and frees a secret string (NULL-safe). */
 void vk__free_secret(char *s);
+/* Decodes standard base64 (padding optional, whitespace ignored) into a
+ * malloc'd NUL-terminated buffer (jwt.c). -1 on malformed input. */
+int vk__base64_decode(const char *in, unsigned char **out, size_t *outlen);
 /* Zeroes n bytes in a way the compiler cannot elide. */
 void vk__wipe(void *p, size_t n);
 
@@ -224,6 +227,11 @@ void vk__refresher_stop(vk_refresher *r);
 /* After fork() in the child: forget the parent's thread without joining;
  * the loop is started again on next use. */
 void vk__refresher_after_fork(vk_refresher *r);
+/* Fetches and applies a token now when the one in service is older than
+ * refresh_every (or there is none), whatever the mode and back-off; VK_OK
+ * when it is fresh. For a reconnect after close or fork, when the loop was
+ * not running and the token may have expired. */
+vk_status vk__refresher_refresh_if_stale(vk_refresher *r, vk_context *ctx);
 /* Status fields; *last_error is malloc'd or NULL. */
 void vk__refresher_status(vk_refresher *r, char **last_error, int64_t *last_refresh_at_ms,
                           bool *running);

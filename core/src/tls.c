@@ -5,7 +5,6 @@
  * that off.
  */
 #include "transport.h"
-#include "gcp_iam.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
