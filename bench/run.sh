@@ -30,11 +30,21 @@ exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$S
   echo
   "$BENCH_BIN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS"
   echo
+  pairs=""
   if [ -x "$LOCK_BENCH_BIN" ]; then
-    "$LOCK_BENCH_BIN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS"
+    lock_out=$("$LOCK_BENCH_BIN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS")
+    echo "$lock_out"
+    pairs=$(echo "$lock_out" | awk -F: "/vkclient try_lock\+unlock/ { gsub(/ /, \"\", \$2); print \$2 }")
     echo
   fi
   echo "reference: valkey-benchmark -c 1 -P 1 -t set,get -n $OPS"
-  valkey-benchmark -h 127.0.0.1 -p "$VK_TEST_PORT" -c 1 -P 1 -t set,get -n "$OPS" -q 2>&1 |
-    tr "\r" "\n" | grep "requests per second"
+  ref=$(valkey-benchmark -h 127.0.0.1 -p "$VK_TEST_PORT" -c 1 -P 1 -t set,get -n "$OPS" -q 2>&1 |
+    tr "\r" "\n" | grep "requests per second")
+  echo "$ref"
+  # A lock pair is two round trips: half of valkey-benchmark'\''s SET rate is
+  # the limit for one connection.
+  set_rps=$(echo "$ref" | awk "/^SET:/ { print \$2 }")
+  if [ -n "$pairs" ] && [ -n "$set_rps" ]; then
+    awk -v p="$pairs" -v r="$set_rps" "BEGIN { printf \"lock pairs vs the two-round-trip limit (valkey-benchmark SET / 2 = %.0f/s): %.2f\\n\", r / 2, p / (r / 2) }"
+  fi
 '

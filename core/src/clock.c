@@ -6,6 +6,9 @@
 #include "internal.h"
 
 #include <openssl/rand.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -28,13 +31,39 @@ int64_t vk__wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* RAND_bytes costs thousands of instructions a call, which shows in lock
+ * acquisitions (one random value each): small requests are served from a
+ * per-thread buffer of CSPRNG output. Bytes are wiped as they are handed
+ * out, and a forked child discards what it inherited so that parent and
+ * child never hand out the same values. */
+#define VK_RANDOM_POOL 512
+
+static _Thread_local unsigned char random_pool[VK_RANDOM_POOL];
+static _Thread_local size_t random_left;
+static _Thread_local pid_t random_owner;
+
 int vk__random_bytes(void *buf, size_t n)
 {
     if (n == 0)
         return 0;
     if (n > INT32_MAX)
         return -1;
-    return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
+    if (n > VK_RANDOM_POOL / 4)
+        return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
+    pid_t self = getpid();
+    if (random_owner != self || random_left < n) {
+        if (RAND_bytes(random_pool, VK_RANDOM_POOL) != 1) {
+            random_left = 0;
+            return -1;
+        }
+        random_left = VK_RANDOM_POOL;
+        random_owner = self;
+    }
+    unsigned char *take = random_pool + VK_RANDOM_POOL - random_left;
+    memcpy(buf, take, n);
+    vk__wipe(take, n);
+    random_left -= n;
+    return 0;
 }
 
 /* xorshift64*: plenty for spreading retries, never used for secrets. */

@@ -62,6 +62,14 @@ static void make_nosigpipe_method(void)
     nosigpipe_method = m;
 }
 
+/* A host that unloads the library (a Lua state closing) gets the method
+ * back rather than a leak. */
+__attribute__((destructor)) static void free_nosigpipe_method(void)
+{
+    BIO_meth_free(nosigpipe_method);
+    nosigpipe_method = NULL;
+}
+
 /* ---- loading PEM given as base64 ---------------------------------------- */
 
 /* Decodes base64 (whitespace allowed) into a memory BIO of the PEM text.

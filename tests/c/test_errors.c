@@ -7,6 +7,8 @@
 
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void test_strerror_every_code(void)
 {
@@ -205,6 +207,33 @@ static void test_clock_and_random(void)
     CHECK(saw_low && saw_high); /* spread over the range */
 }
 
+/* Random values come from a per-thread buffer: a forked child must not
+ * hand out what its parent hands out next (two lock holders would share
+ * a lock value). */
+static void test_random_differs_after_fork(void)
+{
+    unsigned char warm[8];
+    CHECK_EQ_INT(vk__random_bytes(warm, sizeof warm), 0); /* fills the buffer */
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        unsigned char mine[16];
+        int ok = vk__random_bytes(mine, sizeof mine) == 0 &&
+                 write(fds[1], mine, sizeof mine) == (ssize_t)sizeof mine;
+        _exit(ok ? 0 : 1);
+    }
+    unsigned char parent[16], from_child[16];
+    CHECK_EQ_INT(vk__random_bytes(parent, sizeof parent), 0);
+    CHECK(read(fds[0], from_child, sizeof from_child) == (ssize_t)sizeof from_child);
+    int status = -1;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(memcmp(parent, from_child, sizeof parent) != 0);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 int main(void)
 {
     RUN(test_strerror_every_code);
@@ -217,5 +246,6 @@ int main(void)
     RUN(test_versions);
     RUN(test_format_duration);
     RUN(test_clock_and_random);
+    RUN(test_random_differs_after_fork);
     return vkt_finish();
 }
