@@ -141,7 +141,8 @@ run_ctest() {
 # Runs every ctest test command (with its environment) under Valgrind.
 run_valgrind() {
   local build=$1
-  /usr/bin/python3 "$ROOT/scripts/run_wrapped.py" --build "$build" --jobs 2 -- \
+  # Tests stretch their time bounds by this factor (vkt_scaled_ms).
+  VK_TEST_TIME_SCALE=10 /usr/bin/python3 "$ROOT/scripts/run_wrapped.py" --build "$build" --jobs 2 -- \
     valgrind --quiet --error-exitcode=99 --leak-check=full \
     --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
     --suppressions="$ROOT/scripts/valgrind.supp" --track-fds=no

@@ -97,7 +97,7 @@ static size_t count_requests(const char *endpoint)
 /* Polls cond until it holds or timeout_ms passes. */
 #define WAIT_FOR(cond, timeout_ms)                                                     \
     do {                                                                               \
-        int64_t until_ = vk__now_ms() + (timeout_ms);                                  \
+        int64_t until_ = vk__now_ms() + vkt_scaled_ms(timeout_ms);                                  \
         while (!(cond) && vk__now_ms() < until_)                                       \
             usleep(20 * 1000);                                                         \
     } while (0)
@@ -173,7 +173,7 @@ static void rig_init(rig *g, int64_t lifetime_ms, int64_t every_ms, int64_t inte
     g->cfg.iam_token_lifetime_ms = lifetime_ms;
     g->cfg.iam_refresh_every_ms = every_ms;
     g->cfg.iam_refresh_check_interval_ms = interval_ms;
-    g->cfg.iam_refresh_operation_timeout_ms = 2000;
+    g->cfg.iam_refresh_operation_timeout_ms = vkt_scaled_ms(2000);
     g->cfg.refresh_mode = mode;
     vk_callback *logger = vk__callback_new((void (*)(void))log_sink, NULL, NULL);
     vk_callback *metrics = vk__callback_new((void (*)(void))metric_sink, NULL, NULL);
@@ -233,6 +233,7 @@ static void test_refresher_refreshes(void)
     bool running;
     status_of(g.r, &error, &at0, &running);
     CHECK(error == NULL && at0 > 0 && !running);
+    free(error);
 
     CHECK_OK(vk__refresher_start(g.r));
     WAIT_FOR(applied_count(&g.tokens) >= 4, 5000);
@@ -344,7 +345,7 @@ static void test_refresher_stop_is_prompt(void)
 
     /* Mid-request against a stalled endpoint: stop aborts the request. */
     rig_init(&g, 60000, 100, 50, VK_REFRESH_THREAD);
-    g.cfg.iam_refresh_operation_timeout_ms = 10000;
+    g.cfg.iam_refresh_operation_timeout_ms = vkt_scaled_ms(10000);
     vk__refresher_free(g.r);
     CHECK_OK(vk__refresher_new(&g.r, &g.cfg, g.events, record_apply, &g.tokens));
     CHECK_OK(vk__refresher_fetch_now(g.r, NULL));
@@ -509,7 +510,7 @@ static vk_config *client_config(int64_t lifetime_ms, int64_t every_ms, int64_t i
     vk_config_set_gcp_iam_token_lifetime_ms(cfg, lifetime_ms);
     vk_config_set_gcp_iam_refresh_every_ms(cfg, every_ms);
     vk_config_set_gcp_iam_refresh_check_interval_ms(cfg, interval_ms);
-    vk_config_set_gcp_iam_refresh_operation_timeout_ms(cfg, 2000);
+    vk_config_set_gcp_iam_refresh_operation_timeout_ms(cfg, vkt_scaled_ms(2000));
     vk_config_set_logger(cfg, log_sink, NULL, NULL);
     vk_config_set_metrics(cfg, metric_sink, NULL, NULL);
     vk_config_set_pool_size(cfg, 8);

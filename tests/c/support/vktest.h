@@ -60,6 +60,12 @@ extern const char *vkt_current;
         fn();                                                                    \
     } while (0)
 
+/* A wait or timeout of ms, stretched by $VK_TEST_TIME_SCALE (a whole
+ * number, default 1): the test command sets it for the Valgrind run, where
+ * everything in the test process runs many times slower. Only bounds are
+ * scaled, never what a test asserts about ordering or counts. */
+long long vkt_scaled_ms(long long ms);
+
 /* Prints "N passed, N failed" and returns the exit status for main(). */
 int vkt_finish(void);
 
