@@ -4,7 +4,10 @@
  * by the IAM refresher, and the client part of conn.h.
  */
 #include "client.h"
+#include "sentinel.h"
+#include "cluster.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +20,9 @@
 
 static void destroy_client(vk_client *c)
 {
+    vk__sentinel_watch_free(c->watch);
+    vk__sentinel_free(c->sentinel);
+    vk__cluster_free(c->cluster);
     vk__refresher_free(c->refresher);
     vk__tls_free(c->tls);
     vk__credentials_destroy(&c->credentials);
@@ -96,11 +102,73 @@ static void count_reconnection(vk_client *c, const char *result)
 
 /* ---- connect: create, ping, swap ------------------------------------------ */
 
+static bool same_endpoint(const vk_endpoint *a, const vk_endpoint *b)
+{
+    if (a->is_unix != b->is_unix)
+        return false;
+    if (a->is_unix)
+        return strcmp(a->path, b->path) == 0;
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+bool vk__reply_demands_rediscovery(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR &&
+           ((r->len >= 8 && memcmp(r->str, "READONLY", 8) == 0) ||
+            (r->len >= 10 && memcmp(r->str, "MASTERDOWN", 10) == 0));
+}
+
+/* Sentinel mode: a sentinel's word is not enough (it may be stale or
+ * partitioned), the node itself must say it is a master, so that the
+ * client never writes to a replica. */
+static vk_status verify_master(vk_client *c, vk_pool *pool, vk_context *ctx)
+{
+    vk_conn *conn;
+    bool closed;
+    vk_status st = vk__pool_get(pool, &conn, ctx, &closed);
+    if (st != VK_OK)
+        return st;
+    const char *argv[] = {"ROLE"};
+    const size_t len[] = {4};
+    redisReply *r = NULL;
+    bool sent;
+    st = vk__conn_command(conn, &r, 1, argv, len, ctx, &sent);
+    vk__pool_put(pool, conn);
+    if (st != VK_OK)
+        return st;
+    char address[300];
+    vk__format_endpoint(address, sizeof address, &c->endpoint);
+    const redisReply *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0] : NULL;
+    if (role != NULL && role->type == REDIS_REPLY_STRING && role->len == 6 &&
+        memcmp(role->str, "master", 6) == 0)
+        st = VK_OK;
+    else if (role != NULL && role->type == REDIS_REPLY_STRING)
+        st = vk__fail_msg(VK_ERR_SERVER, "redis sentinel: %s is not a master (role: %.*s)",
+                          address, (int)role->len, role->str);
+    else if (r->type == REDIS_REPLY_ERROR)
+        st = vk__fail_msg(VK_ERR_SERVER, "redis sentinel: ROLE on %s failed: %.*s", address,
+                          (int)r->len, r->str);
+    else
+        st = vk__fail_msg(VK_ERR_PROTOCOL, "redis sentinel: unexpected reply to ROLE from %s",
+                          address);
+    freeReplyObject(r);
+    return st;
+}
+
 /* Builds a new pool (its first connection opened and pinged by the
  * handshake) and swaps it in; the old pool is closed once its in-flight
- * users have returned their connections. On failure the old pool stays. */
+ * users have returned their connections. On failure the old pool stays.
+ * The caller holds connect_lock (or is the only user, in vk_client_new). */
 static vk_status create_ping_swap(vk_client *c, vk_context *ctx)
 {
+    if (c->cluster != NULL) {
+        /* Cluster mode: the slot map and the masters' pools take the place
+         * of the single pool; a failed load keeps the old map in service. */
+        vk_status st = vk__cluster_connect(c->cluster, ctx);
+        if (st == VK_OK)
+            atomic_store(&c->connected, true);
+        return st;
+    }
     vk_pool_params params = {
         .endpoint = c->endpoint,
         .cfg = c->cfg,
@@ -110,6 +178,13 @@ static vk_status create_ping_swap(vk_client *c, vk_context *ctx)
     };
     vk_pool *fresh;
     vk_status st = vk__pool_new(&fresh, &params, ctx);
+    if (st == VK_OK && c->sentinel != NULL && (st = verify_master(c, fresh, ctx)) != VK_OK) {
+        char *cause = vk__error_dup();
+        vk__pool_close(fresh);
+        vk__pool_unref(fresh);
+        vk__fail_restore(st, cause);
+        free(cause);
+    }
     if (st != VK_OK)
         return st;
     pthread_mutex_lock(&c->lock);
@@ -122,13 +197,83 @@ static vk_status create_ping_swap(vk_client *c, vk_context *ctx)
     return VK_OK;
 }
 
+/* Sentinel mode: asks the sentinels where the master is now. The caller
+ * holds connect_lock. */
+static vk_status locate_master(vk_client *c, vk_context *ctx)
+{
+    if (c->sentinel == NULL)
+        return VK_OK;
+    vk_endpoint master;
+    vk_status st = vk__sentinel_discover(c->sentinel, &master, ctx);
+    if (st == VK_OK)
+        c->endpoint = master;
+    return st;
+}
+
+/* Takes the current pool out of service at once; commands wait on
+ * connect_lock (held by the caller) for the next one. */
+static void retire_pool(vk_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    vk_pool *old = c->pool;
+    c->pool = NULL;
+    atomic_store(&c->connected, false);
+    pthread_mutex_unlock(&c->lock);
+    vk__pool_close(old);
+    vk__pool_unref(old);
+}
+
+static void count_failover(vk_client *c)
+{
+    if (!vk__events_has_metrics(c->events))
+        return;
+    const vk_field label[] = {{"master", c->cfg->sentinel_master}};
+    vk__metric(c->events, "redis_sentinel_failovers_total", VK_METRIC_COUNTER, 1, label, 1);
+}
+
+vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_context *ctx)
+{
+    vk_client *c = client;
+    pthread_mutex_lock(&c->connect_lock);
+    bool changed = !same_endpoint(&c->endpoint, master);
+    if (!changed && atomic_load(&c->connected)) {
+        pthread_mutex_unlock(&c->connect_lock);
+        return VK_OK;
+    }
+    char from[300], to[300];
+    vk__format_endpoint(from, sizeof from, &c->endpoint);
+    vk__format_endpoint(to, sizeof to, master);
+    if (changed)
+        retire_pool(c);
+    c->endpoint = *master;
+    vk_status st = create_ping_swap(c, ctx);
+    if (st == VK_OK)
+        c->reconnect_failures = 0;
+    pthread_mutex_unlock(&c->connect_lock);
+
+    const vk_field fields[] = {{"master", c->cfg->sentinel_master}, {"from", from}, {"to", to}};
+    if (changed) {
+        count_failover(c);
+        vk__log(c->events, VK_LOG_INFO, "redis sentinel: switched to the new master", fields, 3);
+    }
+    if (st != VK_OK) {
+        char *cause = vk__error_dup();
+        vk__client_set_last_error(c, cause);
+        vk__fail_restore(st, cause);
+        free(cause);
+    }
+    return st;
+}
+
 VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx)
 {
     if (client == NULL)
         return nil_client("vk_client_connect");
     vk__client_check_fork(client);
     pthread_mutex_lock(&client->connect_lock);
-    vk_status st = create_ping_swap(client, ctx);
+    vk_status st = locate_master(client, ctx);
+    if (st == VK_OK)
+        st = create_ping_swap(client, ctx);
     if (st == VK_OK)
         client->reconnect_failures = 0;
     pthread_mutex_unlock(&client->connect_lock);
@@ -175,7 +320,14 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
         pthread_mutex_unlock(&c->connect_lock);
         return st;
     }
-    st = create_ping_swap(c, ctx);
+    /* In sentinel mode a lost connection may mean a failover: ask again. */
+    st = locate_master(c, ctx);
+    /* A closed client's refresh loop was stopped: its token may have
+     * expired meanwhile. */
+    if (st == VK_OK && c->refresher != NULL)
+        st = vk__refresher_refresh_if_stale(c->refresher, ctx);
+    if (st == VK_OK)
+        st = create_ping_swap(c, ctx);
     if (st == VK_OK) {
         c->reconnect_failures = 0;
         pthread_mutex_unlock(&c->connect_lock);
@@ -195,6 +347,13 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
     vk__fail_restore(st, cause);
     free(cause);
     return st;
+}
+
+vk_status vk__client_ensure_connected(vk_client *c, vk_context *ctx)
+{
+    if (VK_LIKELY(atomic_load_explicit(&c->connected, memory_order_acquire)))
+        return VK_OK;
+    return reconnect_on_demand(c, ctx);
 }
 
 vk_status vk__client_acquire_pool(vk_client *c, vk_pool **out, vk_context *ctx)
@@ -230,10 +389,12 @@ vk_status vk__client_apply_credentials(void *client, const char *username,
 
 vk_status vk__client_start_refresher(vk_client *c)
 {
-    if (c->refresher == NULL)
-        return VK_OK;
-    pthread_mutex_lock(&c->connect_lock);
     vk_status st = VK_OK;
+    if (c->watch != NULL && c->cfg->refresh_mode == VK_REFRESH_THREAD)
+        st = vk__sentinel_watch_start(c->watch);   /* a no-op when running */
+    if (st != VK_OK || c->refresher == NULL)
+        return st;
+    pthread_mutex_lock(&c->connect_lock);
     if (!c->refresher_running) {
         st = vk__refresher_start(c->refresher);
         c->refresher_running = st == VK_OK;
@@ -251,17 +412,6 @@ static const char *mode_name(unsigned topology)
     if (topology & VK_TOPO_CLUSTER)
         return "cluster";
     return "standalone";
-}
-
-static vk_status check_topology(const vk_config *cfg)
-{
-    if (cfg->topology_mask & VK_TOPO_SENTINEL)
-        return vk__fail(VK_ERR_INVALID_CONFIG,
-                        "sentinel topology is not supported by this build yet");
-    if (cfg->topology_mask & VK_TOPO_CLUSTER)
-        return vk__fail(VK_ERR_INVALID_CONFIG,
-                        "cluster topology is not supported by this build yet");
-    return VK_OK;
 }
 
 static vk_status alloc_client(vk_client **out, const vk_config *user_cfg)
@@ -298,12 +448,28 @@ static vk_status prepare_client(vk_client *c)
     vk_status st = vk__config_prepare(c->cfg, c->events);
     if (st != VK_OK)
         return st;
-    if ((st = check_topology(c->cfg)) != VK_OK)
-        return st;
-    if ((st = vk__parse_address(&c->endpoint, c->cfg->standalone_address)) != VK_OK)
-        return st;
     if (c->cfg->tls_enabled && (st = vk__tls_new(&c->tls, c->cfg)) != VK_OK)
         return st;
+    if (c->cfg->topology_mask & VK_TOPO_SENTINEL) {
+        /* The endpoint comes from the sentinels at each connect. */
+        if ((st = vk__sentinel_new(&c->sentinel, c->cfg, c->tls, c->events)) != VK_OK ||
+            (st = vk__sentinel_watch_new(&c->watch, c->sentinel, vk__client_follow_master,
+                                         c)) != VK_OK)
+            return st;
+    } else if (c->cfg->topology_mask & VK_TOPO_CLUSTER) {
+        /* Every node's pool is built like the standalone one: same config,
+         * TLS and (shared) credentials, only the endpoint differs. */
+        const vk_pool_params params = {
+            .cfg = c->cfg,
+            .tls = c->tls,
+            .events = c->events,
+            .credentials = &c->credentials,
+        };
+        if ((st = vk__cluster_new(&c->cluster, &params)) != VK_OK)
+            return st;
+    } else if ((st = vk__parse_address(&c->endpoint, c->cfg->standalone_address)) != VK_OK) {
+        return st;
+    }
     if (c->cfg->auth_static &&
         (st = vk__credentials_set(&c->credentials, c->cfg->username, c->cfg->password)) != VK_OK)
         return st;
@@ -316,18 +482,25 @@ static vk_status prepare_client(vk_client *c)
 static vk_status first_connect(vk_client *c)
 {
     char address[400];
-    vk__format_endpoint(address, sizeof address, &c->endpoint);
     const char *mode = mode_name(c->cfg->topology_mask);
-    const vk_field fields[] = {{"mode", mode}, {"address", address}};
+    if (c->sentinel != NULL)
+        snprintf(address, sizeof address, "sentinel master %s", c->cfg->sentinel_master);
+    else if (c->cluster != NULL)
+        snprintf(address, sizeof address, "%s", c->cfg->cluster_addresses.items[0]);
+    else
+        vk__format_endpoint(address, sizeof address, &c->endpoint);
+    vk_field fields[] = {{"mode", mode}, {"address", address}};
     vk__log(c->events, VK_LOG_INFO, "connecting to Redis/Valkey", fields, 2);
 
     vk_status st;
     if (c->refresher != NULL && (st = vk__refresher_fetch_now(c->refresher, NULL)) != VK_OK)
         return st;
-    if ((st = create_ping_swap(c, NULL)) != VK_OK) {
+    if ((st = locate_master(c, NULL)) != VK_OK || (st = create_ping_swap(c, NULL)) != VK_OK) {
         count_connection_failure(c, "connect");
         return st;
     }
+    if (c->cluster == NULL)
+        vk__format_endpoint(address, sizeof address, &c->endpoint);
     char message[80];
     snprintf(message, sizeof message, "connected to Redis/Valkey in %s mode", mode);
     vk__log(c->events, VK_LOG_INFO, message, fields, 2);
@@ -372,6 +545,7 @@ VK_API vk_status vk_client_close(vk_client *client)
     if (client == NULL)
         return nil_client("vk_client_close");
     vk__client_check_fork(client);
+    vk__sentinel_watch_stop(client->watch);
     if (client->refresher != NULL) {
         vk__refresher_stop(client->refresher);
         pthread_mutex_lock(&client->connect_lock);
@@ -385,6 +559,7 @@ VK_API vk_status vk_client_close(vk_client *client)
     pthread_mutex_unlock(&client->lock);
     vk__pool_close(old);
     vk__pool_unref(old);
+    vk__cluster_close(client->cluster);
     return VK_OK;
 }
 
@@ -457,7 +632,10 @@ VK_API vk_status vk_client_tick(vk_client *client, vk_context *ctx)
     if (client == NULL)
         return nil_client("vk_client_tick");
     vk__client_check_fork(client);
-    if (client->refresher == NULL)
-        return VK_OK;
+    vk_status st = VK_OK;
+    if (client->watch != NULL && client->cfg->refresh_mode == VK_REFRESH_DRIVEN)
+        st = vk__sentinel_watch_tick(client->watch, ctx);
+    if (st != VK_OK || client->refresher == NULL)
+        return st;
     return vk__refresher_tick(client->refresher, ctx);
 }

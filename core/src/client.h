@@ -8,6 +8,12 @@
 
 #include "pool.h"
 
+/* sentinel.h: the sentinel topology (NULL in the other modes). */
+typedef struct vk_sentinel vk_sentinel;
+typedef struct vk_sentinel_watch vk_sentinel_watch;
+/* cluster.h: the cluster topology (NULL in the other modes). */
+typedef struct vk_cluster vk_cluster;
+
 struct vk_client {
     atomic_int refs;              /* the user's reference + dependent objects */
     atomic_bool alive;            /* false once vk_client_free() ran */
@@ -15,6 +21,12 @@ struct vk_client {
     vk_events *events;
     vk_tls *tls;                  /* NULL: plain */
     vk_refresher *refresher;      /* NULL unless GCP IAM */
+    vk_sentinel *sentinel;        /* NULL unless sentinel mode */
+    vk_sentinel_watch *watch;     /* follows failovers; NULL unless sentinel mode */
+    vk_cluster *cluster;          /* slot map and per-master pools; NULL unless cluster
+                                   * mode, where it takes the place of pool */
+    /* The node the pool connects to. In sentinel mode it changes with the
+     * master: read and written only under connect_lock. */
     vk_endpoint endpoint;
     vk_credentials credentials;
 
@@ -52,6 +64,9 @@ static inline void vk__client_check_fork(vk_client *c)
 /* Takes a reference on the current pool, reconnecting on demand under the
  * rate limit when the client is not connected. */
 vk_status vk__client_acquire_pool(vk_client *c, vk_pool **out, vk_context *ctx);
+/* Reconnects on demand under the rate limit when the client is not
+ * connected (cluster mode: loads the slot map again). */
+vk_status vk__client_ensure_connected(vk_client *c, vk_context *ctx);
 /* A command found the connection dead: the next command reconnects. */
 void vk__client_mark_disconnected(vk_client *c);
 /* Records the last refresh / reconnect error (copied). */
@@ -60,10 +75,30 @@ void vk__client_set_last_error(vk_client *c, const char *message);
  * pair, idle ones of an older generation are re-authenticated before reuse. */
 vk_status vk__client_apply_credentials(void *client, const char *username,
                                        const char *password);
-/* Starts the refresh loop if there is one and it is not running. */
+/* Starts the background loops (IAM refresh, sentinel watcher) that the
+ * client has and that are not running. */
 vk_status vk__client_start_refresher(vk_client *c);
+/* Sentinel mode, the watcher's vk_follow_master_fn: when master differs
+ * from the current node (or the client is not connected), retires the
+ * current pool at once, so that no command goes to a demoted node, and
+ * builds and verifies (ROLE) a pool to master; callers wait meanwhile. */
+vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_context *ctx);
+/* True in sentinel mode: error replies that show the node is no longer
+ * the master (READONLY, MASTERDOWN) send the client back to discovery. */
+static inline bool vk__client_follows_master(const vk_client *c)
+{
+    return c->sentinel != NULL;
+}
+/* Sentinel mode: an error reply that says this node is not (or no longer)
+ * a usable master. */
+bool vk__reply_demands_rediscovery(const redisReply *r);
 
 /* readonly.c: true when running the command twice is harmless. */
 bool vk__command_is_readonly(const char *name, size_t len);
+/* client_command.c, shared with the cluster router: failures that another
+ * attempt cannot fix, and the back-off before retry number attempt (full
+ * jitter in [min, min << attempt), capped at max, as go-redis). */
+bool vk__status_is_final(vk_status st);
+int64_t vk__retry_backoff_ms(const vk_config *cfg, int attempt);
 
 #endif /* VK_CLIENT_H */

@@ -5,6 +5,7 @@
  * wants the latency, and logs nothing.
  */
 #include "client.h"
+#include "cluster.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -26,17 +27,14 @@ static bool is_refusal_reply(const redisReply *r)
     return false;
 }
 
-/* Failures that another attempt cannot fix. */
-static bool is_final_status(vk_status st)
+bool vk__status_is_final(vk_status st)
 {
     return st == VK_ERR_CANCELLED || st == VK_ERR_RECONNECT_RATE_LIMITED ||
            st == VK_ERR_NO_MEMORY || st == VK_ERR_INVALID_ARGUMENT ||
            st == VK_ERR_INVALID_CONFIG || st == VK_ERR_NIL_CLIENT;
 }
 
-/* Exponential back-off with full jitter, as go-redis: a random duration in
- * [min, min << attempt), capped at max. */
-static int64_t retry_backoff_ms(const vk_config *cfg, int attempt)
+int64_t vk__retry_backoff_ms(const vk_config *cfg, int attempt)
 {
     int64_t lo = cfg->min_retry_backoff_ms;
     int64_t hi = cfg->max_retry_backoff_ms;
@@ -116,10 +114,16 @@ static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_conte
         bool sent;
         vk_status st = run_once(c, reply, ctx, argc, argv, argvlen, &sent);
         bool retry;
-        if (VK_LIKELY(st == VK_OK))
+        if (VK_UNLIKELY(st == VK_OK && vk__client_follows_master(c) &&
+                        vk__reply_demands_rediscovery(*reply))) {
+            /* The node is not (or no longer) the master and did not run the
+             * command: find the master again and retry there. */
+            vk__client_mark_disconnected(c);
+            retry = attempt < max_retries;
+        } else if (VK_LIKELY(st == VK_OK))
             retry = VK_UNLIKELY(is_refusal_reply(*reply)) && attempt < max_retries;
         else
-            retry = attempt < max_retries && !is_final_status(st) &&
+            retry = attempt < max_retries && !vk__status_is_final(st) &&
                     (!sent || vk__command_is_readonly(argv[0], argvlen[0]));
         if (VK_LIKELY(!retry))
             return st;
@@ -128,10 +132,22 @@ static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_conte
             *reply = NULL;
         }
         /* A deadline or cancel of the caller ends the retries at once. */
-        vk_status wait = vk__ctx_sleep_ms(ctx, retry_backoff_ms(c->cfg, attempt));
+        vk_status wait = vk__ctx_sleep_ms(ctx, vk__retry_backoff_ms(c->cfg, attempt));
         if (wait != VK_OK)
             return wait;
     }
+}
+
+/* Cluster mode: the topology picks the node, follows redirects and applies
+ * the retry policy; the client only reconnects (loads the slot map from
+ * the seeds again) when it is not connected, under the same rate limit. */
+static vk_status cluster_command(vk_client *c, redisReply **reply, vk_context *ctx, int argc,
+                                 const char *const *argv, const size_t *argvlen)
+{
+    vk_status st = vk__client_ensure_connected(c, ctx);
+    if (st != VK_OK)
+        return st;
+    return vk__cluster_command(c->cluster, reply, argc, argv, argvlen, ctx);
 }
 
 VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context *ctx,
@@ -151,7 +167,10 @@ VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context
     bool timed = vk__events_has_metrics(client->events);
     int64_t started_us = timed ? vk__now_us() : 0;
     redisReply *reply = NULL;
-    st = command_with_retries(client, &reply, ctx, argc, argv, argvlen);
+    if (client->cluster != NULL)
+        st = cluster_command(client, &reply, ctx, argc, argv, argvlen);
+    else
+        st = command_with_retries(client, &reply, ctx, argc, argv, argvlen);
     if (timed)
         observe_latency(client, argv[0], argvlen[0], started_us);
     *out = (vk_reply *)reply;

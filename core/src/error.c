@@ -167,6 +167,12 @@ vk_status vk__fail_nomem(void)
     return record(VK_ERR_NO_MEMORY, copy_text(vk_strerror(VK_ERR_NO_MEMORY)));
 }
 
+void vk__error_clear(void)
+{
+    replace_message(NULL);
+    last_code = VK_OK;
+}
+
 char *vk__error_dup(void)
 {
     return last_message != NULL ? copy_text(last_message) : NULL;

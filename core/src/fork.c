@@ -5,6 +5,8 @@
  * use and rebuilds its state there.
  */
 #include "client.h"
+#include "sentinel.h"
+#include "cluster.h"
 
 #include <stdlib.h>
 
@@ -49,6 +51,12 @@ void vk__client_after_fork(vk_client *c)
     atomic_store(&c->connected, false);
     c->reconnect_failures = 0;
 
+    /* The sentinel watcher thread is gone too; it restarts with the
+     * refresh loop. */
+    vk__sentinel_watch_after_fork(c->watch);
+    /* Cluster mode: every master's pool is abandoned the same way; the
+     * slot map is loaded again by the reconnect. */
+    vk__cluster_after_fork(c->cluster);
     if (c->refresher != NULL) {
         vk__refresher_after_fork(c->refresher);
         c->refresher_running = false;

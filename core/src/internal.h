@@ -38,6 +38,9 @@ vk_status vk__fail_nomem(void);
 char *vk__error_dup(void);
 /* Restores a saved failure (code + detail) on this thread. */
 vk_status vk__fail_restore(vk_status code, const char *detail);
+/* Frees this thread's detail. A background thread calls it before it
+ * idles: a fork() then leaves none of its memory behind in the child. */
+void vk__error_clear(void);
 
 /* ---- clock.c: time, randomness ------------------------------------------ */
 

@@ -5,6 +5,7 @@
  * retried once any of it was written: some of its commands may have run.
  */
 #include "client.h"
+#include "cluster.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,14 @@ static vk_status exec_on(vk_pipeline *p, vk_conn *conn, redisReply *array, vk_co
         if ((st = vk__conn_read(conn, &reply, ctx)) == VK_OK)
             array->element[i] = reply;
     }
+    /* Sentinel mode: a node that is no longer the master sends the client
+     * back to discovery (the pipeline itself is not retried). */
+    for (size_t i = 0; i < p->count && st == VK_OK && vk__client_follows_master(p->client); i++) {
+        if (vk__reply_demands_rediscovery(array->element[i])) {
+            vk__client_mark_disconnected(p->client);
+            break;
+        }
+    }
     return st;
 }
 
@@ -186,6 +195,39 @@ static vk_status take_conn(vk_client *c, vk_pool **pool, vk_conn **conn, vk_cont
         if (!closed)
             return st;
     }
+}
+
+/* Cluster mode: the topology splits the commands by node and puts each
+ * reply back at its command's place in array. */
+static vk_status exec_cluster(vk_pipeline *p, redisReply *array, vk_context *ctx)
+{
+    vk_status st = vk__client_ensure_connected(p->client, ctx);
+    if (st != VK_OK)
+        return st;
+    /* Per command: where its arguments and their lengths start. */
+    const char **args = malloc(p->args_len * sizeof *args);
+    const char ***cmd_argv = malloc(p->count * sizeof *cmd_argv);
+    const size_t **cmd_len = malloc(p->count * sizeof *cmd_len);
+    if (args == NULL || cmd_argv == NULL || cmd_len == NULL) {
+        free((void *)args);
+        free((void *)cmd_argv);
+        free((void *)cmd_len);
+        return vk__fail_nomem();
+    }
+    size_t arg = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        cmd_argv[i] = args + arg;
+        cmd_len[i] = p->arg_len + arg;
+        for (int j = 0; j < p->argc[i]; j++, arg++)
+            args[arg] = p->bytes + p->arg_offset[arg];
+    }
+    st = vk__cluster_pipeline(p->client->cluster, p->count, p->argc,
+                              (const char *const *const *)cmd_argv, cmd_len, array->element,
+                              ctx);
+    free((void *)args);
+    free((void *)cmd_argv);
+    free((void *)cmd_len);
+    return st;
 }
 
 VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx)
@@ -211,8 +253,9 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
     }
     vk_pool *pool;
     vk_conn *conn;
-    vk_status st = take_conn(c, &pool, &conn, ctx);
-    if (st == VK_OK) {
+    vk_status st = c->cluster != NULL ? exec_cluster(pipeline, array, ctx)
+                                      : take_conn(c, &pool, &conn, ctx);
+    if (st == VK_OK && c->cluster == NULL) {
         st = exec_on(pipeline, conn, array, ctx);
         if (st != VK_OK && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
             st != VK_ERR_CANCELLED)

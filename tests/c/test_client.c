@@ -139,15 +139,21 @@ static void test_new_failures(void)
 
     CHECK_OK(vk_config_set_sentinel(cfg, "mymaster"));
     CHECK_OK(vk_config_add_sentinel_address(cfg, "127.0.0.1:1"));
-    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_INVALID_CONFIG,
-                "invalid redis config: sentinel topology is not supported by this build yet");
+    /* Sentinel mode: no sentinel listens there. */
+    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_IO,
+                "redis sentinel: all sentinels are unreachable: connection error: dial "
+                "127.0.0.1:1: Connection refused");
+    CHECK(c == NULL);
     vk_config_free(cfg);
 
     CHECK_OK(vk_config_new(&cfg));
     CHECK_OK(vk_config_set_cluster(cfg));
     CHECK_OK(vk_config_add_cluster_address(cfg, "127.0.0.1:1"));
-    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_INVALID_CONFIG,
-                "invalid redis config: cluster topology is not supported by this build yet");
+    /* Cluster mode: no seed node listens there. */
+    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_IO,
+                "redis cluster: all nodes are unreachable: connection error: dial "
+                "127.0.0.1:1: Connection refused");
+    CHECK(c == NULL);
     vk_config_free(cfg);
 
     /* A port nobody listens on: the connection error, nothing left behind. */

@@ -953,3 +953,34 @@ void vkt_server_stop(vkt_server *s)
     }
     free_server(s);
 }
+
+/* Like vkt_server_cmd(), but returns line number `line` (0-based) of the raw
+ * reply, e.g. line 4 of "*2 $9 127.0.0.1 $4 6380" is the port; a bulk
+ * string's own CRLF-separated lines count too. */
+char *vkt_server_cmd_line(const vkt_server *s, const char *const *argv, int argc, int line)
+{
+    if (s == NULL || s->pid <= 0 || argv == NULL || argc <= 0 || line < 0)
+        return NULL;
+    int fd = connect_unix(s->sock_path, COMMAND_TIMEOUT_MS);
+    if (fd < 0)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    int skip = 0;
+    bool ok = true;
+    if (s->requirepass != NULL) {
+        const char *auth[] = { "AUTH", s->requirepass };
+        ok = append_command(&buf, &len, auth, 2);
+        skip = 1;
+    }
+    ok = ok && append_command(&buf, &len, argv, argc) && send_all(fd, buf, len);
+    free(buf);
+    char *text = ok ? read_line(fd, skip + line) : NULL;
+    close(fd);
+    return text;
+}
+
+int vkt_free_port(void)
+{
+    return free_port();
+}

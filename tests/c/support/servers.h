@@ -35,6 +35,10 @@ bool vkt_server_restart(vkt_server *s);
 /* Runs a command through valkey-cli/redis-cli-free raw RESP on a fresh
  * socket (no TLS); returns the raw first reply line, malloc'd. */
 char *vkt_server_cmd(const vkt_server *s, const char *const *argv, int argc);
+/* Like vkt_server_cmd(), but the reply's line number `line` (0-based):
+ * e.g. line 4 of GET-MASTER-ADDR-BY-NAME's "*2 $9 127.0.0.1 $4 6380" is
+ * the port. */
+char *vkt_server_cmd_line(const vkt_server *s, const char *const *argv, int argc, int line);
 /* Stops (SIGTERM, then SIGKILL), removes the temporary folder, frees. */
 void vkt_server_stop(vkt_server *s);
 
@@ -48,5 +52,10 @@ const char *vkt_client_key_base64(void);
 
 /* "valkey-server" or "redis-server", from $VK_TEST_SERVER. */
 const char *vkt_server_binary(void);
+
+/* A TCP port free on the loopback right now (0 when none was found), for
+ * a second listener such as a cluster bus. Another process may take it
+ * before it is bound. */
+int vkt_free_port(void);
 
 #endif

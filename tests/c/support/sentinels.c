@@ -1,0 +1,227 @@
+/*
+ * A Sentinel group for the C tests (see sentinels.h). The sentinels are the
+ * server binary started under its sentinel name (valkey-sentinel /
+ * redis-sentinel, the same program as `<server> <conf> --sentinel`), so the
+ * server harness runs them like any other server: own folder, free port,
+ * stopped by PID.
+ */
+#include "sentinels.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { READY_TIMEOUT_MS = 30000 };
+
+struct vkt_sentinel_group {
+    char name[64];
+    bool tls;
+    vkt_server *nodes[VKT_SENTINEL_NODES];
+    vkt_server *sentinels[VKT_SENTINELS];
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* "valkey-server" -> "valkey-sentinel". */
+static void sentinel_binary(char *out, size_t cap)
+{
+    const char *server = vkt_server_binary();
+    const char *suffix = strstr(server, "-server");
+    int prefix = suffix != NULL ? (int)(suffix - server) : (int)strlen(server);
+    snprintf(out, cap, "%.*s-sentinel", prefix, server);
+}
+
+/* True when line `line` of the reply to argv on s starts with want. */
+static bool reply_line_starts(vkt_server *s, const char *const *argv, int argc, int line,
+                              const char *want)
+{
+    char *text = vkt_server_cmd_line(s, argv, argc, line);
+    bool ok = text != NULL && strncmp(text, want, strlen(want)) == 0;
+    free(text);
+    return ok;
+}
+
+/* Replication (and a sentinel's links) over TLS when the group uses it. */
+static const char *tls_replication(bool tls)
+{
+    return tls ? "tls-replication yes" : "tls-replication no";
+}
+
+static bool start_nodes(vkt_sentinel_group *g)
+{
+    /* No 5 s wait before a diskless full sync (the default). */
+    const char *const master_extra[] = { "repl-diskless-sync-delay 0", tls_replication(g->tls),
+                                         NULL };
+    g->nodes[0] = vkt_server_start(&(vkt_server_opts){ .tls = g->tls, .extra = master_extra });
+    if (g->nodes[0] == NULL)
+        return false;
+    char replicaof[64];
+    snprintf(replicaof, sizeof replicaof, "replicaof 127.0.0.1 %d", vkt_server_port(g->nodes[0]));
+    const char *const replica_extra[] = { replicaof, "repl-diskless-sync-delay 0",
+                                          tls_replication(g->tls), NULL };
+    for (int i = 1; i < VKT_SENTINEL_NODES; i++) {
+        g->nodes[i] = vkt_server_start(&(vkt_server_opts){ .tls = g->tls,
+                                                           .extra = replica_extra });
+        if (g->nodes[i] == NULL)
+            return false;
+    }
+    return true;
+}
+
+static vkt_server *start_sentinel(const char *name, int master_port, const char *password,
+                                  bool tls)
+{
+    char binary[64], monitor[160], down_after[128], failover_timeout[128];
+    sentinel_binary(binary, sizeof binary);
+    snprintf(monitor, sizeof monitor, "sentinel monitor %s 127.0.0.1 %d 2", name, master_port);
+    snprintf(down_after, sizeof down_after, "sentinel down-after-milliseconds %s 1000", name);
+    snprintf(failover_timeout, sizeof failover_timeout, "sentinel failover-timeout %s 5000",
+             name);
+    const char *const extra[] = { "sentinel resolve-hostnames no", tls_replication(tls),
+                                  monitor, down_after, failover_timeout, NULL };
+    return vkt_server_start(&(vkt_server_opts){ .binary = binary, .extra = extra,
+                                                .requirepass = password, .tls = tls });
+}
+
+vkt_server *vkt_sentinel_start_single(const char *name, int master_port, const char *password)
+{
+    return start_sentinel(name, master_port, password, false);
+}
+
+vkt_server *vkt_sentinel_start_single_tls(const char *name, int master_port)
+{
+    return start_sentinel(name, master_port, NULL, true);
+}
+
+static bool start_sentinels(vkt_sentinel_group *g)
+{
+    for (int i = 0; i < VKT_SENTINELS; i++) {
+        g->sentinels[i] = start_sentinel(g->name, vkt_server_port(g->nodes[0]), NULL, g->tls);
+        if (g->sentinels[i] == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* Every replica synced, every sentinel sees both replicas and a quorum. */
+static bool group_ready(vkt_sentinel_group *g)
+{
+    for (int i = 1; i < VKT_SENTINEL_NODES; i++) {
+        const char *info[] = { "INFO", "replication" };
+        if (!reply_line_starts(g->nodes[i], info, 2, 5, "master_link_status:up"))
+            return false;
+    }
+    for (int i = 0; i < VKT_SENTINELS; i++) {
+        const char *replicas[] = { "SENTINEL", "REPLICAS", g->name };
+        const char *quorum[] = { "SENTINEL", "CKQUORUM", g->name };
+        if (!reply_line_starts(g->sentinels[i], replicas, 3, 0, "*2") ||
+            !reply_line_starts(g->sentinels[i], quorum, 3, 0, "+OK 3 usable"))
+            return false;
+    }
+    return true;
+}
+
+static vkt_sentinel_group *start_group(const char *name, bool tls)
+{
+    vkt_sentinel_group *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return NULL;
+    g->tls = tls;
+    snprintf(g->name, sizeof g->name, "%s", name);
+    if (!start_nodes(g) || !start_sentinels(g)) {
+        vkt_sentinel_group_stop(g);
+        return NULL;
+    }
+    int64_t deadline = now_ms() + READY_TIMEOUT_MS;
+    while (!group_ready(g)) {
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "sentinels: the group did not become ready in %d ms\n",
+                    READY_TIMEOUT_MS);
+            vkt_sentinel_group_stop(g);
+            return NULL;
+        }
+        sleep_ms(100);
+    }
+    return g;
+}
+
+vkt_sentinel_group *vkt_sentinel_group_start(const char *name)
+{
+    return start_group(name, false);
+}
+
+vkt_sentinel_group *vkt_sentinel_group_start_tls(const char *name)
+{
+    return start_group(name, true);
+}
+
+vkt_server *vkt_sentinel_group_sentinel(vkt_sentinel_group *g, int i)
+{
+    return g != NULL && i >= 0 && i < VKT_SENTINELS ? g->sentinels[i] : NULL;
+}
+
+vkt_server *vkt_sentinel_group_node(vkt_sentinel_group *g, int i)
+{
+    return g != NULL && i >= 0 && i < VKT_SENTINEL_NODES ? g->nodes[i] : NULL;
+}
+
+int vkt_sentinel_group_master(vkt_sentinel_group *g)
+{
+    const char *argv[] = { "SENTINEL", "GET-MASTER-ADDR-BY-NAME", g->name };
+    for (int i = 0; i < VKT_SENTINELS; i++) {
+        char *port = vkt_server_cmd_line(g->sentinels[i], argv, 3, 4);
+        if (port == NULL)
+            continue;
+        int p = atoi(port);
+        free(port);
+        for (int n = 0; n < VKT_SENTINEL_NODES; n++) {
+            if (vkt_server_port(g->nodes[n]) == p)
+                return n;
+        }
+        return -1;
+    }
+    return -1;
+}
+
+bool vkt_sentinel_group_node_is_master(vkt_sentinel_group *g, int i)
+{
+    const char *argv[] = { "ROLE" };
+    return reply_line_starts(g->nodes[i], argv, 1, 2, "master");
+}
+
+int vkt_sentinel_group_wait_new_master(vkt_sentinel_group *g, int old, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        int m = vkt_sentinel_group_master(g);
+        if (m >= 0 && m != old && vkt_sentinel_group_node_is_master(g, m))
+            return m;
+        sleep_ms(50);
+    }
+    return -1;
+}
+
+void vkt_sentinel_group_stop(vkt_sentinel_group *g)
+{
+    if (g == NULL)
+        return;
+    for (int i = 0; i < VKT_SENTINELS; i++)
+        vkt_server_stop(g->sentinels[i]);
+    for (int i = 0; i < VKT_SENTINEL_NODES; i++)
+        vkt_server_stop(g->nodes[i]);
+    free(g);
+}

@@ -1,0 +1,45 @@
+/*
+ * A Sentinel group for the C tests: one master, two replicas and three
+ * sentinels (quorum 2), all real processes on free loopback ports, each in
+ * its own temporary folder, stopped by PID (see servers.h).
+ */
+#ifndef VKTEST_SENTINELS_H
+#define VKTEST_SENTINELS_H
+
+#include "servers.h"
+
+#define VKT_SENTINELS 3
+#define VKT_SENTINEL_NODES 3   /* node 0 starts as the master */
+
+typedef struct vkt_sentinel_group vkt_sentinel_group;
+
+/* Starts the group monitoring its master as `name` (down-after 1 s,
+ * failover-timeout 5 s) and waits until every sentinel knows both replicas
+ * and the other sentinels, so that a failover can run at once. NULL on
+ * failure (the reason is printed). */
+vkt_sentinel_group *vkt_sentinel_group_start(const char *name);
+/* The same with every node and sentinel serving TLS only (the harness CA,
+ * see vkt_ca_base64()), replicating and monitoring over TLS. */
+vkt_sentinel_group *vkt_sentinel_group_start_tls(const char *name);
+vkt_server *vkt_sentinel_group_sentinel(vkt_sentinel_group *g, int i);
+vkt_server *vkt_sentinel_group_node(vkt_sentinel_group *g, int i);
+/* The data node the sentinels name as master: asks the first sentinel that
+ * answers; -1 when none answers or the port is not one of the nodes. */
+int vkt_sentinel_group_master(vkt_sentinel_group *g);
+/* True when node i says (ROLE) it is a master. */
+bool vkt_sentinel_group_node_is_master(vkt_sentinel_group *g, int i);
+/* Waits until the sentinels name a master other than node `old` and that
+ * node says it is a master; its index, or -1 after timeout_ms. */
+int vkt_sentinel_group_wait_new_master(vkt_sentinel_group *g, int old, int timeout_ms);
+/* One sentinel on its own, monitoring the master at master_port as name,
+ * with `password` (or none) required of its clients; stop it with
+ * vkt_server_stop(). Start it after any failover test of a group it
+ * watches: the group's sentinels learn of it and count it in their
+ * majority. */
+vkt_server *vkt_sentinel_start_single(const char *name, int master_port, const char *password);
+/* The same over TLS only. */
+vkt_server *vkt_sentinel_start_single_tls(const char *name, int master_port);
+/* Stops every process, removes the folders, frees. NULL-safe. */
+void vkt_sentinel_group_stop(vkt_sentinel_group *g);
+
+#endif
