@@ -287,6 +287,20 @@ vk_status vk__transport_write_all(vk_transport *t, const char *buf, size_t len,
                                   vk_context *ctx)
 {
     bool poll_first = vk__ctx_needs_poll(ctx);
+    if (poll_first && t->ssl == NULL) {
+        /* A request nearly always fits the socket buffer: try without
+         * waiting first (it cannot block), and poll only when it is full. */
+        vk_status st = vk__ctx_check(ctx);
+        if (st != VK_OK)
+            return st;
+        ssize_t n = send(t->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return sock_io_failure(t, errno, "write");
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+        }
+    }
     while (len > 0) {
         if (VK_UNLIKELY(poll_first)) {
             vk_status st = wait_ready(t, POLLOUT, t->write_timeout_ms, "write", ctx);
