@@ -318,4 +318,8 @@ static PyObject *lock_key(const vk_lock *lock)
 %}
 #endif /* SWIGPYTHON */
 
+#ifdef SWIGRUBY
+%include "ruby.swg"
+#endif
+
 %include "vkclient.h"

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Starts what the Lua IAM spec needs and keeps it running until told to stop:
-a TLS server whose default user's passwords are the tokens issued by the
-harness's stand-in for Google (tests/harness/fake_google.py), and that
-stand-in itself.
+"""Starts what the bindings' IAM tests (Lua, Ruby) need and keeps it running
+until told to stop: a TLS server whose default user's passwords are the
+tokens issued by the harness's stand-in for Google (fake_google.py next to
+this file), and that stand-in itself.
 
     iam_env.py DIR
 

@@ -39,7 +39,7 @@ describe("GCP IAM auth", function()
         assert(support.shell_ok("mkdir -p " .. support.shell_quote(dir)))
         -- Without the interpreter's preloads (a sanitizer run): they are not
         -- meant for the servers the helper starts.
-        pid = support.spawn("env -u LD_PRELOAD /usr/bin/python3 " .. support.shell_quote(here .. "/iam_env.py") .. " " ..
+        pid = support.spawn("env -u LD_PRELOAD /usr/bin/python3 " .. support.shell_quote(here .. "/../harness/iam_env.py") .. " " ..
             support.shell_quote(dir), dir .. "/iam_env.log")
         assert(wait_for(function() return support.read_file(dir .. "/ready") ~= nil end, 60),
             support.read_file(dir .. "/iam_env.log"))

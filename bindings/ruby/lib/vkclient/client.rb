@@ -1,0 +1,157 @@
+# frozen_string_literal: true
+
+module VKClient
+  # A snapshot of a client's state (SEMANTICS §2 Status): not a probe.
+  class Status
+    attr_reader :last_refresh_error, :last_refresh_at
+
+    def initialize(connected, last_refresh_error, last_refresh_at, refresh_loop_running)
+      @connected = connected
+      @last_refresh_error = last_refresh_error
+      @last_refresh_at = last_refresh_at
+      @refresh_loop_running = refresh_loop_running
+      freeze
+    end
+
+    def connected?
+      @connected
+    end
+
+    def refresh_loop_running?
+      @refresh_loop_running
+    end
+
+    def inspect
+      "#<VKClient::Status connected=#{@connected} refresh_loop_running=#{@refresh_loop_running} " \
+        "last_refresh_at=#{@last_refresh_at.inspect} last_refresh_error=#{@last_refresh_error.inspect}>"
+    end
+    alias to_s inspect
+  end
+
+  # A Redis/Valkey client. Thread-safe: commands from several threads share
+  # the core's connection pool, and every waiting call releases the GVL.
+  #
+  # #call, #connect and #connected? are implemented in C (ext/vkrb_client.c).
+  class Client
+    # Keys of Client.new besides the topology/auth/TLS/options ones.
+    SINK_KEYS = %i[logger metrics].freeze
+
+    # Opens a client from a redis://, rediss:// or unix:// URL. Other
+    # keywords (tls:, options:, logger:, metrics:) apply on top of it.
+    def self.from_url(url, **kwargs)
+      new(url: url, **kwargs)
+    end
+
+    # Opens a client, yields it and closes it at the end of the block.
+    def self.open(**kwargs)
+      client = new(**kwargs)
+      return client unless block_given?
+
+      begin
+        yield client
+      ensure
+        client.close
+      end
+    end
+
+    # Normalises, validates, connects and pings (SEMANTICS §2 New).
+    def initialize(logger: nil, metrics: nil, **config)
+      # The sinks stay referenced by the client for as long as the core may
+      # call them.
+      @logger = Sinks.logger_callable(logger)
+      @metrics = Sinks.metrics_callable(metrics)
+      cfg = Config.build(**config)
+      begin
+        Native.config_set_sinks(cfg, @logger, @metrics)
+        @description = Config.describe(cfg)
+        _native_open(cfg)
+      ensure
+        Config.free(cfg)
+      end
+      flush_events
+      start_event_thread if @logger || @metrics
+    end
+
+    # Runs the block with a pipeline and sends its commands in one round
+    # trip; returns one reply per command. An error reply raises the first
+    # ResponseError after every command ran; with exception: false the
+    # errors are returned in place instead.
+    def pipelined(exception: true)
+      pipeline = Pipeline.new
+      yield pipeline
+      return [] if pipeline.commands.empty?
+
+      replies = _pipeline_exec(pipeline.commands)
+      if exception && (error = replies.find { |r| r.is_a?(ResponseError) })
+        raise error
+      end
+
+      replies
+    end
+
+    def status
+      connected, error, refreshed_ms, running = _snapshot
+      Status.new(connected, error, refreshed_ms.positive? ? Time.at(refreshed_ms / 1000r) : nil, running)
+    end
+
+    def last_refresh_error
+      status.last_refresh_error
+    end
+
+    # Stops the refresh loop and closes every connection. Idempotent; a
+    # later command reconnects on demand.
+    def close
+      _native_close
+      stop_event_thread
+      flush_events
+      nil
+    end
+
+    # Delivers the events the core queued (IAM refresh logs...) on this
+    # thread now; they are also delivered by the client's event thread.
+    def flush_events
+      _poll_events if @logger || @metrics
+    end
+
+    def inspect
+      "#<VKClient::Client #{@description} connected=#{connected?}>"
+    end
+    alias to_s inspect
+
+    private
+
+    # A Ruby thread waits (GVL released) for events that the core's
+    # background threads queued, and calls the sinks with them: Ruby is
+    # never entered from a foreign thread.
+    def start_event_thread
+      @event_thread = Thread.new do
+        Thread.current.name = "vkclient-events"
+        Thread.current.report_on_exception = false
+        loop { _poll_events if _wait_events(1.0) }
+      end
+    end
+
+    def stop_event_thread
+      thread = @event_thread
+      @event_thread = nil
+      return unless thread
+
+      thread.kill
+      thread.join
+    end
+  end
+
+  # Collects the commands of Client#pipelined.
+  class Pipeline
+    attr_reader :commands
+
+    def initialize
+      @commands = []
+    end
+
+    def call(*args)
+      @commands << args
+      nil
+    end
+  end
+end
