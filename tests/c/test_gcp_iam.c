@@ -175,7 +175,12 @@ static char *other_key_b64(const vkt_google *g)
                                                                 NULL) == 1) {
         char *data = NULL;
         long len = BIO_get_mem_data(bio, &data);
-        pem = strndup(data, (size_t)len);
+        /* Not strndup: the BIO's data has no terminating NUL to stop at. */
+        pem = len >= 0 ? malloc((size_t)len + 1) : NULL;
+        if (pem != NULL) {
+            memcpy(pem, data, (size_t)len);
+            pem[len] = '\0';
+        }
     }
     BIO_free(bio);
     EVP_PKEY_free(pkey);
