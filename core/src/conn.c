@@ -15,6 +15,7 @@
 struct vk_conn {
     vk_transport t;
     redisReader *reader;
+    vk_reply_budget budget;
     char *obuf;         /* formatted requests not yet written */
     size_t olen;
     size_t ocap;
@@ -110,9 +111,14 @@ vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx)
         return vk__fail(VK_ERR_IO, "connection to %s is broken", c->t.peer);
     for (;;) {
         void *reply = NULL;
-        if (VK_UNLIKELY(redisReaderGetReply(c->reader, &reply) != REDIS_OK))
+        if (VK_UNLIKELY(vk__reader_get_reply(c->reader, &c->budget, &reply) != REDIS_OK)) {
+            if (c->budget.exceeded)
+                return broken(c, vk__fail(VK_ERR_PROTOCOL,
+                                          "from %s: reply with more than %zu array elements refused",
+                                          c->t.peer, (size_t)VK_MAX_REPLY_ELEMENTS));
             return broken(c, vk__fail(VK_ERR_PROTOCOL, "from %s: %s", c->t.peer,
                                       c->reader->errstr));
+        }
         if (reply != NULL) {
             *out = reply;
             return VK_OK;
@@ -250,7 +256,7 @@ vk_status vk__conn_open(vk_conn **out, const vk_endpoint *ep, const vk_conn_para
     if (c == NULL)
         return vk__fail_nomem();
     c->t.fd = -1;
-    c->reader = redisReaderCreate();
+    c->reader = vk__reader_new();
     /* Room for the handshake, so a password is never left behind in a
      * buffer that realloc() moved away from. */
     c->ocap = 512;

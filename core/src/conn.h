@@ -21,6 +21,23 @@ typedef struct vk_tls vk_tls;
 vk_status vk__tls_new(vk_tls **out, const vk_config *cfg);
 void vk__tls_free(vk_tls *tls);
 
+/* ---- reader.c: hiredis's reader with a cap on reply sizes ---------------- */
+
+/* The most array elements one reply may announce, nested arrays included
+ * (their tables take 8 bytes an element before any element arrives). */
+#define VK_MAX_REPLY_ELEMENTS ((size_t)1 << 25)
+
+typedef struct vk_reply_budget {
+    size_t elements;    /* announced so far by the reply being parsed */
+    bool exceeded;      /* set when a reply went over the cap */
+} vk_reply_budget;
+
+/* A reader whose arrays count against a budget. NULL when out of memory. */
+redisReader *vk__reader_new(void);
+/* redisReaderGetReply() with budget applied to the reply being parsed; on
+ * REDIS_ERR, budget->exceeded tells a refused reply from malformed input. */
+int vk__reader_get_reply(redisReader *r, vk_reply_budget *budget, void **reply);
+
 /* ---- conn.c ------------------------------------------------------------- */
 
 typedef struct vk_conn vk_conn;

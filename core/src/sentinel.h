@@ -20,6 +20,7 @@
 typedef struct vk_sentinel_link {
     vk_transport t;
     redisReader *reader;
+    vk_reply_budget budget;
 } vk_sentinel_link;
 
 /* Connects (TLS like the data nodes) and authenticates with the sentinels'

@@ -42,7 +42,7 @@ vk_status vk__sentinel_link_read(vk_sentinel_link *link, redisReply **out, vk_co
     *out = NULL;
     for (;;) {
         void *reply = NULL;
-        if (redisReaderGetReply(link->reader, &reply) != REDIS_OK)
+        if (vk__reader_get_reply(link->reader, &link->budget, &reply) != REDIS_OK)
             return vk__fail(VK_ERR_PROTOCOL, "from %s: %s", link->t.peer,
                             link->reader->errstr);
         if (reply != NULL) {
@@ -107,7 +107,7 @@ vk_status vk__sentinel_link_open(vk_sentinel_link *link, const vk_endpoint *ep,
 {
     memset(link, 0, sizeof *link);
     link->t.fd = -1;
-    link->reader = redisReaderCreate();
+    link->reader = vk__reader_new();
     if (link->reader == NULL)
         return vk__fail_nomem();
     vk_status st = vk__transport_open(&link->t, ep, tls, cfg->tls_server_name, cfg, ctx);

@@ -3,6 +3,7 @@
  * word VKTEST_NEEDS_SERVER makes ctest run this against valkey and redis):
  * every RESP2 type, nesting, out-of-range and wrong-type access, NULL.
  */
+#include "conn.h"
 #include "support/servers.h"
 #include "support/vktest.h"
 
@@ -102,6 +103,48 @@ static void test_null_reply(void)
     vk_reply_free(NULL);
 }
 
+/* Feeds bytes to the capped reader and returns its verdict on them. */
+static int parse(redisReader *r, vk_reply_budget *b, const char *bytes, void **reply)
+{
+    *reply = NULL;
+    if (redisReaderFeed(r, bytes, strlen(bytes)) != REDIS_OK)
+        return REDIS_ERR;
+    return vk__reader_get_reply(r, b, reply);
+}
+
+/* A reply announcing more elements than the cap is refused before anything
+ * is allocated for it; the same counts summed over nested arrays too. */
+static void test_huge_arrays_refused(void)
+{
+    redisReader *r = vk__reader_new();
+    vk_reply_budget b = {0, false};
+    void *reply;
+    CHECK(parse(r, &b, "*2\r\n:1\r\n*1\r\n$1\r\nx\r\n", &reply) == REDIS_OK && reply != NULL);
+    CHECK(!b.exceeded && b.elements == 3);
+    vk_reply_free(reply);
+    CHECK(parse(r, &b, "*2000000000\r\n", &reply) == REDIS_ERR);
+    CHECK(b.exceeded);
+    redisReaderFree(r);
+
+    char nested[64];
+    snprintf(nested, sizeof nested, "*%zu\r\n*%zu\r\n", VK_MAX_REPLY_ELEMENTS / 2 + 1,
+             VK_MAX_REPLY_ELEMENTS / 2);
+    r = vk__reader_new();
+    b = (vk_reply_budget){0, false};
+    CHECK(parse(r, &b, nested, &reply) == REDIS_ERR && b.exceeded);
+    redisReaderFree(r);
+
+    /* Every reply has its own budget: it starts again at each reply. */
+    r = vk__reader_new();
+    b = (vk_reply_budget){0, false};
+    for (int i = 0; i < 3; i++) {
+        CHECK(parse(r, &b, "*2\r\n:1\r\n:2\r\n", &reply) == REDIS_OK && reply != NULL);
+        CHECK(!b.exceeded && b.elements == 2);
+        vk_reply_free(reply);
+    }
+    redisReaderFree(r);
+}
+
 int main(void)
 {
     server = vkt_server_start(&(vkt_server_opts){0});
@@ -117,6 +160,7 @@ int main(void)
         RUN(test_nested_arrays);
     }
     RUN(test_null_reply);
+    RUN(test_huge_arrays_refused);
     vk_client_free(client);
     vkt_server_stop(server);
     return vkt_finish();

@@ -5,9 +5,12 @@
  * through hiredis's structure, to check that lengths and nesting are sound,
  * and through vkclient's public reply accessors, which must agree with it
  * (a vk_reply is the reply tree the reader built, handed out as is). The
- * reader must reject, not crash on, malformed input.
+ * reader must reject, not crash on, malformed input, and refuse replies that
+ * announce more array elements than vkclient accepts instead of allocating
+ * for them.
  */
 #include "vkclient.h"
+#include "conn.h"
 
 #include <hiredis/hiredis.h>
 
@@ -93,7 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data++;
     size--;
 
-    redisReader *reader = redisReaderCreate();
+    redisReader *reader = vk__reader_new();
+    vk_reply_budget budget = {0, false};
     if (!reader)
         return 0;
     /* Keep the reader's buffer small so the compaction path runs too. */
@@ -107,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         for (;;) {
             void *reply = NULL;
-            if (redisReaderGetReply(reader, &reply) != REDIS_OK) {
+            if (vk__reader_get_reply(reader, &budget, &reply) != REDIS_OK) {
                 /* A protocol error must come with a message. */
                 if (reader->errstr[0] == '\0')
                     abort();

@@ -8,7 +8,7 @@
 # It starts nginx in a temporary prefix on a free loopback port with the
 # LuaJIT build of vkclient.so ($VK_BUILD_DIR/bindings/lua/luajit), plus a
 # TLS server taking GCP IAM tokens from the harness's Google stand-in
-# (tests/lua/iam_env.py), checks the handlers of vkclient_app.lua over plain
+# (tests/harness/iam_env.py), checks the handlers of vkclient_app.lua over plain
 # HTTP (status, IAM refresh by ngx.timer.every + client:tick(), locks, an
 # error under the lock, 40 concurrent locked increments over 2 workers), and
 # stops everything by PID.
@@ -92,7 +92,7 @@ trap cleanup EXIT
 mkdir -p "$PREFIX/logs" "$PREFIX/iam"
 
 # A TLS server taking GCP IAM tokens from the harness's Google stand-in.
-/usr/bin/python3 "$ROOT/tests/lua/iam_env.py" "$PREFIX/iam" >"$PREFIX/iam.log" 2>&1 &
+/usr/bin/python3 "$ROOT/tests/harness/iam_env.py" "$PREFIX/iam" >"$PREFIX/iam.log" 2>&1 &
 IAM_PID=$!
 for _ in $(seq 1 600); do
   [ -f "$PREFIX/iam/ready" ] && break
