@@ -6,6 +6,7 @@
  * lock's mutual exclusion in cluster mode.
  */
 #include "vkclient.h"
+#include "contention.h"
 #include "vktest.h"
 #include "clusters.h"
 #include "cluster.h"
@@ -597,49 +598,16 @@ static void test_slot_migration_under_load(void)
 #define LOCK_THREADS 4
 #define LOCK_ROUNDS 50
 
-static long shared_counter;
-static int inside;
-static atomic_int overlaps;
-
-static vk_status critical_section(void *userdata, vk_lock *lock)
-{
-    (void)userdata;
-    (void)lock;
-    if (__atomic_exchange_n(&inside, 1, __ATOMIC_SEQ_CST) != 0)
-        atomic_fetch_add(&overlaps, 1);
-    long seen = shared_counter;
-    sched_yield();
-    shared_counter = seen + 1;
-    __atomic_store_n(&inside, 0, __ATOMIC_SEQ_CST);
-    return VK_OK;
-}
-
-static void *contend(void *arg)
-{
-    vk_lock_manager *m = arg;
-    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
-    opts.tries = 1000;
-    opts.retry_delay_ms = 2;
-    for (int i = 0; i < LOCK_ROUNDS; i++) {
-        vk_status st = vk_lock_manager_with_lock_options(m, NULL, "cluster:lock", 12, &opts,
-                                                         critical_section, NULL);
-        if (st != VK_OK)
-            fprintf(stderr, "with_lock: %s\n", vk_last_error());
-    }
-    return NULL;
-}
-
 static void test_lock_mutual_exclusion(void)
 {
     vk_lock_manager *m = NULL;
     CHECK_OK(vk_lock_manager_new(&m, client));
-    pthread_t threads[LOCK_THREADS];
-    for (int i = 0; i < LOCK_THREADS; i++)
-        pthread_create(&threads[i], NULL, contend, m);
-    for (int i = 0; i < LOCK_THREADS; i++)
-        pthread_join(threads[i], NULL);
-    CHECK_EQ_INT(shared_counter, LOCK_THREADS * LOCK_ROUNDS);
-    CHECK_EQ_INT(atomic_load(&overlaps), 0);
+    vkt_contention r;
+    vkt_run_contention(m, "cluster:lock", LOCK_THREADS, LOCK_ROUNDS, &r);
+    CHECK_EQ_INT(r.counter, LOCK_THREADS * LOCK_ROUNDS);
+    CHECK_EQ_INT(r.overlaps, 0);
+    CHECK_EQ_INT(r.token_regressions, 0);
+    CHECK_EQ_INT(r.failures, 0);
 
     /* Fencing tokens grow across acquisitions of the same key. */
     vk_lock *a = NULL, *b = NULL;

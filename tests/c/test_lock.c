@@ -4,6 +4,7 @@
  * WithLock, cancellation, fencing tokens, extend and automatic renewal.
  */
 #include "vkclient.h"
+#include "contention.h"
 #include "vktest.h"
 #include "servers.h"
 #include "internal.h"
@@ -526,53 +527,14 @@ static void test_cancel_during_retry_wait(void)
 #define THREADS 4
 #define ROUNDS 100
 
-static long shared_counter;
-static int inside;
-static atomic_int overlaps;
-static int64_t last_token;
-static atomic_int token_regressions;
-
-static vk_status critical_section(void *userdata, vk_lock *lock)
-{
-    (void)userdata;
-    if (__atomic_exchange_n(&inside, 1, __ATOMIC_SEQ_CST) != 0)
-        atomic_fetch_add(&overlaps, 1);
-    int64_t token = vk_lock_fencing_token(lock);
-    if (token <= last_token)
-        atomic_fetch_add(&token_regressions, 1);
-    last_token = token;
-    long seen = shared_counter;
-    sched_yield();
-    shared_counter = seen + 1;
-    __atomic_store_n(&inside, 0, __ATOMIC_SEQ_CST);
-    return VK_OK;
-}
-
-static void *contend(void *arg)
-{
-    vk_lock_manager *m = arg;
-    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
-    opts.tries = 1000;
-    opts.retry_delay_ms = 2;
-    for (int i = 0; i < ROUNDS; i++) {
-        vk_status st = vk_lock_manager_with_lock_options(m, NULL, KEY("threads"), &opts,
-                                                         critical_section, NULL);
-        if (st != VK_OK)
-            fprintf(stderr, "with_lock: %s\n", vk_last_error());
-    }
-    return NULL;
-}
-
 static void test_contention_between_threads(void)
 {
-    pthread_t threads[THREADS];
-    for (int i = 0; i < THREADS; i++)
-        pthread_create(&threads[i], NULL, contend, manager);
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(threads[i], NULL);
-    CHECK_EQ_INT(shared_counter, THREADS * ROUNDS);
-    CHECK_EQ_INT(atomic_load(&overlaps), 0);
-    CHECK_EQ_INT(atomic_load(&token_regressions), 0);
+    vkt_contention r;
+    vkt_run_contention(manager, "threads", THREADS, ROUNDS, &r);
+    CHECK_EQ_INT(r.counter, THREADS * ROUNDS);
+    CHECK_EQ_INT(r.overlaps, 0);
+    CHECK_EQ_INT(r.token_regressions, 0);
+    CHECK_EQ_INT(r.failures, 0);
 }
 
 int main(void)

@@ -5,6 +5,7 @@
  * failovers (SENTINEL FAILOVER, and SIGKILL of the master) while two
  * threads write non-stop through one client that is never re-created.
  */
+#include "contention.h"
 #include "vktest.h"
 #include "sentinels.h"
 #include "vkclient.h"
@@ -261,38 +262,6 @@ static void test_fork_child_uses_the_client(void)
 #define LOCK_THREADS 4
 #define LOCK_ROUNDS 50
 
-static long shared_counter;
-static atomic_int inside;
-static atomic_int overlaps;
-
-static vk_status critical_section(void *userdata, vk_lock *lock)
-{
-    (void)userdata;
-    (void)lock;
-    if (atomic_exchange(&inside, 1) != 0)
-        atomic_fetch_add(&overlaps, 1);
-    long seen = shared_counter;
-    sched_yield();
-    shared_counter = seen + 1;
-    atomic_store(&inside, 0);
-    return VK_OK;
-}
-
-static void *contend(void *arg)
-{
-    vk_lock_manager *m = arg;
-    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
-    opts.tries = 1000;
-    opts.retry_delay_ms = 2;
-    for (int i = 0; i < LOCK_ROUNDS; i++) {
-        vk_status st = vk_lock_manager_with_lock_options(m, NULL, "sentinel:lock", 13, &opts,
-                                                         critical_section, NULL);
-        if (st != VK_OK)
-            fprintf(stderr, "with_lock: %s\n", vk_last_error());
-    }
-    return NULL;
-}
-
 static void test_lock_mutual_exclusion(void)
 {
     vk_config *cfg = sentinel_config(group, GROUP, VKT_SENTINELS);
@@ -305,13 +274,12 @@ static void test_lock_mutual_exclusion(void)
         vk_client_free(c);
         return;
     }
-    pthread_t threads[LOCK_THREADS];
-    for (int i = 0; i < LOCK_THREADS; i++)
-        pthread_create(&threads[i], NULL, contend, m);
-    for (int i = 0; i < LOCK_THREADS; i++)
-        pthread_join(threads[i], NULL);
-    CHECK_EQ_INT(shared_counter, LOCK_THREADS * LOCK_ROUNDS);
-    CHECK_EQ_INT(atomic_load(&overlaps), 0);
+    vkt_contention r;
+    vkt_run_contention(m, "sentinel:lock", LOCK_THREADS, LOCK_ROUNDS, &r);
+    CHECK_EQ_INT(r.counter, LOCK_THREADS * LOCK_ROUNDS);
+    CHECK_EQ_INT(r.overlaps, 0);
+    CHECK_EQ_INT(r.token_regressions, 0);
+    CHECK_EQ_INT(r.failures, 0);
     vk_lock_manager_free(m);
     vk_client_free(c);
 }
