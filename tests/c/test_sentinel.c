@@ -331,7 +331,7 @@ static void *write_loop(void *arg)
  * every writer has one or timeout_ms passed; returns when that happened. */
 static int64_t wait_writes_after(writer *w, int64_t since_ms, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = now_ms() + vkt_scaled_ms(timeout_ms);
     while (now_ms() < deadline) {
         bool all = true;
         for (int i = 0; i < WRITERS; i++)
@@ -370,7 +370,7 @@ static void check_writes_after_switch(writer *w, vkt_server *master, int64_t swi
 /* When the client logged its switch to a new master; -1 after timeout_ms. */
 static int64_t wait_switch(int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = now_ms() + vkt_scaled_ms(timeout_ms);
     while (now_ms() < deadline) {
         pthread_mutex_lock(&events_lock);
         int64_t at = switches_logged > 0 ? last_switch_ms : 0;
@@ -451,7 +451,7 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
     /* Writing resumes on the new master within 5 s of the switch. */
     int64_t resumed = switch_ms > 0 ? wait_writes_after(w, switch_ms, 5000) : -1;
     CHECK(resumed > 0);
-    int promoted = vkt_sentinel_group_wait_new_master(g, old, 10000);
+    int promoted = vkt_sentinel_group_wait_new_master(g, old, (int)vkt_scaled_ms(10000));
     CHECK(promoted > 0);
     usleep(500 * 1000);   /* keep writing on the new master for a while */
     atomic_store(&stop, true);
@@ -488,7 +488,7 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
         if (w[i].failed == 0)
             continue;
         CHECK(w[i].first_error_ms >= started);
-        CHECK(w[i].last_error_ms <= switch_ms + 1000);
+        CHECK(w[i].last_error_ms <= switch_ms + vkt_scaled_ms(1000));
     }
     /* ... at most one per writer per pause between its attempts (20 ms). */
     CHECK(failed <= WRITERS * ((switch_ms - started) / 20 + 5));
@@ -588,7 +588,7 @@ static void test_tls_group(void)
     CHECK_OK(set_key(c, "tls:before", "1"));
 
     CHECK(command_failover(g, "vktls") > 0);
-    int promoted = vkt_sentinel_group_wait_new_master(g, 0, 10000);
+    int promoted = vkt_sentinel_group_wait_new_master(g, 0, (int)vkt_scaled_ms(10000));
     CHECK(promoted > 0);
     CHECK_OK(set_key(c, "tls:after", "2"));
     if (promoted > 0) {
