@@ -54,6 +54,15 @@
 %ignore vk_snapshot_last_refresh_error;
 %ignore vk_snapshot_last_refresh_at_ms;
 %ignore vk_snapshot_refresh_loop_running;
+%ignore vk_snapshot_mode;
+%ignore vk_snapshot_master_address;
+%ignore vk_snapshot_master_switches;
+%ignore vk_snapshot_slot_map_refreshes;
+%ignore vk_snapshot_moved_redirects;
+%ignore vk_snapshot_ask_redirects;
+%ignore vk_snapshot_node_count;
+%ignore vk_snapshot_node_address;
+%ignore vk_snapshot_node_slots;
 %ignore vk_client_poll_events;
 %ignore vk_client_wait_events;
 %ignore vk_client_tick;

@@ -1075,13 +1075,69 @@ static int client_call(lua_State *L)
     return nresults;
 }
 
+/* The registry slot through which build_status hands its table back. */
+static char status_table_key;
+
+static void set_string_field(lua_State *L, const char *name, const char *value)
+{
+    if (value == NULL)
+        return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, name);
+}
+
+static void set_number_field(lua_State *L, const char *name, lua_Number value)
+{
+    lua_pushnumber(L, value);
+    lua_setfield(L, -2, name);
+}
+
+/* Counters: integers on 5.3+ (lua_Integer is at least 32 bits on 5.1). */
+static void set_count_field(lua_State *L, const char *name, uint64_t value)
+{
+    lua_pushinteger(L, (lua_Integer)value);
+    lua_setfield(L, -2, name);
+}
+
+/* Builds the status table from the snapshot (light userdata 1), run under
+ * vk_protected_call: a memory error cannot skip the snapshot's release. */
+static int build_status(lua_State *L)
+{
+    const vk_snapshot *snap = lua_touserdata(L, 1);
+    lua_pushlightuserdata(L, &status_table_key);
+    lua_createtable(L, 0, 11);
+    lua_pushboolean(L, vk_snapshot_connected(snap));
+    lua_setfield(L, -2, "connected");
+    set_string_field(L, "last_refresh_error", vk_snapshot_last_refresh_error(snap));
+    int64_t at_ms = vk_snapshot_last_refresh_at_ms(snap);
+    if (at_ms > 0)
+        set_number_field(L, "last_refresh_at", (lua_Number)at_ms / 1000.0);
+    lua_pushboolean(L, vk_snapshot_refresh_loop_running(snap));
+    lua_setfield(L, -2, "refresh_loop_running");
+    set_string_field(L, "mode", vk_snapshot_mode(snap));
+    set_string_field(L, "master_address", vk_snapshot_master_address(snap));
+    set_count_field(L, "master_switches", vk_snapshot_master_switches(snap));
+    set_count_field(L, "slot_map_refreshes", vk_snapshot_slot_map_refreshes(snap));
+    set_count_field(L, "moved_redirects", vk_snapshot_moved_redirects(snap));
+    set_count_field(L, "ask_redirects", vk_snapshot_ask_redirects(snap));
+    size_t nodes = vk_snapshot_node_count(snap);
+    lua_createtable(L, 0, (int)nodes);
+    for (size_t i = 0; i < nodes; i++)
+        set_count_field(L, vk_snapshot_node_address(snap, i), (uint64_t)vk_snapshot_node_slots(snap, i));
+    lua_setfield(L, -2, "nodes");
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 /* client:status() -> { connected, last_refresh_error, last_refresh_at,
- * refresh_loop_running } (last_refresh_at in Unix seconds, nil if never) */
+ * refresh_loop_running, mode, master_address, master_switches,
+ * slot_map_refreshes, moved_redirects, ask_redirects, nodes }
+ * (last_refresh_at in Unix seconds, nil if never; nodes maps each cluster
+ * master to the number of slots it serves) */
 static int client_status(lua_State *L)
 {
     client_ud *c = check_client(L);
     lua_settop(L, 1);
-    lua_createtable(L, 0, 4); /* before the snapshot: nothing raises while it lives */
     vk_snapshot *snap = NULL;
     lua_State *previous = enter(L);
     vk_status st = vk_client_snapshot(&snap, c->client);
@@ -1090,27 +1146,17 @@ static int client_status(lua_State *L)
         leave(previous);
         return nresults;
     }
-    const char *refresh_error = vk_snapshot_last_refresh_error(snap);
-    int64_t at_ms = vk_snapshot_last_refresh_at_ms(snap);
-    int connected = vk_snapshot_connected(snap);
-    int running = vk_snapshot_refresh_loop_running(snap);
-    int copy_failed = refresh_error != NULL &&
-                      push_text_protected(L, refresh_error, strlen(refresh_error)) != 0;
+    int failed = !lua_checkstack(L, 4) || vk_protected_call(L, build_status, snap) != 0;
     vk_snapshot_free(snap);
-    if (copy_failed) {
+    if (failed) {
         leave(previous);
         return raise_no_memory(L);
     }
-    if (refresh_error != NULL)
-        lua_setfield(L, 2, "last_refresh_error");
-    lua_pushboolean(L, connected);
-    lua_setfield(L, 2, "connected");
-    if (at_ms > 0) {
-        lua_pushnumber(L, (lua_Number)at_ms / 1000.0);
-        lua_setfield(L, 2, "last_refresh_at");
-    }
-    lua_pushboolean(L, running);
-    lua_setfield(L, 2, "refresh_loop_running");
+    lua_pushlightuserdata(L, &status_table_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, &status_table_key);
+    lua_pushnil(L); /* clearing an existing key does not allocate */
+    lua_rawset(L, LUA_REGISTRYINDEX);
     deliver_events(c);
     leave(previous);
     return 1;

@@ -383,6 +383,25 @@ VK_API const char *vk_snapshot_last_refresh_error(const vk_snapshot *snapshot);
 /* Unix time in ms of the last successful token refresh; 0 if never. */
 VK_API int64_t vk_snapshot_last_refresh_at_ms(const vk_snapshot *snapshot);
 VK_API int vk_snapshot_refresh_loop_running(const vk_snapshot *snapshot);
+/* The topology: "standalone", "sentinel" or "cluster" (a static string). */
+VK_API const char *vk_snapshot_mode(const vk_snapshot *snapshot);
+/* Standalone and sentinel: the node the client's connections go to, as
+ * "host:port", "[v6]:port" or "unix:/path"; in sentinel mode the master it
+ * follows now. NULL in cluster mode and before the first connect. Borrowed
+ * from the snapshot. */
+VK_API const char *vk_snapshot_master_address(const vk_snapshot *snapshot);
+/* Sentinel: how many times the client switched to a new master. */
+VK_API uint64_t vk_snapshot_master_switches(const vk_snapshot *snapshot);
+/* Cluster: slot maps loaded, and MOVED and ASK redirects followed. */
+VK_API uint64_t vk_snapshot_slot_map_refreshes(const vk_snapshot *snapshot);
+VK_API uint64_t vk_snapshot_moved_redirects(const vk_snapshot *snapshot);
+VK_API uint64_t vk_snapshot_ask_redirects(const vk_snapshot *snapshot);
+/* Cluster: the masters of the slot map in service (0 in the other modes),
+ * each with its address (borrowed; NULL when i is out of range) and the
+ * number of slots it serves. */
+VK_API size_t vk_snapshot_node_count(const vk_snapshot *snapshot);
+VK_API const char *vk_snapshot_node_address(const vk_snapshot *snapshot, size_t i);
+VK_API int vk_snapshot_node_slots(const vk_snapshot *snapshot, size_t i);
 
 /* Delivers queued events (VK_EVENTS_QUEUED) to the sinks on this thread,
  * at most max (0 = all); returns how many were delivered, or -1 for NULL. */

@@ -190,6 +190,8 @@ static vk_status create_ping_swap(vk_client *c, vk_context *ctx)
     pthread_mutex_lock(&c->lock);
     vk_pool *old = c->pool;
     c->pool = fresh;
+    c->serving = c->endpoint;
+    c->serving_known = true;
     atomic_store(&c->connected, true);
     pthread_mutex_unlock(&c->lock);
     vk__pool_close(old);
@@ -253,6 +255,7 @@ vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_c
 
     const vk_field fields[] = {{"master", c->cfg->sentinel_master}, {"from", from}, {"to", to}};
     if (changed) {
+        atomic_fetch_add(&c->master_switches, 1);
         count_failover(c);
         vk__log(c->events, VK_LOG_INFO, "redis sentinel: switched to the new master", fields, 3);
     }

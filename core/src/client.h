@@ -36,6 +36,12 @@ struct vk_client {
     vk_pool *pool;                /* NULL when not connected */
     atomic_bool connected;        /* false: the next command reconnects first */
     char *last_error;             /* last refresh / reconnect failure */
+    /* The node the pool in service talks to (standalone and sentinel), for
+     * the snapshot: endpoint itself is only stable under connect_lock,
+     * which a snapshot must not wait for. */
+    vk_endpoint serving;
+    bool serving_known;
+    atomic_uint_fast64_t master_switches;   /* sentinel: new masters followed */
 
     /* Serialises (re)connects so concurrent callers do not dial at once. */
     pthread_mutex_t connect_lock;

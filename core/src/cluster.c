@@ -133,17 +133,44 @@ bool vk__cluster_connected(vk_cluster *cl)
     return connected;
 }
 
-void vk__cluster_stats(vk_cluster *cl, vk_cluster_stats *out)
+vk_status vk__cluster_stats(vk_cluster *cl, vk_cluster_stats *out)
 {
     memset(out, 0, sizeof *out);
     if (cl == NULL)
-        return;
+        return VK_OK;
     out->slot_refreshes = atomic_load(&cl->slot_refreshes);
     out->moved_redirects = atomic_load(&cl->moved_redirects);
     out->ask_redirects = atomic_load(&cl->ask_redirects);
-    pthread_mutex_lock(&cl->lock);
-    out->masters = cl->map != NULL ? cl->map->node_count : 0;
-    pthread_mutex_unlock(&cl->lock);
+    vk_slot_map *m = vk__cluster_map(cl, NULL);
+    if (m == NULL)
+        return VK_OK;
+    /* A node that serves no slot (one only seen in a redirect) is not a
+     * master of this map. */
+    int *slots = calloc(m->node_count, sizeof *slots);
+    vk_cluster_master *masters = calloc(m->node_count, sizeof *masters);
+    if (slots == NULL || masters == NULL) {
+        free(slots);
+        free(masters);
+        vk__slot_map_unref(m);
+        return vk__fail_nomem();
+    }
+    for (int slot = 0; slot < VK_CLUSTER_SLOTS; slot++)
+        if (m->owner[slot] != 0)
+            slots[m->owner[slot] - 1]++;
+    for (size_t i = 0; i < m->node_count; i++) {
+        if (slots[i] == 0)
+            continue;
+        vk__format_endpoint(masters[out->masters].address,
+                            sizeof masters[out->masters].address, &m->nodes[i].endpoint);
+        masters[out->masters++].slots = slots[i];
+    }
+    free(slots);
+    vk__slot_map_unref(m);
+    if (out->masters == 0)
+        free(masters);
+    else
+        out->master = masters;
+    return VK_OK;
 }
 
 /* ---- maps and pools ------------------------------------------------------------- */

@@ -79,12 +79,19 @@ int vk__getkeys_slot(const redisReply *keys);
 
 typedef struct vk_cluster vk_cluster;
 
-/* Counters for the snapshot and the metrics. */
+/* One master of the current map, for the snapshot. */
+typedef struct vk_cluster_master {
+    char address[300];          /* vk__format_endpoint() form */
+    int slots;                  /* slots it serves */
+} vk_cluster_master;
+
+/* Counters and the current masters, for the snapshot. */
 typedef struct vk_cluster_stats {
     uint64_t slot_refreshes;    /* slot maps loaded */
     uint64_t moved_redirects;
     uint64_t ask_redirects;
     size_t masters;             /* masters in the current map */
+    vk_cluster_master *master;  /* masters entries (malloc'd), NULL if none */
 } vk_cluster_stats;
 
 /* Allocates the topology for a prepared config (its cluster addresses are
@@ -158,6 +165,7 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
 void vk__cluster_after_fork(vk_cluster *cl);
 /* True while a slot map is in service. */
 bool vk__cluster_connected(vk_cluster *cl);
-void vk__cluster_stats(vk_cluster *cl, vk_cluster_stats *out);
+/* Fills out (its master array is the caller's to free); VK_ERR_NOMEM. */
+vk_status vk__cluster_stats(vk_cluster *cl, vk_cluster_stats *out);
 
 #endif /* VK_CLUSTER_H */

@@ -371,6 +371,14 @@ static void test_status_snapshot(void)
     CHECK(vk_snapshot_last_refresh_error(s) == NULL);
     CHECK_EQ_INT(vk_snapshot_last_refresh_at_ms(s), 0);
     CHECK_EQ_INT(vk_snapshot_refresh_loop_running(s), 0);
+    CHECK_EQ_STR(vk_snapshot_mode(s), "standalone");
+    CHECK_EQ_STR(vk_snapshot_master_address(s), vkt_server_address(server));
+    CHECK_EQ_INT(vk_snapshot_master_switches(s), 0);
+    CHECK_EQ_INT(vk_snapshot_slot_map_refreshes(s), 0);
+    CHECK_EQ_INT(vk_snapshot_moved_redirects(s), 0);
+    CHECK_EQ_INT(vk_snapshot_ask_redirects(s), 0);
+    CHECK_EQ_INT(vk_snapshot_node_count(s), 0);
+    CHECK(vk_snapshot_node_address(s, 0) == NULL);
     vk_snapshot_free(s);
     char *err = (char *)"x";
     CHECK_OK(vk_client_last_refresh_error(&err, c));

@@ -230,10 +230,39 @@ static void test_connects_in_cluster_mode(void)
     CHECK(vk_client_is_connected(client));
     CHECK_EQ_INT(atomic_load(&connected_logs), 1);
     CHECK(atomic_load(&refreshes_seen) >= 1);
-    vk_cluster_stats stats;
-    vk__cluster_stats(client->cluster, &stats);
-    CHECK_EQ_INT(stats.masters, MASTERS);
-    CHECK(stats.slot_refreshes >= 1);
+    /* The snapshot names the masters, their slots and the maps loaded. */
+    vk_snapshot *s = NULL;
+    CHECK_OK(vk_client_snapshot(&s, client));
+    CHECK_EQ_STR(vk_snapshot_mode(s), "cluster");
+    CHECK(vk_snapshot_master_address(s) == NULL);
+    CHECK_EQ_INT(vk_snapshot_master_switches(s), 0);
+    CHECK(vk_snapshot_slot_map_refreshes(s) >= 1);
+    CHECK_EQ_INT(vk_snapshot_node_count(s), MASTERS);
+    int slots = 0;
+    for (size_t i = 0; i < vk_snapshot_node_count(s); i++) {
+        const char *address = vk_snapshot_node_address(s, i);
+        bool known = false;
+        for (int m = 0; m < MASTERS; m++)
+            known |= address != NULL &&
+                     strcmp(address, vkt_server_address(vkt_cluster_node(cluster, m))) == 0;
+        CHECK(known);
+        CHECK(vk_snapshot_node_slots(s, i) > 0);
+        slots += vk_snapshot_node_slots(s, i);
+    }
+    CHECK_EQ_INT(slots, 16384);
+    CHECK(vk_snapshot_node_address(s, MASTERS) == NULL);
+    CHECK_EQ_INT(vk_snapshot_node_slots(s, MASTERS), 0);
+    vk_snapshot_free(s);
+}
+
+/* Redirects followed so far, from the client's snapshot. */
+static void redirects_seen(uint64_t *moved, uint64_t *ask)
+{
+    vk_snapshot *s = NULL;
+    CHECK_OK(vk_client_snapshot(&s, client));
+    *moved = vk_snapshot_moved_redirects(s);
+    *ask = vk_snapshot_ask_redirects(s);
+    vk_snapshot_free(s);
 }
 
 static void test_keys_on_every_master(void)
@@ -566,6 +595,8 @@ static void test_slot_migration_under_load(void)
         CHECK(set_key(mig_keys[k], "0"));
     }
     int moved_before = atomic_load(&moved_seen), ask_before = atomic_load(&ask_seen);
+    uint64_t moved_counted, ask_counted;
+    redirects_seen(&moved_counted, &ask_counted);
     atomic_store(&stop_load, false);
     pthread_t threads[MIG_THREADS];
     for (int t = 0; t < MIG_THREADS; t++)
@@ -588,6 +619,11 @@ static void test_slot_migration_under_load(void)
     }
     CHECK(atomic_load(&moved_seen) > moved_before);
     CHECK(atomic_load(&ask_seen) > ask_before);
+    /* The snapshot counted what the metrics reported. */
+    uint64_t moved_after, ask_after;
+    redirects_seen(&moved_after, &ask_after);
+    CHECK_EQ_INT(moved_after - moved_counted, atomic_load(&moved_seen) - moved_before);
+    CHECK_EQ_INT(ask_after - ask_counted, atomic_load(&ask_seen) - ask_before);
     fprintf(stderr, "   migration: %ld operations, %d MOVED, %d ASK\n",
             atomic_load(&operations), atomic_load(&moved_seen) - moved_before,
             atomic_load(&ask_seen) - ask_before);
@@ -668,6 +704,15 @@ static void test_failover_is_followed(void)
     pthread_join(thread, NULL);
     CHECK(atomic_load(&failover_writes) >= writes_at_switch + 50);
     CHECK_EQ_INT(vkt_cluster_key_owner(cluster, failover_key), REPLICA_OF_0);
+    /* The promoted replica is one of the masters the snapshot lists. */
+    vk_snapshot *s = NULL;
+    CHECK_OK(vk_client_snapshot(&s, client));
+    bool listed = false;
+    for (size_t i = 0; i < vk_snapshot_node_count(s); i++)
+        listed |= strcmp(vk_snapshot_node_address(s, i),
+                         vkt_server_address(vkt_cluster_node(cluster, REPLICA_OF_0))) == 0;
+    CHECK(listed);
+    vk_snapshot_free(s);
     char want[24];
     snprintf(want, sizeof want, "%ld", atomic_load(&failover_writes));
     CHECK(key_equals(failover_key, want));

@@ -57,6 +57,15 @@ static void test_snapshot_functions(void)
     CHECK(vk_snapshot_last_refresh_error(NULL) == NULL);
     CHECK_EQ_INT(vk_snapshot_last_refresh_at_ms(NULL), 0);
     CHECK_EQ_INT(vk_snapshot_refresh_loop_running(NULL), 0);
+    CHECK(vk_snapshot_mode(NULL) == NULL);
+    CHECK(vk_snapshot_master_address(NULL) == NULL);
+    CHECK_EQ_INT(vk_snapshot_master_switches(NULL), 0);
+    CHECK_EQ_INT(vk_snapshot_slot_map_refreshes(NULL), 0);
+    CHECK_EQ_INT(vk_snapshot_moved_redirects(NULL), 0);
+    CHECK_EQ_INT(vk_snapshot_ask_redirects(NULL), 0);
+    CHECK_EQ_INT(vk_snapshot_node_count(NULL), 0);
+    CHECK(vk_snapshot_node_address(NULL, 0) == NULL);
+    CHECK_EQ_INT(vk_snapshot_node_slots(NULL, 0), 0);
 }
 
 static void test_pipeline_functions(void)

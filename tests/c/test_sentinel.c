@@ -400,6 +400,18 @@ static int64_t command_failover(vkt_sentinel_group *g, const char *name)
     return switch_ms;
 }
 
+/* The snapshot names the master the client follows and its switches. */
+static void check_snapshot(vk_client *c, vkt_server *master, int switches)
+{
+    vk_snapshot *s = NULL;
+    CHECK_OK(vk_client_snapshot(&s, c));
+    CHECK_EQ_STR(vk_snapshot_mode(s), "sentinel");
+    CHECK_EQ_STR(vk_snapshot_master_address(s), vkt_server_address(master));
+    CHECK_EQ_INT(vk_snapshot_master_switches(s), switches);
+    CHECK_EQ_INT(vk_snapshot_node_count(s), 0);
+    vk_snapshot_free(s);
+}
+
 typedef enum { BY_COMMAND, BY_KILL } failover_kind;
 
 static void failover_under_load(vkt_sentinel_group *g, const char *name, failover_kind kind)
@@ -413,6 +425,7 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
         return;
     int old = vkt_sentinel_group_master(g);
     CHECK_EQ_INT(old, 0);
+    check_snapshot(c, vkt_sentinel_group_node(g, 0), 0);
 
     atomic_bool stop = false;
     writer w[WRITERS];
@@ -476,6 +489,7 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
         vkt_server *master = vkt_sentinel_group_node(g, promoted);
         CHECK_EQ_STR(switch_to, vkt_server_address(master));
         check_writes_after_switch(w, master, switch_ms);
+        check_snapshot(c, master, 1);
         CHECK_OK(vk_client_tick(driven, NULL));
         CHECK_OK(set_key(driven, "driven:after", name));
         char *value = node_get(master, "driven:after");

@@ -135,11 +135,14 @@ def test_connect_keeps_the_old_connections_when_it_fails(own_server, key):
         assert c.ping() is True
 
 
-def test_status(client):
+def test_status(client, env):
     status = client.status()
     assert isinstance(status, vkclient.Status)
     assert status == vkclient.Status(connected=True, last_refresh_error=None,
-                                     last_refresh_at=None, refresh_loop_running=False)
+                                     last_refresh_at=None, refresh_loop_running=False,
+                                     mode="standalone", master_address=env.addr,
+                                     master_switches=0, slot_map_refreshes=0,
+                                     moved_redirects=0, ask_redirects=0, nodes={})
     client.close()
     assert client.status().connected is False
 

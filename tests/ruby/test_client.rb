@@ -119,6 +119,12 @@ class TestClient < Minitest::Test
     assert_nil status.last_refresh_error
     assert_nil status.last_refresh_at
     refute status.refresh_loop_running?
+    assert_equal "standalone", status.mode
+    assert_equal VKTest.addr, status.master_address
+    assert_equal 0, status.master_switches
+    assert_equal [0, 0, 0], [status.slot_map_refreshes, status.moved_redirects, status.ask_redirects]
+    assert_equal({}, status.nodes)
+    assert status.frozen?
     assert @client.connected?
     @client.close
     refute @client.connected?

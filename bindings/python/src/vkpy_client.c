@@ -331,9 +331,30 @@ static PyObject *client_last_refresh_error(vkpy_client *self, PyObject *unused)
     return result;
 }
 
+/* Cluster: ((address, slots), ...) for the masters of the map in service. */
+static PyObject *snapshot_nodes(const vk_snapshot *snap)
+{
+    size_t n = vk_snapshot_node_count(snap);
+    PyObject *nodes = PyTuple_New((Py_ssize_t)n);
+    if (nodes == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *node = Py_BuildValue("(si)", vk_snapshot_node_address(snap, i),
+                                       vk_snapshot_node_slots(snap, i));
+        if (node == NULL) {
+            Py_DECREF(nodes);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(nodes, (Py_ssize_t)i, node);
+    }
+    return nodes;
+}
+
 PyDoc_STRVAR(client_snapshot_doc,
              "_snapshot()\n--\n\n"
-             "(connected, last_refresh_error, last_refresh_at_ms, refresh_loop_running).");
+             "(connected, last_refresh_error, last_refresh_at_ms, refresh_loop_running, mode,\n"
+             " master_address, master_switches, slot_map_refreshes, moved_redirects,\n"
+             " ask_redirects, ((node_address, slots), ...)).");
 static PyObject *client_snapshot(vkpy_client *self, PyObject *unused)
 {
     vk_snapshot *snap = NULL;
@@ -344,10 +365,18 @@ static PyObject *client_snapshot(vkpy_client *self, PyObject *unused)
     Py_END_ALLOW_THREADS
     if (st != VK_OK)
         return vkpy_raise(st);
-    const char *error = vk_snapshot_last_refresh_error(snap);
-    PyObject *result = Py_BuildValue("(NzLN)", PyBool_FromLong(vk_snapshot_connected(snap)),
-                                     error, (long long)vk_snapshot_last_refresh_at_ms(snap),
-                                     PyBool_FromLong(vk_snapshot_refresh_loop_running(snap)));
+    PyObject *nodes = snapshot_nodes(snap);
+    PyObject *result = NULL;
+    if (nodes != NULL)
+        result = Py_BuildValue(
+            "(NzLNszKKKKN)", PyBool_FromLong(vk_snapshot_connected(snap)),
+            vk_snapshot_last_refresh_error(snap), (long long)vk_snapshot_last_refresh_at_ms(snap),
+            PyBool_FromLong(vk_snapshot_refresh_loop_running(snap)), vk_snapshot_mode(snap),
+            vk_snapshot_master_address(snap),
+            (unsigned long long)vk_snapshot_master_switches(snap),
+            (unsigned long long)vk_snapshot_slot_map_refreshes(snap),
+            (unsigned long long)vk_snapshot_moved_redirects(snap),
+            (unsigned long long)vk_snapshot_ask_redirects(snap), nodes);
     vk_snapshot_free(snap);
     return result;
 }

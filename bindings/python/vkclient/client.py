@@ -6,7 +6,8 @@ C functions called directly, with no Python frame in between.
 """
 
 import datetime
-from typing import NamedTuple, Optional
+import types
+from typing import Mapping, NamedTuple, Optional
 
 from . import _native
 from .config import Config, build_native
@@ -15,12 +16,28 @@ __all__ = ["Client", "Pipeline", "Status"]
 
 
 class Status(NamedTuple):
-    """A snapshot of the client's state (not a probe)."""
+    """A snapshot of the client's state (not a probe).
+
+    ``mode`` is "standalone", "sentinel" or "cluster". ``master_address`` is
+    the node the client talks to (in sentinel mode the master it follows
+    now; None in cluster mode), ``master_switches`` the new masters it
+    followed. In cluster mode ``nodes`` maps each master of the slot map in
+    service to the number of slots it serves; ``slot_map_refreshes``,
+    ``moved_redirects`` and ``ask_redirects`` count maps loaded and
+    redirects followed.
+    """
 
     connected: bool
     last_refresh_error: Optional[str]
     last_refresh_at: Optional[datetime.datetime]
     refresh_loop_running: bool
+    mode: str = "standalone"
+    master_address: Optional[str] = None
+    master_switches: int = 0
+    slot_map_refreshes: int = 0
+    moved_redirects: int = 0
+    ask_redirects: int = 0
+    nodes: Mapping[str, int] = types.MappingProxyType({})
 
 
 class Client(_native.ClientCore):
@@ -64,11 +81,13 @@ class Client(_native.ClientCore):
         return Pipeline(self)
 
     def status(self):
-        """Status(connected, last_refresh_error, last_refresh_at, refresh_loop_running)."""
-        connected, error, at_ms, running = self._snapshot()
+        """A Status snapshot: connection, token refresh and topology state."""
+        (connected, error, at_ms, running, mode, master, switches, refreshes, moved, ask,
+         nodes) = self._snapshot()
         at = (datetime.datetime.fromtimestamp(at_ms / 1000.0, tz=datetime.timezone.utc)
               if at_ms else None)
-        return Status(connected, error, at, running)
+        return Status(connected, error, at, running, mode, master, switches, refreshes, moved,
+                      ask, types.MappingProxyType(dict(nodes)))
 
     def __enter__(self):
         return self

@@ -230,22 +230,51 @@ static VALUE client_pipeline_exec(VALUE self, VALUE commands)
 
 /* ---- status and events ----------------------------------------------------- */
 
+static VALUE cstr_or_nil(const char *s)
+{
+    return s != NULL ? rb_utf8_str_new_cstr(s) : Qnil;
+}
+
+/* Builds the _snapshot array; may raise (memory), so it runs under
+ * rb_ensure() and the snapshot is freed either way. */
+static VALUE snapshot_to_array(VALUE data)
+{
+    const vk_snapshot *snap = (const vk_snapshot *)data;
+    VALUE nodes = rb_hash_new();
+    for (size_t i = 0; i < vk_snapshot_node_count(snap); i++)
+        rb_hash_aset(nodes, cstr_or_nil(vk_snapshot_node_address(snap, i)),
+                     INT2NUM(vk_snapshot_node_slots(snap, i)));
+    VALUE result = rb_ary_new_capa(11);
+    rb_ary_push(result, vk_snapshot_connected(snap) ? Qtrue : Qfalse);
+    rb_ary_push(result, cstr_or_nil(vk_snapshot_last_refresh_error(snap)));
+    rb_ary_push(result, LL2NUM(vk_snapshot_last_refresh_at_ms(snap)));
+    rb_ary_push(result, vk_snapshot_refresh_loop_running(snap) ? Qtrue : Qfalse);
+    rb_ary_push(result, cstr_or_nil(vk_snapshot_mode(snap)));
+    rb_ary_push(result, cstr_or_nil(vk_snapshot_master_address(snap)));
+    rb_ary_push(result, ULL2NUM(vk_snapshot_master_switches(snap)));
+    rb_ary_push(result, ULL2NUM(vk_snapshot_slot_map_refreshes(snap)));
+    rb_ary_push(result, ULL2NUM(vk_snapshot_moved_redirects(snap)));
+    rb_ary_push(result, ULL2NUM(vk_snapshot_ask_redirects(snap)));
+    rb_ary_push(result, rb_hash_freeze(nodes));
+    return result;
+}
+
+static VALUE snapshot_release(VALUE data)
+{
+    vk_snapshot_free((vk_snapshot *)data);
+    return Qnil;
+}
+
 /* Client#_snapshot: [connected, last_refresh_error, last_refresh_at_ms,
- * refresh_loop_running]. */
+ * refresh_loop_running, mode, master_address, master_switches,
+ * slot_map_refreshes, moved_redirects, ask_redirects, {node => slots}]. */
 static VALUE client_snapshot(VALUE self)
 {
     vk_snapshot *snap = NULL;
     vk_status st = vk_client_snapshot(&snap, vkrb_client_handle(self));
     if (st != VK_OK)
         vkrb_raise(st);
-    const char *error = vk_snapshot_last_refresh_error(snap);
-    VALUE result = rb_ary_new_capa(4);
-    rb_ary_push(result, vk_snapshot_connected(snap) ? Qtrue : Qfalse);
-    rb_ary_push(result, error ? rb_utf8_str_new_cstr(error) : Qnil);
-    rb_ary_push(result, LL2NUM(vk_snapshot_last_refresh_at_ms(snap)));
-    rb_ary_push(result, vk_snapshot_refresh_loop_running(snap) ? Qtrue : Qfalse);
-    vk_snapshot_free(snap);
-    return result;
+    return rb_ensure(snapshot_to_array, (VALUE)snap, snapshot_release, (VALUE)snap);
 }
 
 /* Client#_poll_events: delivers the queued events on this thread. */

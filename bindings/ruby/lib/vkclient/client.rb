@@ -2,14 +2,30 @@
 
 module VKClient
   # A snapshot of a client's state (SEMANTICS §2 Status): not a probe.
+  #
+  # +mode+ is "standalone", "sentinel" or "cluster". +master_address+ is the
+  # node the client talks to (in sentinel mode the master it follows now;
+  # nil in cluster mode), +master_switches+ the new masters it followed. In
+  # cluster mode +nodes+ maps each master of the slot map in service to the
+  # number of slots it serves; +slot_map_refreshes+, +moved_redirects+ and
+  # +ask_redirects+ count maps loaded and redirects followed.
   class Status
-    attr_reader :last_refresh_error, :last_refresh_at
+    attr_reader :last_refresh_error, :last_refresh_at, :mode, :master_address,
+                :master_switches, :slot_map_refreshes, :moved_redirects, :ask_redirects, :nodes
 
-    def initialize(connected, last_refresh_error, last_refresh_at, refresh_loop_running)
+    def initialize(connected, last_refresh_error, last_refresh_at, refresh_loop_running,
+                   topology = {})
       @connected = connected
       @last_refresh_error = last_refresh_error
       @last_refresh_at = last_refresh_at
       @refresh_loop_running = refresh_loop_running
+      @mode = topology.fetch(:mode, "standalone")
+      @master_address = topology[:master_address]
+      @master_switches = topology.fetch(:master_switches, 0)
+      @slot_map_refreshes = topology.fetch(:slot_map_refreshes, 0)
+      @moved_redirects = topology.fetch(:moved_redirects, 0)
+      @ask_redirects = topology.fetch(:ask_redirects, 0)
+      @nodes = topology.fetch(:nodes, {}).freeze
       freeze
     end
 
@@ -22,7 +38,8 @@ module VKClient
     end
 
     def inspect
-      "#<VKClient::Status connected=#{@connected} refresh_loop_running=#{@refresh_loop_running} " \
+      "#<VKClient::Status mode=#{@mode} connected=#{@connected} " \
+        "master_address=#{@master_address.inspect} refresh_loop_running=#{@refresh_loop_running} " \
         "last_refresh_at=#{@last_refresh_at.inspect} last_refresh_error=#{@last_refresh_error.inspect}>"
     end
     alias to_s inspect
@@ -90,8 +107,10 @@ module VKClient
     end
 
     def status
-      connected, error, refreshed_ms, running = _snapshot
-      Status.new(connected, error, refreshed_ms.positive? ? Time.at(refreshed_ms / 1000r) : nil, running)
+      connected, error, refreshed_ms, running, mode, master, switches, refreshes, moved, ask, nodes = _snapshot
+      Status.new(connected, error, refreshed_ms.positive? ? Time.at(refreshed_ms / 1000r) : nil, running,
+                 { mode: mode, master_address: master, master_switches: switches,
+                   slot_map_refreshes: refreshes, moved_redirects: moved, ask_redirects: ask, nodes: nodes })
     end
 
     def last_refresh_error
