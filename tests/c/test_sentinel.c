@@ -9,6 +9,7 @@
 #include "vktest.h"
 #include "sentinels.h"
 #include "vkclient.h"
+#include "client.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -512,6 +513,58 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
     vk_client_free(c);
 }
 
+/* Runs one command on every data node of the group; true when all say OK. */
+static bool on_every_node(vkt_sentinel_group *g, const char *const *argv, int argc)
+{
+    bool ok = true;
+    for (int i = 0; i < VKT_SENTINEL_NODES; i++) {
+        char *line = vkt_server_cmd(vkt_sentinel_group_node(g, i), argv, argc);
+        ok &= line != NULL && strcmp(line, "+OK") == 0;
+        free(line);
+    }
+    return ok;
+}
+
+/* The data nodes' auth in sentinel mode: an ACL user and password, then a
+ * new password applied the way a GCP IAM token refresh applies it, while
+ * the old one is revoked and the old connections are dropped. */
+static void test_acl_user_and_new_credentials(void)
+{
+    const char *create[] = {"ACL", "SETUSER", "vkapp", "on", ">first-secret", "~*", "&*", "+@all"};
+    CHECK(on_every_node(group, create, 8));
+    vk_config *cfg = sentinel_config(group, GROUP, VKT_SENTINELS);
+    CHECK_OK(vk_config_set_static_password(cfg, "vkapp", "first-secret"));
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    CHECK_OK(set_key(c, "auth:first", "1"));
+
+    const char *rotate[] = {"ACL", "SETUSER", "vkapp", ">second-secret", "<first-secret"};
+    CHECK(on_every_node(group, rotate, 5));
+    CHECK_OK(vk__client_apply_credentials(c, "vkapp", "second-secret"));
+    const char *kill[] = {"CLIENT", "KILL", "USER", "vkapp"};
+    for (int i = 0; i < VKT_SENTINEL_NODES; i++)
+        free(vkt_server_cmd(vkt_sentinel_group_node(group, i), kill, 4));
+    /* The next connections authenticate with the new password. */
+    CHECK_OK(set_key(c, "auth:second", "2"));
+    char *value = node_get(vkt_sentinel_group_node(group, vkt_sentinel_group_master(group)),
+                           "auth:second");
+    CHECK_EQ_STR(value, "2");
+    free(value);
+    vk_client_free(c);
+
+    /* A wrong password is refused with the server's reason. */
+    cfg = sentinel_config(group, GROUP, VKT_SENTINELS);
+    CHECK_OK(vk_config_set_static_password(cfg, "vkapp", "first-secret"));
+    c = NULL;
+    CHECK(vk_client_new(&c, cfg) != VK_OK);
+    CHECK(c == NULL);
+    CHECK(strstr(vk_last_error(), "WRONGPASS") != NULL);
+    vk_config_free(cfg);
+}
+
 static void test_failover_command_under_load(void)
 {
     failover_under_load(group, GROUP, BY_COMMAND);
@@ -638,6 +691,7 @@ int main(void)
     RUN(test_replica_named_as_master_is_refused);
     RUN(test_fork_child_uses_the_client);
     RUN(test_lock_mutual_exclusion);
+    RUN(test_acl_user_and_new_credentials);
     RUN(test_failover_command_under_load);
     RUN(test_sentinel_auth);
     vkt_sentinel_group_stop(group);
