@@ -91,17 +91,19 @@ int64_t vk__jitter(int64_t upper)
     return (int64_t)(next_jitter_value() % (uint64_t)upper);
 }
 
-/* Appends the seconds part: "1.5s", "2s", "0.25s" (trailing zeros cut). */
-static int format_seconds(char *buf, size_t cap, int64_t ms)
+/* Appends the seconds part: "1.5s", "2s", "0.25s" (trailing zeros cut).
+ * Unsigned, so that the compiler knows frac has at most three digits. */
+static int format_seconds(char *buf, size_t cap, uint64_t ms)
 {
-    int64_t whole = ms / 1000, frac = ms % 1000;
+    uint64_t whole = ms / 1000;
+    unsigned frac = (unsigned)(ms % 1000);
     if (frac == 0)
-        return snprintf(buf, cap, "%llds", (long long)whole);
+        return snprintf(buf, cap, "%llus", (unsigned long long)whole);
     char digits[4];
-    snprintf(digits, sizeof digits, "%03lld", (long long)frac);
+    snprintf(digits, sizeof digits, "%03u", frac);
     for (int i = 2; i > 0 && digits[i] == '0'; i--)
         digits[i] = '\0';
-    return snprintf(buf, cap, "%lld.%ss", (long long)whole, digits);
+    return snprintf(buf, cap, "%llu.%ss", (unsigned long long)whole, digits);
 }
 
 void vk__format_duration_ms(char *buf, size_t cap, int64_t ms)
