@@ -98,7 +98,9 @@ class FakeGoogle:
         fake.stop()
 
     redis: the server whose default user receives the tokens (its
-    requirepass is used to administer it; TLS is followed with its CA)."""
+    requirepass is used to administer it; TLS is followed with its CA), or
+    a list of servers that share one password and CA (every node of a
+    cluster), each of which receives every token."""
 
     def __init__(self, directory, redis=None, key=None, https_cert=None, https_key=None,
                  service_account=SERVICE_ACCOUNT, port=0):
@@ -134,12 +136,15 @@ class FakeGoogle:
                 "--service-account", self.service_account,
                 "--port", str(self.port), "--log", self.log_path,
                 "--control-file", self.control_path, "--ready-file", self.ready_path]
-        if self.redis is not None:
-            args += ["--redis-addr", self.redis.address]
-            if self.redis.requirepass is not None:
-                args += ["--redis-password", self.redis.requirepass]
-            if self.redis.tls:
-                args += ["--redis-tls-ca", self.redis.ca["ca_cert"]]
+        targets = [] if self.redis is None else (
+            list(self.redis) if isinstance(self.redis, (list, tuple)) else [self.redis])
+        for server in targets:
+            args += ["--redis-addr", server.address]
+        if targets:
+            if targets[0].requirepass is not None:
+                args += ["--redis-password", targets[0].requirepass]
+            if targets[0].tls:
+                args += ["--redis-tls-ca", targets[0].ca["ca_cert"]]
         if self.https:
             args += ["--tls-cert", self.https[0], "--tls-key", self.https[1]]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
@@ -255,10 +260,11 @@ class Fake:
         self.args = args
         with open(args.public_key, "rb") as f:
             self.public_key = serialization.load_pem_public_key(f.read())
-        self.redis = None
-        if args.redis_addr or args.redis_unix:
-            self.redis = RedisAdmin(args.redis_addr, args.redis_unix, args.redis_password,
-                                    args.redis_tls_ca)
+        # Every server that receives the tokens (one, or each node of a cluster).
+        self.redis = [RedisAdmin(addr, None, args.redis_password, args.redis_tls_ca)
+                      for addr in args.redis_addr or []]
+        if args.redis_unix:
+            self.redis.append(RedisAdmin(None, args.redis_unix, args.redis_password, None))
         self.oauth_tokens = {}      # token -> expiry (unix s)
         self.access_tokens = {}     # token -> expiry (unix s)
         self.lock = threading.Lock()
@@ -306,8 +312,9 @@ class Fake:
         expiry = time.time() + lifetime_s
         with self.lock:
             self.access_tokens[token] = expiry
-        if self.redis is not None:
-            self.redis.command("ACL", "SETUSER", "default", "on", ">" + token)
+        if self.redis:
+            for admin in self.redis:
+                admin.command("ACL", "SETUSER", "default", "on", ">" + token)
             timer = threading.Timer(lifetime_s, self.expire_access_token, args=(token,))
             timer.daemon = True
             timer.start()
@@ -317,7 +324,8 @@ class Fake:
         with self.lock:
             self.access_tokens.pop(token, None)
         try:
-            self.redis.command("ACL", "SETUSER", "default", "<" + token)
+            for admin in self.redis:
+                admin.command("ACL", "SETUSER", "default", "<" + token)
             self.log("expiry", "-", "-", 0)
         except (OSError, ConnectionError, RuntimeError) as e:
             self.log("expiry", "-", "-", -1, error=str(e))
@@ -513,7 +521,8 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain")
     parser.add_argument("--tls-key", help="the certificate's key")
-    parser.add_argument("--redis-addr", help="host:port of the server receiving tokens")
+    parser.add_argument("--redis-addr", action="append",
+                        help="host:port of a server receiving tokens (repeatable)")
     parser.add_argument("--redis-unix", help="unix socket of the server receiving tokens")
     parser.add_argument("--redis-password", help="password of that server's default user")
     parser.add_argument("--redis-tls-ca", help="CA file when --redis-addr is TLS")

@@ -29,7 +29,10 @@
 struct vkt_google {
     vkt_google_opts opts;
     char *redis_unix;
+    char redis_addrs[VKT_GOOGLE_MAX_REDIS_ADDRS][64];
+    int redis_addr_count;
     char *redis_password;
+    char *redis_tls_ca;
     char dir[256];
     char log_path[300], control_path[300], ready_path[300], output_path[300];
     char cert_path[300], cert_key_path[300];
@@ -262,7 +265,7 @@ static pid_t spawn_fake(const vkt_google *g)
 {
     char port[16];
     snprintf(port, sizeof port, "%d", g->port);
-    const char *argv[32];
+    const char *argv[32 + 2 * VKT_GOOGLE_MAX_REDIS_ADDRS];
     int n = 0;
     argv[n++] = "/usr/bin/python3";
     argv[n++] = VK_TEST_SOURCE_DIR "/tests/harness/fake_google.py";
@@ -283,6 +286,14 @@ static pid_t spawn_fake(const vkt_google *g)
     if (g->redis_unix != NULL) {
         argv[n++] = "--redis-unix";
         argv[n++] = g->redis_unix;
+    }
+    for (int i = 0; i < g->redis_addr_count; i++) {
+        argv[n++] = "--redis-addr";
+        argv[n++] = g->redis_addrs[i];
+    }
+    if (g->redis_tls_ca != NULL) {
+        argv[n++] = "--redis-tls-ca";
+        argv[n++] = g->redis_tls_ca;
     }
     if (g->redis_password != NULL) {
         argv[n++] = "--redis-password";
@@ -388,6 +399,20 @@ vkt_google *vkt_google_start(const vkt_google_opts *opts)
     g->port = opts->port;
     g->redis_unix = opts->redis_unix ? strdup(opts->redis_unix) : NULL;
     g->redis_password = opts->redis_password ? strdup(opts->redis_password) : NULL;
+    g->redis_tls_ca = opts->redis_tls_ca ? strdup(opts->redis_tls_ca) : NULL;
+    for (const char *const *a = opts->redis_addrs; a != NULL && *a != NULL; a++) {
+        if (g->redis_addr_count == VKT_GOOGLE_MAX_REDIS_ADDRS) {
+            fprintf(stderr, "fake google: more than %d redis addresses\n",
+                    VKT_GOOGLE_MAX_REDIS_ADDRS);
+            free(g->redis_unix);
+            free(g->redis_password);
+            free(g->redis_tls_ca);
+            free(g);
+            return NULL;
+        }
+        snprintf(g->redis_addrs[g->redis_addr_count++], sizeof g->redis_addrs[0], "%s", *a);
+    }
+    g->opts.redis_addrs = NULL; /* copied above; the caller's array need not outlive this */
     if (!make_temp_dir(g->dir, sizeof g->dir, "vk-fake-google")) {
         free(g);
         return NULL;
@@ -441,6 +466,7 @@ void vkt_google_stop(vkt_google *g)
     remove_tree(g->dir);
     free(g->redis_unix);
     free(g->redis_password);
+    free(g->redis_tls_ca);
     free(g);
 }
 

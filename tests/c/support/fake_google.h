@@ -16,9 +16,15 @@
 
 typedef struct vkt_google vkt_google;
 
+#define VKT_GOOGLE_MAX_REDIS_ADDRS 8
+
 typedef struct vkt_google_opts {
     const char *redis_unix;       /* unix socket of the server receiving tokens, or NULL */
-    const char *redis_password;   /* that server's default-user password, or NULL */
+    /* "host:port" of plain TCP servers that also receive every token (each
+     * node of a cluster), NULL-terminated; at most VKT_GOOGLE_MAX_REDIS_ADDRS. */
+    const char *const *redis_addrs;
+    const char *redis_tls_ca;     /* CA file when those servers serve TLS, or NULL */
+    const char *redis_password;   /* those servers' default-user password, or NULL */
     bool https;                   /* serve HTTPS with a self-signed certificate */
     int port;                     /* 0: a free port */
 } vkt_google_opts;

@@ -601,6 +601,11 @@ const char *vkt_ca_base64(void)
     return certificates() ? harness_ca.ca_b64 : NULL;
 }
 
+const char *vkt_ca_path(void)
+{
+    return certificates() ? harness_ca.ca_cert : NULL;
+}
+
 const char *vkt_other_ca_base64(void)
 {
     return certificates() ? other_ca.ca_b64 : NULL;

@@ -46,6 +46,8 @@ void vkt_server_stop(vkt_server *s);
  * for vk_config_set_tls(). A second, unrelated CA for "wrong CA" tests. */
 const char *vkt_ca_base64(void);
 const char *vkt_other_ca_base64(void);
+/* The path of the harness CA's PEM file (for tools that read a file). */
+const char *vkt_ca_path(void);
 /* Client certificate and key signed by the harness CA, base64 of PEM. */
 const char *vkt_client_cert_base64(void);
 const char *vkt_client_key_base64(void);
