@@ -3,6 +3,12 @@
  * that becomes readable once cancelled, so a wait can poll the socket and
  * the cancellation together and wake at once; an optional interrupt check
  * (Python's Ctrl-C) is polled at least every 50 ms while waiting.
+ *
+ * A context with neither a deadline nor an interrupt check needs no poll()
+ * for socket I/O: the call registers its socket (vk__ctx_watch_fd) and
+ * blocks in read/write like a call without a context, and a cancel shuts
+ * that socket down, which ends the blocked call at once. The connection is
+ * lost either way once a call is cancelled mid-request.
  */
 #include "internal.h"
 
@@ -11,14 +17,22 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define VK_INTERRUPT_CHECK_US 50000
+
+enum {
+    WATCH_NONE = -1,       /* no call is blocked on a socket */
+    WATCH_CANCELLING = -2  /* a cancel is shutting the watched socket down */
+};
 
 struct vk_context {
     atomic_bool cancelled;
     _Atomic int64_t deadline_us;   /* monotonic; VK_NO_DEADLINE: none */
     int cancel_fd;                 /* readable once cancelled */
+    /* The socket a blocking call is using without poll(), or one of: */
+    atomic_int watched_fd;
     vk_interrupt_fn interrupt;
     void *interrupt_userdata;
 };
@@ -38,6 +52,7 @@ VK_API vk_status vk_context_new(vk_context **out)
         return vk__fail(VK_ERR_IO, "creating the cancellation eventfd failed (errno %d)", err);
     }
     atomic_init(&ctx->cancelled, false);
+    atomic_init(&ctx->watched_fd, WATCH_NONE);
     atomic_init(&ctx->deadline_us, VK_NO_DEADLINE);
     *out = ctx;
     return VK_OK;
@@ -77,6 +92,13 @@ VK_API vk_status vk_context_cancel(vk_context *ctx)
     uint64_t one = 1;
     ssize_t written = write(ctx->cancel_fd, &one, sizeof one);
     (void)written; /* EAGAIN: the counter is already non-zero, still readable */
+    /* Claim the watched socket first, so that the call cannot close it
+     * (and the number be reused) between our load and the shutdown. */
+    int fd = atomic_load(&ctx->watched_fd);
+    if (fd >= 0 && atomic_compare_exchange_strong(&ctx->watched_fd, &fd, WATCH_CANCELLING)) {
+        (void)shutdown(fd, SHUT_RDWR);
+        atomic_store(&ctx->watched_fd, WATCH_NONE);
+    }
     return VK_OK;
 }
 
@@ -106,6 +128,35 @@ bool vk__ctx_needs_poll(const vk_context *ctx)
 {
     /* Any context can be cancelled from another thread. */
     return ctx != NULL;
+}
+
+bool vk__ctx_watch_fd(vk_context *ctx, int fd)
+{
+    if (ctx == NULL || fd < 0 || ctx->interrupt != NULL ||
+        atomic_load(&ctx->deadline_us) != VK_NO_DEADLINE)
+        return false;
+    /* One call at a time: another thread using the same context polls. */
+    int none = WATCH_NONE;
+    if (!atomic_compare_exchange_strong(&ctx->watched_fd, &none, fd))
+        return false;
+    if (atomic_load(&ctx->cancelled)) {
+        /* Cancelled before the watch: let the poll path report it. */
+        vk__ctx_unwatch_fd(ctx, fd);
+        return false;
+    }
+    return true;
+}
+
+void vk__ctx_unwatch_fd(vk_context *ctx, int fd)
+{
+    int expected = fd;
+    while (!atomic_compare_exchange_weak(&ctx->watched_fd, &expected, WATCH_NONE)) {
+        if (expected != WATCH_CANCELLING)
+            return; /* already released by a finished cancel */
+        /* A cancel on another thread is between its claim and its
+         * shutdown(): a few instructions. */
+        expected = fd;
+    }
 }
 
 /* Cancellation and the interrupt check, without the deadline. */

@@ -63,6 +63,12 @@ int64_t vk__ctx_deadline_us(const vk_context *ctx);
  * interrupt check); false for NULL: then blocking I/O with socket timeouts
  * is enough, which is the fast path. */
 bool vk__ctx_needs_poll(const vk_context *ctx);
+/* True when a blocking call may do its I/O on fd without poll(): ctx has
+ * no deadline and no interrupt check, is not cancelled and no other call
+ * watches it. A cancel then shuts fd down. Pair with vk__ctx_unwatch_fd()
+ * before fd can be closed. */
+bool vk__ctx_watch_fd(vk_context *ctx, int fd);
+void vk__ctx_unwatch_fd(vk_context *ctx, int fd);
 /* VK_ERR_CANCELLED when cancelled (or the interrupt check fired),
  * VK_ERR_TIMEOUT when the deadline passed, else VK_OK. Sets the detail. */
 vk_status vk__ctx_check(vk_context *ctx);

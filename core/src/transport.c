@@ -283,8 +283,17 @@ static vk_status sock_io_failure(vk_transport *t, int err, const char *op)
     return vk__fail(VK_ERR_IO, "%s %s: %s", op, t->peer, strerror(err));
 }
 
-vk_status vk__transport_write_all(vk_transport *t, const char *buf, size_t len,
-                                  vk_context *ctx)
+/* A failure of a call that ran watched (see vk__ctx_watch_fd): when the
+ * context was cancelled meanwhile, the shutdown was ours. */
+static vk_status watched_result(vk_context *ctx, int fd, vk_status st)
+{
+    vk__ctx_unwatch_fd(ctx, fd);
+    if (st != VK_OK && vk_context_is_cancelled(ctx))
+        return vk__fail(VK_ERR_CANCELLED, NULL);
+    return st;
+}
+
+static vk_status write_all(vk_transport *t, const char *buf, size_t len, vk_context *ctx)
 {
     bool poll_first = vk__ctx_needs_poll(ctx);
     if (poll_first && t->ssl == NULL) {
@@ -329,8 +338,17 @@ vk_status vk__transport_write_all(vk_transport *t, const char *buf, size_t len,
     return VK_OK;
 }
 
-vk_status vk__transport_read_some(vk_transport *t, char *buf, size_t cap, size_t *got,
+vk_status vk__transport_write_all(vk_transport *t, const char *buf, size_t len,
                                   vk_context *ctx)
+{
+    if (VK_LIKELY(ctx == NULL) || !vk__ctx_watch_fd(ctx, t->fd))
+        return write_all(t, buf, len, ctx);
+    /* Blocking, bounded by the socket's timeout; a cancel shuts it down. */
+    return watched_result(ctx, t->fd, write_all(t, buf, len, NULL));
+}
+
+static vk_status read_some(vk_transport *t, char *buf, size_t cap, size_t *got,
+                           vk_context *ctx)
 {
     bool poll_first = vk__ctx_needs_poll(ctx);
     for (;;) {
@@ -359,6 +377,15 @@ vk_status vk__transport_read_some(vk_transport *t, char *buf, size_t cap, size_t
         if (errno != EINTR)
             return sock_io_failure(t, errno, "read");
     }
+}
+
+vk_status vk__transport_read_some(vk_transport *t, char *buf, size_t cap, size_t *got,
+                                  vk_context *ctx)
+{
+    if (VK_LIKELY(ctx == NULL) || !vk__ctx_watch_fd(ctx, t->fd))
+        return read_some(t, buf, cap, got, ctx);
+    /* Blocking, bounded by the socket's timeout; a cancel shuts it down. */
+    return watched_result(ctx, t->fd, read_some(t, buf, cap, got, NULL));
 }
 
 /* TLS: peek through OpenSSL so that post-handshake records (session

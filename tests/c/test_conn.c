@@ -597,6 +597,51 @@ static void test_cancel_blocked_read(void)
     vk_config_free(cfg);
 }
 
+typedef struct blocked_call {
+    vk_client *client;
+    vk_context *ctx;
+    vk_status status;
+    int64_t returned_at_ms;
+} blocked_call;
+
+static void *blpop_until_cancelled(void *arg)
+{
+    blocked_call *b = arg;
+    const char *blpop[] = { "BLPOP", "conn:empty-list", "10" };
+    vk_reply *r = NULL;
+    b->status = run(&r, b->client, b->ctx, 3, blpop);
+    b->returned_at_ms = now_ms();
+    vk_reply_free(r);
+    return NULL;
+}
+
+/* One context shared by two blocked calls (one blocks on its socket, the
+ * other polls): one cancel ends both. */
+static void test_cancel_two_calls_sharing_a_context(void)
+{
+    vk_config *cfg = config_for(vkt_server_address(plain));
+    vk_client *c = open_client(cfg);
+    vk_context *ctx = NULL;
+    CHECK_OK(vk_context_new(&ctx));
+    blocked_call calls[2] = { { .client = c, .ctx = ctx }, { .client = c, .ctx = ctx } };
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&threads[i], NULL, blpop_until_cancelled, &calls[i]);
+    sleep_ms(200);
+    int64_t cancelled_at = now_ms();
+    CHECK_OK(vk_context_cancel(ctx));
+    for (int i = 0; i < 2; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK_EQ_INT(calls[i].status, VK_ERR_CANCELLED);
+        CHECK(calls[i].returned_at_ms - cancelled_at < 500);
+    }
+    const char *ping[] = { "PING" };
+    CHECK(run_gives(c, 1, ping, "PONG"));
+    vk_context_free(ctx);
+    vk_client_free(c);
+    vk_config_free(cfg);
+}
+
 /* Interrupt check: fires once its deadline has passed. */
 static int interrupt_after(void *userdata)
 {
@@ -959,6 +1004,7 @@ int main(void)
     RUN(test_read_timeout_with_context);
     RUN(test_context_deadline);
     RUN(test_cancel_blocked_read);
+    RUN(test_cancel_two_calls_sharing_a_context);
     RUN(test_interrupt_check_stops_blocked_read);
     RUN(test_cancelled_before_dial);
     RUN(test_dial_timeout);
