@@ -199,16 +199,35 @@ static vk_status create_ping_swap(vk_client *c, vk_context *ctx)
     return VK_OK;
 }
 
-/* Sentinel mode: asks the sentinels where the master is now. The caller
- * holds connect_lock. */
-static vk_status locate_master(vk_client *c, vk_context *ctx)
+/* A change of master seen under connect_lock, announced after it. */
+typedef struct master_switch {
+    bool happened;
+    char from[300], to[300];
+} master_switch;
+
+static void note_switch(master_switch *sw, const vk_endpoint *from, const vk_endpoint *to)
 {
+    sw->happened = true;
+    vk__format_endpoint(sw->from, sizeof sw->from, from);
+    vk__format_endpoint(sw->to, sizeof sw->to, to);
+}
+
+/* Sentinel mode: asks the sentinels where the master is now. The caller
+ * holds connect_lock. A reconnect may learn of a failover before the
+ * sentinel watcher does: that is a switch too, noted in *sw. */
+static vk_status locate_master(vk_client *c, vk_context *ctx, master_switch *sw)
+{
+    sw->happened = false;
     if (c->sentinel == NULL)
         return VK_OK;
     vk_endpoint master;
     vk_status st = vk__sentinel_discover(c->sentinel, &master, ctx);
-    if (st == VK_OK)
+    if (st == VK_OK) {
+        bool had_master = c->endpoint.is_unix || c->endpoint.port != 0;
+        if (had_master && !same_endpoint(&c->endpoint, &master))
+            note_switch(sw, &c->endpoint, &master);
         c->endpoint = master;
+    }
     return st;
 }
 
@@ -233,6 +252,19 @@ static void count_failover(vk_client *c)
     vk__metric(c->events, "redis_sentinel_failovers_total", VK_METRIC_COUNTER, 1, label, 1);
 }
 
+/* Counts and logs a switch; called without connect_lock, as the sinks may
+ * call back into the client. */
+static void announce_switch(vk_client *c, const master_switch *sw)
+{
+    if (!sw->happened)
+        return;
+    atomic_fetch_add(&c->master_switches, 1);
+    count_failover(c);
+    const vk_field fields[] = {
+        {"master", c->cfg->sentinel_master}, {"from", sw->from}, {"to", sw->to}};
+    vk__log(c->events, VK_LOG_INFO, "redis sentinel: switched to the new master", fields, 3);
+}
+
 vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_context *ctx)
 {
     vk_client *c = client;
@@ -242,23 +274,18 @@ vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_c
         pthread_mutex_unlock(&c->connect_lock);
         return VK_OK;
     }
-    char from[300], to[300];
-    vk__format_endpoint(from, sizeof from, &c->endpoint);
-    vk__format_endpoint(to, sizeof to, master);
-    if (changed)
+    master_switch sw = {.happened = false};
+    if (changed) {
+        note_switch(&sw, &c->endpoint, master);
         retire_pool(c);
+    }
     c->endpoint = *master;
     vk_status st = create_ping_swap(c, ctx);
     if (st == VK_OK)
         c->reconnect_failures = 0;
     pthread_mutex_unlock(&c->connect_lock);
 
-    const vk_field fields[] = {{"master", c->cfg->sentinel_master}, {"from", from}, {"to", to}};
-    if (changed) {
-        atomic_fetch_add(&c->master_switches, 1);
-        count_failover(c);
-        vk__log(c->events, VK_LOG_INFO, "redis sentinel: switched to the new master", fields, 3);
-    }
+    announce_switch(c, &sw);
     if (st != VK_OK) {
         char *cause = vk__error_dup();
         vk__client_set_last_error(c, cause);
@@ -274,12 +301,14 @@ VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx)
         return nil_client("vk_client_connect");
     vk__client_check_fork(client);
     pthread_mutex_lock(&client->connect_lock);
-    vk_status st = locate_master(client, ctx);
+    master_switch sw;
+    vk_status st = locate_master(client, ctx, &sw);
     if (st == VK_OK)
         st = create_ping_swap(client, ctx);
     if (st == VK_OK)
         client->reconnect_failures = 0;
     pthread_mutex_unlock(&client->connect_lock);
+    announce_switch(client, &sw);
     if (st != VK_OK) {
         count_connection_failure(client, "connect");
         return st;
@@ -324,7 +353,8 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
         return st;
     }
     /* In sentinel mode a lost connection may mean a failover: ask again. */
-    st = locate_master(c, ctx);
+    master_switch sw;
+    st = locate_master(c, ctx, &sw);
     /* A closed client's refresh loop was stopped: its token may have
      * expired meanwhile. */
     if (st == VK_OK && c->refresher != NULL)
@@ -334,6 +364,7 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
     if (st == VK_OK) {
         c->reconnect_failures = 0;
         pthread_mutex_unlock(&c->connect_lock);
+        announce_switch(c, &sw);
         count_reconnection(c, "success");
         vk__log(c->events, VK_LOG_INFO, "reconnected to Redis/Valkey", NULL, 0);
         return vk__client_start_refresher(c);
@@ -341,6 +372,7 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
     char *cause = vk__error_dup();
     record_reconnect_failure(c);
     pthread_mutex_unlock(&c->connect_lock);
+    announce_switch(c, &sw);
 
     vk__client_set_last_error(c, cause);
     count_reconnection(c, "failure");
@@ -498,7 +530,9 @@ static vk_status first_connect(vk_client *c)
     vk_status st;
     if (c->refresher != NULL && (st = vk__refresher_fetch_now(c->refresher, NULL)) != VK_OK)
         return st;
-    if ((st = locate_master(c, NULL)) != VK_OK || (st = create_ping_swap(c, NULL)) != VK_OK) {
+    master_switch first; /* the first master: nothing to switch from */
+    if ((st = locate_master(c, NULL, &first)) != VK_OK ||
+        (st = create_ping_swap(c, NULL)) != VK_OK) {
         count_connection_failure(c, "connect");
         return st;
     }
