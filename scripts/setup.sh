@@ -13,7 +13,7 @@ PACKAGES=(
   libhiredis-dev libssl-dev libcurl4-openssl-dev libcjson-dev
   swig python3 python3-dev python3-pytest python3-pip python3-setuptools python3-wheel python3-cryptography
   ruby ruby-dev ruby-minitest rake
-  lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua5.4 liblua5.4-dev lua-busted
+  lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua5.4 liblua5.4-dev lua-busted luarocks
   redis-server redis-sentinel redis-tools
   python3-redis python3-hiredis ruby-redis lua-redis
   nginx libnginx-mod-http-lua

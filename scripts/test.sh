@@ -134,6 +134,36 @@ EOF
   LD_LIBRARY_PATH=$libdir "$consumer/build/cm_shared" && "$consumer/build/cm_static"
 }
 
+# The Lua rock: luarocks builds bindings/lua's rockspec against the core
+# that check_install installed, for Lua 5.1 (also loaded by LuaJIT) and 5.4,
+# and each interpreter talks to a real server through it.
+check_rock() {
+  local prefix="$BUILD_ROOT/install" work="$BUILD_ROOT/rock" version lua
+  [ -f "$prefix/include/vkclient.h" ] || { echo "the core is not installed in $prefix"; return 1; }
+  rm -rf "$work"
+  mkdir -p "$work/bindings/lua"
+  # luarocks make builds in the current folder: give it a copy.
+  cp "$ROOT/bindings/lua/vkclient.c" "$work/bindings/lua/"
+  cp "$ROOT"/bindings/lua/*.rockspec "$work/"
+  for version in 5.1 5.4; do
+    (cd "$work" && luarocks --lua-version="$version" --tree="$work/tree" \
+       make ./*.rockspec VKCLIENT_DIR="$prefix") >"$work/luarocks-$version.log" 2>&1 ||
+      { cat "$work/luarocks-$version.log"; return 1; }
+  done
+  for lua in lua5.1 luajit lua5.4; do
+    version=5.1
+    [ "$lua" = lua5.4 ] && version=5.4
+    /usr/bin/python3 "$HARNESS" run --plain-only --server valkey-server -- "$lua" -e "
+      package.cpath = '$work/tree/lib/lua/$version/?.so'
+      local vk = require 'vkclient'
+      local client = assert(vk.new{ standalone = os.getenv('VK_TEST_ADDR') })
+      assert(client:call('PING') == 'PONG')
+      client:close()
+      print('$lua: the rock loads vkclient ' .. vk.version .. ' and talks to the server')" ||
+      return 1
+  done
+}
+
 run_ctest() {
   ctest --test-dir "$1" --output-on-failure --no-tests=error -j2 --timeout 600
 }
@@ -173,21 +203,27 @@ with_servers() {
   /usr/bin/python3 "$HARNESS" run --server "$server" -- "$@"
 }
 
+# The same plus a Sentinel group and a Cluster (VK_TEST_SENTINEL_*, VK_TEST_CLUSTER_ADDRS).
+with_topologies() {
+  local server=$1; shift
+  /usr/bin/python3 "$HARNESS" run --topologies --server "$server" -- "$@"
+}
+
 pytest_suite() {
   # pytest exits 5 when it collected nothing: that is a failure here.
   PYTHONPATH="$BUILD_GCC/bindings/python${PYTHONPATH:+:$PYTHONPATH}" \
-    with_servers "$1" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/python"
+    with_topologies "$1" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/python"
 }
 
 busted_suite() {
   local server=$1 lua=$2
-  with_servers "$server" env VK_LUA="$lua" \
+  with_topologies "$server" env VK_LUA="$lua" \
     busted --lua="$(command -v "$lua")" "$ROOT/tests/lua"
 }
 
 minitest_suite() {
   # Every tests/ruby/**/test_*.rb in one process; minitest runs them at exit.
-  with_servers "$1" ruby -I"$ROOT/tests/ruby" -e '
+  with_topologies "$1" ruby -I"$ROOT/tests/ruby" -e '
     require "minitest/autorun"
     files = Dir[File.join(ARGV[0], "**", "test_*.rb")].sort
     abort "no Ruby test files found" if files.empty?
@@ -211,7 +247,8 @@ stage "build clang -Werror" vk_build clang "$BUILD_CLANG" \
   -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF
 if [ "$GCC_OK" -eq 0 ]; then
   stage "exported symbols (vk_* only)" check_exports
-  stage "install: pkg-config and find_package" check_install
+  stage "install: pkg-config and find_package" check_install &&
+    stage "Lua rock (luarocks make)" check_rock
   stage "C suite (valkey + redis)" run_ctest "$BUILD_GCC"
   stage "C suite under Valgrind" run_valgrind "$BUILD_GCC"
 fi

@@ -11,7 +11,7 @@ Library (standard library only):
 Command line: starts a fixed set of servers, exports their addresses to a
 command, runs it, stops the servers and exits with the command's status:
 
-    python3 vkharness.py run [--server valkey-server|redis-server] -- CMD ARGS...
+    python3 vkharness.py run [--server valkey-server|redis-server] [--topologies] -- CMD ARGS...
 
 Every server runs on a free loopback port in its own temporary folder and is
 stopped by its PID; whatever is still running at interpreter exit is stopped.
@@ -432,6 +432,41 @@ class Server:
 # Command line
 # ---------------------------------------------------------------------------
 
+def _start_topologies(binary):
+    """Starts one Sentinel group and one 3-master Cluster (side by side: each
+    spends most of its start waiting for gossip) and returns their
+    variables."""
+    import threading
+    # topologies imports this module by name; when this file runs as a
+    # script, give it this instance so that one registry stops everything.
+    sys.modules.setdefault("vkharness", sys.modules[__name__])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import topologies
+
+    group = topologies.SentinelGroup(binary, name="vkmaster")
+    cluster = topologies.Cluster(binary, masters=3, replicas=0)
+    errors = []
+
+    def start(topology):
+        try:
+            topology.start()
+        except Exception as err:  # reported below, in this thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=start, args=(t,)) for t in (group, cluster)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return {
+        "VK_TEST_SENTINEL_ADDRS": ",".join(group.sentinel_addresses),
+        "VK_TEST_SENTINEL_MASTER": group.name,
+        "VK_TEST_CLUSTER_ADDRS": ",".join(cluster.masters),
+    }
+
+
 def _run(args):
     cmd = args.cmd
     if cmd and cmd[0] == "--":
@@ -465,6 +500,8 @@ def _run(args):
             "VK_TEST_ACL_PASS": acl_pass,
             "VK_TEST_QUORUM_ADDRS": ",".join(s.address for s in quorum),
         })
+    if args.topologies:
+        env.update(_start_topologies(binary))
     if args.verbose:
         for key in sorted(k for k in env if k.startswith("VK_TEST_")):
             print("vkharness: %s=%s" % (key, env[key]), file=sys.stderr)
@@ -489,6 +526,9 @@ def main(argv=None):
                      choices=["valkey-server", "redis-server"])
     run.add_argument("--plain-only", action="store_true",
                      help="start only the plain server (VK_TEST_ADDR, VK_TEST_PORT)")
+    run.add_argument("--topologies", action="store_true",
+                     help="also start a Sentinel group and a Cluster (VK_TEST_SENTINEL_ADDRS, "
+                          "VK_TEST_SENTINEL_MASTER, VK_TEST_CLUSTER_ADDRS)")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="print the exported variables")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
