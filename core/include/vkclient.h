@@ -173,7 +173,9 @@ VK_API vk_status vk_context_new(vk_context **out);
 VK_API void vk_context_free(vk_context *ctx);
 /* Sets the deadline to now + timeout_ms; a negative value removes it. */
 VK_API vk_status vk_context_set_timeout_ms(vk_context *ctx, int64_t timeout_ms);
-/* Cancels every call waiting on ctx, now and later. Thread-safe. */
+/* Cancels every call waiting on ctx, now and later. Thread-safe and
+ * async-signal-safe. A call cancelled in the middle of a request loses its
+ * connection (the reply can no longer be read): it is closed, not reused. */
 VK_API vk_status vk_context_cancel(vk_context *ctx);
 VK_API int vk_context_is_cancelled(const vk_context *ctx);
 VK_API vk_status vk_context_set_interrupt_check(vk_context *ctx, vk_interrupt_fn fn,

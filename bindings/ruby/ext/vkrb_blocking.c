@@ -1,8 +1,9 @@
 /*
  * Blocking calls without the GVL. Each call runs with a vk_context; the
  * unblock function Ruby runs on Thread#raise, Thread#kill, Timeout.timeout
- * or a signal cancels it, and the core then returns VK_ERR_CANCELLED within
- * one poll interval.
+ * or a signal cancels it, and the core then returns VK_ERR_CANCELLED at
+ * once (a call blocked on a socket has that socket shut down; the
+ * connection is dropped).
  *
  * A context costs an eventfd, so each thread keeps one between calls and
  * replaces it only once it was cancelled (a cancelled context stays
