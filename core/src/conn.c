@@ -33,29 +33,29 @@ static vk_status broken(vk_conn *c, vk_status st)
 /* ---- output ------------------------------------------------------------- */
 
 /* secret: the request carries a password; its formatted copy is wiped
- * rather than adopted, so it only ever lives in the output buffer, which
- * the caller wipes after the flush. */
+ * before it is freed, so it only ever lives on in the output buffer, which
+ * the caller wipes after the flush.
+ *
+ * hiredis's sds formatter writes the lengths with its own integer code
+ * (redisFormatCommandArgv goes through sprintf, a large part of a
+ * pipeline's cost); its result is copied into the output buffer, which
+ * connections keep between requests. */
 static vk_status append_request(vk_conn *c, int argc, const char *const *argv,
                                 const size_t *argvlen, bool secret)
 {
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, (const char **)argv, argvlen);
+    sds cmd = NULL;
+    int len = redisFormatSdsCommandArgv(&cmd, argc, (const char **)argv, argvlen);
     if (len < 0)
         return vk__fail_nomem();
     size_t n = (size_t)len;
-    if (c->olen == 0 && c->ocap < n && !secret) {
-        /* The common single-command case: take the formatted buffer as is. */
-        free(c->obuf);
-        c->obuf = cmd;
-        c->olen = c->ocap = n;
-        return VK_OK;
-    }
     if (c->olen + n > c->ocap) {
         size_t cap = c->ocap * 2 > c->olen + n ? c->ocap * 2 : c->olen + n;
+        if (cap < 256)
+            cap = 256;
         char *grown = realloc(c->obuf, cap);
         if (grown == NULL) {
             vk__wipe(cmd, n);
-            redisFreeCommand(cmd);
+            redisFreeSdsCommand(cmd);
             return vk__fail_nomem();
         }
         c->obuf = grown;
@@ -65,7 +65,7 @@ static vk_status append_request(vk_conn *c, int argc, const char *const *argv,
     c->olen += n;
     if (secret)
         vk__wipe(cmd, n);
-    redisFreeCommand(cmd);
+    redisFreeSdsCommand(cmd);
     return VK_OK;
 }
 
