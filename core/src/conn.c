@@ -102,6 +102,16 @@ vk_status vk__conn_flush(vk_conn *c, vk_context *ctx)
     return VK_OK;
 }
 
+vk_status vk__conn_write(vk_conn *c, const char *requests, size_t len, vk_context *ctx)
+{
+    if (VK_UNLIKELY(c->broken))
+        return vk__fail(VK_ERR_IO, "connection to %s is broken", c->t.peer);
+    vk_status st = vk__transport_write_all(&c->t, requests, len, ctx);
+    if (VK_UNLIKELY(st != VK_OK))
+        return broken(c, st);
+    return VK_OK;
+}
+
 /* ---- input -------------------------------------------------------------- */
 
 vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx)

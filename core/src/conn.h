@@ -63,6 +63,10 @@ vk_status vk__conn_append(vk_conn *c, int argc, const char *const *argv,
  * failure nothing may be assumed about what the server received, except
  * that an incomplete request is never executed. Marks the conn broken. */
 vk_status vk__conn_flush(vk_conn *c, vk_context *ctx);
+/* Writes requests formatted by the caller (RESP, one or more commands)
+ * directly, as vk__conn_flush() does with the output buffer, which must be
+ * empty. */
+vk_status vk__conn_write(vk_conn *c, const char *requests, size_t len, vk_context *ctx);
 /* Reads one reply within the read timeout (and ctx). I/O and protocol
  * failures mark the conn broken. */
 vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx);

@@ -1,8 +1,10 @@
 /*
- * Pipelines: appended commands are copied into the pipeline (their bytes in
- * one arena), then at exec formatted into one connection's output buffer,
- * written in one go, and their replies read in order. A pipeline is never
- * retried once any of it was written: some of its commands may have run.
+ * Pipelines. With one node to talk to (standalone, sentinel) each appended
+ * command is formatted at once into the pipeline's request buffer, which
+ * exec writes in one go before reading the replies in order. In cluster
+ * mode the commands are kept as arguments (their bytes in one arena), for
+ * the topology to split by node. A pipeline is never retried once any of
+ * it was written: some of its commands may have run.
  */
 #include "client.h"
 #include "cluster.h"
@@ -10,8 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A request buffer larger than this is released after exec rather than
+ * kept for the next pipeline. */
+#define VK_PIPELINE_KEEP_BYTES (1024 * 1024)
+
 struct vk_pipeline {
     vk_client *client;     /* a reference: the pipeline may outlive vk_client_free */
+    bool formatted;        /* one node: commands go to `requests`, else to the arena */
+    char *requests;        /* RESP of every command, back to back */
+    size_t requests_len, requests_cap;
     char *bytes;           /* every argument's bytes, back to back */
     size_t bytes_len, bytes_cap;
     size_t *arg_offset;    /* per argument: where it starts in bytes */
@@ -41,6 +50,7 @@ VK_API vk_status vk_pipeline_new(vk_pipeline **out, vk_client *client)
     if (p == NULL)
         return vk__fail_nomem();
     p->client = vk__client_ref(client);
+    p->formatted = client->cluster == NULL;
     *out = p;
     return VK_OK;
 }
@@ -50,6 +60,7 @@ VK_API void vk_pipeline_free(vk_pipeline *pipeline)
     if (pipeline == NULL)
         return;
     vk__client_unref(pipeline->client);
+    free(pipeline->requests);
     free(pipeline->bytes);
     free(pipeline->arg_offset);
     free(pipeline->arg_len);
@@ -82,6 +93,25 @@ static bool reserve(vk_pipeline *p, int argc, size_t total)
            grow((void **)&p->argc, &p->count_cap, p->count + 1, sizeof(int));
 }
 
+/* One node: the command is formatted now, with hiredis's formatter. */
+static vk_status append_formatted(vk_pipeline *p, int argc, const char *const *argv,
+                                  const size_t *argvlen)
+{
+    sds cmd = NULL;
+    int len = redisFormatSdsCommandArgv(&cmd, argc, (const char **)argv, argvlen);
+    if (len < 0)
+        return vk__fail_nomem();
+    bool ok = grow((void **)&p->requests, &p->requests_cap, p->requests_len + (size_t)len, 1) &&
+              grow((void **)&p->argc, &p->count_cap, p->count + 1, sizeof(int));
+    if (ok) {
+        memcpy(p->requests + p->requests_len, cmd, (size_t)len);
+        p->requests_len += (size_t)len;
+        p->argc[p->count++] = argc;
+    }
+    redisFreeSdsCommand(cmd);
+    return ok ? VK_OK : vk__fail_nomem();
+}
+
 VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char *const *argv,
                                     const size_t *argvlen)
 {
@@ -95,6 +125,8 @@ VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char 
             return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
         total += argvlen[i];
     }
+    if (pipeline->formatted)
+        return append_formatted(pipeline, argc, argv, argvlen);
     if (!reserve(pipeline, argc, total))
         return vk__fail_nomem();
     for (int i = 0; i < argc; i++) {
@@ -118,6 +150,12 @@ VK_API size_t vk_pipeline_length(const vk_pipeline *pipeline)
 
 static void reset(vk_pipeline *p)
 {
+    p->requests_len = 0;
+    if (p->requests_cap > VK_PIPELINE_KEEP_BYTES) {
+        free(p->requests);
+        p->requests = NULL;
+        p->requests_cap = 0;
+    }
     p->bytes_len = 0;
     p->args_len = 0;
     p->count = 0;
@@ -161,9 +199,14 @@ static vk_status append_all(vk_pipeline *p, vk_conn *conn)
 /* Writes the commands on one connection and reads every reply in order. */
 static vk_status exec_on(vk_pipeline *p, vk_conn *conn, redisReply *array, vk_context *ctx)
 {
-    vk_status st = append_all(p, conn);
-    if (st == VK_OK)
-        st = vk__conn_flush(conn, ctx);
+    vk_status st;
+    if (p->formatted) {
+        st = vk__conn_write(conn, p->requests, p->requests_len, ctx);
+    } else {
+        st = append_all(p, conn);
+        if (st == VK_OK)
+            st = vk__conn_flush(conn, ctx);
+    }
     for (size_t i = 0; i < p->count && st == VK_OK; i++) {
         redisReply *reply;
         if ((st = vk__conn_read(conn, &reply, ctx)) == VK_OK)
