@@ -6,13 +6,7 @@ local support = require "support"
 local vk = support.vk()
 local env = support.env
 
-local function split(list)
-    local items = {}
-    for item in list:gmatch("[^,]+") do
-        items[#items + 1] = item
-    end
-    return items
-end
+local split = support.split
 
 describe("lock manager", function()
     local client, observer, locks

@@ -126,4 +126,13 @@ function support.shell_quote(s)
     return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- "a,b,c" -> { "a", "b", "c" } (the harness's address lists).
+function support.split(list)
+    local items = {}
+    for item in list:gmatch("[^,]+") do
+        items[#items + 1] = item
+    end
+    return items
+end
+
 return support

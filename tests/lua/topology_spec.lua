@@ -24,13 +24,7 @@ local function topology_env(name)
     return value
 end
 
-local function split(list)
-    local items = {}
-    for item in list:gmatch("[^,]+") do
-        items[#items + 1] = item
-    end
-    return items
-end
+local split = support.split
 
 local SENTINELS = split(topology_env("VK_TEST_SENTINEL_ADDRS"))
 local MASTER_NAME = topology_env("VK_TEST_SENTINEL_MASTER")
