@@ -18,7 +18,7 @@
 
 struct vk_pipeline {
     vk_client *client;     /* a reference: the pipeline may outlive vk_client_free */
-    bool formatted;        /* one node: commands go to `requests`, else to the arena */
+    bool formatted;        /* one node: commands go to `requests`; cluster: to the arena */
     char *requests;        /* RESP of every command, back to back */
     size_t requests_len, requests_cap;
     char *bytes;           /* every argument's bytes, back to back */
@@ -28,7 +28,6 @@ struct vk_pipeline {
     size_t args_len, offsets_cap, lens_cap;
     int *argc;             /* per command: how many arguments */
     size_t count, count_cap;
-    int max_argc;
 };
 
 static vk_status invalid_pipeline(const char *function)
@@ -101,12 +100,11 @@ static vk_status append_formatted(vk_pipeline *p, int argc, const char *const *a
     int len = redisFormatSdsCommandArgv(&cmd, argc, (const char **)argv, argvlen);
     if (len < 0)
         return vk__fail_nomem();
-    bool ok = grow((void **)&p->requests, &p->requests_cap, p->requests_len + (size_t)len, 1) &&
-              grow((void **)&p->argc, &p->count_cap, p->count + 1, sizeof(int));
+    bool ok = grow((void **)&p->requests, &p->requests_cap, p->requests_len + (size_t)len, 1);
     if (ok) {
         memcpy(p->requests + p->requests_len, cmd, (size_t)len);
         p->requests_len += (size_t)len;
-        p->argc[p->count++] = argc;
+        p->count++;
     }
     redisFreeSdsCommand(cmd);
     return ok ? VK_OK : vk__fail_nomem();
@@ -138,8 +136,6 @@ VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char 
         pipeline->bytes_len += argvlen[i];
     }
     pipeline->argc[pipeline->count++] = argc;
-    if (argc > pipeline->max_argc)
-        pipeline->max_argc = argc;
     return VK_OK;
 }
 
@@ -159,7 +155,6 @@ static void reset(vk_pipeline *p)
     p->bytes_len = 0;
     p->args_len = 0;
     p->count = 0;
-    p->max_argc = 0;
 }
 
 /* An array reply built the way hiredis builds its own, so vk_reply_free
@@ -178,35 +173,10 @@ static redisReply *new_array_reply(size_t count)
     return r;
 }
 
-/* Formats every command into the connection's buffer. */
-static vk_status append_all(vk_pipeline *p, vk_conn *conn)
-{
-    const char **argv = malloc((size_t)p->max_argc * sizeof *argv);
-    if (argv == NULL)
-        return vk__fail_nomem();
-    vk_status st = VK_OK;
-    size_t arg = 0;
-    for (size_t i = 0; i < p->count && st == VK_OK; i++) {
-        for (int j = 0; j < p->argc[i]; j++)
-            argv[j] = p->bytes + p->arg_offset[arg + (size_t)j];
-        st = vk__conn_append(conn, p->argc[i], (const char *const *)argv, p->arg_len + arg);
-        arg += (size_t)p->argc[i];
-    }
-    free((void *)argv);
-    return st;
-}
-
 /* Writes the commands on one connection and reads every reply in order. */
 static vk_status exec_on(vk_pipeline *p, vk_conn *conn, redisReply *array, vk_context *ctx)
 {
-    vk_status st;
-    if (p->formatted) {
-        st = vk__conn_write(conn, p->requests, p->requests_len, ctx);
-    } else {
-        st = append_all(p, conn);
-        if (st == VK_OK)
-            st = vk__conn_flush(conn, ctx);
-    }
+    vk_status st = vk__conn_write(conn, p->requests, p->requests_len, ctx);
     for (size_t i = 0; i < p->count && st == VK_OK; i++) {
         redisReply *reply;
         if ((st = vk__conn_read(conn, &reply, ctx)) == VK_OK)
