@@ -25,20 +25,6 @@ struct vkt_cluster {
     bool tls;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* Runs argv on node i; true when the first reply line starts with want. */
 static bool cmd_expect(vkt_cluster *c, int i, const char *const *argv, int argc,
                        const char *want)
@@ -111,8 +97,8 @@ static bool all_know_everyone(vkt_cluster *c, int timeout_ms)
 {
     char want[48];
     snprintf(want, sizeof want, "cluster_known_nodes:%d", c->size);
-    int64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
+    int64_t deadline = vkt_now_ms() + timeout_ms;
+    while (vkt_now_ms() < deadline) {
         bool all = true;
         for (int i = 0; i < c->size && all; i++) {
             char *line = info_line(c, i, 6);
@@ -121,7 +107,7 @@ static bool all_know_everyone(vkt_cluster *c, int timeout_ms)
         }
         if (all)
             return true;
-        sleep_ms(50);
+        vkt_sleep_ms(50);
     }
     fprintf(stderr, "clusters: the nodes did not all meet\n");
     return false;
@@ -129,8 +115,8 @@ static bool all_know_everyone(vkt_cluster *c, int timeout_ms)
 
 bool vkt_cluster_wait_ok(vkt_cluster *c, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
+    int64_t deadline = vkt_now_ms() + timeout_ms;
+    while (vkt_now_ms() < deadline) {
         bool all = true;
         for (int i = 0; i < c->size && all; i++) {
             if (vkt_server_pid(c->nodes[i]) <= 0)
@@ -141,7 +127,7 @@ bool vkt_cluster_wait_ok(vkt_cluster *c, int timeout_ms)
         }
         if (all)
             return true;
-        sleep_ms(50);
+        vkt_sleep_ms(50);
     }
     fprintf(stderr, "clusters: cluster_state is not ok on every node\n");
     return false;
@@ -202,14 +188,14 @@ static bool attach_replicas(vkt_cluster *c, int timeout_ms)
         if (!cmd_expect(c, r, argv, 3, "+OK"))
             return false;
     }
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = vkt_now_ms() + timeout_ms;
     for (int r = c->masters; r < c->size; r++) {
         while (!replica_in_sync(c, r)) {
-            if (now_ms() > deadline) {
+            if (vkt_now_ms() > deadline) {
                 fprintf(stderr, "clusters: replica %d did not sync\n", r);
                 return false;
             }
-            sleep_ms(50);
+            vkt_sleep_ms(50);
         }
     }
     return true;
@@ -330,18 +316,18 @@ bool vkt_cluster_move_slot(vkt_cluster *c, int slot, int from, int to,
     const char *migrating[] = { "CLUSTER", "SETSLOT", s, "MIGRATING", c->id[to] };
     if (!cmd_expect(c, to, importing, 5, "+OK") || !cmd_expect(c, from, migrating, 5, "+OK"))
         return false;
-    sleep_ms(pause_ms);
+    vkt_sleep_ms(pause_ms);
     /* Keys are moved in two halves with a pause, so that for a while some
      * keys of the slot are on each side (the ASK phase). */
     int half = nkeys / 2;
     if (!migrate_keys(c, from, to, keys, half))
         return false;
-    sleep_ms(pause_ms);
-    int64_t deadline = now_ms() + 10000;
+    vkt_sleep_ms(pause_ms);
+    int64_t deadline = vkt_now_ms() + 10000;
     do {
         if (!migrate_keys(c, from, to, keys, nkeys))
             return false;
-    } while (keys_left(c, from, s) && now_ms() < deadline);
+    } while (keys_left(c, from, s) && vkt_now_ms() < deadline);
     if (keys_left(c, from, s)) {
         fprintf(stderr, "clusters: slot %s still has keys on node %d\n", s, from);
         return false;
@@ -361,15 +347,15 @@ bool vkt_cluster_failover(vkt_cluster *c, int replica, int timeout_ms)
     const char *argv[] = { "CLUSTER", "FAILOVER" };
     if (!cmd_expect(c, replica, argv, 2, "+OK"))
         return false;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = vkt_now_ms() + timeout_ms;
     while (!node_is_master(c, replica)) {
-        if (now_ms() > deadline) {
+        if (vkt_now_ms() > deadline) {
             fprintf(stderr, "clusters: node %d did not become a master\n", replica);
             return false;
         }
-        sleep_ms(50);
+        vkt_sleep_ms(50);
     }
-    return vkt_cluster_wait_ok(c, (int)(deadline - now_ms()));
+    return vkt_cluster_wait_ok(c, (int)(deadline - vkt_now_ms()));
 }
 
 void vkt_cluster_stop(vkt_cluster *c)

@@ -22,20 +22,6 @@ struct vkt_sentinel_group {
     vkt_server *sentinels[VKT_SENTINELS];
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* "valkey-server" -> "valkey-sentinel". */
 static void sentinel_binary(char *out, size_t cap)
 {
@@ -146,15 +132,15 @@ static vkt_sentinel_group *start_group(const char *name, bool tls)
         vkt_sentinel_group_stop(g);
         return NULL;
     }
-    int64_t deadline = now_ms() + READY_TIMEOUT_MS;
+    int64_t deadline = vkt_now_ms() + READY_TIMEOUT_MS;
     while (!group_ready(g)) {
-        if (now_ms() >= deadline) {
+        if (vkt_now_ms() >= deadline) {
             fprintf(stderr, "sentinels: the group did not become ready in %d ms\n",
                     READY_TIMEOUT_MS);
             vkt_sentinel_group_stop(g);
             return NULL;
         }
-        sleep_ms(100);
+        vkt_sleep_ms(100);
     }
     return g;
 }
@@ -205,12 +191,12 @@ bool vkt_sentinel_group_node_is_master(vkt_sentinel_group *g, int i)
 
 int vkt_sentinel_group_wait_new_master(vkt_sentinel_group *g, int old, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
+    int64_t deadline = vkt_now_ms() + timeout_ms;
+    while (vkt_now_ms() < deadline) {
         int m = vkt_sentinel_group_master(g);
         if (m >= 0 && m != old && vkt_sentinel_group_node_is_master(g, m))
             return m;
-        sleep_ms(50);
+        vkt_sleep_ms(50);
     }
     return -1;
 }

@@ -66,14 +66,14 @@ struct vkt_server {
 
 /* ---- files, processes, encoding ------------------------------------------- */
 
-static int64_t now_ms(void)
+int64_t vkt_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
+void vkt_sleep_ms(int ms)
 {
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -395,8 +395,8 @@ static char *read_line(int fd, int index)
 {
     size_t cap = 256, len = 0;
     char *buf = malloc(cap);
-    int64_t deadline = now_ms() + COMMAND_TIMEOUT_MS;
-    while (buf != NULL && now_ms() < deadline) {
+    int64_t deadline = vkt_now_ms() + COMMAND_TIMEOUT_MS;
+    while (buf != NULL && vkt_now_ms() < deadline) {
         /* Look for the wanted line in what arrived so far. */
         int line = 0;
         size_t start = 0;
@@ -705,15 +705,15 @@ static pid_t spawn_server(const vkt_server *s)
 /* True once the process exited (reaped); waits up to timeout_ms. */
 static bool wait_exit(pid_t pid, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = vkt_now_ms() + timeout_ms;
     for (;;) {
         int status;
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid || (r < 0 && errno == ECHILD))
             return true;
-        if (now_ms() >= deadline)
+        if (vkt_now_ms() >= deadline)
             return false;
-        sleep_ms(10);
+        vkt_sleep_ms(10);
     }
 }
 
@@ -798,8 +798,8 @@ static bool launch(vkt_server *s)
         s->pid = 0;
         return false;
     }
-    int64_t deadline = now_ms() + START_TIMEOUT_MS;
-    while (now_ms() < deadline) {
+    int64_t deadline = vkt_now_ms() + START_TIMEOUT_MS;
+    while (vkt_now_ms() < deadline) {
         int status;
         if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
             s->pid = 0;   /* exited: a bad config or a taken port */
@@ -807,7 +807,7 @@ static bool launch(vkt_server *s)
         }
         if (answers_ping(s))
             return true;
-        sleep_ms(20);
+        vkt_sleep_ms(20);
     }
     terminate(s, SIGKILL);
     return false;
@@ -928,13 +928,13 @@ bool vkt_server_restart(vkt_server *s)
         return false;
     terminate(s, SIGTERM);
     /* The old listening socket may linger for a moment: keep the port. */
-    int64_t deadline = now_ms() + START_TIMEOUT_MS;
-    while (now_ms() < deadline) {
+    int64_t deadline = vkt_now_ms() + START_TIMEOUT_MS;
+    while (vkt_now_ms() < deadline) {
         if (launch(s))
             return true;
         if (!log_says_port_taken(s))
             break;
-        sleep_ms(100);
+        vkt_sleep_ms(100);
     }
     print_log_tail(s);
     return false;

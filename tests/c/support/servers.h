@@ -6,6 +6,7 @@
 #define VKTEST_SERVERS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct vkt_server vkt_server;
@@ -26,6 +27,10 @@ int vkt_server_port(const vkt_server *s);
 pid_t vkt_server_pid(const vkt_server *s);
 /* "127.0.0.1:<port>" */
 const char *vkt_server_address(const vkt_server *s);
+
+/* Monotonic milliseconds, and a sleep that resumes after signals. */
+int64_t vkt_now_ms(void);
+void vkt_sleep_ms(int ms);
 /* "unix:<path>" when unix_socket was asked for, else NULL. */
 const char *vkt_server_unix_address(const vkt_server *s);
 /* SIGKILL, wait. The port stays reserved for vkt_server_restart(). */
