@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -154,7 +155,10 @@ void vk__ctx_unwatch_fd(vk_context *ctx, int fd)
         if (expected != WATCH_CANCELLING)
             return; /* already released by a finished cancel */
         /* A cancel on another thread is between its claim and its
-         * shutdown(): a few instructions. */
+         * shutdown(): a few instructions, unless that thread was preempted.
+         * Yield rather than spin, or a spinning caller can starve it
+         * (under Valgrind, which runs one thread at a time, for seconds). */
+        sched_yield();
         expected = fd;
     }
 }
