@@ -25,7 +25,7 @@ struct vk_tls {
     SSL_CTX *ctx;
 };
 
-/* ---- a socket BIO that never raises SIGPIPE ----------------------------- */
+/* ---- a socket BIO that never raises SIGPIPE and can read without waiting */
 
 static BIO_METHOD *nosigpipe_method;
 static pthread_once_t nosigpipe_once = PTHREAD_ONCE_INIT;
@@ -42,6 +42,36 @@ static int nosigpipe_write(BIO *b, const char *buf, int len)
     return n;
 }
 
+/* The BIO's app data is this marker while a read must not wait. */
+static const char read_nowait_marker;
+
+/* The socket stays blocking after the connect (a call without a context
+ * blocks in read(2), bounded by SO_RCVTIMEO). A call that polls first must
+ * not block after the poll: the bytes that woke it may be a partial record
+ * or a record that is not application data (a session ticket), and a
+ * blocking read would then wait past its deadline or a cancel. */
+static int vk_socket_read(BIO *b, char *buf, int len)
+{
+    int fd = -1;
+    BIO_get_fd(b, &fd);
+    int flags = BIO_get_app_data(b) == &read_nowait_marker ? MSG_DONTWAIT : 0;
+    errno = 0;
+    int n = (int)recv(fd, buf, (size_t)len, flags);
+    BIO_clear_retry_flags(b);
+    if (n <= 0) {
+        if (BIO_sock_should_retry(n))
+            BIO_set_retry_read(b);
+        else if (n == 0)
+            BIO_set_flags(b, BIO_FLAGS_IN_EOF);   /* as OpenSSL's own socket BIO */
+    }
+    return n;
+}
+
+void vk__tls_set_read_nowait(SSL *ssl, bool nowait)
+{
+    BIO_set_app_data(SSL_get_rbio(ssl), nowait ? (void *)&read_nowait_marker : NULL);
+}
+
 /* OpenSSL's socket BIO writes with write(2), which raises SIGPIPE on a
  * closed peer and would kill a host process that does not ignore it. */
 static void make_nosigpipe_method(void)
@@ -51,7 +81,7 @@ static void make_nosigpipe_method(void)
     if (m == NULL)
         return;
     if (!BIO_meth_set_write(m, nosigpipe_write) ||
-        !BIO_meth_set_read(m, BIO_meth_get_read(base)) ||
+        !BIO_meth_set_read(m, vk_socket_read) ||
         !BIO_meth_set_puts(m, BIO_meth_get_puts(base)) ||
         !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(base)) ||
         !BIO_meth_set_create(m, BIO_meth_get_create(base)) ||

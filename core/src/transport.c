@@ -236,11 +236,11 @@ static vk_status wait_ready(vk_transport *t, short events, int64_t timeout_ms,
  * which says what actually went wrong. */
 static bool pending_tls_alert(vk_transport *t, const char *op)
 {
-    if (set_blocking(t->fd, false) != VK_OK)
-        return false;
     char byte;
     ERR_clear_error();
+    vk__tls_set_read_nowait(t->ssl, true);
     int rc = SSL_read(t->ssl, &byte, 1);
+    vk__tls_set_read_nowait(t->ssl, false);
     bool alert = rc <= 0 && SSL_get_error(t->ssl, rc) == SSL_ERROR_SSL;
     if (alert) {
         char why[256];
@@ -248,7 +248,6 @@ static bool pending_tls_alert(vk_transport *t, const char *op)
         vk__fail(VK_ERR_TLS, "%s %s: %s", op, t->peer, why);
     }
     ERR_clear_error();
-    (void)set_blocking(t->fd, true);
     return alert;
 }
 
@@ -361,7 +360,15 @@ static vk_status read_some(vk_transport *t, char *buf, size_t cap, size_t *got,
         if (t->ssl != NULL) {
             ERR_clear_error();
             int chunk = cap > (size_t)INT32_MAX ? INT32_MAX : (int)cap;
+            if (VK_UNLIKELY(poll_first))
+                vk__tls_set_read_nowait(t->ssl, true);
             int rc = SSL_read(t->ssl, buf, chunk);
+            if (VK_UNLIKELY(poll_first)) {
+                vk__tls_set_read_nowait(t->ssl, false);
+                /* Only part of a record, or no application data: wait again. */
+                if (rc <= 0 && SSL_get_error(t->ssl, rc) == SSL_ERROR_WANT_READ)
+                    continue;
+            }
             if (rc <= 0)
                 return tls_io_failure(t, rc, "read");
             *got = (size_t)rc;
@@ -392,15 +399,16 @@ vk_status vk__transport_read_some(vk_transport *t, char *buf, size_t cap, size_t
  * tickets) are consumed instead of being mistaken for unsolicited data. */
 static bool tls_idle_ok(vk_transport *t)
 {
-    if (SSL_pending(t->ssl) > 0 || set_blocking(t->fd, false) != VK_OK)
+    if (SSL_pending(t->ssl) > 0)
         return false;
     char byte;
     ERR_clear_error();
+    vk__tls_set_read_nowait(t->ssl, true);
     int rc = SSL_peek(t->ssl, &byte, 1);
+    vk__tls_set_read_nowait(t->ssl, false);
     int err = rc > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, rc);
     ERR_clear_error();
-    bool ok = set_blocking(t->fd, true) == VK_OK;
-    return ok && rc <= 0 && err == SSL_ERROR_WANT_READ;
+    return rc <= 0 && err == SSL_ERROR_WANT_READ;
 }
 
 bool vk__transport_idle_ok(vk_transport *t)

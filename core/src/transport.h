@@ -45,6 +45,9 @@ void vk__transport_close(vk_transport *t, bool graceful);
 /* A new SSL for fd, set up for SNI (names only) and host-name or IP
  * verification against name. */
 vk_status vk__tls_session_new(vk_tls *tls, int fd, const char *name, SSL **out);
+/* While set, SSL_read on ssl reads only what the socket already holds
+ * (SSL_ERROR_WANT_READ instead of waiting): for calls that poll first. */
+void vk__tls_set_read_nowait(SSL *ssl, bool nowait);
 /* Why a handshake failed, for the detail: the verification result when
  * the peer certificate was rejected, else OpenSSL's error queue. */
 void vk__tls_describe_failure(SSL *ssl, char *buf, size_t cap);

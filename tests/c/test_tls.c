@@ -3,18 +3,23 @@
  * harness generates: names and IP addresses verified, a wrong CA and a
  * wrong server name refused, the TLS 1.2 floor against a server offering
  * only TLS 1.0/1.1, mutual TLS, bad certificate material, large values,
- * timeouts and cancellation over TLS, idle checks, and fork safety: a
- * child that abandons a connection leaves the parent's TLS state intact.
+ * timeouts and cancellation over TLS (also while a record is incomplete),
+ * idle checks, and fork safety: a child that abandons a connection leaves
+ * the parent's TLS state intact.
  */
 #include "vktest.h"
 #include "servers.h"
 #include "vkclient.h"
 #include "conn.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 static vkt_server *tls_server;     /* client certificates optional, DEBUG on */
@@ -22,19 +27,6 @@ static vkt_server *mtls_server;    /* client certificates required */
 static vkt_server *legacy_server;  /* TLS 1.0 and 1.1 only */
 
 /* ---- building blocks --------------------------------------------------------- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 /* A TLS config for host:port of s, trusting ca_base64. */
 static vk_config *tls_config(const char *host, const vkt_server *s, const char *ca_base64)
@@ -306,9 +298,9 @@ static void test_read_timeout(void)
     snprintf(expected, sizeof expected, "i/o timeout: read localhost:%d", vkt_server_port(tls_server));
     const char *blpop[] = { "BLPOP", "tls:empty", "5" };
     vk_reply *r = NULL;
-    int64_t start = now_ms();
+    int64_t start = vkt_now_ms();
     CHECK_FAILS(run(&r, c, NULL, 3, blpop), VK_ERR_TIMEOUT, expected);
-    int64_t took = now_ms() - start;
+    int64_t took = vkt_now_ms() - start;
     CHECK(took >= 150 && took < 3000);
     const char *ping[] = { "PING" };
     CHECK(run_gives(c, 1, ping, "PONG"));
@@ -324,8 +316,8 @@ typedef struct canceller {
 static void *cancel_later(void *arg)
 {
     canceller *k = arg;
-    sleep_ms(200);
-    k->cancelled_at_ms = now_ms();
+    vkt_sleep_ms(200);
+    k->cancelled_at_ms = vkt_now_ms();
     vk_context_cancel(k->ctx);
     return NULL;
 }
@@ -343,7 +335,7 @@ static void test_cancel_blocked_read(void)
     const char *blpop[] = { "BLPOP", "tls:empty", "10" };
     vk_reply *r = NULL;
     CHECK_FAILS(run(&r, c, ctx, 3, blpop), VK_ERR_CANCELLED, "operation cancelled");
-    int64_t returned_at = now_ms();
+    int64_t returned_at = vkt_now_ms();
     pthread_join(thread, NULL);
     fprintf(stderr, "   returned %lld ms after the cancel\n",
             (long long)(returned_at - k.cancelled_at_ms));
@@ -353,6 +345,159 @@ static void test_cancel_blocked_read(void)
     vk_context_free(ctx);
     vk_client_free(c);
     vk_config_free(cfg);
+}
+
+/* ---- a proxy that can stop in the middle of a TLS record ---------------- */
+
+/* Forwards one client connection to a server. Once `cut` is set, the next
+ * record from the server is passed on only in part (its header and half its
+ * body) and nothing after it: the client's socket is readable, but no
+ * complete record ever arrives. */
+typedef struct record_cutter {
+    int listen_fd;
+    int port;
+    int server_port;
+    atomic_bool cut;
+    atomic_bool stop;
+    pthread_t thread;
+} record_cutter;
+
+static int connect_loopback(int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static bool send_all(int fd, const unsigned char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return false;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+static void *cut_records(void *arg)
+{
+    record_cutter *p = arg;
+    int client = accept(p->listen_fd, NULL, NULL);
+    int server = client >= 0 ? connect_loopback(p->server_port) : -1;
+    unsigned char pending[1 << 16];   /* server bytes not yet forwarded */
+    size_t held = 0;
+    bool stalled = false;
+    while (server >= 0 && !atomic_load(&p->stop)) {
+        struct pollfd fds[2] = { { client, POLLIN, 0 }, { server, POLLIN, 0 } };
+        if (poll(fds, 2, 50) <= 0)
+            continue;
+        unsigned char buf[1 << 14];
+        if (fds[0].revents != 0) {
+            ssize_t n = recv(client, buf, sizeof buf, 0);
+            if (n <= 0 || !send_all(server, buf, (size_t)n))
+                break;
+        }
+        if (fds[1].revents != 0) {
+            ssize_t n = recv(server, pending + held, sizeof pending - held, 0);
+            if (n <= 0)
+                break;
+            held += (size_t)n;
+            /* Forward whole records: 5 header bytes, the body's length in 3-4. */
+            while (!stalled && held >= 5) {
+                size_t record = 5 + ((size_t)pending[3] << 8 | pending[4]);
+                if (held < record)
+                    break;
+                if (atomic_load(&p->cut)) {
+                    send_all(client, pending, 5 + (record - 5) / 2);
+                    stalled = true;
+                    break;
+                }
+                if (!send_all(client, pending, record))
+                    break;
+                memmove(pending, pending + record, held - record);
+                held -= record;
+            }
+            if (stalled)
+                held = 0;
+        }
+    }
+    if (server >= 0)
+        close(server);
+    if (client >= 0)
+        close(client);
+    return NULL;
+}
+
+static record_cutter *record_cutter_start(int server_port)
+{
+    record_cutter *p = calloc(1, sizeof *p);
+    p->server_port = server_port;
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        listen(p->listen_fd, 1) != 0 ||
+        getsockname(p->listen_fd, (struct sockaddr *)&sa, &len) != 0) {
+        if (p->listen_fd >= 0)
+            close(p->listen_fd);
+        free(p);
+        return NULL;
+    }
+    p->port = ntohs(sa.sin_port);
+    pthread_create(&p->thread, NULL, cut_records, p);
+    return p;
+}
+
+static void record_cutter_stop(record_cutter *p)
+{
+    atomic_store(&p->stop, true);
+    shutdown(p->listen_fd, SHUT_RDWR);   /* ends an accept() still waiting */
+    pthread_join(p->thread, NULL);
+    close(p->listen_fd);
+    free(p);
+}
+
+/* A call that polls (here: a context with a deadline) must not then block
+ * in SSL_read on a record that never completes: the context's deadline
+ * ends it, not the much longer read timeout. */
+static void test_deadline_with_partial_record(void)
+{
+    record_cutter *proxy = record_cutter_start(vkt_server_port(tls_server));
+    CHECK(proxy != NULL);
+    if (proxy == NULL)
+        return;
+    char address[64];
+    snprintf(address, sizeof address, "localhost:%d", proxy->port);
+    vk_config *cfg = NULL;
+    CHECK_OK(vk_config_new(&cfg));
+    CHECK_OK(vk_config_set_standalone(cfg, address));
+    CHECK_OK(vk_config_set_tls(cfg, vkt_ca_base64()));
+    CHECK_OK(vk_config_set_pool_size(cfg, 1));
+    CHECK_OK(vk_config_set_read_timeout_ms(cfg, 60000));
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));   /* connects through the proxy */
+    atomic_store(&proxy->cut, true);
+    vk_context *ctx = NULL;
+    CHECK_OK(vk_context_new(&ctx));
+    CHECK_OK(vk_context_set_timeout_ms(ctx, 300));
+    const char *ping[] = { "PING" };
+    vk_reply *r = NULL;
+    int64_t start = vkt_now_ms();
+    CHECK_FAILS(run(&r, c, ctx, 1, ping), VK_ERR_TIMEOUT, "i/o timeout: context deadline exceeded");
+    /* Far below the read timeout, which would end a blocked SSL_read. */
+    CHECK(vkt_now_ms() - start < vkt_scaled_ms(5000));
+    vk_context_free(ctx);
+    vk_client_free(c);
+    vk_config_free(cfg);
+    record_cutter_stop(proxy);
 }
 
 static void test_context_deadline_during_handshake(void)
@@ -370,9 +515,9 @@ static void test_context_deadline_during_handshake(void)
     CHECK_OK(vk_context_set_timeout_ms(ctx, 200));
     const char *ping[] = { "PING" };
     vk_reply *r = NULL;
-    int64_t start = now_ms();
+    int64_t start = vkt_now_ms();
     CHECK_FAILS(run(&r, c, ctx, 1, ping), VK_ERR_TIMEOUT, "i/o timeout: context deadline exceeded");
-    int64_t took = now_ms() - start;
+    int64_t took = vkt_now_ms() - start;
     CHECK(took >= 150 && took < 3000);
     kill(pid, SIGCONT);
     vk_context_free(ctx);
@@ -436,7 +581,7 @@ static void test_still_usable(void)
     }
     /* Idle with whatever the server sent after the handshake (TLS 1.3
      * tickets for resumption): still usable, and still answering. */
-    sleep_ms(100);
+    vkt_sleep_ms(100);
     CHECK(vk__conn_still_usable(conn));
     CHECK(conn_pings(conn));
     CHECK(vk__conn_still_usable(conn));
@@ -444,7 +589,7 @@ static void test_still_usable(void)
     kill_conn_on_server(conn, tls_server);
     bool usable = true;
     for (int i = 0; i < 100 && usable; i++) {
-        sleep_ms(10);
+        vkt_sleep_ms(10);
         usable = vk__conn_still_usable(conn);
     }
     CHECK(!usable);
@@ -466,14 +611,14 @@ static void test_no_sigpipe_on_closed_connection(void)
         return;
     }
     kill_conn_on_server(conn, tls_server);
-    sleep_ms(100);
+    vkt_sleep_ms(100);
     const char *ping[] = { "PING" };
     const size_t pinglen[] = { 4 };
     vk_status st = VK_OK;
     for (int i = 0; i < 5 && st == VK_OK; i++) {
         CHECK_OK(vk__conn_append(conn, 1, ping, pinglen));
         st = vk__conn_flush(conn, NULL);
-        sleep_ms(20);
+        vkt_sleep_ms(20);
     }
     CHECK(st == VK_ERR_IO || st == VK_ERR_TLS);
     CHECK(vk__conn_is_broken(conn));
@@ -511,7 +656,7 @@ static void test_abandon_after_fork(void)
         /* The control: a graceful close in the child (close_notify on the
          * shared TLS state) ends the parent's connection too. */
         in_child(closed, vk__conn_close);
-        sleep_ms(100);
+        vkt_sleep_ms(100);
         CHECK(!conn_pings(closed));
     }
     vk__conn_close(kept);
@@ -553,6 +698,7 @@ int main(void)
     RUN(test_read_timeout);
     RUN(test_cancel_blocked_read);
     RUN(test_context_deadline_during_handshake);
+    RUN(test_deadline_with_partial_record);
     RUN(test_write_timeout);
     RUN(test_still_usable);
     RUN(test_no_sigpipe_on_closed_connection);
