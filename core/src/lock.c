@@ -7,9 +7,9 @@
  * uses each client's current connections: a reconnect or a token refresh
  * never invalidates a manager or a held handle.
  *
- * Cost on one node: acquire is one round trip (one script sets the key and
- * moves the fencing counter), release is one round trip; the handle is one
- * allocation holding the key and its fencing-counter key.
+ * Cost on one node: acquire is one round trip (SET NX PX and INCR of the
+ * fencing counter, pipelined), release is one round trip (a script); the
+ * handle is one allocation holding the key and its fencing-counter key.
  */
 #include "internal.h"
 #include "conn.h"
@@ -59,7 +59,6 @@ struct vk_lock {
 /* ---- scripts -------------------------------------------------------------- */
 
 typedef enum script_id {
-    SCRIPT_ACQUIRE,
     SCRIPT_RAISE,
     SCRIPT_RELEASE,
     SCRIPT_EXTEND,
@@ -67,8 +66,7 @@ typedef enum script_id {
 } script_id;
 
 static const char *const script_source[SCRIPT_COUNT] = {
-    VK_LOCK_SCRIPT_ACQUIRE, VK_LOCK_SCRIPT_RAISE, VK_LOCK_SCRIPT_RELEASE,
-    VK_LOCK_SCRIPT_EXTEND,
+    VK_LOCK_SCRIPT_RAISE, VK_LOCK_SCRIPT_RELEASE, VK_LOCK_SCRIPT_EXTEND,
 };
 
 static char script_sha[SCRIPT_COUNT][41];
@@ -167,6 +165,56 @@ static vk_status run_script(vk_client *client, vk_context *ctx, script_id id,
         vk_reply_free(reply);
         return st;
     }
+}
+
+/*
+ * One node's part of an acquisition: SET key value NX PX expiry and INCR of
+ * the fencing counter, pipelined (one round trip, and no script for the
+ * server to run). *token is the counter's new value when the SET took the
+ * lock, else 0.
+ *
+ * The counter moves on every attempt, granted or not: tokens must only
+ * grow, not be consecutive. Another client's SET cannot succeed between
+ * our SET and our INCR unless our key expired in between, and then this
+ * attempt's validity (expiry less the time taken) is gone and it fails.
+ */
+static vk_status set_and_count(vk_client *client, vk_context *ctx, const vk_lock *lock,
+                               const char *expiry, long long *token)
+{
+    *token = 0;
+    if (!vk__client_alive(client))
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    const char *set[] = { "SET", lock->key, lock->value, "NX", "PX", expiry };
+    const size_t set_len[] = { 3, lock->keylen, strlen(lock->value), 2, 2, strlen(expiry) };
+    const char *incr[] = { "INCR", lock->fencing_key };
+    const size_t incr_len[] = { 4, lock->fencing_keylen };
+    vk_pipeline *pipeline = NULL;
+    vk_reply *replies = NULL;
+    vk_status st = vk_pipeline_new(&pipeline, client);
+    if (st == VK_OK && (st = vk_pipeline_append(pipeline, 6, set, set_len)) == VK_OK &&
+        (st = vk_pipeline_append(pipeline, 2, incr, incr_len)) == VK_OK)
+        st = vk_pipeline_exec(&replies, pipeline, ctx);
+    vk_pipeline_free(pipeline);
+    if (st != VK_OK)
+        return st;
+    const vk_reply *set_reply = vk_reply_get_element(replies, 0);
+    const vk_reply *incr_reply = vk_reply_get_element(replies, 1);
+    const vk_reply *failed = vk_reply_get_type(set_reply) == VK_REPLY_ERROR    ? set_reply
+                             : vk_reply_get_type(incr_reply) == VK_REPLY_ERROR ? incr_reply
+                                                                               : NULL;
+    if (failed != NULL) {
+        size_t len = 0;
+        const char *text = vk_reply_get_string(failed, &len);
+        st = vk__fail(VK_ERR_SERVER, "%.*s", (int)len, text ? text : "");
+    } else if (vk_reply_get_type(incr_reply) != VK_REPLY_INTEGER) {
+        st = vk__fail(VK_ERR_PROTOCOL, "unexpected reply type %d to INCR of a fencing counter",
+                      (int)vk_reply_get_type(incr_reply));
+    } else if (vk_reply_get_type(set_reply) != VK_REPLY_NIL) {
+        /* OK: ours. (NIL: held by someone else.) */
+        *token = vk_reply_get_integer(incr_reply);
+    }
+    vk_reply_free(replies);
+    return st;
 }
 
 /* ---- events ----------------------------------------------------------------- */
@@ -439,7 +487,6 @@ static vk_status acquire_once(vk_lock *lock, vk_context *ctx, bool *acquired)
 
     char expiry[24];
     snprintf(expiry, sizeof expiry, "%lld", (long long)lock->expiry_ms);
-    const char *args[3] = { lock->value, expiry, "0" };
 
     long long tokens[VK_LOCK_MAX_NODES];
     uint64_t held = 0, faulted = 0;
@@ -451,7 +498,7 @@ static vk_status acquire_once(vk_lock *lock, vk_context *ctx, bool *acquired)
     int64_t start_us = vk__now_us();
     for (size_t i = 0; i < m->count; i++) {
         long long token = 0;
-        vk_status st = run_script(m->clients[i], ctx, SCRIPT_ACQUIRE, lock, 3, args, &token);
+        vk_status st = set_and_count(m->clients[i], ctx, lock, expiry, &token);
         if (st == VK_OK && token > 0) {
             held |= (uint64_t)1 << i;
             tokens[i] = token;

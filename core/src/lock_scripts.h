@@ -3,25 +3,11 @@
  * these same scripts, so holders in different languages exclude each other.
  *
  * Keys: KEYS[1] is the lock key, KEYS[2] its fencing counter, which shares
- * the lock key's cluster slot (see fencing_key_for in lock.c).
+ * the lock key's cluster slot (see new_lock in lock.c). Taking the lock
+ * needs no script: it is SET NX PX and INCR of the counter, pipelined.
  */
 #ifndef VK_LOCK_SCRIPTS_H
 #define VK_LOCK_SCRIPTS_H
-
-/* ARGV: value, expiry ms, floor. Takes the lock when free and then moves
- * the fencing counter to max(counter + 1, floor), returning it; returns 0
- * when the lock is taken by someone else. */
-#define VK_LOCK_SCRIPT_ACQUIRE                                              \
-    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"    \
-    "  local token = redis.call('INCR', KEYS[2])\n"                         \
-    "  local floor = tonumber(ARGV[3])\n"                                   \
-    "  if token < floor then\n"                                             \
-    "    redis.call('SET', KEYS[2], ARGV[3])\n"                             \
-    "    token = floor\n"                                                   \
-    "  end\n"                                                               \
-    "  return token\n"                                                      \
-    "end\n"                                                                 \
-    "return 0\n"
 
 /* ARGV: value, floor. While the lock is ours, raises the fencing counter
  * to at least floor; returns 1 when ours, else 0. */
