@@ -53,10 +53,6 @@ struct vk_client {
     bool refresher_running;
 };
 
-/* fork.c: the current process generation (bumped in every forked child). */
-unsigned vk__fork_generation(void);
-/* Installs the atfork handler once. */
-void vk__fork_watch(void);
 /* Called on entry by every operation that touches connections: after a
  * fork, drops the parent's connections and restarts the refresh loop. */
 void vk__client_after_fork(vk_client *c);

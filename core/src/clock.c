@@ -7,8 +7,6 @@
 
 #include <openssl/rand.h>
 #include <string.h>
-#include <sys/types.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -40,7 +38,7 @@ int64_t vk__wall_ms(void)
 
 static _Thread_local unsigned char random_pool[VK_RANDOM_POOL];
 static _Thread_local size_t random_left;
-static _Thread_local pid_t random_owner;
+static _Thread_local unsigned random_generation;   /* vk__fork_generation() at refill */
 
 int vk__random_bytes(void *buf, size_t n)
 {
@@ -50,14 +48,17 @@ int vk__random_bytes(void *buf, size_t n)
         return -1;
     if (n > VK_RANDOM_POOL / 4)
         return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
-    pid_t self = getpid();
-    if (random_owner != self || random_left < n) {
+    /* A generation counter rather than getpid(), which is a system call
+     * on every lock acquisition. */
+    unsigned generation = vk__fork_generation();
+    if (random_generation != generation || random_left < n) {
+        vk__fork_watch();   /* a later fork must bump the generation */
         if (RAND_bytes(random_pool, VK_RANDOM_POOL) != 1) {
             random_left = 0;
             return -1;
         }
         random_left = VK_RANDOM_POOL;
-        random_owner = self;
+        random_generation = vk__fork_generation();
     }
     unsigned char *take = random_pool + VK_RANDOM_POOL - random_left;
     memcpy(buf, take, n);

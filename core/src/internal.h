@@ -42,6 +42,13 @@ vk_status vk__fail_restore(vk_status code, const char *detail);
  * idles: a fork() then leaves none of its memory behind in the child. */
 void vk__error_clear(void);
 
+/* ---- fork.c: the process generation --------------------------------------- */
+
+/* Bumped in every forked child once vk__fork_watch() has installed the
+ * atfork handler (it installs it once; cheap afterwards). */
+unsigned vk__fork_generation(void);
+void vk__fork_watch(void);
+
 /* ---- clock.c: time, randomness ------------------------------------------ */
 
 int64_t vk__now_us(void);   /* monotonic */
