@@ -10,9 +10,8 @@
 
 #include <pthread.h>
 
-/* The budget of the reply being parsed on this thread: the callbacks of
- * redisReplyObjectFunctions get no pointer of ours in hiredis 0.14. */
-static _Thread_local vk_reply_budget *current_budget;
+/* The budget of the reply being parsed travels as the reader's privdata,
+ * which hiredis copies into every read task. */
 
 static redisReplyObjectFunctions capped_functions;
 #if HIREDIS_MAJOR >= 1
@@ -23,7 +22,7 @@ static void *(*default_create_array)(const redisReadTask *, int);
 static void *capped_create_array(const redisReadTask *task, int elements)
 #endif
 {
-    vk_reply_budget *b = current_budget;
+    vk_reply_budget *b = task->privdata;
     if (b != NULL) {
         if (task->parent == NULL)
             b->elements = 0;   /* a new top-level reply */
@@ -60,8 +59,6 @@ redisReader *vk__reader_new(void)
 
 int vk__reader_get_reply(redisReader *r, vk_reply_budget *budget, void **reply)
 {
-    current_budget = budget;
-    int rc = redisReaderGetReply(r, reply);
-    current_budget = NULL;
-    return rc;
+    r->privdata = budget;
+    return redisReaderGetReply(r, reply);
 }
