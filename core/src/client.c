@@ -151,7 +151,7 @@ static vk_status verify_master(vk_client *c, vk_pool *pool, vk_context *ctx)
     else
         st = vk__fail_msg(VK_ERR_PROTOCOL, "redis sentinel: unexpected reply to ROLE from %s",
                           address);
-    freeReplyObject(r);
+    vk__reply_free(r);
     return st;
 }
 

@@ -128,7 +128,7 @@ static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_conte
         if (VK_LIKELY(!retry))
             return st;
         if (st == VK_OK) {
-            freeReplyObject(*reply);
+            vk__reply_free(*reply);
             *reply = NULL;
         }
         /* A deadline or cancel of the caller ends the retries at once. */

@@ -249,7 +249,7 @@ static vk_status run_on(vk_pool *pool, bool asking, redisReply **reply, int argc
                 st = vk__conn_read(conn, reply, ctx);
         }
         if (ok != NULL)
-            freeReplyObject(ok);
+            vk__reply_free(ok);
     }
     vk__pool_put(pool, conn);
     return st;
@@ -276,7 +276,7 @@ static vk_status load_from(vk_cluster *cl, vk_pool *pool, const vk_endpoint *ep,
     bool shards = true;
     vk_status st = run_on(pool, false, &r, 2, shards_argv, lens, ctx, &sent);
     if (st == VK_OK && is_error_reply(r)) {
-        freeReplyObject(r);
+        vk__reply_free(r);
         shards = false;
         st = run_on(pool, false, &r, 2, slots_argv, slots_lens, ctx, &sent);
     }
@@ -295,7 +295,7 @@ static vk_status load_from(vk_cluster *cl, vk_pool *pool, const vk_endpoint *ep,
         st = vk__fail_msg(VK_ERR_SERVER, "redis cluster: %s reports no served slots",
                           address);
     }
-    freeReplyObject(r);
+    vk__reply_free(r);
     return st;
 }
 
@@ -609,7 +609,7 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
             if (redirects < VK_CLUSTER_MAX_REDIRECTS &&
                 vk__cluster_take_redirect(cl, *reply, &node_ep, &next)) {
                 redirects++;
-                freeReplyObject(*reply);
+                vk__reply_free(*reply);
                 *reply = NULL;
                 rd = next;
                 use_redirect = true;
@@ -627,7 +627,7 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
         if (!retry)
             return st;
         if (*reply != NULL) {
-            freeReplyObject(*reply);
+            vk__reply_free(*reply);
             *reply = NULL;
         }
         vk_status wait = vk__ctx_sleep_ms(ctx, vk__retry_backoff_ms(cl->params.cfg, retries));
@@ -666,7 +666,7 @@ static vk_status server_slot(vk_cluster *cl, int argc, const char *const *argv,
     /* An error reply (no key arguments, unknown command): any node will do,
      * and its own reply tells the caller what is wrong. */
     *slot = vk__getkeys_slot(r);
-    freeReplyObject(r);
+    vk__reply_free(r);
     return VK_OK;
 }
 

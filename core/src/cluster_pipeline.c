@@ -137,7 +137,7 @@ vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, const int *argcs,
                 vk__cluster_take_redirect(cl, replies[i], &m->nodes[node[i]].endpoint, &rd);
             if (!redirected && !vk__cluster_refused(replies[i]))
                 continue;
-            freeReplyObject(replies[i]);
+            vk__reply_free(replies[i]);
             replies[i] = NULL;
         }
         st = vk__cluster_route(cl, slots[i], redirected ? &rd : NULL, &replies[i], argcs[i],

@@ -249,7 +249,7 @@ static vk_status handshake(vk_conn *c, const vk_conn_params *p, vk_context *ctx)
             break;
         if (r->type == REDIS_REPLY_ERROR && first_failure == VK_OK)
             first_failure = handshake_error(r, steps[i]);
-        freeReplyObject(r);
+        vk__reply_free(r);
     }
     if (st == VK_OK && first_failure != VK_OK) {
         /* The detail of the first failure is still this thread's. */
@@ -304,7 +304,7 @@ vk_status vk__conn_auth(vk_conn *c, const char *username, const char *password,
         st = vk__conn_read(c, &r, ctx);
     if (st == VK_OK && r->type == REDIS_REPLY_ERROR)
         st = handshake_error(r, "AUTH");
-    freeReplyObject(r);
+    vk__reply_free(r);
     return st;
 }
 

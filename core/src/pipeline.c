@@ -279,7 +279,7 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
     reset(pipeline);
     if (st != VK_OK) {
         char *cause = vk__error_dup();
-        freeReplyObject(array);
+        vk__reply_free(array);
         vk__fail_restore(st, cause);
         free(cause);
         return st;

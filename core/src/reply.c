@@ -1,8 +1,9 @@
 /*
  * Reply accessors. A vk_reply is hiredis's redisReply: the tree hiredis's
- * reader builds is handed out as is, so reading a reply costs nothing.
+ * reader builds (with the object functions of reader.c) is handed out as
+ * is, so reading a reply costs nothing.
  */
-#include "internal.h"
+#include "conn.h"
 
 #include <hiredis/hiredis.h>
 
@@ -11,7 +12,7 @@
 VK_API void vk_reply_free(vk_reply *reply)
 {
     if (reply != NULL)
-        freeReplyObject(reply);
+        vk__reply_free(reply);
 }
 
 VK_API vk_reply_type vk_reply_get_type(const vk_reply *reply)

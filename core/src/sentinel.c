@@ -171,7 +171,7 @@ vk_status vk__sentinel_ask_master(vk_sentinel *s, vk_sentinel_link *link, vk_end
         st = vk__fail(VK_ERR_PROTOCOL, "sentinel %s: unexpected reply to GET-MASTER-ADDR-BY-NAME",
                       link->t.peer);
     }
-    freeReplyObject(r);
+    vk__reply_free(r);
     return st;
 }
 
@@ -217,7 +217,7 @@ void vk__sentinel_refresh_list(vk_sentinel *s, vk_sentinel_link *link, vk_contex
             }
         }
     }
-    freeReplyObject(r);
+    vk__reply_free(r);
 }
 
 static void warn_sentinel_failure(vk_sentinel *s, const vk_endpoint *ep, const char *cause)

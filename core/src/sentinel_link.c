@@ -98,7 +98,7 @@ static vk_status authenticate(vk_sentinel_link *link, const vk_config *cfg, vk_c
         st = vk__sentinel_link_read(link, &r, ctx);
     if (st == VK_OK && r->type == REDIS_REPLY_ERROR)
         st = vk__fail(VK_ERR_AUTH, "sentinel %s: %.*s", link->t.peer, (int)r->len, r->str);
-    freeReplyObject(r);
+    vk__reply_free(r);
     return st;
 }
 

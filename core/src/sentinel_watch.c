@@ -222,7 +222,7 @@ static vk_status subscribe(vk_sentinel_watch *w, const vk_endpoint *ep, vk_conte
                                 (int)r->len, r->str)
                      : vk__fail(VK_ERR_PROTOCOL, "sentinel %s: unexpected reply to SUBSCRIBE",
                                 w->link.t.peer);
-        freeReplyObject(r);
+        vk__reply_free(r);
     }
     return st;
 }
@@ -265,7 +265,7 @@ static vk_status listen_on(vk_sentinel_watch *w, const vk_endpoint *ep, vk_conte
             return st;
         bool pong = false;
         handle_message(w, r, ep, &pong, ctx);
-        freeReplyObject(r);
+        vk__reply_free(r);
         if (pong)
             ping_sent_ms = 0;
     }

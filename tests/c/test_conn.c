@@ -131,7 +131,7 @@ static long long conn_client_id(vk_conn *c)
     const char *argv[] = { "CLIENT", "ID" };
     redisReply *r = conn_run(c, 2, argv);
     long long id = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    freeReplyObject(r);
+    vk__reply_free(r);
     return id;
 }
 
@@ -315,12 +315,12 @@ static void test_reauthenticate_connection(void)
     const char *whoami[] = { "ACL", "WHOAMI" };
     redisReply *r = conn_run(conn, 2, whoami);
     CHECK(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "default") == 0);
-    freeReplyObject(r);
+    vk__reply_free(r);
 
     CHECK_OK(vk__conn_auth(conn, ACL_USER, ACL_PASSWORD, NULL));
     r = conn_run(conn, 2, whoami);
     CHECK(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, ACL_USER) == 0);
-    freeReplyObject(r);
+    vk__reply_free(r);
 
     /* A refused AUTH leaves the connection usable, as the user it was. */
     CHECK_FAILS(vk__conn_auth(conn, ACL_USER, "stale-token", NULL), VK_ERR_AUTH,
@@ -328,7 +328,7 @@ static void test_reauthenticate_connection(void)
     CHECK(!vk__conn_is_broken(conn));
     r = conn_run(conn, 2, whoami);
     CHECK(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, ACL_USER) == 0);
-    freeReplyObject(r);
+    vk__reply_free(r);
     vk__conn_close(conn);
     vk_config_free(cfg);
 }
@@ -453,7 +453,7 @@ static void test_pipelined_on_one_connection(void)
         return;
     }
     const char *del[] = { "DEL", "conn:counter" };
-    freeReplyObject(conn_run(conn, 2, del));
+    vk__reply_free(conn_run(conn, 2, del));
     const char *incr[] = { "INCR", "conn:counter" };
     const size_t incrlen[] = { 4, 12 };
     for (int i = 0; i < 100; i++)
@@ -464,7 +464,7 @@ static void test_pipelined_on_one_connection(void)
         redisReply *r = NULL;
         CHECK_OK(vk__conn_read(conn, &r, NULL));
         in_order += r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == i;
-        freeReplyObject(r);
+        vk__reply_free(r);
     }
     CHECK_EQ_INT(in_order, 100);
     CHECK(vk__conn_still_usable(conn));
@@ -925,7 +925,7 @@ static void test_server_dies_mid_read(void)
     const char *ping[] = { "PING" };
     r = conn != NULL ? conn_run(conn, 1, ping) : NULL;
     CHECK(r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0);
-    freeReplyObject(r);
+    vk__reply_free(r);
     vk__conn_close(conn);
     vk_config_free(cfg);
 }

@@ -119,7 +119,7 @@ static bool conn_pings(vk_conn *c)
     const char *ping[] = { "PING" };
     redisReply *r = conn_run(c, 1, ping);
     bool ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-    freeReplyObject(r);
+    vk__reply_free(r);
     return ok;
 }
 
@@ -129,7 +129,7 @@ static void kill_conn_on_server(vk_conn *c, vkt_server *s)
     redisReply *r = conn_run(c, 2, id);
     char text[32];
     snprintf(text, sizeof text, "%lld", r != NULL ? r->integer : -1LL);
-    freeReplyObject(r);
+    vk__reply_free(r);
     const char *kill_cmd[] = { "CLIENT", "KILL", "ID", text };
     char *line = vkt_server_cmd(s, kill_cmd, 4);
     CHECK_EQ_STR(line, ":1");
