@@ -6,7 +6,11 @@
  *
  * Cases: request/response SET and GET, pipelines of 100 SETs, and lock
  * pairs (vkclient acquire+release against hiredis SET NX PX + EVALSHA of a
- * compare-and-delete script). Each run measures every case for both
+ * compare-and-delete script). Pipelines send PIPELINE_SCALE times the ops
+ * of the other cases, so that each measurement lasts about as long: at a
+ * million commands a second, 20,000 of them take 20 ms, and a shift of one
+ * scheduler slice between client and server would move the figure by a
+ * fifth. Each run measures every case for both
  * clients back to back, so the ratio within a run compares like with like;
  * the report gives the median ops/s and the median ratio over the runs.
  * Pin the client and the server to one core (bench/run.sh does) or the
@@ -23,6 +27,7 @@
 #include <time.h>
 
 #define PIPELINE_DEPTH 100
+#define PIPELINE_SCALE 25
 #define MAX_RUNS 50
 
 static const char RELEASE_SCRIPT[] =
@@ -199,6 +204,7 @@ typedef struct bench_case {
     const char *name;
     bench_fn vk;
     bench_fn raw;
+    long scale;          /* ops of this case: the run's ops times scale */
     double vk_ops[MAX_RUNS];
     double raw_ops[MAX_RUNS];
     double ratio[MAX_RUNS];
@@ -218,12 +224,13 @@ static double median(const double *values, int n)
     return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
-static double measure(bench_ctx *b, bench_fn fn, const char *what)
+static double measure(bench_ctx *b, bench_fn fn, const char *what, long ops)
 {
+    b->ops = ops;
     double t0 = now_s();
     if (fn(b) != 0)
         die(what, b->raw->err ? b->raw->errstr : vk_last_error());
-    return (double)b->ops / (now_s() - t0);
+    return (double)ops / (now_s() - t0);
 }
 
 static void connect_both(bench_ctx *b, const char *host, int port)
@@ -265,38 +272,38 @@ int main(int argc, char **argv)
     connect_both(&b, argv[1], atoi(argv[2]));
 
     bench_case cases[] = {
-        {"SET", bench_vk_set, raw_set, {0}, {0}, {0}},
-        {"GET", bench_vk_get, raw_get, {0}, {0}, {0}},
-        {"SET pipeline x100", bench_vk_pipeline, raw_pipeline, {0}, {0}, {0}},
-        {"lock pair", bench_vk_lock_pairs, raw_lock_pairs, {0}, {0}, {0}},
+        {"SET", bench_vk_set, raw_set, 1, {0}, {0}, {0}},
+        {"GET", bench_vk_get, raw_get, 1, {0}, {0}, {0}},
+        {"SET pipeline x100", bench_vk_pipeline, raw_pipeline, PIPELINE_SCALE, {0}, {0}, {0}},
+        {"lock pair", bench_vk_lock_pairs, raw_lock_pairs, 1, {0}, {0}, {0}},
     };
     const int ncases = (int)(sizeof cases / sizeof cases[0]);
 
     /* Warm-up: connections, script caches, CPU frequency. */
     long ops = b.ops;
-    b.ops = PIPELINE_DEPTH;
     for (int c = 0; c < ncases; c++) {
-        measure(&b, cases[c].vk, cases[c].name);
-        measure(&b, cases[c].raw, cases[c].name);
+        measure(&b, cases[c].vk, cases[c].name, PIPELINE_DEPTH);
+        measure(&b, cases[c].raw, cases[c].name, PIPELINE_DEPTH);
     }
-    b.ops = ops;
 
     for (int run = 0; run < runs; run++) {
         for (int c = 0; c < ncases; c++) {
+            long n = ops * cases[c].scale;
             /* Alternate who goes first so neither always gets a warm cache. */
             if (run % 2 == 0) {
-                cases[c].vk_ops[run] = measure(&b, cases[c].vk, cases[c].name);
-                cases[c].raw_ops[run] = measure(&b, cases[c].raw, cases[c].name);
+                cases[c].vk_ops[run] = measure(&b, cases[c].vk, cases[c].name, n);
+                cases[c].raw_ops[run] = measure(&b, cases[c].raw, cases[c].name, n);
             } else {
-                cases[c].raw_ops[run] = measure(&b, cases[c].raw, cases[c].name);
-                cases[c].vk_ops[run] = measure(&b, cases[c].vk, cases[c].name);
+                cases[c].raw_ops[run] = measure(&b, cases[c].raw, cases[c].name, n);
+                cases[c].vk_ops[run] = measure(&b, cases[c].vk, cases[c].name, n);
             }
             cases[c].ratio[run] = cases[c].vk_ops[run] / cases[c].raw_ops[run];
         }
     }
 
-    printf("vkclient %s vs raw hiredis %s: %ld ops per case, median of %d runs\n",
-           vk_version(), vk_hiredis_version(), b.ops, runs);
+    printf("vkclient %s vs raw hiredis %s: %ld ops per case (pipelines: %ld commands), "
+           "median of %d runs\n",
+           vk_version(), vk_hiredis_version(), ops, ops * PIPELINE_SCALE, runs);
     printf("%-20s %14s %14s %8s\n", "case", "vkclient op/s", "hiredis op/s", "ratio");
     for (int c = 0; c < ncases; c++)
         printf("%-20s %14.0f %14.0f %8.2f\n", cases[c].name, median(cases[c].vk_ops, runs),
