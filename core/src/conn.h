@@ -33,7 +33,7 @@ typedef struct vk_reply_budget {
 } vk_reply_budget;
 
 /* Frees a reply from vk__reader_get_reply (or an array of them): replies
- * of this reader must not be given to vk__reply_free(). NULL is a no-op. */
+ * of this reader must not be given to freeReplyObject(). NULL is a no-op. */
 void vk__reply_free(void *reply);
 /* A reader whose arrays count against a budget. NULL when out of memory. */
 redisReader *vk__reader_new(void);

@@ -158,7 +158,7 @@ static void reset(vk_pipeline *p)
 }
 
 /* An array reply built the way hiredis builds its own, so vk_reply_free
- * (freeReplyObject) releases it and every element. */
+ * (vk__reply_free) releases it and every element. */
 static redisReply *new_array_reply(size_t count)
 {
     redisReply *r = calloc(1, sizeof *r);

@@ -10,7 +10,7 @@
  *
  * A saving: a string reply (bulk, status, error) is one allocation, its
  * bytes right after the redisReply, where hiredis makes two. Replies are
- * therefore freed with vk__reply_free(), never with vk__reply_free().
+ * therefore freed with vk__reply_free(), never with freeReplyObject().
  */
 #include "conn.h"
 
@@ -18,9 +18,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The budget of the reply being parsed travels as the reader's privdata,
- * which hiredis copies into every read task. */
 
 static redisReplyObjectFunctions capped_functions;
 #if HIREDIS_MAJOR >= 1
@@ -31,6 +28,8 @@ static void *(*default_create_array)(const redisReadTask *, int);
 static void *capped_create_array(const redisReadTask *task, int elements)
 #endif
 {
+    /* The budget of the reply being parsed: the reader's privdata, which
+     * hiredis copies into every read task. */
     vk_reply_budget *b = task->privdata;
     if (b != NULL) {
         if (task->parent == NULL)
