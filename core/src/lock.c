@@ -98,6 +98,14 @@ static void compute_script_shas(void)
     }
 }
 
+/* An error reply as this thread's failure. */
+static vk_status fail_with_error_reply(const vk_reply *reply)
+{
+    size_t len = 0;
+    const char *text = vk_reply_get_string(reply, &len);
+    return vk__fail(VK_ERR_SERVER, "%.*s", (int)len, text ? text : "");
+}
+
 static bool is_noscript(const vk_reply *reply)
 {
     size_t len = 0;
@@ -155,9 +163,7 @@ static vk_status run_script(vk_client *client, vk_context *ctx, script_id id,
             continue;
         }
         if (type == VK_REPLY_ERROR) {
-            size_t len = 0;
-            const char *text = vk_reply_get_string(reply, &len);
-            st = vk__fail(VK_ERR_SERVER, "%.*s", (int)len, text ? text : "");
+            st = fail_with_error_reply(reply);
         } else {
             st = vk__fail(VK_ERR_PROTOCOL, "unexpected reply type %d to a lock script",
                           (int)type);
@@ -203,9 +209,7 @@ static vk_status set_and_count(vk_client *client, vk_context *ctx, const vk_lock
                              : vk_reply_get_type(incr_reply) == VK_REPLY_ERROR ? incr_reply
                                                                                : NULL;
     if (failed != NULL) {
-        size_t len = 0;
-        const char *text = vk_reply_get_string(failed, &len);
-        st = vk__fail(VK_ERR_SERVER, "%.*s", (int)len, text ? text : "");
+        st = fail_with_error_reply(failed);
     } else if (vk_reply_get_type(incr_reply) != VK_REPLY_INTEGER) {
         st = vk__fail(VK_ERR_PROTOCOL, "unexpected reply type %d to INCR of a fencing counter",
                       (int)vk_reply_get_type(incr_reply));

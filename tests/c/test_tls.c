@@ -28,16 +28,22 @@ static vkt_server *legacy_server;  /* TLS 1.0 and 1.1 only */
 
 /* ---- building blocks --------------------------------------------------------- */
 
-/* A TLS config for host:port of s, trusting ca_base64. */
-static vk_config *tls_config(const char *host, const vkt_server *s, const char *ca_base64)
+/* A TLS config for host:port, trusting ca_base64. */
+static vk_config *tls_config_at(const char *host, int port, const char *ca_base64)
 {
     char address[96];
-    snprintf(address, sizeof address, "%s:%d", host, vkt_server_port(s));
+    snprintf(address, sizeof address, "%s:%d", host, port);
     vk_config *cfg = NULL;
     vk_config_new(&cfg);
     vk_config_set_standalone(cfg, address);
     vk_config_set_tls(cfg, ca_base64);
     return cfg;
+}
+
+/* A TLS config for host:port of s, trusting ca_base64. */
+static vk_config *tls_config(const char *host, const vkt_server *s, const char *ca_base64)
+{
+    return tls_config_at(host, vkt_server_port(s), ca_base64);
 }
 
 /* The handshake failure text for host:port of s. */
@@ -69,6 +75,22 @@ static bool run_gives(vk_client *c, int argc, const char *const *argv, const cha
     }
     vk_reply_free(r);
     return ok;
+}
+
+/* A PING under a context of timeout_ms that must end at the context's
+ * deadline; returns how long it took. */
+static int64_t ping_past_deadline(vk_client *c, int64_t timeout_ms)
+{
+    vk_context *ctx = NULL;
+    CHECK_OK(vk_context_new(&ctx));
+    CHECK_OK(vk_context_set_timeout_ms(ctx, timeout_ms));
+    const char *ping[] = { "PING" };
+    vk_reply *r = NULL;
+    int64_t start = vkt_now_ms();
+    CHECK_FAILS(run(&r, c, ctx, 1, ping), VK_ERR_TIMEOUT, "i/o timeout: context deadline exceeded");
+    int64_t took = vkt_now_ms() - start;
+    vk_context_free(ctx);
+    return took;
 }
 
 /* Connects, round-trips a value, disconnects: the config works end to end. */
@@ -391,7 +413,7 @@ static void *cut_records(void *arg)
     record_cutter *p = arg;
     int client = accept(p->listen_fd, NULL, NULL);
     int server = client >= 0 ? connect_loopback(p->server_port) : -1;
-    unsigned char pending[1 << 16];   /* server bytes not yet forwarded */
+    unsigned char backlog[1 << 16];   /* server bytes not yet forwarded */
     size_t held = 0;
     bool stalled = false;
     while (server >= 0 && !atomic_load(&p->stop)) {
@@ -405,23 +427,23 @@ static void *cut_records(void *arg)
                 break;
         }
         if (fds[1].revents != 0) {
-            ssize_t n = recv(server, pending + held, sizeof pending - held, 0);
+            ssize_t n = recv(server, backlog + held, sizeof backlog - held, 0);
             if (n <= 0)
                 break;
             held += (size_t)n;
             /* Forward whole records: 5 header bytes, the body's length in 3-4. */
             while (!stalled && held >= 5) {
-                size_t record = 5 + ((size_t)pending[3] << 8 | pending[4]);
+                size_t record = 5 + ((size_t)backlog[3] << 8 | backlog[4]);
                 if (held < record)
                     break;
                 if (atomic_load(&p->cut)) {
-                    send_all(client, pending, 5 + (record - 5) / 2);
+                    send_all(client, backlog, 5 + (record - 5) / 2);
                     stalled = true;
                     break;
                 }
-                if (!send_all(client, pending, record))
+                if (!send_all(client, backlog, record))
                     break;
-                memmove(pending, pending + record, held - record);
+                memmove(backlog, backlog + record, held - record);
                 held -= record;
             }
             if (stalled)
@@ -474,27 +496,14 @@ static void test_deadline_with_partial_record(void)
     CHECK(proxy != NULL);
     if (proxy == NULL)
         return;
-    char address[64];
-    snprintf(address, sizeof address, "localhost:%d", proxy->port);
-    vk_config *cfg = NULL;
-    CHECK_OK(vk_config_new(&cfg));
-    CHECK_OK(vk_config_set_standalone(cfg, address));
-    CHECK_OK(vk_config_set_tls(cfg, vkt_ca_base64()));
+    vk_config *cfg = tls_config_at("localhost", proxy->port, vkt_ca_base64());
     CHECK_OK(vk_config_set_pool_size(cfg, 1));
     CHECK_OK(vk_config_set_read_timeout_ms(cfg, 60000));
     vk_client *c = NULL;
     CHECK_OK(vk_client_new(&c, cfg));   /* connects through the proxy */
     atomic_store(&proxy->cut, true);
-    vk_context *ctx = NULL;
-    CHECK_OK(vk_context_new(&ctx));
-    CHECK_OK(vk_context_set_timeout_ms(ctx, 300));
-    const char *ping[] = { "PING" };
-    vk_reply *r = NULL;
-    int64_t start = vkt_now_ms();
-    CHECK_FAILS(run(&r, c, ctx, 1, ping), VK_ERR_TIMEOUT, "i/o timeout: context deadline exceeded");
     /* Far below the read timeout, which would end a blocked SSL_read. */
-    CHECK(vkt_now_ms() - start < vkt_scaled_ms(5000));
-    vk_context_free(ctx);
+    CHECK(ping_past_deadline(c, 300) < vkt_scaled_ms(5000));
     vk_client_free(c);
     vk_config_free(cfg);
     record_cutter_stop(proxy);
@@ -510,17 +519,9 @@ static void test_context_deadline_during_handshake(void)
     CHECK_OK(vk_client_close(c));
     pid_t pid = vkt_server_pid(tls_server);
     CHECK(kill(pid, SIGSTOP) == 0);
-    vk_context *ctx = NULL;
-    CHECK_OK(vk_context_new(&ctx));
-    CHECK_OK(vk_context_set_timeout_ms(ctx, 200));
-    const char *ping[] = { "PING" };
-    vk_reply *r = NULL;
-    int64_t start = vkt_now_ms();
-    CHECK_FAILS(run(&r, c, ctx, 1, ping), VK_ERR_TIMEOUT, "i/o timeout: context deadline exceeded");
-    int64_t took = vkt_now_ms() - start;
+    int64_t took = ping_past_deadline(c, 200);
     CHECK(took >= 150 && took < 3000);
     kill(pid, SIGCONT);
-    vk_context_free(ctx);
     vk_client_free(c);
     vk_config_free(cfg);
 }
