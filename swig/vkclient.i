@@ -113,6 +113,7 @@
 %thread vk_lock_manager_new_quorum;
 %thread vk_lock_manager_free;
 %thread vk_lock_free;
+%thread vk_lock_auto_renew;
 %thread vk_config_free;
 
 /* ---- Python: errors ------------------------------------------------------- */

@@ -448,7 +448,7 @@ typedef struct vk_lock_options {
     int tries;              /* 1..1000; default 3 */
     int64_t retry_delay_ms; /* >= 0; default 500 */
     double drift_factor;    /* [0, 1); default 0.01 */
-    int auto_renew;         /* renew while a with_lock function runs; default 0 */
+    int auto_renew;         /* renew while held (see vk_lock_auto_renew); default 0 */
 } vk_lock_options;
 #define VK_LOCK_OPTIONS_INIT { VK_LOCK_OPTIONS_VERSION, 10000, 3, 500, 0.01, 0 }
 
@@ -470,14 +470,17 @@ VK_API void vk_lock_manager_free(vk_lock_manager *manager);
 VK_API vk_status vk_lock_manager_try_lock(vk_lock **out, vk_lock_manager *manager,
                                           vk_context *ctx, const char *key, size_t keylen);
 /* Acquire with retries per opts (NULL: defaults). Contention after the last
- * try is VK_ERR_LOCK_ACQUIRE. */
+ * try is VK_ERR_LOCK_ACQUIRE. With opts->auto_renew the handle comes back
+ * renewing (vk_lock_auto_renew). */
 VK_API vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager,
                                          vk_context *ctx, const char *key, size_t keylen,
                                          const vk_lock_options *opts);
 
 /* The function run under the lock; `lock` is borrowed for the call. A
  * non-OK return is passed on as VK_ERR_LOCK_FN ("distributed lock: function
- * execution: <cause>") after the lock is released. */
+ * execution: <cause>") after the lock is released. With auto_renew, a lock
+ * whose renewal failed while fn ran turns fn's VK_OK into VK_ERR_LOCK_LOST;
+ * fn can check vk_lock_is_lost() itself before it commits work. */
 typedef vk_status (*vk_lock_fn)(void *userdata, vk_lock *lock);
 VK_API vk_status vk_lock_manager_with_lock(vk_lock_manager *manager, vk_context *ctx,
                                            const char *key, size_t keylen,
@@ -502,6 +505,11 @@ VK_API int64_t vk_lock_validity_ms(const vk_lock *lock);
 VK_API int64_t vk_lock_fencing_token(const vk_lock *lock);
 /* The key (borrowed), its length in *len. */
 VK_API const char *vk_lock_key(const vk_lock *lock, size_t *len);
+/* Keeps the lock: a background thread extends it by its expiry every third
+ * of the expiry until vk_lock_unlock() or vk_lock_free(). When an extension
+ * fails the lock is marked lost and renewal ends. Calling it again while
+ * renewal runs does nothing. Extend and validity stay safe to call. */
+VK_API vk_status vk_lock_auto_renew(vk_lock *lock);
 /* 1 when automatic renewal failed and the lock can no longer be trusted. */
 VK_API int vk_lock_is_lost(const vk_lock *lock);
 VK_API void vk_lock_free(vk_lock *lock);

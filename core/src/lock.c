@@ -54,6 +54,7 @@ struct vk_lock {
     int64_t fencing_token;
     uint64_t held;            /* bit i: node i granted the lock */
     bool released;
+    struct renewer *renewal;  /* running automatic renewal, or NULL */
 };
 
 /* ---- scripts -------------------------------------------------------------- */
@@ -388,13 +389,18 @@ static vk_lock *new_lock(vk_lock_manager *m, const char *key, size_t keylen,
     lock->fencing_token = 0;
     lock->held = 0;
     lock->released = false;
+    lock->renewal = NULL;
     return lock;
 }
+
+static void renewal_stop(vk_lock *lock);
+static void release_after_fn(vk_lock *lock);
 
 void vk_lock_free(vk_lock *lock)
 {
     if (!lock)
         return;
+    renewal_stop(lock);
     manager_unref(lock->manager);
     free(lock);
 }
@@ -740,6 +746,15 @@ vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager, vk_co
     report_acquire(manager, key, keylen, outcome);
     if (outcome == OUTCOME_CONTENDED)
         return fail_acquire(VK_ERR_LOCK_ACQUIRE, key, keylen, "lock already taken");
+    if (st == VK_OK && resolved.auto_renew && (st = vk_lock_auto_renew(*out)) != VK_OK) {
+        /* A holder that asked for renewal must not run without it. */
+        char *cause = vk__error_dup();
+        release_after_fn(*out);
+        vk_lock_free(*out);
+        *out = NULL;
+        st = vk__fail_restore(st, cause);
+        free(cause);
+    }
     return st;
 }
 
@@ -757,6 +772,8 @@ vk_status vk_lock_unlock(vk_lock *lock, vk_context *ctx)
         return vk__fail_msg(VK_ERR_NIL_LOCK_HANDLE, "lock handle is nil or not initialized");
     }
     vk_lock_manager *m = lock->manager;
+    /* Before the release: a renewal racing it could re-extend a freed key. */
+    renewal_stop(lock);
     if (lock->released)
         return vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
 
@@ -881,14 +898,16 @@ int vk_lock_is_lost(const vk_lock *lock)
 
 /* ---- automatic renewal ---------------------------------------------------------------- */
 
-/* One renewer per with_lock call: it extends the lock every expiry/3 until
- * told to stop, and marks the lock lost when an extension fails. */
+/* One renewer per renewed lock: it extends the lock by its expiry every
+ * expiry/3 until told to stop, and marks the lock lost when an extension
+ * fails. A third leaves two more tries' worth of time before expiry. */
 typedef struct renewer {
     vk_lock *lock;
     vk_context *ctx;          /* cancelled on stop to cut an extension short */
     pthread_t thread;
     pthread_mutex_t mutex;
     pthread_cond_t wake;
+    unsigned fork_generation; /* the thread exists only in this process */
     bool stop;
 } renewer;
 
@@ -932,13 +951,27 @@ static void *renewer_main(void *arg)
     return NULL;
 }
 
-static vk_status renewer_start(renewer *r, vk_lock *lock)
+vk_status vk_lock_auto_renew(vk_lock *lock)
 {
+    if (!lock_is_usable(lock)) {
+        vk__misuse("vk_lock_auto_renew", "lock handle is nil or not initialized");
+        return vk__fail_msg(VK_ERR_NIL_LOCK_HANDLE, "lock handle is nil or not initialized");
+    }
+    if (lock->released)
+        return vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
+    if (lock->renewal)
+        return VK_OK;
+    renewer *r = calloc(1, sizeof *r);
+    if (!r)
+        return vk__fail(VK_ERR_NO_MEMORY, "out of memory");
     r->lock = lock;
-    r->stop = false;
+    r->fork_generation = vk__fork_generation();
     vk_status st = vk_context_new(&r->ctx);
-    if (st != VK_OK)
+    if (st != VK_OK) {
+        free(r);
         return st;
+    }
+    vk__fork_watch();   /* so that a child can tell the thread is not its own */
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -949,13 +982,27 @@ static vk_status renewer_start(renewer *r, vk_lock *lock)
         pthread_cond_destroy(&r->wake);
         pthread_mutex_destroy(&r->mutex);
         vk_context_free(r->ctx);
+        free(r);
         return vk__fail(VK_ERR_NO_MEMORY, "cannot start the lock renewal thread");
     }
+    lock->renewal = r;
     return VK_OK;
 }
 
-static void renewer_stop(renewer *r)
+/* Stops and joins the renewal thread, if any. In a forked child the thread
+ * does not exist: its memory is dropped without touching its mutex, which
+ * the parent's thread may have held at the fork. */
+static void renewal_stop(vk_lock *lock)
 {
+    renewer *r = lock->renewal;
+    if (!r)
+        return;
+    lock->renewal = NULL;
+    if (r->fork_generation != vk__fork_generation()) {
+        vk_context_free(r->ctx);
+        free(r);
+        return;
+    }
     pthread_mutex_lock(&r->mutex);
     r->stop = true;
     pthread_cond_signal(&r->wake);
@@ -965,6 +1012,7 @@ static void renewer_stop(renewer *r)
     pthread_cond_destroy(&r->wake);
     pthread_mutex_destroy(&r->mutex);
     vk_context_free(r->ctx);
+    free(r);
 }
 
 /* ---- with_lock ------------------------------------------------------------------------ */
@@ -1011,17 +1059,26 @@ vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager, vk_context
         return st;
     }
 
-    renewer r;
-    bool renewing = resolved.auto_renew && renewer_start(&r, lock) == VK_OK;
+    if (resolved.auto_renew && (st = vk_lock_auto_renew(lock)) != VK_OK) {
+        char *cause = vk__error_dup();
+        release_after_fn(lock);
+        vk_lock_free(lock);
+        st = vk__fail_restore(st, cause);
+        free(cause);
+        return st;
+    }
     vk_status fn_st = fn(userdata, lock);
     char *fn_detail = NULL;
     if (fn_st != VK_OK)
         fn_detail = vk_last_status() == fn_st ? vk__error_dup() : NULL;
-    if (renewing)
-        renewer_stop(&r);
-    release_after_fn(lock);
+    release_after_fn(lock);   /* stops the renewal first */
+    bool lost = vk_lock_is_lost(lock);
     vk_lock_free(lock);
 
+    /* fn finished, but another holder may have run beside it: the caller
+     * must hear of it even if fn did not look. */
+    if (fn_st == VK_OK && lost)
+        return vk__fail_msg(VK_ERR_LOCK_LOST, "lock was lost while held");
     if (fn_st == VK_OK)
         return VK_OK;
     st = vk__fail_msg(VK_ERR_LOCK_FN, "distributed lock: function execution: %s",

@@ -348,6 +348,176 @@ static void test_extend_keeps_the_lock(void)
     vk_lock_free(lock);
 }
 
+static void test_extend_after_takeover(void)
+{
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.expiry_ms = 100;
+    vk_lock *lock = NULL, *next = NULL;
+    CHECK_OK(vk_lock_manager_acquire(&lock, manager, NULL, KEY("extend:taken"), &opts));
+    sleep_ms(200);
+    CHECK_OK(vk_lock_manager_try_lock(&next, manager, NULL, KEY("extend:taken")));
+    CHECK(next != NULL);
+    CHECK_FAILS(vk_lock_extend(lock, NULL, 5000), VK_ERR_LOCK_NOT_HELD,
+                "lock was not held or already expired");
+    /* The new holder's lock keeps its own expiry. */
+    CHECK(vk_lock_validity_ms(next) > 9000);
+    CHECK_OK(vk_lock_unlock(next, NULL));
+    vk_lock_free(next);
+    vk_lock_free(lock);
+}
+
+/* The manager resolves connections per operation: a handle outlives the
+ * loss of every connection of its client. */
+static void test_handle_survives_a_reconnect(void)
+{
+    vk_lock *lock = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&lock, manager, NULL, KEY("reconnect")));
+    CHECK(lock != NULL);
+    const char *kill_all[4] = { "CLIENT", "KILL", "TYPE", "normal" };
+    free(vkt_server_cmd(server, kill_all, 4));
+    /* Idle longer than the pool's idle check, which then finds the dropped
+     * connections before a script is written to them (a script whose
+     * reply is lost is not re-sent). */
+    sleep_ms(1100);
+    CHECK_OK(vk_lock_extend(lock, NULL, 5000));
+    CHECK_OK(vk_lock_unlock(lock, NULL));
+    CHECK(!key_exists("reconnect"));
+    vk_lock_free(lock);
+}
+
+/* An unlock that cannot reach the node is a fault, not "not held", and
+ * the handle stays releasable for a later try. */
+static void test_unlock_fault_keeps_the_handle(void)
+{
+    vkt_server *own = vkt_server_start(NULL);
+    CHECK(own != NULL);
+    if (!own)
+        return;
+    vk_client *c = connect_client(own);
+    vk_lock_manager *m = NULL;
+    CHECK_OK(vk_lock_manager_new(&m, c));
+    vk_lock *lock = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&lock, m, NULL, KEY("fault")));
+    CHECK(lock != NULL);
+    const char *get[2] = { "GET", "fault" };
+    char *value = vkt_server_cmd_line(own, get, 2, 1);
+    CHECK(value != NULL);
+
+    vkt_server_kill(own);
+    vk_status st = vk_lock_unlock(lock, NULL);
+    CHECK(st != VK_OK && st != VK_ERR_LOCK_NOT_HELD);
+
+    /* Back up with the lock restored: the same handle releases it. */
+    CHECK(vkt_server_restart(own));
+    const char *set[3] = { "SET", "fault", value ? value : "" };
+    free(vkt_server_cmd(own, set, 3));
+    st = VK_ERR_IO;
+    for (int i = 0; i < 20 && st != VK_OK; i++) {
+        st = vk_lock_unlock(lock, NULL);
+        if (st != VK_OK)
+            sleep_ms(50);
+    }
+    CHECK_OK(st);
+    char *left = vkt_server_cmd(own, get, 2);
+    CHECK(left != NULL && strcmp(left, "$-1") == 0);
+    free(left);
+    free(value);
+    vk_lock_free(lock);
+    vk_lock_manager_free(m);
+    vk_client_free(c);
+    vkt_server_stop(own);
+}
+
+/* ---- logs and metrics ----------------------------------------------------------- */
+
+typedef struct events {
+    pthread_mutex_t mutex;
+    char keys[4][200];   /* the key field of the first log lines */
+    int logged;
+    int acquired, contended, released, not_held, holds;
+} events;
+
+static void record_log(void *userdata, vk_log_level level, const char *message,
+                       const vk_field *fields, size_t nfields)
+{
+    (void)level;
+    (void)message;
+    events *e = userdata;
+    pthread_mutex_lock(&e->mutex);
+    for (size_t i = 0; i < nfields; i++) {
+        if (strcmp(fields[i].key, "key") == 0 && e->logged < 4)
+            snprintf(e->keys[e->logged++], sizeof e->keys[0], "%s", fields[i].value);
+    }
+    pthread_mutex_unlock(&e->mutex);
+}
+
+static const char *label(const vk_field *labels, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(labels[i].key, key) == 0)
+            return labels[i].value;
+    return "";
+}
+
+static void record_metric(void *userdata, const char *name, vk_metric_kind kind, double value,
+                          const vk_field *labels, size_t nlabels)
+{
+    (void)value;
+    events *e = userdata;
+    const char *result = label(labels, nlabels, "result");
+    pthread_mutex_lock(&e->mutex);
+    if (strcmp(name, "redis_lock_acquisitions_total") == 0 && kind == VK_METRIC_COUNTER) {
+        e->acquired += strcmp(result, "acquired") == 0;
+        e->contended += strcmp(result, "contended") == 0;
+    } else if (strcmp(name, "redis_lock_release_total") == 0) {
+        e->released += strcmp(result, "released") == 0;
+        e->not_held += strcmp(result, "not_held") == 0;
+    } else if (strcmp(name, "redis_lock_hold_seconds") == 0 && kind == VK_METRIC_HISTOGRAM) {
+        e->holds++;
+    }
+    pthread_mutex_unlock(&e->mutex);
+}
+
+static void test_logs_and_metrics(void)
+{
+    events e = { .mutex = PTHREAD_MUTEX_INITIALIZER };
+    vk_config *cfg = NULL;
+    vk_client *c = NULL;
+    CHECK_OK(vk_config_new(&cfg));
+    CHECK_OK(vk_config_set_standalone(cfg, vkt_server_address(server)));
+    CHECK_OK(vk_config_set_logger(cfg, record_log, &e, NULL));
+    CHECK_OK(vk_config_set_metrics(cfg, record_metric, &e, NULL));
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    vk_lock_manager *m = NULL;
+    CHECK_OK(vk_lock_manager_new(&m, c));
+
+    char key[201];
+    memset(key, 'k', 200);
+    key[200] = '\0';
+    vk_lock *lock = NULL, *other = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&lock, m, NULL, KEY(key)));
+    CHECK_OK(vk_lock_manager_try_lock(&other, m, NULL, KEY(key)));
+    CHECK(lock != NULL && other == NULL);
+    CHECK_OK(vk_lock_unlock(lock, NULL));
+    CHECK_FAILS(vk_lock_unlock(lock, NULL), VK_ERR_LOCK_NOT_HELD,
+                "lock was not held or already expired");
+    vk_lock_free(lock);
+    vk_lock_manager_free(m);
+    vk_client_free(c);
+
+    CHECK_EQ_INT(e.acquired, 1);
+    CHECK_EQ_INT(e.contended, 1);
+    CHECK_EQ_INT(e.released, 1);
+    CHECK_EQ_INT(e.holds, 1);
+    /* Quoted, cut to 128 characters, marked. */
+    char want[160];
+    snprintf(want, sizeof want, "\"%.127s...(truncated)", key);
+    CHECK(e.logged >= 3);
+    for (int i = 0; i < e.logged; i++)
+        CHECK_EQ_STR(e.keys[i], want);
+}
+
 /* ---- WithLock ----------------------------------------------------------------- */
 
 typedef struct probe {
@@ -466,6 +636,67 @@ static void test_auto_renew_keeps_the_lock(void)
     vk_client_free(other_client);
 }
 
+/* A renewal that finds the lock taken over marks it lost: fn sees that,
+ * and with_lock reports it even though fn returned VK_OK. */
+static vk_status overtaken_fn(void *userdata, vk_lock *lock)
+{
+    probe *p = userdata;
+    p->calls++;
+    const char *set[3] = { "SET", "renew:lost", "stranger" };
+    free(vkt_server_cmd(server, set, 3));
+    int64_t give_up = now_ms() + vkt_scaled_ms(3000);
+    while (!vk_lock_is_lost(lock) && now_ms() < give_up)
+        sleep_ms(10);
+    p->lost = vk_lock_is_lost(lock);
+    return VK_OK;
+}
+
+static void test_failed_renewal_marks_the_lock_lost(void)
+{
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.expiry_ms = 300;
+    opts.auto_renew = 1;
+    probe p = { 0 };
+    CHECK_FAILS(vk_lock_manager_with_lock_options(manager, NULL, KEY("renew:lost"), &opts,
+                                                  overtaken_fn, &p),
+                VK_ERR_LOCK_LOST, "lock was lost while held");
+    CHECK_EQ_INT(p.calls, 1);
+    CHECK_EQ_INT(p.lost, 1);
+    /* The release that followed left the new owner's value alone. */
+    char *value = get_key("renew:lost");
+    CHECK(value != NULL && strcmp(value, "stranger") == 0);
+    free(value);
+}
+
+/* A handle from acquire with auto_renew keeps renewing until unlock. */
+static void test_acquired_handle_renews_until_unlock(void)
+{
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.expiry_ms = 300;
+    opts.auto_renew = 1;
+    vk_lock *lock = NULL, *other = NULL;
+    CHECK_OK(vk_lock_manager_acquire(&lock, manager, NULL, KEY("renew:handle"), &opts));
+    CHECK(lock != NULL);
+    CHECK_OK(vk_lock_auto_renew(lock)); /* already renewing: nothing changes */
+    sleep_ms(1000);                     /* more than three times the expiry */
+    CHECK_OK(vk_lock_manager_try_lock(&other, manager, NULL, KEY("renew:handle")));
+    CHECK(other == NULL);
+    CHECK_EQ_INT(vk_lock_is_lost(lock), 0);
+    CHECK(vk_lock_validity_ms(lock) > 0);
+    CHECK_OK(vk_lock_unlock(lock, NULL));
+    CHECK(!key_exists("renew:handle"));
+    CHECK_FAILS(vk_lock_auto_renew(lock), VK_ERR_LOCK_NOT_HELD,
+                "lock was not held or already expired");
+    vk_lock_free(lock);
+
+    /* Renewal started by hand on a try_lock handle; free stops it. */
+    CHECK_OK(vk_lock_manager_try_lock(&lock, manager, NULL, KEY("renew:handle")));
+    CHECK_OK(vk_lock_auto_renew(lock));
+    vk_lock_free(lock);
+    CHECK_FAILS(vk_lock_auto_renew(NULL), VK_ERR_NIL_LOCK_HANDLE,
+                "lock handle is nil or not initialized");
+}
+
 /* ---- cancellation and deadlines ------------------------------------------------- */
 
 typedef struct waiter {
@@ -559,11 +790,17 @@ int main(void)
         RUN(test_expiry_lets_the_next_holder_in);
         RUN(test_unlock_after_expiry);
         RUN(test_extend_keeps_the_lock);
+        RUN(test_extend_after_takeover);
+        RUN(test_handle_survives_a_reconnect);
+        RUN(test_unlock_fault_keeps_the_handle);
+        RUN(test_logs_and_metrics);
         RUN(test_with_lock_runs_and_releases);
         RUN(test_with_lock_failing_fn_still_releases);
         RUN(test_with_lock_contention_text);
         RUN(test_with_lock_releases_after_cancel);
         RUN(test_auto_renew_keeps_the_lock);
+        RUN(test_failed_renewal_marks_the_lock_lost);
+        RUN(test_acquired_handle_renews_until_unlock);
         RUN(test_cancel_during_retry_wait);
         RUN(test_contention_between_threads);
     }

@@ -166,15 +166,19 @@ describe("lock manager", function()
 
     it("reports a lock lost when auto_renew finds it taken away", function()
         local key = support.key("lost")
-        local result = locks:with_lock_options(key, { expiry = 0.3, auto_renew = true }, function(handle)
+        local ran = false
+        local result, err = locks:with_lock_options(key, { expiry = 0.3, auto_renew = true }, function(handle)
             observer:call("DEL", key)
             support.sleep(0.5)
             assert.is_true(handle:is_lost())
             assert.are.equal(0, handle:validity())
             support.fails("LOCK_NOT_HELD", "lock was not held or already expired", handle:extend(1))
+            ran = true
             return "finished"
         end)
-        assert.are.equal("finished", result)
+        -- The function finished, but the caller must hear that it ran unprotected.
+        assert.is_true(ran)
+        support.fails("LOCK_LOST", "lock was lost while held", result, err)
     end)
 
     it("exposes the default and rate-limiter options in seconds", function()

@@ -168,14 +168,49 @@ def test_lock_timeout(locks, key):
     holder.unlock()
 
 
-def test_lock_auto_renew(locks, key, client):
-    opts = vkclient.LockOptions(expiry=1.0)
-    with locks.lock(key, options=opts, auto_renew=True) as handle:
+@pytest.mark.parametrize("how", ["argument", "options"])
+def test_lock_auto_renew(locks, key, client, how):
+    # A timedelta expiry, as LockOptions allows.
+    if how == "argument":
+        opts, renew = vkclient.LockOptions(expiry=datetime.timedelta(seconds=1)), True
+    else:
+        opts, renew = vkclient.LockOptions(expiry=1.0, auto_renew=True), False
+    with locks.lock(key, options=opts, auto_renew=renew) as handle:
         time.sleep(2.5)  # well past the expiry: renewal kept it
         assert client.get(key) is not None
         assert locks.try_lock(key) is None
+        assert handle.lost is False
     assert handle.validity == 0.0
     assert locks.try_lock(key).unlock() is None
+
+
+def wait_until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_lost_renewal_is_reported(locks, key, client):
+    opts = vkclient.LockOptions(expiry=0.6, auto_renew=True)
+    # Another owner takes the key over; the next renewal finds it gone.
+    with pytest.raises(vkclient.LockLostError) as raised:
+        with locks.lock(key, options=opts) as handle:
+            client.set(key, b"stranger")
+            assert wait_until(lambda: handle.lost)
+    assert str(raised.value) == "lock was lost while held"
+    assert client.get(key) == b"stranger"
+
+    client.delete(key)
+
+    def overtaken():
+        client.set(key, b"stranger")
+        time.sleep(1.0)  # several renewal periods
+        return "done"
+
+    with pytest.raises(vkclient.LockLostError):
+        locks.with_lock_options(key, opts, overtaken)
+    assert client.get(key) == b"stranger"
 
 
 def test_with_lock_auto_renew_in_the_core(locks, key, client):

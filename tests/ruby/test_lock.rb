@@ -108,6 +108,23 @@ class TestLock < Minitest::Test
     assert_equal 0, @client.call("EXISTS", key)
   end
 
+  def test_a_lock_lost_by_renewal_is_reported
+    key = VKTest.key("lost")
+    ran = false
+    err = assert_raises(VKClient::LockLostError) do
+      @locks.with_lock(key, expiry: 0.3, auto_renew: true) do |handle|
+        @client.call("SET", key, "stranger")
+        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 5
+        sleep 0.02 until handle.lost? || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+        assert handle.lost?
+        ran = true
+      end
+    end
+    assert ran
+    assert_equal "lock was lost while held", err.message
+    assert_equal "stranger", @client.call("GET", key)
+  end
+
   def test_quorum_of_independent_nodes
     addrs = VKTest.env("VK_TEST_QUORUM_ADDRS").split(",")
     clients = addrs.map { |a| VKClient::Client.new(standalone: a) }

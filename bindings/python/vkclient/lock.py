@@ -6,12 +6,11 @@ the same in every language, so a Python holder excludes a C, Lua or Ruby
 contender on the same key.
 """
 
-import threading
 import warnings
 
 from . import _native
 from .config import to_ms
-from .errors import LockNotHeldError
+from .errors import LockLostError, LockNotHeldError
 
 __all__ = ["LockOptions", "LockHandle", "LockManager"]
 
@@ -21,7 +20,8 @@ class LockOptions:
 
     expiry 10 s (> 0), tries 3 (1..1000), retry_delay 0.5 s (>= 0),
     drift_factor 0.01 (in [0, 1)), auto_renew False (keep the lock alive
-    while a with_lock function runs). Durations in seconds or timedelta.
+    while it is held: during a with_lock function or a ``lock()`` block,
+    extending it every third of its expiry). Durations in seconds or timedelta.
     Invalid values are reported by the core when the options are used (or
     by validate()) with the exact texts, e.g. LockTriesInvalidError("lock
     tries must be at least 1").
@@ -136,34 +136,10 @@ class LockHandle:
             self.key, self.fencing_token, self.validity)
 
 
-class _Renewer(threading.Thread):
-    """Extends a lock every third of its expiry until stopped (lock(auto_renew=True))."""
-
-    def __init__(self, handle, expiry):
-        super().__init__(name="vkclient-lock-renewal", daemon=True)
-        self.handle = handle
-        self.expiry = expiry
-        self.stopped = threading.Event()
-        self.error = None
-
-    def run(self):
-        while not self.stopped.wait(self.expiry / 3.0):
-            try:
-                self.handle.extend(self.expiry)
-            except Exception as err:  # kept for __exit__, which reports it
-                self.error = err
-                return
-
-    def stop(self):
-        self.stopped.set()
-        self.join()
-
-
 class _HeldLock:
     """The context manager returned by LockManager.lock()."""
 
-    __slots__ = ("_manager", "_key", "_options", "_timeout", "_auto_renew", "_handle",
-                 "_renewer")
+    __slots__ = ("_manager", "_key", "_options", "_timeout", "_auto_renew", "_handle")
 
     def __init__(self, manager, key, options, timeout, auto_renew):
         self._manager = manager
@@ -172,7 +148,6 @@ class _HeldLock:
         self._timeout = timeout
         self._auto_renew = auto_renew
         self._handle = None
-        self._renewer = None
 
     def __enter__(self):
         options = self._options if self._options is not None else LockOptions.default()
@@ -180,20 +155,25 @@ class _HeldLock:
         native = _native.acquire(self._manager._native(), self._key, options._as_native(),
                                  timeout_ms)
         self._handle = LockHandle(native, self._manager)
-        if self._auto_renew:
-            self._renewer = _Renewer(self._handle, options.expiry)
-            self._renewer.start()
+        if self._auto_renew and not options.auto_renew:
+            try:
+                _native.vk_lock_auto_renew(native)
+            except BaseException:
+                self._handle.unlock()
+                raise
         return self._handle
 
     def __exit__(self, exc_type, exc, tb):
-        if self._renewer is not None:
-            self._renewer.stop()
+        handle = self._handle
         try:
-            self._handle.unlock()
+            handle.unlock()   # stops the renewal first
         except LockNotHeldError:
-            # The body's own exception matters more than the late release.
-            if exc_type is None:
+            # The body's own exception matters more than the late release,
+            # and a lost lock is reported as such below.
+            if exc_type is None and not handle.lost:
                 raise
+        if exc_type is None and handle.lost:
+            raise _lock_lost()
         return None
 
 
@@ -239,8 +219,10 @@ class LockManager:
 
         Acquires with retries per `options` (default LockOptions()), waiting
         at most `timeout` seconds overall (TimeoutError); auto_renew=True
-        extends the lock every expiry/3 while the block runs. Released on
-        exit."""
+        (or options.auto_renew) extends the lock every expiry/3 while the
+        block runs. Released on exit; if renewal failed meanwhile
+        (``handle.lost``), a block that ended normally raises
+        LockLostError."""
         return _HeldLock(self, key, options, timeout, auto_renew)
 
     def unlock(self, handle):
@@ -277,6 +259,10 @@ def _options(options):
     if not isinstance(options, LockOptions):
         raise TypeError("options must be a vkclient.LockOptions")
     return options._as_native()
+
+
+def _lock_lost():
+    return LockLostError(_native.vk_strerror(_native.VK_ERR_LOCK_LOST))
 
 
 def _nil_handle_on_unlock():
