@@ -286,6 +286,8 @@ vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_c
     pthread_mutex_unlock(&c->connect_lock);
 
     announce_switch(c, &sw);
+    if (st == VK_OK)
+        vk__client_set_last_error(c, NULL);
     if (st != VK_OK) {
         char *cause = vk__error_dup();
         vk__client_set_last_error(c, cause);
@@ -313,6 +315,7 @@ VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx)
         count_connection_failure(client, "connect");
         return st;
     }
+    vk__client_set_last_error(client, NULL);
     return vk__client_start_refresher(client);
 }
 
@@ -364,6 +367,8 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
     if (st == VK_OK) {
         c->reconnect_failures = 0;
         pthread_mutex_unlock(&c->connect_lock);
+        /* The status reports the latest failure: this one is over. */
+        vk__client_set_last_error(c, NULL);
         announce_switch(c, &sw);
         count_reconnection(c, "success");
         vk__log(c->events, VK_LOG_INFO, "reconnected to Redis/Valkey", NULL, 0);

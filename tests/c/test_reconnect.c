@@ -90,6 +90,14 @@ static void test_server_down_and_back(void)
     CHECK_OK(st);
     CHECK(vk_client_is_connected(c));
     CHECK(reconnect_successes == 1);
+    /* The failure is over: the status no longer reports it. */
+    CHECK_OK(vk_client_last_refresh_error(&err, c));
+    CHECK(err == NULL);
+    vk_snapshot *snap = NULL;
+    CHECK_OK(vk_client_snapshot(&snap, c));
+    CHECK(vk_snapshot_last_refresh_error(snap) == NULL);
+    CHECK(vk_snapshot_connected(snap));
+    vk_snapshot_free(snap);
 
     vk_client_free(c);
     vk_config_free(cfg);
