@@ -210,9 +210,11 @@ with_topologies() {
 }
 
 pytest_suite() {
-  # pytest exits 5 when it collected nothing: that is a failure here.
+  # pytest exits 5 when it collected nothing: that is a failure here. A
+  # skipped or xfail test fails the run too (tests/python/conftest.py);
+  # -rsxX lists them with their reasons.
   PYTHONPATH="$BUILD_GCC/bindings/python${PYTHONPATH:+:$PYTHONPATH}" \
-    with_topologies "$1" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/python"
+    with_topologies "$1" /usr/bin/python3 -m pytest -q -rsxX -p no:cacheprovider "$ROOT/tests/python"
 }
 
 busted_suite() {

@@ -21,6 +21,9 @@ Failures on demand come from a JSON control file, read on every request:
 or missing file means "behave"). A stalled request is never answered: the
 connection is closed after stall_ms. Every request is appended to a JSON-lines
 log with its time, the endpoint and the status answered, never a secret.
+Tests that scan a client's output for leaked secrets need the tokens
+themselves: with --issued-file every minted token (OAuth and access) is
+appended there as a JSON line {"kind": "oauth"|"access", "token": "..."}.
 
 Once listening it writes ``{"port": N, "pid": N}`` to --ready-file (via a
 rename, so readers never see half a file). Python tests can use the
@@ -95,6 +98,7 @@ class FakeGoogle:
         cfg credentials: fake.credentials_b64(), endpoint: fake.url
         fake.control(status=500, message="down"); fake.control()  # behave again
         fake.requests("iam")     # logged requests to that endpoint (dicts)
+        fake.issued_tokens()     # every token minted so far (OAuth and access)
         fake.stop()
 
     redis: the server whose default user receives the tokens (its
@@ -114,6 +118,7 @@ class FakeGoogle:
         self.log_path = os.path.join(directory, "fake-google-requests.jsonl")
         self.control_path = os.path.join(directory, "fake-google-control.json")
         self.ready_path = os.path.join(directory, "fake-google-ready.json")
+        self.issued_path = os.path.join(directory, "fake-google-issued.jsonl")
 
     @property
     def url(self):
@@ -135,7 +140,8 @@ class FakeGoogle:
                 "--client-email", self.key["client_email"],
                 "--service-account", self.service_account,
                 "--port", str(self.port), "--log", self.log_path,
-                "--control-file", self.control_path, "--ready-file", self.ready_path]
+                "--control-file", self.control_path, "--ready-file", self.ready_path,
+                "--issued-file", self.issued_path]
         targets = [] if self.redis is None else (
             list(self.redis) if isinstance(self.redis, (list, tuple)) else [self.redis])
         for server in targets:
@@ -184,6 +190,17 @@ class FakeGoogle:
         except OSError:
             return []
         return [e for e in entries if endpoint is None or e["endpoint"] == endpoint]
+
+    def issued_tokens(self, kind=None):
+        """The tokens minted so far, oldest first: kind "oauth" (the token
+        endpoint's and the metadata server's), "access" (generateAccessToken's),
+        or None for both."""
+        try:
+            with open(self.issued_path) as f:
+                entries = [json.loads(line) for line in f if line.strip()]
+        except OSError:
+            return []
+        return [e["token"] for e in entries if kind is None or e["kind"] == kind]
 
 
 # -- a minimal RESP client for the ACL updates ---------------------------------
@@ -294,12 +311,21 @@ class Fake:
             f.write(json.dumps(entry) + "\n")
             f.flush()
 
+    def record_issued(self, kind, token):
+        """Appends a minted token to --issued-file (never to the request log)."""
+        if not self.args.issued_file:
+            return
+        with self.log_lock, open(self.args.issued_file, "a") as f:
+            f.write(json.dumps({"kind": kind, "token": token}) + "\n")
+            f.flush()
+
     # -- tokens ----------------------------------------------------------------
 
     def mint_oauth_token(self):
         token = "ya29.fake-" + secrets.token_urlsafe(24)
         with self.lock:
             self.oauth_tokens[token] = time.time() + OAUTH_LIFETIME_S
+        self.record_issued("oauth", token)
         return token
 
     def oauth_token_valid(self, token):
@@ -312,6 +338,7 @@ class Fake:
         expiry = time.time() + lifetime_s
         with self.lock:
             self.access_tokens[token] = expiry
+        self.record_issued("access", token)
         if self.redis:
             for admin in self.redis:
                 admin.command("ACL", "SETUSER", "default", "on", ">" + token)
@@ -528,6 +555,8 @@ def main(argv=None):
     parser.add_argument("--redis-tls-ca", help="CA file when --redis-addr is TLS")
     parser.add_argument("--control-file", help="JSON failure switches, read per request")
     parser.add_argument("--log", help="request log, JSON lines")
+    parser.add_argument("--issued-file",
+                        help="every minted token, JSON lines (for leak checks in tests)")
     parser.add_argument("--ready-file", help='written with {"port", "pid"} once listening')
     args = parser.parse_args(argv)
 

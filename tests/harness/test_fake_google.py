@@ -89,10 +89,15 @@ def test_flow_installs_and_expires_tokens(setup):
     fake, server = setup
     status, body = oauth_token(fake, jwt_for(fake.key["private_pem"], fake.url + "/token"))
     assert status == 200 and body["token_type"] == "Bearer"
-    status, body = generate(fake, body["access_token"])
+    oauth = body["access_token"]
+    status, body = generate(fake, oauth)
     assert status == 200
     assert body["expireTime"].endswith("Z")
     token = body["accessToken"]
+    # The fake records what it minted (for the leak scans of the clients' tests).
+    assert fake.issued_tokens("oauth")[-1] == oauth
+    assert fake.issued_tokens("access")[-1] == token
+    assert {oauth, token} <= set(fake.issued_tokens())
     assert auth_works(server, token)
     time.sleep(2.5)                        # the 2 s lifetime passed
     assert not auth_works(server, token)

@@ -112,6 +112,39 @@ def own_server():
     server.stop()
 
 
+# ---- no skips ----------------------------------------------------------------
+# The suite runs against real servers only and every test must run: a skipped
+# or xfail-marked test (at collection, in a fixture or in the test) fails the
+# run, even when everything else passed.
+
+_NOT_RUN = []
+
+
+def pytest_collectreport(report):
+    if report.skipped:
+        _NOT_RUN.append((report.nodeid, "skipped at collection"))
+
+
+def pytest_runtest_logreport(report):
+    if hasattr(report, "wasxfail"):
+        _NOT_RUN.append((report.nodeid, "xfail" if report.skipped else "xpass"))
+    elif report.skipped:
+        _NOT_RUN.append((report.nodeid, "skipped"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _NOT_RUN:
+        terminalreporter.section("tests that did not run (this suite allows none)", red=True)
+        for nodeid, why in _NOT_RUN:
+            terminalreporter.line("%s: %s" % (why, nodeid))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    if _NOT_RUN and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def build_dir():
     """The build tree: $VK_BUILD_DIR, else found from the imported package
     (<build>/bindings/python/vkclient/__init__.py)."""

@@ -172,7 +172,7 @@ def test_logger_callable_and_metrics(env):
     with vkclient.Client(cfg) as c:
         c.ping()
     messages = [m for _, m, _ in records]
-    assert "connecting to Redis/Valkey" in messages
+    assert ("info", "connecting to Redis/Valkey") in [(lvl, m) for lvl, m, _ in records]
     assert "connected to Redis/Valkey in standalone mode" in messages
     assert ("warn", "redis connection established without TLS; consider configuring TLS for "
             "production use") in [(lvl, m) for lvl, m, _ in records]
@@ -197,7 +197,9 @@ def test_logging_logger(env, caplog):
         with vkclient.Client(plain_config(logger=logger)) as c:
             c.ping()
     by_message = {r.getMessage(): r for r in caplog.records}
-    assert by_message["connecting to Redis/Valkey"].levelno in (logging.DEBUG, logging.INFO)
+    # The core logs this line at "info", which maps to logging.INFO.
+    connecting = by_message["connecting to Redis/Valkey"]
+    assert connecting.levelno == logging.INFO and connecting.levelname == "INFO"
     warning = by_message["redis connection established without TLS; consider configuring TLS "
                          "for production use"]
     assert warning.levelno == logging.WARNING
@@ -228,6 +230,30 @@ def test_logging_fields_go_to_extra():
     logger.setLevel(logging.INFO)
     sink("debug", "filtered", {})
     assert len(records) == 2
+
+
+def test_log_levels_map_exactly():
+    from vkclient._sinks import LOG_LEVELS, LoggingSink
+    # The core's four level names (vk_log_level_name), and nothing else.
+    assert {_native.vk_log_level_name(getattr(_native, "VK_LOG_" + n))
+            for n in ("DEBUG", "INFO", "WARN", "ERROR")} == set(LOG_LEVELS)
+    assert LOG_LEVELS == {"debug": logging.DEBUG, "info": logging.INFO,
+                          "warn": logging.WARNING, "error": logging.ERROR}
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("vkclient.levels")
+    logger.addHandler(Collect())
+    logger.setLevel(logging.DEBUG)
+    sink = LoggingSink(logger)
+    for level in ("debug", "info", "warn", "error", "unknown"):
+        sink(level, level, {})
+    assert [(r.getMessage(), r.levelno) for r in records] == [
+        ("debug", logging.DEBUG), ("info", logging.INFO), ("warn", logging.WARNING),
+        ("error", logging.ERROR), ("unknown", logging.INFO)]
 
 
 def test_a_failing_sink_does_not_break_the_client(env, monkeypatch):
@@ -281,11 +307,36 @@ def test_versions():
     assert vkclient.resp3_supported() in (True, False)
 
 
-def test_help_shows_docstrings():
+def test_help_shows_docstrings(monkeypatch):
+    import contextlib
+    import io
     import pydoc
-    text = pydoc.render_doc(vkclient.Client, renderer=pydoc.plaintext)
-    for name in ("execute", "get", "set", "delete", "ping", "connect", "close",
-                 "is_connected", "last_refresh_error", "status", "pipeline", "from_url"):
-        assert name in text
-    assert "ResponseError" in vkclient.Client.execute.__doc__
+    import re
+    # help() itself, its pager writing plain text to our stdout.
+    monkeypatch.setattr(pydoc, "pager", pydoc.plainpager)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        help(vkclient.Client)
+    text = out.getvalue()
+    # Drop the " |  " margins and line breaks: whole sentences can be matched.
+    flat = " ".join(re.sub(r"^\s*\|\s?", "", line).strip() for line in text.splitlines())
+    flat = re.sub(r"\s+", " ", flat)
+    assert "class Client(vkclient._native.ClientCore)" in text
+    # Client's own docstring...
+    assert ("A Redis/Valkey client: connection handling, pooling, retries, TLS and auth are "
+            "done by the vkclient core.") in flat
+    assert "every blocking call releases the GIL" in flat
+    # ...and those of the methods, native ones (execute, set, ...) included,
+    # each under its signature.
+    assert ('execute(*args) Runs any command, e.g. execute("SET", "k", b"v"), and returns '
+            "its reply") in flat
+    assert "An error reply raises vkclient.ResponseError" in flat
+    assert "set(key, value, px=None, nx=False) SET key value [PX px] [NX]." in flat
+    assert "get(key) GET key: the value as bytes, or None when the key does not exist." in flat
+    assert "close() Stops the refresh loop and closes every connection." in flat
+    assert "pipeline(self) A new Pipeline: queue commands with .execute(...)" in flat
+    assert "from_url(url, tls=None, options=None, logger=None, metrics=None)" in flat
+    for name in ("delete", "ping", "connect", "is_connected", "last_refresh_error", "status"):
+        doc = getattr(vkclient.Client, name).__doc__
+        assert doc and doc.split("\n")[0].strip() in text, name
     assert vkclient.LockManager.with_lock.__doc__

@@ -34,7 +34,17 @@ def test_pip_install_offline_and_import_elsewhere(env, tmp_path):
                          cwd=str(elsewhere), env=env_vars, check=True, capture_output=True,
                          text=True).stdout
     assert out.split() == ["works", vkclient.__version__]
-    native = next((target / "vkclient").glob("_native*.so"))
+    # The typing marker and every stub are installed with the package, as
+    # they are in the source tree.
+    installed = target / "vkclient"
+    source = os.path.join(PACKAGE_DIR, "vkclient")
+    stubs = sorted(n for n in os.listdir(source) if n.endswith(".pyi"))
+    assert "__init__.pyi" in stubs
+    for name in ["py.typed"] + stubs:
+        assert (installed / name).is_file(), name
+        with open(os.path.join(source, name), "rb") as f:
+            assert (installed / name).read_bytes() == f.read(), name
+    native = next(installed.glob("_native*.so"))
     linked = subprocess.run(["ldd", str(native)], check=True, capture_output=True,
                             text=True).stdout
     assert "libvkclient" not in linked  # the core is inside the extension
