@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks vkclient against its peers on one local server (DESIGN §7):
 # the C core against raw hiredis, then valkey-benchmark -c 1 -P 1 for
-# reference. Client and server are pinned to the same core, so the numbers
-# show each client's own cost rather than the cross-core loopback latency.
+# reference, and the lock pairs also against redis-py's Lock (Debian's
+# python3-redis). Client and server are pinned to the same core, so the
+# numbers show each client's own cost rather than the cross-core loopback
+# latency.
 #
 #   bash bench/run.sh [ops per case] [runs]
 #   VK_BENCH_CPU=1 bash bench/run.sh      # pin to another core
@@ -23,6 +25,7 @@ vk_build gcc "$BENCH_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF \
 # taskset on the harness pins everything it starts: the server (started on
 # a free port and stopped by PID when the benchmark ends) and the clients.
 export BENCH_BIN=$BENCH_BUILD/bench/c/bench_core LOCK_BENCH_BIN=$BENCH_BUILD/bench/c/bench_lock
+export RP_LOCK_BENCH=$ROOT/bench/python/redis_py_lock_pairs.py
 export OPS RUNS CPU
 exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$SERVER" -- bash -c '
   set -euo pipefail
@@ -46,5 +49,11 @@ exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$S
   set_rps=$(echo "$ref" | awk "/^SET:/ { print \$2 }")
   if [ -n "$pairs" ] && [ -n "$set_rps" ]; then
     awk -v p="$pairs" -v r="$set_rps" "BEGIN { printf \"lock pairs vs the two-round-trip limit (valkey-benchmark SET / 2 = %.0f/s): %.2f\\n\", r / 2, p / (r / 2) }"
+  fi
+  if [ -n "$pairs" ]; then
+    rp_out=$(/usr/bin/python3 "$RP_LOCK_BENCH" 127.0.0.1 "$VK_TEST_PORT" "$(( OPS / 4 ))" "$RUNS")
+    echo "$rp_out"
+    rp_pairs=$(echo "$rp_out" | awk -F: "{ gsub(/ /, \"\", \$2); print \$2 }")
+    awk -v p="$pairs" -v r="$rp_pairs" "BEGIN { printf \"lock pairs vs redis-py Lock: %.2f\\n\", p / r }"
   fi
 '
