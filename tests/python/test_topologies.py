@@ -130,12 +130,13 @@ def cluster_client(cluster):
 # Mutual exclusion, shared by the Sentinel and Cluster lock tests
 # ---------------------------------------------------------------------------
 
-def run_contention(client, lock_key, counter_key, threads=4, rounds=25):
+def run_contention(client, lock_key, counter_key, threads=4, rounds=25, manager=None):
     """`threads` threads each take the lock `rounds` times and, only while
     holding it, increment a counter on the server with a GET and a SET (a
     read-modify-write that loses updates unless the lock excludes).
+    The lock is `manager`'s when given, else a manager over `client`.
     Returns (counter, overlaps, token regressions, errors)."""
-    locks = vkclient.LockManager(client)
+    locks = manager if manager is not None else vkclient.LockManager(client)
     options = vkclient.LockOptions(tries=1000, retry_delay=0.002)
     state = {"inside": 0, "overlaps": 0, "last_token": 0, "regressions": 0}
     guard = threading.Lock()
@@ -165,7 +166,8 @@ def run_contention(client, lock_key, counter_key, threads=4, rounds=25):
         t.start()
     for t in workers:
         t.join(60)
-    locks.close()
+    if manager is None:
+        locks.close()
     return int(client.get(counter_key)), state["overlaps"], state["regressions"], errors
 
 
@@ -512,3 +514,41 @@ def test_cluster_slot_migration_under_load():
                 assert c.get(key) == str(total).encode()
             status = c.status()
             assert status.moved_redirects > 0 and status.ask_redirects > 0, status
+
+
+# ---------------------------------------------------------------------------
+# A Redlock quorum over nodes of different topologies
+# ---------------------------------------------------------------------------
+
+def test_quorum_mixes_topologies(client, sentinel_client, cluster_client):
+    """One standalone server, the Sentinel group's master and the cluster:
+    three independent nodes of one Redlock quorum (a majority is 2)."""
+    nodes = [client, sentinel_client, cluster_client]
+    quorum = vkclient.LockManager(nodes)
+    lock_key, counter_key = unique("mixed-lock"), unique("mixed-counter")
+    counter, overlaps, regressions, errors = run_contention(client, lock_key, counter_key,
+                                                            manager=quorum)
+    assert errors == []
+    assert (counter, overlaps, regressions) == (4 * 25, 0, 0)
+
+    # A held lock is a key on all three, with one value.
+    with quorum.lock(lock_key) as handle:
+        values = {c.get(lock_key) for c in nodes}
+        assert len(values) == 1 and None not in values
+        assert quorum.try_lock(lock_key) is None
+    assert [c.get(lock_key) for c in nodes] == [None, None, None]
+    assert handle.fencing_token > 0
+
+    # One node holding somebody else's value still leaves a majority ...
+    sentinel_client.set(lock_key, b"stranger")
+    handle = quorum.try_lock(lock_key)
+    assert handle is not None
+    handle.unlock()
+    assert sentinel_client.get(lock_key) == b"stranger"
+    # ... two do not.
+    cluster_client.set(lock_key, b"stranger")
+    assert quorum.try_lock(lock_key) is None
+    assert client.get(lock_key) is None   # the failed attempt cleaned up after itself
+    sentinel_client.delete(lock_key)
+    cluster_client.delete(lock_key)
+    quorum.close()
