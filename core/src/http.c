@@ -196,6 +196,18 @@ static bool configure(CURL *easy, const char *url, struct curl_slist *headers, c
     if (ok && body != NULL)
         ok = curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body) == CURLE_OK &&
              curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long)strlen(body)) == CURLE_OK;
+    /* OpenSSL's own variables, which Go and most TLS tools honour too: a
+     * private CA (an intercepting proxy, a test double) needs no code. */
+    const char *ca_file = getenv("SSL_CERT_FILE");
+    const char *ca_dir = getenv("SSL_CERT_DIR");
+    if (ok && ca_file != NULL && ca_file[0] != '\0')
+        ok = curl_easy_setopt(easy, CURLOPT_CAINFO, ca_file) == CURLE_OK;
+    if (ok && ca_dir != NULL && ca_dir[0] != '\0')
+        ok = curl_easy_setopt(easy, CURLOPT_CAPATH, ca_dir) == CURLE_OK;
+    /* Plain http:// is only ever a loopback endpoint: a proxy from the
+     * environment (http_proxy) would carry the JWT or token in the clear. */
+    if (ok && strncmp(url, "http://", 7) == 0)
+        ok = curl_easy_setopt(easy, CURLOPT_PROXY, "") == CURLE_OK;
     return ok;
 }
 

@@ -417,8 +417,31 @@ static void test_url_policy(void)
     CHECK(strstr(vk_last_error(), "token endpoint request failed: SSL certificate problem") !=
           NULL);
     CHECK_EQ_INT(count_requests(tls_google, "token"), 0);
+
+    /* Trusted through OpenSSL's SSL_CERT_FILE, the same server works: the
+     * whole exchange over verified HTTPS. */
+    setenv("SSL_CERT_FILE", vkt_google_cert_path(tls_google), 1);
+    char *token = NULL;
+    st = fetch(tls_key, vkt_google_url(tls_google), VKT_GOOGLE_SERVICE_ACCOUNT, NULL,
+               FETCH_TIMEOUT_MS, &token, NULL);
+    unsetenv("SSL_CERT_FILE");
+    CHECK_OK(st);
+    CHECK(token != NULL && token[0] != '\0');
+    vk__free_secret(token);
+    CHECK_EQ_INT(count_requests(tls_google, "token"), 1);
+    CHECK_EQ_INT(count_requests(tls_google, "iam"), 1);
     free(tls_key);
     vkt_google_stop(tls_google);
+
+    /* A proxy from the environment never sees a plain loopback call. */
+    setenv("http_proxy", "http://127.0.0.1:9", 1);
+    setenv("ALL_PROXY", "http://127.0.0.1:9", 1);
+    char *plain_key = key_b64_for(google);
+    st = fetch_simple(plain_key);
+    unsetenv("http_proxy");
+    unsetenv("ALL_PROXY");
+    CHECK_OK(st);
+    free(plain_key);
 }
 
 /* ---- credentials from the environment ------------------------------------------- */

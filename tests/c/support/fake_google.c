@@ -472,6 +472,11 @@ void vkt_google_stop(vkt_google *g)
 
 pid_t vkt_google_pid(const vkt_google *g) { return g->pid; }
 int vkt_google_port(const vkt_google *g) { return g->port; }
+const char *vkt_google_cert_path(const vkt_google *g)
+{
+    return g->cert_path;
+}
+
 const char *vkt_google_url(const vkt_google *g) { return g->url; }
 const char *vkt_google_host(const vkt_google *g) { return g->host; }
 const char *vkt_google_log_path(const vkt_google *g) { return g->log_path; }

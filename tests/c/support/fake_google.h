@@ -43,6 +43,9 @@ pid_t vkt_google_pid(const vkt_google *g);
 int vkt_google_port(const vkt_google *g);
 /* "http://127.0.0.1:<port>" (or https). */
 const char *vkt_google_url(const vkt_google *g);
+/* With opts.https: the PEM file of the server's self-signed certificate,
+ * which a client may trust as its CA. */
+const char *vkt_google_cert_path(const vkt_google *g);
 /* "127.0.0.1:<port>" for GCE_METADATA_HOST. */
 const char *vkt_google_host(const vkt_google *g);
 
