@@ -30,11 +30,11 @@ def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def jwt_for(private_pem, aud, iss=fake_google.CLIENT_EMAIL, now=None):
+def jwt_for(private_pem, aud, iss=fake_google.CLIENT_EMAIL, now=None, scope=SCOPE):
     now = int(now or time.time())
     key = serialization.load_pem_private_key(private_pem.encode(), password=None)
     header = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    claims = b64url(json.dumps({"iss": iss, "scope": SCOPE, "aud": aud,
+    claims = b64url(json.dumps({"iss": iss, "scope": scope, "aud": aud,
                                 "iat": now, "exp": now + 3600}).encode())
     signature = key.sign((header + "." + claims).encode(), padding.PKCS1v15(), hashes.SHA256())
     return header + "." + claims + "." + b64url(signature)
@@ -49,17 +49,17 @@ def post(url, data, headers=None):
         return e.code, json.loads(e.read())
 
 
-def oauth_token(fake, assertion):
-    form = urllib.parse.urlencode({"grant_type": fake_google.JWT_GRANT,
+def oauth_token(fake, assertion, grant_type=fake_google.JWT_GRANT):
+    form = urllib.parse.urlencode({"grant_type": grant_type,
                                    "assertion": assertion}).encode()
     return post(fake.url + "/token", form,
                 {"Content-Type": "application/x-www-form-urlencoded"})
 
 
-def generate(fake, bearer, account=fake_google.SERVICE_ACCOUNT, lifetime="2s"):
+def generate(fake, bearer, account=fake_google.SERVICE_ACCOUNT, lifetime="2s", scope=SCOPE):
     url = "%s/v1/projects/-/serviceAccounts/%s:generateAccessToken" % (
         fake.url, urllib.parse.quote(account))
-    body = json.dumps({"scope": [SCOPE], "lifetime": lifetime}).encode()
+    body = json.dumps({"scope": [scope], "lifetime": lifetime}).encode()
     return post(url, body, {"Authorization": "Bearer " + bearer,
                             "Content-Type": "application/json"})
 
@@ -118,6 +118,15 @@ def test_bad_assertions_are_refused(setup):
         "error_description"] == "unexpected aud"
     assert oauth_token(fake, jwt_for(fake.key["private_pem"], fake.url + "/token",
                                      iss="intruder@x"))[1]["error_description"] == "unexpected iss"
+    assert oauth_token(fake, jwt_for(fake.key["private_pem"], fake.url + "/token",
+                                     scope="https://www.googleapis.com/auth/other"))[1][
+        "error_description"] == "unexpected scope"
+    assert oauth_token(fake, jwt_for(fake.key["private_pem"], fake.url + "/token",
+                                     now=time.time() - 4000))[1][
+        "error_description"] == "iat/exp out of range"
+    good = jwt_for(fake.key["private_pem"], fake.url + "/token")
+    assert oauth_token(fake, good, grant_type="client_credentials") == (
+        400, {"error": "unsupported_grant_type", "error_description": "bad grant_type"})
 
 
 def test_iam_checks_bearer_and_account(setup):
@@ -126,6 +135,9 @@ def test_iam_checks_bearer_and_account(setup):
     _, body = oauth_token(fake, jwt_for(fake.key["private_pem"], fake.url + "/token"))
     assert generate(fake, body["access_token"], account="other@x")[0] == 403
     assert generate(fake, body["access_token"], lifetime="forever")[0] == 400
+    status, refused = generate(fake, body["access_token"],
+                               scope="https://www.googleapis.com/auth/other")
+    assert (status, refused["error"]["message"]) == (400, "Invalid scope.")
 
 
 def test_failures_on_demand_and_metadata(setup):
@@ -134,6 +146,10 @@ def test_failures_on_demand_and_metadata(setup):
     status, body = oauth_token(fake, jwt_for(fake.key["private_pem"], fake.url + "/token"))
     assert status == 500 and body["error_description"] == "backend unavailable"
     fake.control()
+    # Without the header a metadata server refuses (a guard against SSRF).
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(fake.url + fake_google.METADATA_PATH, timeout=10)
+    assert refused.value.code == 403
     request = urllib.request.Request(fake.url + fake_google.METADATA_PATH,
                                      headers={"Metadata-Flavor": "Google"})
     with urllib.request.urlopen(request, timeout=10) as response:
