@@ -349,6 +349,22 @@ static void test_timeout_and_cancel(void)
     int64_t took = vk__now_ms() - start;
     CHECK(took >= 250 && took < 1500);
 
+    /* The timeout covers the whole operation: a stall at the second call,
+     * after a quick first one, ends it as well. */
+    CHECK(vkt_google_control(google, "{\"stall_ms\":20000,\"endpoints\":[\"iam\"]}"));
+    size_t tokens_before = count_requests(google, "token");
+    int64_t budget = vkt_scaled_ms(800);
+    start = vk__now_ms();
+    CHECK_FAILS(fetch(key, vkt_google_url(google), VKT_GOOGLE_SERVICE_ACCOUNT, NULL, budget,
+                      NULL, NULL),
+                VK_ERR_IAM,
+                "GCP IAM token request failed: IAM Credentials API did not answer within the "
+                "operation timeout");
+    took = vk__now_ms() - start;
+    CHECK(took >= budget - 100 && took < budget + vkt_scaled_ms(1500));
+    CHECK_EQ_INT(count_requests(google, "token"), tokens_before + 1);
+    CHECK(vkt_google_control(google, "{\"stall_ms\":3000}"));
+
     /* A context deadline shorter than the operation timeout wins. */
     vk_context *ctx = NULL;
     CHECK_OK(vk_context_new(&ctx));
