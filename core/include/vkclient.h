@@ -370,6 +370,10 @@ VK_API vk_status vk_client_last_refresh_error(char **out, const vk_client *clien
  *     running it twice is harmless.
  * A write whose reply was lost (read timeout, connection dropped after the
  * request was sent) is not retried: the error is returned.
+ * In cluster mode the refusals (-TRYAGAIN, -CLUSTERDOWN, -LOADING,
+ * -MASTERDOWN) are retried for up to 5 s or until the context's deadline,
+ * whatever max_retries says, so that a slot migration or a failover is
+ * ridden out; max_retries -1 still disables them.
  */
 VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context *ctx,
                                    int argc, const char *const *argv,

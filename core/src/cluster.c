@@ -20,6 +20,21 @@
 /* MOVED / ASK hops one command may follow: a resharding settles within a
  * few; more means the nodes disagree and the caller should see the reply. */
 #define VK_CLUSTER_MAX_REDIRECTS 16
+/* How long a command refused with TRYAGAIN, CLUSTERDOWN, LOADING or
+ * MASTERDOWN is retried (unless its context ends first), and the longest
+ * pause between two tries. A refused command did not run, so retrying is
+ * always safe, and what bounds it is time rather than a count: a multi-key
+ * command on a migrating slot is refused until every key it names is on
+ * one side (one that creates keys, until the migration ends), which lasts
+ * as long as MIGRATE takes to move the slot's keys: tens of milliseconds
+ * to seconds. go-redis retries these replies within MaxRedirects (3 tries,
+ * 8-512 ms back-off) and redis-py within its 16-hop TTL (50 ms pauses in
+ * its second half; 250 ms after CLUSTERDOWN, 3 times): both give up within
+ * about a second, which a migration under load can outlast. The pauses
+ * grow from min_retry_backoff to the cap, so a waiting caller tries about
+ * 10 times a second and goes on within ~100 ms of the slot settling. */
+#define VK_CLUSTER_REFUSED_WAIT_MS 5000
+#define VK_CLUSTER_REFUSED_PAUSE_MS 100
 
 struct vk_cluster {
     vk_pool_params params;          /* template of each node's pool */
@@ -50,6 +65,8 @@ vk_status vk__cluster_new(vk_cluster **out, const vk_pool_params *params)
         return vk__fail_nomem();
     }
     cl->params = *params;
+    /* A pool per node: each one's gauges carry its node's address. */
+    cl->params.label_node = true;
     for (size_t i = 0; i < addresses->count; i++) {
         vk_status st = vk__parse_address(&cl->seeds[i], addresses->items[i]);
         if (st != VK_OK) {
@@ -586,12 +603,41 @@ static vk_status attempt(vk_cluster *cl, int slot, const vk_cluster_redirect *rd
     return st;
 }
 
+/* The pause before retrying a refused command (the refusals-th so far),
+ * never past `until`. */
+static int64_t refused_pause_ms(const vk_config *cfg, int refusals, int64_t until)
+{
+    int64_t pause = vk__retry_backoff_ms(cfg, refusals);
+    if (pause > VK_CLUSTER_REFUSED_PAUSE_MS)
+        pause = VK_CLUSTER_REFUSED_PAUSE_MS;
+    int64_t left = until - vk__now_ms();
+    return pause < left ? pause : left > 0 ? left : 0;
+}
+
+/* Counts a refusal by its reply's first word: "tryagain", "clusterdown",
+ * "loading" or "masterdown". */
+static void count_refusal(vk_cluster *cl, const redisReply *r)
+{
+    char type[16];
+    size_t n = 0;
+    while (n < r->len && n < sizeof type - 1 && r->str[n] != ' ') {
+        char ch = r->str[n];
+        type[n++] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+    }
+    type[n] = '\0';
+    count_metric(cl, "redis_cluster_refusals_total", type);
+}
+
 vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect *first,
                            redisReply **reply, int argc, const char *const *argv,
-                           const size_t *argvlen, vk_context *ctx)
+                           const size_t *argvlen, int64_t *refused_until, vk_context *ctx)
 {
-    int max_retries = cl->params.cfg->max_retries > 0 ? cl->params.cfg->max_retries : 0;
-    int retries = 0, redirects = 0;
+    const vk_config *cfg = cl->params.cfg;
+    int max_retries = cfg->max_retries > 0 ? cfg->max_retries : 0;
+    int retries = 0, redirects = 0, refusals = 0;
+    int64_t own_until = 0;
+    if (refused_until == NULL)
+        refused_until = &own_until;
     vk_cluster_redirect rd;
     bool use_redirect = first != NULL;
     if (first != NULL)
@@ -604,6 +650,7 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
                                &sent, &version, &node_ep);
         use_redirect = false;
         bool retry, reload;
+        int64_t pause;
         if (st == VK_OK) {
             vk_cluster_redirect next;
             if (redirects < VK_CLUSTER_MAX_REDIRECTS &&
@@ -615,13 +662,26 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
                 use_redirect = true;
                 continue;   /* the command did not run: follow at once */
             }
-            retry = vk__cluster_refused(*reply) && retries < max_retries;
+            if (!vk__cluster_refused(*reply))
+                return VK_OK;
+            count_refusal(cl, *reply);
+            /* max_retries -1 turns these retries off too; otherwise the
+             * time bound above applies, whatever max_retries says. */
+            if (*refused_until == 0)
+                *refused_until = vk__now_ms() + VK_CLUSTER_REFUSED_WAIT_MS;
+            retry = cfg->max_retries >= 0 && vk__now_ms() < *refused_until;
+            pause = refused_pause_ms(cfg, refusals++, *refused_until);
+            /* During a migration a command may go ASK, TRYAGAIN, ASK, ...
+             * for as long as the time bound allows: the hop limit is for
+             * redirects without a refusal in between. */
+            redirects = 0;
             reload = has_prefix(*reply, "CLUSTERDOWN");
         } else {
             /* Closed meanwhile: nothing to retry on until a reconnect. */
             retry = retries < max_retries && !vk__status_is_final(st) &&
                     (!sent || vk__command_is_readonly(argv[0], argvlen[0])) &&
                     vk__cluster_connected(cl);
+            pause = vk__retry_backoff_ms(cfg, retries++);
             reload = true;
         }
         if (!retry)
@@ -630,10 +690,9 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
             vk__reply_free(*reply);
             *reply = NULL;
         }
-        vk_status wait = vk__ctx_sleep_ms(ctx, vk__retry_backoff_ms(cl->params.cfg, retries));
+        vk_status wait = vk__ctx_sleep_ms(ctx, pause);
         if (wait != VK_OK)
             return wait;
-        retries++;
         /* A node failed or gave up its slots: the map may be out of date.
          * A failed reload leaves the old map; the next attempt tells. */
         if (reload)
@@ -658,7 +717,8 @@ static vk_status server_slot(vk_cluster *cl, int argc, const char *const *argv,
     memcpy(args + 2, argv, (size_t)argc * sizeof *args);
     memcpy(lens + 2, argvlen, (size_t)argc * sizeof *lens);
     redisReply *r = NULL;
-    vk_status st = vk__cluster_route(cl, VK_SLOT_NONE, NULL, &r, argc + 2, args, lens, ctx);
+    vk_status st =
+        vk__cluster_route(cl, VK_SLOT_NONE, NULL, &r, argc + 2, args, lens, NULL, ctx);
     free((void *)args);
     free(lens);
     if (st != VK_OK)
@@ -693,5 +753,5 @@ vk_status vk__cluster_command(vk_cluster *cl, redisReply **reply, int argc,
     vk_status st = vk__cluster_command_slot(cl, argc, argv, argvlen, &slot, ctx);
     if (st != VK_OK)
         return st;
-    return vk__cluster_route(cl, slot, NULL, reply, argc, argv, argvlen, ctx);
+    return vk__cluster_route(cl, slot, NULL, reply, argc, argv, argvlen, NULL, ctx);
 }

@@ -109,10 +109,11 @@ vk_status vk__cluster_connect(vk_cluster *cl, vk_context *ctx);
 /* Drops the map and closes every pool. Idempotent. */
 void vk__cluster_close(vk_cluster *cl);
 /* Runs one command on the master of its keys' slot (any master when it
- * has none), following MOVED and ASK, retrying TRYAGAIN / CLUSTERDOWN and
- * connection failures per the client's retry policy (a write whose request
- * was sent is never re-sent). Multi-key commands across slots fail with
- * VK_ERR_INVALID_ARGUMENT. */
+ * has none), following MOVED and ASK, retrying TRYAGAIN / CLUSTERDOWN /
+ * LOADING / MASTERDOWN for up to a few seconds (a resharding or failover
+ * settles meanwhile; cluster.c says why) and connection failures per the
+ * client's retry policy (a write whose request was sent is never re-sent).
+ * Multi-key commands across slots fail with VK_ERR_INVALID_ARGUMENT. */
 vk_status vk__cluster_command(vk_cluster *cl, redisReply **reply, int argc,
                               const char *const *argv, const size_t *argvlen,
                               vk_context *ctx);
@@ -154,11 +155,15 @@ bool vk__cluster_take_redirect(vk_cluster *cl, const redisReply *r, const vk_end
 /* TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN: refused without running. */
 bool vk__cluster_refused(const redisReply *r);
 /* Runs a command on the master of slot (VK_SLOT_NONE: any), following
- * redirects and retrying per the client's policy; it starts at `first`
- * when the command was already redirected (in a pipeline). */
+ * redirects and retrying as vk__cluster_command() does; it starts at
+ * `first` when the command was already redirected (in a pipeline).
+ * *refused_until (0 until the first refusal sets it; NULL: the command's
+ * own) is when refusals stop being retried: a pipeline shares one, so that
+ * its commands together wait no longer than one command would. */
 vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect *first,
                             redisReply **reply, int argc, const char *const *argv,
-                            const size_t *argvlen, vk_context *ctx);
+                            const size_t *argvlen, int64_t *refused_until,
+                            vk_context *ctx);
 
 /* After fork() in the child: drops the parent's connections without a byte
  * on the wire; the next command loads the map again. */

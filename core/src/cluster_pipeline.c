@@ -129,6 +129,7 @@ vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, const int *argcs,
     }
     /* What could not be sent, and what was redirected or refused, runs
      * again alone, in order, with the full redirect and retry handling. */
+    int64_t refused_until = 0;
     for (size_t i = 0; i < count && st == VK_OK; i++) {
         vk_cluster_redirect rd;
         bool redirected = false;
@@ -141,7 +142,7 @@ vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, const int *argcs,
             replies[i] = NULL;
         }
         st = vk__cluster_route(cl, slots[i], redirected ? &rd : NULL, &replies[i], argcs[i],
-                               argvs[i], argvlens[i], ctx);
+                               argvs[i], argvlens[i], &refused_until, ctx);
     }
     vk__slot_map_unref(m);
     free(slots);

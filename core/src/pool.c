@@ -27,6 +27,7 @@ struct vk_pool {
     int capacity;
     bool closed;
     atomic_int refs;
+    char node[300];                /* the "node" label's value; "" without one */
 };
 
 /* A coarse monotonic clock (a few ms resolution, no syscall): enough to
@@ -165,12 +166,17 @@ static bool idle_conn_ready(const vk_pool_params *pp, vk_conn *c, int64_t idle_s
 
 static void report_gauges(vk_pool *p, int in_use, int idle, int waiters)
 {
-    static const vk_field in_use_label[] = {{"state", "in_use"}};
-    static const vk_field idle_label[] = {{"state", "idle"}};
+    /* The node label, where there is one, is appended: the state label
+     * stays first, where sinks have always found it. */
+    size_t node = p->node[0] != '\0' ? 1 : 0;
+    const vk_field in_use_labels[] = {{"state", "in_use"}, {"node", p->node}};
+    const vk_field idle_labels[] = {{"state", "idle"}, {"node", p->node}};
+    const vk_field node_label[] = {{"node", p->node}};
     vk_events *ev = p->params.events;
-    vk__metric(ev, "redis_pool_connections", VK_METRIC_GAUGE, in_use, in_use_label, 1);
-    vk__metric(ev, "redis_pool_connections", VK_METRIC_GAUGE, idle, idle_label, 1);
-    vk__metric(ev, "redis_pool_waiters", VK_METRIC_GAUGE, waiters, NULL, 0);
+    vk__metric(ev, "redis_pool_connections", VK_METRIC_GAUGE, in_use, in_use_labels, 1 + node);
+    vk__metric(ev, "redis_pool_connections", VK_METRIC_GAUGE, idle, idle_labels, 1 + node);
+    vk__metric(ev, "redis_pool_waiters", VK_METRIC_GAUGE, waiters, node ? node_label : NULL,
+               node);
 }
 
 /* Called with the lock held: takes the numbers, and reports them after
@@ -225,6 +231,8 @@ vk_status vk__pool_new(vk_pool **out, const vk_pool_params *params, vk_context *
     }
     p->params = *params;
     p->capacity = capacity;
+    if (params->label_node)
+        vk__format_endpoint(p->node, sizeof p->node, &params->endpoint);
     atomic_init(&p->refs, 1);
     init_sync(p);
 

@@ -43,6 +43,9 @@ typedef struct vk_pool_params {
     vk_tls *tls;
     vk_events *events;
     vk_credentials *credentials;
+    /* Label the pool's gauges with node="<address>": set where a client
+     * has a pool per node (cluster), so that their series stay apart. */
+    bool label_node;
 } vk_pool_params;
 
 /* Builds a pool and opens (and pings, through the handshake) its first

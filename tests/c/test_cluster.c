@@ -2,8 +2,10 @@
  * The cluster topology against a real 3-master cluster (VKTEST_NEEDS_SERVER),
  * master 0 with one replica: key hashing as the server does it, keys on
  * every master, hash tags, cross-slot refusals, pipelines spanning every
- * node, a slot migration under load with zero errors, a failover, and the
- * lock's mutual exclusion in cluster mode.
+ * node, the slot map from CLUSTER SLOTS where SHARDS is refused, pool
+ * gauges per node, a slot migration under load (multi-key commands
+ * included) with zero errors, a failover, and the lock's mutual exclusion
+ * in cluster mode.
  */
 #include "vkclient.h"
 #include "contention.h"
@@ -28,7 +30,7 @@
 static vkt_cluster *cluster;
 static vk_client *client;
 
-static atomic_int moved_seen, ask_seen, refreshes_seen;
+static atomic_int moved_seen, ask_seen, tryagain_seen, refreshes_seen;
 static atomic_int connected_logs;
 
 static const char CROSSSLOT_TEXT[] =
@@ -44,6 +46,9 @@ static void count_metric(void *userdata, const char *name, vk_metric_kind kind, 
     (void)value;
     if (strcmp(name, "redis_cluster_slot_refreshes_total") == 0)
         atomic_fetch_add(&refreshes_seen, 1);
+    if (strcmp(name, "redis_cluster_refusals_total") == 0 && nlabels == 1 &&
+        strcmp(labels[0].value, "tryagain") == 0)
+        atomic_fetch_add(&tryagain_seen, 1);
     if (strcmp(name, "redis_cluster_redirects_total") != 0 || nlabels != 1)
         return;
     if (strcmp(labels[0].value, "moved") == 0)
@@ -78,13 +83,18 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Runs a command of NUL-terminated arguments. */
-static vk_status run(vk_reply **out, int argc, const char *const *argv)
+/* Runs a command of NUL-terminated arguments on client c. */
+static vk_status run_with(vk_client *c, vk_reply **out, int argc, const char *const *argv)
 {
     size_t len[16];
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    return vk_client_command(out, client, NULL, argc, argv, len);
+    return vk_client_command(out, c, NULL, argc, argv, len);
+}
+
+static vk_status run(vk_reply **out, int argc, const char *const *argv)
+{
+    return run_with(client, out, argc, argv);
 }
 
 /* True when the reply is a string (or status) equal to want. */
@@ -96,13 +106,18 @@ static bool reply_is(const vk_reply *r, const char *want)
            vk_reply_get_type(r) != VK_REPLY_ERROR;
 }
 
-static bool set_key(const char *key, const char *value)
+static bool set_key_with(vk_client *c, const char *key, const char *value)
 {
     const char *argv[] = { "SET", key, value };
     vk_reply *r = NULL;
-    bool ok = run(&r, 3, argv) == VK_OK && reply_is(r, "OK");
+    bool ok = run_with(c, &r, 3, argv) == VK_OK && reply_is(r, "OK");
     vk_reply_free(r);
     return ok;
+}
+
+static bool set_key(const char *key, const char *value)
+{
+    return set_key_with(client, key, value);
 }
 
 static bool key_equals(const char *key, const char *value)
@@ -224,18 +239,13 @@ static void test_unreachable_seeds(void)
     vk_config_free(cfg);
 }
 
-static void test_connects_in_cluster_mode(void)
+/* c's snapshot lists the MASTERS masters of the harness, which serve
+ * every slot between them, from at least one slot map loaded. */
+static void check_masters(vk_client *c)
 {
-    CHECK(client != NULL);
-    CHECK(vk_client_is_connected(client));
-    CHECK_EQ_INT(atomic_load(&connected_logs), 1);
-    CHECK(atomic_load(&refreshes_seen) >= 1);
-    /* The snapshot names the masters, their slots and the maps loaded. */
     vk_snapshot *s = NULL;
-    CHECK_OK(vk_client_snapshot(&s, client));
+    CHECK_OK(vk_client_snapshot(&s, c));
     CHECK_EQ_STR(vk_snapshot_mode(s), "cluster");
-    CHECK(vk_snapshot_master_address(s) == NULL);
-    CHECK_EQ_INT(vk_snapshot_master_switches(s), 0);
     CHECK(vk_snapshot_slot_map_refreshes(s) >= 1);
     CHECK_EQ_INT(vk_snapshot_node_count(s), MASTERS);
     int slots = 0;
@@ -252,6 +262,21 @@ static void test_connects_in_cluster_mode(void)
     CHECK_EQ_INT(slots, 16384);
     CHECK(vk_snapshot_node_address(s, MASTERS) == NULL);
     CHECK_EQ_INT(vk_snapshot_node_slots(s, MASTERS), 0);
+    vk_snapshot_free(s);
+}
+
+static void test_connects_in_cluster_mode(void)
+{
+    CHECK(client != NULL);
+    CHECK(vk_client_is_connected(client));
+    CHECK_EQ_INT(atomic_load(&connected_logs), 1);
+    CHECK(atomic_load(&refreshes_seen) >= 1);
+    /* The snapshot names the masters, their slots and the maps loaded. */
+    check_masters(client);
+    vk_snapshot *s = NULL;
+    CHECK_OK(vk_client_snapshot(&s, client));
+    CHECK(vk_snapshot_master_address(s) == NULL);
+    CHECK_EQ_INT(vk_snapshot_master_switches(s), 0);
     vk_snapshot_free(s);
 }
 
@@ -460,6 +485,136 @@ static void test_slots_and_shards_agree(void)
     vk_reply_free(pong);
 }
 
+/* Where CLUSTER SHARDS is refused (servers before Redis 7.0 do not know
+ * it), the client loads the map from CLUSTER SLOTS: here as a user that
+ * every node forbids SHARDS but allows everything else. */
+static void test_slot_map_from_cluster_slots(void)
+{
+    for (int i = 0; i < vkt_cluster_size(cluster); i++) {
+        const char *acl[] = { "ACL", "SETUSER", "slots-only", "on", ">slots-secret", "~*",
+                              "&*", "+@all", "-cluster|shards" };
+        char *line = vkt_server_cmd(vkt_cluster_node(cluster, i), acl, 9);
+        CHECK_EQ_STR(line, "+OK");
+        free(line);
+    }
+    vk_config *cfg = NULL;
+    vk_client *c = NULL;
+    CHECK_OK(vk_config_new(&cfg));
+    CHECK_OK(vk_config_set_cluster(cfg));
+    CHECK_OK(vk_config_add_cluster_address(cfg, vkt_server_address(vkt_cluster_node(cluster, 1))));
+    CHECK_OK(vk_config_set_static_password(cfg, "slots-only", "slots-secret"));
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    /* The user really cannot read SHARDS, so the map came from SLOTS. */
+    const char *shards[] = { "CLUSTER", "SHARDS" };
+    vk_reply *r = NULL;
+    CHECK_OK(run_with(c, &r, 2, shards));
+    size_t len = 0;
+    const char *text = vk_reply_get_string(r, &len);
+    CHECK(vk_reply_get_type(r) == VK_REPLY_ERROR && text != NULL && len > 6 &&
+          memcmp(text, "NOPERM", 6) == 0);
+    vk_reply_free(r);
+    check_masters(c);
+    /* Keys go to the master that serves them, on every master. */
+    for (int m = 0; m < MASTERS; m++) {
+        char key[32];
+        CHECK(key_on_node(key, sizeof key, "slots:", m));
+        CHECK(set_key_with(c, key, key));
+        const char *get[] = { "GET", key };
+        char *line = vkt_server_cmd_line(vkt_cluster_node(cluster, m), get, 2, 1);
+        CHECK_EQ_STR(line, key);
+        free(line);
+    }
+    vk_client_free(c);
+}
+
+/* ---- pool gauges per node ------------------------------------------------------ */
+
+#define SERIES_MAX 64
+
+/* The distinct redis_pool_* series a sink saw: "name key=value ...". */
+static struct {
+    pthread_mutex_t lock;
+    int count;
+    char line[SERIES_MAX][200];
+} pool_series = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void record_pool_series(void *userdata, const char *name, vk_metric_kind kind,
+                               double value, const vk_field *labels, size_t nlabels)
+{
+    (void)userdata;
+    (void)kind;
+    (void)value;
+    if (strncmp(name, "redis_pool_", 11) != 0)
+        return;
+    char line[200];
+    size_t n = (size_t)snprintf(line, sizeof line, "%s", name);
+    for (size_t i = 0; i < nlabels && n < sizeof line; i++)
+        n += (size_t)snprintf(line + n, sizeof line - n, " %s=%s", labels[i].key,
+                              labels[i].value);
+    pthread_mutex_lock(&pool_series.lock);
+    bool seen = false;
+    for (int i = 0; i < pool_series.count && !seen; i++)
+        seen = strcmp(pool_series.line[i], line) == 0;
+    if (!seen && pool_series.count < SERIES_MAX)
+        strcpy(pool_series.line[pool_series.count++], line);
+    pthread_mutex_unlock(&pool_series.lock);
+}
+
+static bool pool_series_seen(const char *line)
+{
+    pthread_mutex_lock(&pool_series.lock);
+    bool seen = false;
+    for (int i = 0; i < pool_series.count && !seen; i++)
+        seen = strcmp(pool_series.line[i], line) == 0;
+    pthread_mutex_unlock(&pool_series.lock);
+    return seen;
+}
+
+/* Each master's pool reports its gauges under a node label of its own, so
+ * that the masters' series do not overwrite one another. */
+static void test_pool_gauges_per_node(void)
+{
+    vk_config *cfg = NULL;
+    vk_client *c = NULL;
+    CHECK_OK(vk_config_new(&cfg));
+    CHECK_OK(vk_config_set_cluster(cfg));
+    CHECK_OK(vk_config_add_cluster_address(cfg, vkt_server_address(vkt_cluster_node(cluster, 2))));
+    CHECK_OK(vk_config_set_static_password(cfg, NULL, PASSWORD));
+    CHECK_OK(vk_config_set_metrics(cfg, record_pool_series, NULL, NULL));
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    for (int m = 0; m < MASTERS; m++) {
+        char key[32];
+        CHECK(key_on_node(key, sizeof key, "gauge:", m));
+        CHECK(set_key_with(c, key, "1"));
+    }
+    vk_client_free(c);
+    for (int m = 0; m < MASTERS; m++) {
+        const char *address = vkt_server_address(vkt_cluster_node(cluster, m));
+        char want[3][200];
+        snprintf(want[0], sizeof want[0], "redis_pool_connections state=in_use node=%s", address);
+        snprintf(want[1], sizeof want[1], "redis_pool_connections state=idle node=%s", address);
+        snprintf(want[2], sizeof want[2], "redis_pool_waiters node=%s", address);
+        for (int w = 0; w < 3; w++)
+            VKT_CHECK_(pool_series_seen(want[w]), "no series \"%s\"", want[w]);
+    }
+    /* Every series names its node, and only masters have pools. */
+    const char *replica = vkt_server_address(vkt_cluster_node(cluster, REPLICA_OF_0));
+    pthread_mutex_lock(&pool_series.lock);
+    CHECK_EQ_INT(pool_series.count, 3 * MASTERS);
+    for (int i = 0; i < pool_series.count; i++) {
+        const char *node = strstr(pool_series.line[i], " node=");
+        VKT_CHECK_(node != NULL && strcmp(node + 6, replica) != 0, "series \"%s\"",
+                   pool_series.line[i]);
+    }
+    pthread_mutex_unlock(&pool_series.lock);
+}
+
 static void test_close_then_reconnect_on_demand(void)
 {
     CHECK_OK(vk_client_close(client));
@@ -492,9 +647,13 @@ static void test_forked_child_uses_its_own_connections(void)
 /* ---- slot migration under load ------------------------------------------------- */
 
 #define MIG_KEYS 20
-#define MIG_THREADS 2
+#define MULTI_KEYS 6
+/* Thread 0 runs single commands, thread 1 pipelines, thread 2 multi-key
+ * commands. */
+#define MIG_THREADS 3
 
 static char mig_keys[MIG_KEYS][24];
+static char multi_keys[MULTI_KEYS][24];
 static atomic_bool stop_load;
 static atomic_int load_errors;
 static atomic_long increments[MIG_KEYS];
@@ -564,17 +723,72 @@ static void pipeline_round(vk_pipeline *p, unsigned *seed)
     atomic_fetch_add(&operations, 5);
 }
 
+/* Counts a failed multi-key command and says what it got. */
+static void multi_error(const char *command, vk_status st, const vk_reply *r)
+{
+    atomic_fetch_add(&load_errors, 1);
+    size_t len = 0;
+    const char *text = r != NULL ? vk_reply_get_string(r, &len) : NULL;
+    fprintf(stderr, "   %s: %s %.*s\n", command, st != VK_OK ? vk_last_error() : "",
+            (int)len, text != NULL ? text : "");
+}
+
+/* Round n of multi-key commands on the moving slot: MSET of n to every
+ * multi key, MGET of them (all n), and on odd rounds DEL (all of them
+ * existed), so that MSET both creates and overwrites keys mid-migration.
+ * The harness moves half of these keys before its pause and half after:
+ * while they are split, or missing on the target, the nodes refuse these
+ * commands with TRYAGAIN, which the client must ride out. */
+static void multi_round(long n)
+{
+    char value[24];
+    snprintf(value, sizeof value, "%ld", n);
+    const char *mset[1 + 2 * MULTI_KEYS] = { "MSET" };
+    const char *mget[1 + MULTI_KEYS] = { "MGET" };
+    const char *del[1 + MULTI_KEYS] = { "DEL" };
+    for (int k = 0; k < MULTI_KEYS; k++) {
+        mset[1 + 2 * k] = multi_keys[k];
+        mset[2 + 2 * k] = value;
+        mget[1 + k] = del[1 + k] = multi_keys[k];
+    }
+    vk_reply *r = NULL;
+    vk_status st = run(&r, 1 + 2 * MULTI_KEYS, mset);
+    if (st != VK_OK || !reply_is(r, "OK"))
+        multi_error("MSET", st, r);
+    vk_reply_free(r);
+    st = run(&r, 1 + MULTI_KEYS, mget);
+    bool same = st == VK_OK && vk_reply_get_type(r) == VK_REPLY_ARRAY &&
+                vk_reply_get_length(r) == MULTI_KEYS;
+    for (size_t k = 0; same && k < MULTI_KEYS; k++)
+        same = reply_is(vk_reply_get_element(r, k), value);
+    if (!same)
+        multi_error("MGET", st, r);
+    vk_reply_free(r);
+    if (n % 2 == 1) {
+        st = run(&r, 1 + MULTI_KEYS, del);
+        if (st != VK_OK || vk_reply_get_type(r) != VK_REPLY_INTEGER ||
+            vk_reply_get_integer(r) != MULTI_KEYS)
+            multi_error("DEL", st, r);
+        vk_reply_free(r);
+    }
+    atomic_fetch_add(&operations, n % 2 == 1 ? 3 : 2);
+}
+
 static void *mig_load(void *arg)
 {
-    unsigned seed = (unsigned)(size_t)arg;
+    int kind = (int)(size_t)arg;
+    unsigned seed = (unsigned)kind + 1;
+    long rounds = 0;
     vk_pipeline *p = NULL;
-    if (seed % 2 == 0 && vk_pipeline_new(&p, client) != VK_OK)
+    if (kind == 1 && vk_pipeline_new(&p, client) != VK_OK)
         return NULL;
     while (!atomic_load(&stop_load)) {
-        if (p != NULL)
+        if (kind == 0)
+            single_round(&seed);
+        else if (kind == 1)
             pipeline_round(p, &seed);
         else
-            single_round(&seed);
+            multi_round(++rounds);
     }
     vk_pipeline_free(p);
     return NULL;
@@ -588,21 +802,32 @@ static void test_slot_migration_under_load(void)
     if (from < 0 || from >= MASTERS)
         return;
     int to = (from + 1) % MASTERS;
-    const char *names[MIG_KEYS];
+    /* The harness moves the first half of names, pauses, then the rest:
+     * half of the multi keys go in each half. */
+    const char *names[MIG_KEYS + MULTI_KEYS];
+    int count = 0;
+    for (int m = 0; m < MULTI_KEYS; m++)
+        snprintf(multi_keys[m], sizeof multi_keys[m], "{migrating}:multi:%d", m);
     for (int k = 0; k < MIG_KEYS; k++) {
         snprintf(mig_keys[k], sizeof mig_keys[k], "{migrating}:%d", k);
-        names[k] = mig_keys[k];
         CHECK(set_key(mig_keys[k], "0"));
+        if (k == MIG_KEYS / 2)
+            for (int m = 0; m < MULTI_KEYS / 2; m++)
+                names[count++] = multi_keys[m];
+        names[count++] = mig_keys[k];
     }
+    for (int m = MULTI_KEYS / 2; m < MULTI_KEYS; m++)
+        names[count++] = multi_keys[m];
     int moved_before = atomic_load(&moved_seen), ask_before = atomic_load(&ask_seen);
+    int tryagain_before = atomic_load(&tryagain_seen);
     uint64_t moved_counted, ask_counted;
     redirects_seen(&moved_counted, &ask_counted);
     atomic_store(&stop_load, false);
     pthread_t threads[MIG_THREADS];
     for (int t = 0; t < MIG_THREADS; t++)
-        pthread_create(&threads[t], NULL, mig_load, (void *)(size_t)(t + 1));
+        pthread_create(&threads[t], NULL, mig_load, (void *)(size_t)t);
     sleep_ms(200);
-    CHECK(vkt_cluster_move_slot(cluster, slot, from, to, names, MIG_KEYS, 300));
+    CHECK(vkt_cluster_move_slot(cluster, slot, from, to, names, count, 300));
     sleep_ms(300);
     atomic_store(&stop_load, true);
     for (int t = 0; t < MIG_THREADS; t++)
@@ -617,16 +842,21 @@ static void test_slot_migration_under_load(void)
         CHECK(key_equals(mig_keys[k], want));
         CHECK_EQ_INT(vkt_cluster_key_owner(cluster, mig_keys[k]), to);
     }
+    for (int m = 0; m < MULTI_KEYS; m++)
+        CHECK_EQ_INT(vkt_cluster_key_owner(cluster, multi_keys[m]), to);
     CHECK(atomic_load(&moved_seen) > moved_before);
     CHECK(atomic_load(&ask_seen) > ask_before);
+    /* While the multi keys were split between the nodes (the harness's
+     * 300 ms pause), every multi-key command was refused at least once. */
+    CHECK(atomic_load(&tryagain_seen) > tryagain_before);
     /* The snapshot counted what the metrics reported. */
     uint64_t moved_after, ask_after;
     redirects_seen(&moved_after, &ask_after);
     CHECK_EQ_INT(moved_after - moved_counted, atomic_load(&moved_seen) - moved_before);
     CHECK_EQ_INT(ask_after - ask_counted, atomic_load(&ask_seen) - ask_before);
-    fprintf(stderr, "   migration: %ld operations, %d MOVED, %d ASK\n",
+    fprintf(stderr, "   migration: %ld operations, %d MOVED, %d ASK, %d TRYAGAIN\n",
             atomic_load(&operations), atomic_load(&moved_seen) - moved_before,
-            atomic_load(&ask_seen) - ask_before);
+            atomic_load(&ask_seen) - ask_before, atomic_load(&tryagain_seen) - tryagain_before);
 }
 
 /* ---- locks --------------------------------------------------------------------- */
@@ -844,6 +1074,8 @@ int main(void)
         RUN(test_commands_without_a_table_entry);
         RUN(test_pipeline_spans_every_node);
         RUN(test_slots_and_shards_agree);
+        RUN(test_slot_map_from_cluster_slots);
+        RUN(test_pool_gauges_per_node);
         RUN(test_close_then_reconnect_on_demand);
         RUN(test_forked_child_uses_its_own_connections);
         RUN(test_slot_migration_under_load);
