@@ -420,11 +420,38 @@ vk_status vk__client_acquire_pool(vk_client *c, vk_pool **out, vk_context *ctx)
  * older generation are re-authenticated (or replaced) by the pool before
  * being handed out, and ones in use when they are next taken. No command
  * ever runs on a connection with a stale token. */
+/* The longest one refresh spends re-authenticating idle connections: an
+ * unresponsive node must not hold up the loop (or a close) for the whole
+ * read timeout. What is left over catches up when next handed out. */
+#define VK_REAUTH_BUDGET_MS 1000
+
 vk_status vk__client_apply_credentials(void *client, const char *username,
                                        const char *password)
 {
     vk_client *c = client;
-    return vk__credentials_set(&c->credentials, username, password);
+    vk_status st = vk__credentials_set(&c->credentials, username, password);
+    if (st != VK_OK)
+        return st;
+    /* New connections log in with the new credentials from now on; the
+     * idle ones switch here, on the refresh loop's thread, instead of in
+     * front of the next command that takes them. Failures are not the
+     * refresh's: such a connection is replaced when next needed. */
+    vk_context *ctx = NULL;
+    if (vk_context_new(&ctx) == VK_OK)
+        vk_context_set_timeout_ms(ctx, VK_REAUTH_BUDGET_MS);
+    if (c->cluster != NULL) {
+        vk__cluster_reauth_idle(c->cluster, ctx);
+    } else {
+        pthread_mutex_lock(&c->lock);
+        vk_pool *p = c->pool != NULL ? vk__pool_ref(c->pool) : NULL;
+        pthread_mutex_unlock(&c->lock);
+        if (p != NULL) {
+            vk__pool_reauth_idle(p, ctx);
+            vk__pool_unref(p);
+        }
+    }
+    vk_context_free(ctx);
+    return VK_OK;
 }
 
 vk_status vk__client_start_refresher(vk_client *c)

@@ -229,6 +229,17 @@ vk_status vk__cluster_node_pool(vk_cluster *cl, vk_slot_map *m, size_t i, vk_poo
     return VK_OK;
 }
 
+void vk__cluster_reauth_idle(vk_cluster *cl, vk_context *ctx)
+{
+    vk_slot_map *m = vk__cluster_map(cl, NULL);
+    for (size_t i = 0; m != NULL && i < m->node_count; i++) {
+        vk_pool *p = atomic_load(&m->nodes[i].pool);
+        if (p != NULL)
+            vk__pool_reauth_idle(p, ctx);
+    }
+    vk__slot_map_unref(m);
+}
+
 static void count_metric(vk_cluster *cl, const char *name, const char *type)
 {
     if (!vk__events_has_metrics(cl->params.events))

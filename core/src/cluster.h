@@ -106,6 +106,9 @@ void vk__cluster_free(vk_cluster *cl);
  * seed in turn, and opens the masters' pools (create-ping-swap: the old
  * map stays in service when this fails). */
 vk_status vk__cluster_connect(vk_cluster *cl, vk_context *ctx);
+/* Re-authenticates every node pool's idle connections with the current
+ * credentials (vk__pool_reauth_idle). */
+void vk__cluster_reauth_idle(vk_cluster *cl, vk_context *ctx);
 /* Drops the map and closes every pool. Idempotent. */
 void vk__cluster_close(vk_cluster *cl);
 /* Runs one command on the master of its keys' slot (any master when it

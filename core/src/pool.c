@@ -397,6 +397,50 @@ vk_status vk__pool_get(vk_pool *p, vk_conn **out, vk_context *ctx, bool *closed)
     }
 }
 
+/* Takes out the newest idle connection whose credentials are older than
+ * `generation`, or returns NULL. Called with the lock held. */
+static vk_conn *take_stale_idle(vk_pool *p, uint64_t generation)
+{
+    for (int i = p->idle_count - 1; i >= 0; i--) {
+        vk_conn *c = p->idle[i];
+        if (vk__conn_tag(c) == generation)
+            continue;
+        int after = p->idle_count - 1 - i;
+        memmove(&p->idle[i], &p->idle[i + 1], (size_t)after * sizeof *p->idle);
+        memmove(&p->idle_since_ms[i], &p->idle_since_ms[i + 1],
+                (size_t)after * sizeof *p->idle_since_ms);
+        p->idle_count--;
+        return c;
+    }
+    return NULL;
+}
+
+void vk__pool_reauth_idle(vk_pool *p, vk_context *ctx)
+{
+    /* At most one pass over the pool: a connection re-authenticated with
+     * a generation that a newer token has already replaced waits for the
+     * next call rather than keeping this one going. */
+    for (int budget = p->capacity; budget > 0; budget--) {
+        uint64_t generation = atomic_load_explicit(&p->params.credentials->generation,
+                                                   memory_order_acquire);
+        pthread_mutex_lock(&p->lock);
+        vk_conn *c = p->closed ? NULL : take_stale_idle(p, generation);
+        unlock_and_report(p);
+        if (c == NULL)
+            return;
+        if (!vk__conn_is_broken(c) && reauth_conn(&p->params, c, ctx)) {
+            vk__pool_put(p, c);
+            continue;
+        }
+        /* Refused or dead: a command would have replaced it too. */
+        vk__conn_close(c);
+        pthread_mutex_lock(&p->lock);
+        p->open_count--;
+        pthread_cond_signal(&p->available);
+        unlock_and_report(p);
+    }
+}
+
 void vk__pool_put(vk_pool *p, vk_conn *c)
 {
     if (c == NULL)

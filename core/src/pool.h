@@ -63,6 +63,11 @@ vk_status vk__pool_get(vk_pool *p, vk_conn **out, vk_context *ctx, bool *closed)
 /* Returns a connection; broken ones (and every one once the pool is
  * closed) are closed instead of kept. */
 void vk__pool_put(vk_pool *p, vk_conn *c);
+/* Re-authenticates the idle connections whose credentials are older than
+ * the current ones, on the calling thread (the refresh loop), so that
+ * commands seldom pay for it. Each is out of the pool meanwhile; one that
+ * fails is closed. Connections in use catch up when next handed out. */
+void vk__pool_reauth_idle(vk_pool *p, vk_context *ctx);
 /* Closes the idle connections and refuses further gets; connections in use
  * are closed as they come back. Idempotent. */
 void vk__pool_close(vk_pool *p);

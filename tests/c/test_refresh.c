@@ -650,6 +650,45 @@ static void test_client_rotation_under_load(void)
     vk_client_free(c);
 }
 
+static int64_t refreshed_at(vk_client *c)
+{
+    snapshot_view v = view(c);
+    free(v.error);
+    return v.at;
+}
+
+/* A new token reaches the idle connections on the refresh loop's thread:
+ * after a refresh with no command in between, their last command on the
+ * server is the AUTH the loop sent. */
+static void test_idle_connections_switch_in_background(void)
+{
+    vk_config *cfg = client_config(60000, 1000, 50);
+    vk_config_set_min_idle_conns(cfg, 3);
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    int64_t first = refreshed_at(c);
+    WAIT_FOR(refreshed_at(c) > first, 5000);   /* the loop applies, then records */
+    CHECK(refreshed_at(c) > first);
+
+    const char *argv[] = {"CLIENT", "LIST"};
+    const size_t lens[] = {6, 4};
+    vk_reply *r = NULL;
+    CHECK_OK(vk_client_command(&r, c, NULL, 2, argv, lens));
+    size_t len = 0;
+    const char *list = r != NULL ? vk_reply_get_string(r, &len) : NULL;
+    int authed = 0;
+    for (const char *p = list; p != NULL && (p = strstr(p, " cmd=auth ")) != NULL; p++)
+        authed++;
+    /* Three idle connections, one of them now running CLIENT LIST. */
+    VKT_CHECK_(authed >= 2, "%d idle connections re-authenticated:\n%.*s", authed, (int)len,
+               list != NULL ? list : "");
+    vk_reply_free(r);
+    vk_client_free(c);
+}
+
 static void test_client_failure_and_recovery(void)
 {
     vk_config *cfg = client_config(60000, 500, 100);
@@ -777,6 +816,7 @@ int main(void)
     RUN(test_refresher_refresh_if_stale);
     RUN(test_refresher_after_fork);
     RUN(test_client_rotation_under_load);
+    RUN(test_idle_connections_switch_in_background);
     RUN(test_client_failure_and_recovery);
     RUN(test_client_driven_mode);
     RUN(test_no_secret_in_output);
