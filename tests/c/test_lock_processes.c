@@ -2,7 +2,7 @@
  * Mutual exclusion between processes (VKTEST_NEEDS_SERVER): N forked
  * processes take one lock M times each and do a non-atomic
  * read-modify-write of a server key inside; a marker key proves nobody
- * else is inside. A holder killed with SIGKILL blocks the others for at
+ * else is inside, and each holder's fencing token is above the last one. A holder killed with SIGKILL blocks the others for at
  * most its expiry plus the drift allowance.
  */
 #include "vkclient.h"
@@ -58,9 +58,19 @@ typedef struct child_state {
     int failures;
 } child_state;
 
+/* The value of a string reply as a number (0 for nil). */
+static long long reply_number(const vk_reply *reply)
+{
+    size_t len = 0;
+    const char *text = reply ? vk_reply_get_string(reply, &len) : NULL;
+    char buf[32] = { 0 };
+    if (text)
+        memcpy(buf, text, len < sizeof buf - 1 ? len : sizeof buf - 1);
+    return atoll(buf);
+}
+
 static vk_status increment_under_lock(void *userdata, vk_lock *lock)
 {
-    (void)lock;
     child_state *s = userdata;
     const char *setnx[3] = { "SETNX", "procs:inside", "1" };
     vk_reply *reply = run(s->client, 3, setnx);
@@ -68,17 +78,20 @@ static vk_status increment_under_lock(void *userdata, vk_lock *lock)
         s->violations++;
     vk_reply_free(reply);
 
+    /* Holders come one after another, across processes, so each one's
+     * fencing token is above the one before. */
+    char token[32];
+    snprintf(token, sizeof token, "%lld", (long long)vk_lock_fencing_token(lock));
+    const char *getset[3] = { "GETSET", "procs:last-token", token };
+    reply = run(s->client, 3, getset);
+    if (!reply || reply_number(reply) >= vk_lock_fencing_token(lock))
+        s->violations++;
+    vk_reply_free(reply);
+
     /* GET then SET: loses updates unless the lock excludes the others. */
     const char *get[2] = { "GET", "procs:counter" };
     reply = run(s->client, 2, get);
-    long long value = 0;
-    size_t len = 0;
-    const char *text = reply ? vk_reply_get_string(reply, &len) : NULL;
-    if (text) {
-        char buf[32] = { 0 };
-        memcpy(buf, text, len < sizeof buf - 1 ? len : sizeof buf - 1);
-        value = atoll(buf);
-    }
+    long long value = reply_number(reply);
     vk_reply_free(reply);
     char next[32];
     snprintf(next, sizeof next, "%lld", value + 1);
