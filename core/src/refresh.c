@@ -87,17 +87,34 @@ static int64_t failure_backoff_ms(int64_t check_interval_ms, int failures)
     return d < VK_REFRESH_MAX_BACKOFF_MS ? d : VK_REFRESH_MAX_BACKOFF_MS;
 }
 
+static void emit_expiry_gauge(vk_refresher *r, int64_t expires_at_ms)
+{
+    if (expires_at_ms <= 0)
+        return;
+    double left_s = (double)(expires_at_ms - vk__wall_ms()) / 1000.0;
+    vk__metric(r->events, "redis_iam_token_expiry_seconds", VK_METRIC_GAUGE,
+               left_s > 0 ? left_s : 0, NULL, 0);
+}
+
 static void emit_outcome_metrics(vk_refresher *r, bool success, int64_t expires_at_ms)
 {
     if (!vk__events_has_metrics(r->events))
         return;
     const vk_field result = {"result", success ? "success" : "failure"};
     vk__metric(r->events, "redis_iam_token_refresh_total", VK_METRIC_COUNTER, 1, &result, 1);
-    if (expires_at_ms > 0) {
-        double left_s = (double)(expires_at_ms - vk__wall_ms()) / 1000.0;
-        vk__metric(r->events, "redis_iam_token_expiry_seconds", VK_METRIC_GAUGE,
-                   left_s > 0 ? left_s : 0, NULL, 0);
-    }
+    emit_expiry_gauge(r, expires_at_ms);
+}
+
+/* Between refreshes too, at every check: the gauge falls as the token in
+ * service ages instead of holding the value of the last refresh. */
+static void report_token_expiry(vk_refresher *r)
+{
+    if (!vk__events_has_metrics(r->events))
+        return;
+    pthread_mutex_lock(&r->lock);
+    int64_t expires_at_ms = r->token_expires_at_ms;
+    pthread_mutex_unlock(&r->lock);
+    emit_expiry_gauge(r, expires_at_ms);
 }
 
 /* ---- one refresh ------------------------------------------------------------ */
@@ -260,6 +277,8 @@ static void *refresh_loop(void *arg)
             refresh_once(r, ctx);
             end_loop_fetch(r, ctx);
             pthread_mutex_unlock(&r->fetch_lock);
+        } else {
+            report_token_expiry(r);
         }
         pthread_mutex_lock(&r->lock);
     }
@@ -348,8 +367,12 @@ vk_status vk__refresher_tick(vk_refresher *r, vk_context *ctx)
     pthread_mutex_lock(&r->lock);
     bool active = r->driven_started;
     pthread_mutex_unlock(&r->lock);
-    if (!active || !refresh_due(r, vk__now_ms()))
+    if (!active)
         return VK_OK;
+    if (!refresh_due(r, vk__now_ms())) {
+        report_token_expiry(r);
+        return VK_OK;
+    }
     /* Another caller already refreshing: that refresh is this tick's work. */
     if (pthread_mutex_trylock(&r->fetch_lock) != 0)
         return VK_OK;

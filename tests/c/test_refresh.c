@@ -39,6 +39,7 @@ static pthread_mutex_t captured_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *captured;
 static size_t captured_len;
 static atomic_int refresh_success, refresh_failure, expiry_gauges, info_refreshed, warn_failed;
+static atomic_llong expiry_last_ms;   /* the latest time-to-expiry gauge */
 
 static void capture(const char *text)
 {
@@ -81,8 +82,10 @@ static void metric_sink(void *userdata, const char *name, vk_metric_kind kind, d
             atomic_fetch_add(&refresh_failure, 1);
     }
     if (strcmp(name, "redis_iam_token_expiry_seconds") == 0 && kind == VK_METRIC_GAUGE &&
-        value > 0)
+        value > 0) {
         atomic_fetch_add(&expiry_gauges, 1);
+        atomic_store(&expiry_last_ms, (long long)(value * 1000.0));
+    }
 }
 
 /* ---- utilities ---------------------------------------------------------------------- */
@@ -689,6 +692,29 @@ static void test_idle_connections_switch_in_background(void)
     vk_client_free(c);
 }
 
+/* The time-to-expiry gauge is reported at every check, not only when a
+ * token arrives: between refreshes it falls with the token's age. */
+static void test_expiry_gauge_between_refreshes(void)
+{
+    vk_config *cfg = client_config(60000, 30000, 50);
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    size_t iam_before = count_requests("iam");
+    int reports = atomic_load(&expiry_gauges);
+    WAIT_FOR(atomic_load(&expiry_gauges) >= reports + 2, 2000);
+    long long early = atomic_load(&expiry_last_ms);
+    usleep(600 * 1000);
+    long long late = atomic_load(&expiry_last_ms);
+    CHECK(atomic_load(&expiry_gauges) >= reports + 5);
+    VKT_CHECK_(early > 50000 && early <= 60000, "gauge %lld ms", early);
+    VKT_CHECK_(late < early && early - late >= 300, "gauge went %lld -> %lld ms", early, late);
+    CHECK_EQ_INT(count_requests("iam"), iam_before);   /* no refresh meanwhile */
+    vk_client_free(c);
+}
+
 static void test_client_failure_and_recovery(void)
 {
     vk_config *cfg = client_config(60000, 500, 100);
@@ -817,6 +843,7 @@ int main(void)
     RUN(test_refresher_after_fork);
     RUN(test_client_rotation_under_load);
     RUN(test_idle_connections_switch_in_background);
+    RUN(test_expiry_gauge_between_refreshes);
     RUN(test_client_failure_and_recovery);
     RUN(test_client_driven_mode);
     RUN(test_no_secret_in_output);
