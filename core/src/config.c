@@ -3,6 +3,7 @@
  * when replaced or freed), cloning, and preparation: the defaults of
  * SEMANTICS §1 followed by validation with its exact reasons.
  */
+#include "gcp_iam.h"
 #include "internal.h"
 
 #include <ctype.h>
@@ -607,20 +608,18 @@ static vk_status validate_tls(const vk_config *cfg)
     return VK_OK;
 }
 
-/* Plain http:// is accepted only for loopback hosts (tests, local proxies). */
-static bool is_acceptable_endpoint(const char *url)
+/* The endpoint as an error message may show it: a user:password@ part,
+ * which has no business in an IAM endpoint, is replaced by REDACTED. */
+static void endpoint_for_message(char *out, size_t size, const char *url)
 {
-    if (strncmp(url, "https://", 8) == 0)
-        return url[8] != '\0' && url[8] != '/';
-    static const char *const loopback[] = {"http://127.0.0.1", "http://localhost",
-                                           "http://[::1]"};
-    for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
-        size_t n = strlen(loopback[i]);
-        if (strncmp(url, loopback[i], n) == 0 &&
-            (url[n] == '\0' || url[n] == ':' || url[n] == '/'))
-            return true;
+    const char *scheme_end = strstr(url, "://");
+    const char *host = scheme_end != NULL ? scheme_end + 3 : url;
+    const char *at = strchr(host, '@');
+    if (at == NULL || at >= host + strcspn(host, "/?#")) {
+        snprintf(out, size, "%s", url);
+        return;
     }
-    return false;
+    snprintf(out, size, "%.*sREDACTED%s", (int)(host - url), url, at);
 }
 
 static vk_status validate_iam(const vk_config *cfg)
@@ -642,11 +641,15 @@ static vk_status validate_iam(const vk_config *cfg)
                        "before refresh");
     if (cfg->iam_endpoint == NULL)
         return vk__fail_nomem();
-    if (!is_acceptable_endpoint(cfg->iam_endpoint))
+    /* The same rule as every HTTP call applies (gcp_iam.h). */
+    if (!vk__http_url_allowed(cfg->iam_endpoint)) {
+        char shown[512];
+        endpoint_for_message(shown, sizeof shown, cfg->iam_endpoint);
         return vk__fail(VK_ERR_INVALID_CONFIG,
                         "GCP IAM endpoint must be an https:// URL (http:// only for loopback "
                         "hosts): \"%s\"",
-                        cfg->iam_endpoint);
+                        shown);
+    }
     return VK_OK;
 }
 

@@ -48,7 +48,7 @@ bool vk__http_url_allowed(const char *url)
     if (url == NULL)
         return false;
     if (strncasecmp(url, "https://", 8) == 0)
-        return url[8] != '\0';
+        return url[8] != '\0' && url[8] != '/';
     if (strncasecmp(url, "http://", 7) != 0)
         return false;
     const char *host = url + 7;

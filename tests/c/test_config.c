@@ -252,6 +252,16 @@ static void test_iam_rules(void)
                         "hosts): \"http://iam.example\""));
     CHECK_OK(vk_config_set_gcp_iam_endpoint(cfg, "http://localhost.evil.example"));
     CHECK(vk_config_validate(cfg) == VK_ERR_INVALID_CONFIG);
+    CHECK_OK(vk_config_set_gcp_iam_endpoint(cfg, "https:///no-host"));
+    CHECK(vk_config_validate(cfg) == VK_ERR_INVALID_CONFIG);
+    /* Credentials in the URL never reach the message. */
+    CHECK_OK(vk_config_set_gcp_iam_endpoint(cfg, "http://admin:hunter2@iam.example/x"));
+    CHECK_FAILS(vk_config_validate(cfg), VK_ERR_INVALID_CONFIG,
+                INVALID("GCP IAM endpoint must be an https:// URL (http:// only for loopback "
+                        "hosts): \"http://REDACTED@iam.example/x\""));
+    /* The whole loopback range, as the HTTP calls themselves accept it. */
+    CHECK_OK(vk_config_set_gcp_iam_endpoint(cfg, "http://127.0.0.2:8080/"));
+    CHECK_OK(vk_config_validate(cfg));
     vk_config_free(cfg);
 }
 
