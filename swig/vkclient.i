@@ -34,6 +34,9 @@
 /* A bare C function pointer cannot come from a scripting language: each
  * binding installs its own trampoline in hand-written code. */
 %ignore vk_context_set_interrupt_check;
+/* Takes argv arrays: the bindings call it from their hand-written command
+ * paths. */
+%ignore vk_command_is_blocking;
 
 #ifdef SWIGPYTHON
 /* Lock option presets: lock_options_default() / lock_options_rate_limiter()

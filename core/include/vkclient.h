@@ -379,6 +379,13 @@ VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context
                                    int argc, const char *const *argv,
                                    const size_t *argvlen);
 
+/* 1 when the command waits on the server for up to a timeout of its own
+ * (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD/XREADGROUP with BLOCK, WAIT, ...),
+ * else 0. vk_client_command() stretches the read timeout of such a command
+ * by its timeout (no limit for 0); a binding can give it a cancellable
+ * context so that the caller can interrupt the wait. */
+VK_API int vk_command_is_blocking(int argc, const char *const *argv, const size_t *argvlen);
+
 /* Snapshot of the client's state: not a probe. */
 typedef struct vk_snapshot vk_snapshot;
 VK_API vk_status vk_client_snapshot(vk_snapshot **out, const vk_client *client);

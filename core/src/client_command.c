@@ -68,7 +68,7 @@ static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx, int
                 vk__client_mark_disconnected(c);
             return st;
         }
-        st = vk__conn_command(conn, reply, argc, argv, argvlen, ctx, sent);
+        st = vk__conn_user_command(conn, reply, argc, argv, argvlen, ctx, sent);
         if (VK_UNLIKELY(st != VK_OK) && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
             st != VK_ERR_CANCELLED)
             vk__client_mark_disconnected(c);

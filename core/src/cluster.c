@@ -264,7 +264,7 @@ static vk_status run_on(vk_pool *pool, bool asking, redisReply **reply, int argc
     if (st != VK_OK)
         return st;
     if (!asking) {
-        st = vk__conn_command(conn, reply, argc, argv, argvlen, ctx, sent);
+        st = vk__conn_user_command(conn, reply, argc, argv, argvlen, ctx, sent);
     } else {
         static const char *const asking_argv[] = {"ASKING"};
         static const size_t asking_len[] = {6};

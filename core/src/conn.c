@@ -144,6 +144,19 @@ vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx)
     }
 }
 
+/* A command that waits on the server (blocking.c) may take its own
+ * timeout to answer: the read timeout stretches by that much for this one
+ * reply (none at all for a timeout of 0). */
+static vk_status read_blocking_reply(vk_conn *c, redisReply **out, vk_context *ctx,
+                                     int64_t wait_ms)
+{
+    int64_t usual_ms = c->t.read_timeout_ms;
+    vk__transport_set_read_timeout(&c->t, wait_ms > 0 ? wait_ms + usual_ms : 0);
+    vk_status st = vk__conn_read(c, out, ctx);
+    vk__transport_set_read_timeout(&c->t, usual_ms);
+    return st;
+}
+
 vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *const *argv,
                            const size_t *argvlen, vk_context *ctx, bool *sent)
 {
@@ -156,6 +169,24 @@ vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *c
         return st;
     *sent = true;
     return vk__conn_read(c, out, ctx);
+}
+
+vk_status vk__conn_user_command(vk_conn *c, redisReply **out, int argc,
+                                const char *const *argv, const size_t *argvlen,
+                                vk_context *ctx, bool *sent)
+{
+    int64_t wait_ms;
+    if (VK_LIKELY(!vk__blocking_timeout_ms(argc, argv, argvlen, &wait_ms)))
+        return vk__conn_command(c, out, argc, argv, argvlen, ctx, sent);
+    *out = NULL;
+    *sent = false;
+    vk_status st = vk__conn_append(c, argc, argv, argvlen);
+    if (st == VK_OK)
+        st = vk__conn_flush(c, ctx);
+    if (st != VK_OK)
+        return st;
+    *sent = true;
+    return read_blocking_reply(c, out, ctx, wait_ms);
 }
 
 /* ---- handshake ---------------------------------------------------------- */

@@ -77,6 +77,12 @@ vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx);
  * written (for the retry policy). */
 vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *const *argv,
                            const size_t *argvlen, vk_context *ctx, bool *sent);
+/* A caller's command: as vk__conn_command, but one that waits on the
+ * server (BLPOP, XREAD BLOCK, ...; blocking.c) gets its own timeout added
+ * to the read timeout for its reply, or no read timeout for a timeout 0. */
+vk_status vk__conn_user_command(vk_conn *c, redisReply **out, int argc,
+                                const char *const *argv, const size_t *argvlen,
+                                vk_context *ctx, bool *sent);
 /* Re-authenticates an idle connection (AUTH [user] pass). */
 vk_status vk__conn_auth(vk_conn *c, const char *username, const char *password,
                         vk_context *ctx);

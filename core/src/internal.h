@@ -51,6 +51,11 @@ void vk__fork_watch(void);
 
 /* ---- clock.c: time, randomness ------------------------------------------ */
 
+/* blocking.c: true when the command waits on the server (BLPOP, XREAD
+ * BLOCK, WAIT, ...); *timeout_ms is its own timeout (0: no limit). */
+bool vk__blocking_timeout_ms(int argc, const char *const *argv, const size_t *argvlen,
+                             int64_t *timeout_ms);
+
 int64_t vk__now_us(void);   /* monotonic */
 int64_t vk__now_ms(void);   /* monotonic */
 int64_t vk__wall_ms(void);  /* Unix time */

@@ -212,6 +212,15 @@ vk_status vk__transport_open(vk_transport *t, const vk_endpoint *ep, vk_tls *tls
     return VK_OK;
 }
 
+void vk__transport_set_read_timeout(vk_transport *t, int64_t ms)
+{
+    if (t->read_timeout_ms == ms)
+        return;
+    t->read_timeout_ms = ms;
+    if (t->fd >= 0)
+        set_timeout_opt(t->fd, SO_RCVTIMEO, ms);
+}
+
 /* ---- reads and writes --------------------------------------------------- */
 
 static vk_status io_timeout(const vk_transport *t, const char *op)

@@ -231,10 +231,13 @@ static void test_read_timeout(void)
     vk_config_set_max_retries(cfg, -1);
     vk_client *c = NULL;
     CHECK_OK(vk_client_new(&c, cfg));
-    const char *blpop[] = {"BLPOP", "never-filled", "2"};
+    /* The server takes 1 s to answer (a blocking command would have its
+     * read timeout stretched: see test_blocking_commands_*). */
+    const char *slow[] = {"DEBUG", "SLEEP", "1"};
     vk_reply *r = NULL;
-    CHECK(run(&r, c, 3, blpop) == VK_ERR_TIMEOUT);
+    CHECK(run(&r, c, 3, slow) == VK_ERR_TIMEOUT);
     CHECK(r == NULL);
+    usleep(800 * 1000);   /* the server is back */
     /* The timed-out connection is dropped; the next command works. */
     const char *ping[] = {"PING"};
     CHECK_OK(run(&r, c, 1, ping));
@@ -446,6 +449,106 @@ static void test_new_credentials_reach_idle_connections(void)
     vk_config_free(cfg);
 }
 
+/* ---- commands that wait on the server ------------------------------------------ */
+
+static int blocking(int argc, const char *const *argv)
+{
+    size_t lens[16];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    return vk_command_is_blocking(argc, argv, lens);
+}
+
+static void test_blocking_commands_are_recognised(void)
+{
+    const char *blpop[] = {"blpop", "a", "b", "1.5"};
+    const char *blmove[] = {"BLMOVE", "a", "b", "LEFT", "RIGHT", "0"};
+    const char *blmpop[] = {"BLMPOP", "2", "1", "a", "LEFT"};
+    const char *xread[] = {"XREAD", "COUNT", "2", "BLOCK", "100", "STREAMS", "s", "$"};
+    const char *xread_now[] = {"XREAD", "STREAMS", "block", "0"};
+    const char *wait[] = {"WAIT", "1", "100"};
+    const char *get[] = {"GET", "k"};
+    const char *bad[] = {"BLPOP", "a", "soon"};
+    CHECK(blocking(4, blpop));
+    CHECK(blocking(6, blmove));
+    CHECK(blocking(5, blmpop));
+    CHECK(blocking(8, xread));
+    CHECK(!blocking(4, xread_now));   /* "block" here is a stream name */
+    CHECK(blocking(3, wait));
+    CHECK(!blocking(2, get));
+    CHECK(!blocking(3, bad));          /* the server will refuse it at once */
+    CHECK(!vk_command_is_blocking(0, NULL, NULL));
+}
+
+typedef struct delayed_push {
+    int delay_ms;
+    const char *key;
+} delayed_push;
+
+static void *push_later(void *arg)
+{
+    delayed_push *p = arg;
+    usleep((useconds_t)p->delay_ms * 1000);
+    const char *rpush[] = {"RPUSH", p->key, "job"};
+    free(vkt_server_cmd(server, rpush, 3));
+    return NULL;
+}
+
+/* The reply of a blocking command may rightly come after the read
+ * timeout: the wait is the command's own timeout (none for 0). */
+static void test_blocking_commands_outlast_the_read_timeout(void)
+{
+    vk_config *cfg = config_for(vkt_server_address(server));
+    vk_config_set_read_timeout_ms(cfg, 200);
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+
+    int64_t start = vkt_now_ms();
+    const char *blpop[] = {"BLPOP", "blocking:empty", "0.6"};
+    vk_reply *r = NULL;
+    CHECK_OK(run(&r, c, 3, blpop));
+    CHECK(r != NULL && vk_reply_get_type(r) == VK_REPLY_NIL);
+    CHECK(vkt_now_ms() - start >= 550);
+    vk_reply_free(r);
+
+    /* 0 waits for as long as it takes. */
+    delayed_push push = {700, "blocking:queue"};
+    pthread_t pusher;
+    pthread_create(&pusher, NULL, push_later, &push);
+    const char *forever[] = {"BLPOP", "blocking:queue", "0"};
+    CHECK_OK(run(&r, c, 3, forever));
+    pthread_join(pusher, NULL);
+    CHECK(r != NULL && vk_reply_get_type(r) == VK_REPLY_ARRAY && vk_reply_get_length(r) == 2);
+    vk_reply_free(r);
+
+    const char *xread[] = {"XREAD", "BLOCK", "500", "STREAMS", "blocking:stream", "$"};
+    CHECK_OK(run(&r, c, 6, xread));
+    CHECK(r != NULL && vk_reply_get_type(r) == VK_REPLY_NIL);
+    vk_reply_free(r);
+
+    /* The stretch is for that one reply: a command that is merely slow
+     * still meets the read timeout. */
+    const char *slow[] = {"DEBUG", "SLEEP", "0.5"};
+    CHECK_EQ_INT(run(&r, c, 3, slow), VK_ERR_TIMEOUT);
+    vk_reply_free(r);
+
+    /* A context cancels an unlimited wait. */
+    vk_context *ctx = NULL;
+    CHECK_OK(vk_context_new(&ctx));
+    CHECK_OK(vk_context_set_timeout_ms(ctx, 300));
+    const char *nothing[] = {"BLPOP", "blocking:never", "0"};
+    size_t lens[3] = {5, 14, 1};
+    start = vkt_now_ms();
+    CHECK_EQ_INT(vk_client_command(&r, c, ctx, 3, nothing, lens), VK_ERR_TIMEOUT);
+    CHECK(vkt_now_ms() - start < vkt_scaled_ms(2000));
+    vk_context_free(ctx);
+    const char *ping[] = {"PING"};
+    CHECK_OK(run(&r, c, 1, ping));
+    vk_reply_free(r);
+    vk_client_free(c);
+}
+
 int main(void)
 {
     /* VKTEST_NEEDS_SERVER */
@@ -459,6 +562,8 @@ int main(void)
     RUN(test_binary_values);
     RUN(test_read_timeout);
     RUN(test_retry_policy);
+    RUN(test_blocking_commands_are_recognised);
+    RUN(test_blocking_commands_outlast_the_read_timeout);
     RUN(test_connect_swaps_without_failures);
     RUN(test_status_snapshot);
     RUN(test_new_credentials_reach_idle_connections);

@@ -64,8 +64,13 @@ describe("runtime errors", function()
 
     it("TIMEOUT: the reply does not come within the read timeout", function()
         local client = support.client{ options = { read_timeout = 0.2, max_retries = -1 } }
-        local err = support.fails("TIMEOUT", nil, client:call("BLPOP", support.key("never"), 2))
+        -- Writes wait out a 0.5 s pause of the server.
+        assert.are.equal("OK", client:call("CLIENT", "PAUSE", "500", "WRITE"))
+        local err = support.fails("TIMEOUT", nil, client:call("SET", support.key("paused"), "v"))
         assert.matches("^i/o timeout", tostring(err))
+        support.sleep(0.5)   -- the pause is over
+        -- A command that waits on the server has its own timeout instead.
+        assert.are.equal(vk.null, client:call("BLPOP", support.key("never"), "0.4"))
         client:close()
     end)
 

@@ -2,6 +2,10 @@
 
 import datetime
 import logging
+import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -340,3 +344,27 @@ def test_help_shows_docstrings(monkeypatch):
         doc = getattr(vkclient.Client, name).__doc__
         assert doc and doc.split("\n")[0].strip() in text, name
     assert vkclient.LockManager.with_lock.__doc__
+
+
+def test_blocking_commands_wait_their_own_timeout_and_ctrl_c_ends_them(key):
+    cfg = plain_config(options=vkclient.ConnectionOptions(read_timeout=0.2, max_retries=-1))
+    with vkclient.Client(cfg) as c:
+        # BLPOP's own timeout, not the read timeout, bounds its wait.
+        started = time.monotonic()
+        assert c.execute("BLPOP", key, 0.5) is None
+        assert time.monotonic() - started >= 0.45
+        # A command that is merely slow still meets the read timeout: writes
+        # wait out a 0.5 s pause of the server.
+        c.execute("CLIENT", "PAUSE", 500, "WRITE")
+        with pytest.raises(vkclient.TimeoutError):
+            c.execute("SET", key + ":paused", "v")
+        time.sleep(0.5)  # the pause is over
+        # BLPOP 0 waits without limit; Ctrl-C ends it, and the client goes on.
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            c.execute("BLPOP", key, 0)
+        assert time.monotonic() - started < 2.0
+        timer.join()
+        assert c.ping() is True

@@ -5,6 +5,8 @@ import multiprocessing
 import threading
 import time
 
+import pytest
+
 import vkclient
 
 from conftest import plain_config
@@ -111,7 +113,8 @@ def test_callbacks_from_another_thread(env, key):
             c.delete(key)
             time.sleep(0.5)
 
-        locks.with_lock_options(key, opts, lose_it)
+        with pytest.raises(vkclient.LockLostError):
+            locks.with_lock_options(key, opts, lose_it)
     assert threading.get_ident() in seen_threads
     assert len(seen_threads) >= 2
 

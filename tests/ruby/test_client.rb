@@ -150,8 +150,13 @@ class TestClient < Minitest::Test
 
   def test_read_timeout_is_a_timeout_error
     c = VKTest.client(options: { read_timeout: 0.2, max_retries: -1 })
-    err = assert_raises(VKClient::TimeoutError) { c.call("BLPOP", VKTest.key("never"), 0) }
+    # Writes wait out a 0.5 s pause of the server.
+    assert_equal "OK", c.call("CLIENT", "PAUSE", "500", "WRITE")
+    err = assert_raises(VKClient::TimeoutError) { c.call("SET", VKTest.key("paused"), "v") }
     assert_equal 18, err.code
+    sleep 0.5 # the pause is over
+    # A command that waits on the server has its own timeout instead.
+    assert_nil c.call("BLPOP", VKTest.key("never"), "0.4")
     c.close
   end
 
