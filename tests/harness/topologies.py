@@ -10,6 +10,11 @@ PID, and whatever is still running at interpreter exit is stopped.
         old = g.master()                # index into g.nodes
         g.failover()
         new = g.wait_new_master(old, 10.0)
+    # Data nodes that require auth: replication and the sentinels log in as
+    # an ACL user of their own, `default` needs default_password.
+    with SentinelGroup("valkey-server", name="vkmaster", tls=True,
+                       acl_user=("replicator", "pw1"), default_password="pw2") as g:
+        g.nodes[0].cli("ACL", "WHOAMI")   # "default" (cli logs in with pw2)
     with Cluster("redis-server", masters=3, replicas=1) as c:
         c.slot_owner(c.key_slot("{user1}:a"))   # "127.0.0.1:p"
         c.migrate_slot(c.key_slot("k"), 2)
@@ -104,15 +109,35 @@ class SentinelGroup:
     replicas and the two other sentinels, so a failover can run at once.
     `nodes` are the data nodes (node 0 starts as the master); `sentinels`
     the sentinel processes; both are vkharness.Server objects.
+
+    Auth on the data nodes (the sentinels themselves stay open):
+
+    default_password: the `default` user's password on every data node
+    (requirepass); node.cli() logs in with it. Other passwords may be added
+    to and removed from `default` at run time (e.g. rotating tokens) as long
+    as this one stays.
+    acl_user: (name, password) of one more user with all permissions
+    (`~* &* +@all`) on every data node. The replicas log in to their master
+    as it (masteruser / masterauth) and so do the sentinels (sentinel
+    auth-user / auth-pass), so replication and failovers never depend on
+    `default`'s passwords. Without acl_user but with default_password, both
+    log in as `default` with default_password.
     """
 
     NODES = 3
     SENTINELS = 3
 
-    def __init__(self, binary="valkey-server", name="vkmaster", tls=False):
+    def __init__(self, binary="valkey-server", name="vkmaster", tls=False, acl_user=None,
+                 default_password=None):
         self.binary = binary
         self.name = name
         self.tls = tls
+        if acl_user is not None:
+            acl_user = tuple(acl_user)
+            if len(acl_user) != 2 or not all(acl_user):
+                raise ValueError("acl_user is a (name, password) pair")
+        self.acl_user = acl_user
+        self.default_password = default_password
         self.nodes = []
         self.sentinels = []
 
@@ -134,16 +159,33 @@ class SentinelGroup:
     def _replication(self):
         return "tls-replication %s" % ("yes" if self.tls else "no")
 
+    def _login(self):
+        """(user, password) that replicas and sentinels log in to the data
+        nodes with; None when the data nodes are open."""
+        if self.acl_user is not None:
+            return self.acl_user
+        if self.default_password is not None:
+            return ("default", self.default_password)
+        return None
+
+    def _data_node(self, extra):
+        """A data node with the group's auth settings. Every node (the master
+        too: it may be demoted) knows how to log in to its master."""
+        login = self._login()
+        if login is not None:
+            extra = extra + ["masteruser %s" % login[0], "masterauth %s" % login[1]]
+        return Server(self.binary, tls=self.tls, requirepass=self.default_password,
+                      acl_users=[self.acl_user] if self.acl_user is not None else None,
+                      extra=extra)
+
     def start(self):
         try:
             # No 5 s wait before a diskless full sync (the default).
-            master = Server(self.binary, tls=self.tls,
-                            extra=["repl-diskless-sync-delay 0", self._replication()])
+            master = self._data_node(["repl-diskless-sync-delay 0", self._replication()])
             self.nodes = [master.start()]
             for _ in range(self.NODES - 1):
-                replica = Server(self.binary, tls=self.tls,
-                                 extra=["replicaof 127.0.0.1 %d" % master.port,
-                                        "repl-diskless-sync-delay 0", self._replication()])
+                replica = self._data_node(["replicaof 127.0.0.1 %d" % master.port,
+                                           "repl-diskless-sync-delay 0", self._replication()])
                 self.nodes.append(replica.start())
             for _ in range(self.SENTINELS):
                 self.sentinels.append(self.start_sentinel(master.port))
@@ -155,9 +197,10 @@ class SentinelGroup:
 
     def start_sentinel(self, master_port, password=None):
         """One more sentinel monitoring the master at master_port as this
-        group's name (the group's settings), with `password` required of its
-        clients. The caller stops it; the group's sentinels learn of it and
-        count it in their majority."""
+        group's name (the group's settings, including how it logs in to the
+        data nodes), with `password` required of its clients. The caller
+        stops it; the group's sentinels learn of it and count it in their
+        majority."""
         extra = [
             "sentinel resolve-hostnames no",
             self._replication(),
@@ -165,6 +208,11 @@ class SentinelGroup:
             "sentinel down-after-milliseconds %s 1000" % self.name,
             "sentinel failover-timeout %s 5000" % self.name,
         ]
+        login = self._login()
+        if login is not None:
+            # How this sentinel logs in to the data nodes.
+            extra += ["sentinel auth-user %s %s" % (self.name, login[0]),
+                      "sentinel auth-pass %s %s" % (self.name, login[1])]
         return Server(sentinel_binary(self.binary), tls=self.tls, requirepass=password,
                       extra=extra).start()
 
@@ -216,13 +264,28 @@ class SentinelGroup:
                 addr = s.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name, timeout=2.0)
             except (OSError, ConnectionError, ReplyError):
                 continue
-            if not addr:
-                return -1
-            for i, node in enumerate(self.nodes):
-                if node.port == int(addr[1]):
-                    return i
-            return -1
+            return self._node_index(addr)
         return -1
+
+    def _node_index(self, addr):
+        if not addr:
+            return -1
+        for i, node in enumerate(self.nodes):
+            if node.port == int(addr[1]):
+                return i
+        return -1
+
+    def master_named_by(self, sentinel):
+        """The index in `nodes` of the node that sentinels[sentinel] names as
+        master; -1 when it does not answer or names none of the nodes."""
+        s = self.sentinels[sentinel]
+        if not s.running:
+            return -1
+        try:
+            addr = s.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name, timeout=2.0)
+        except (OSError, ConnectionError, ReplyError):
+            return -1
+        return self._node_index(addr)
 
     def master_address(self):
         m = self.master()
@@ -261,6 +324,22 @@ class SentinelGroup:
             m = self.master()
             if m >= 0 and m != old and self.node_is_master(m):
                 return m
+            time.sleep(POLL_S)
+        return -1
+
+    def wait_agreed_master(self, old, timeout=10.0):
+        """Like wait_new_master, but waits until every running sentinel names
+        that node (right after a failover the others learn of it from the
+        sentinel that ran it, through their hello messages): a client that
+        asks any of them is then sent there. Its index, or -1 after timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            named = {self.master_named_by(i) for i, s in enumerate(self.sentinels)
+                     if s.running}
+            if len(named) == 1:
+                m = named.pop()
+                if m >= 0 and m != old and self.node_is_master(m):
+                    return m
             time.sleep(POLL_S)
         return -1
 
