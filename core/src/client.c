@@ -175,6 +175,10 @@ static vk_status create_ping_swap(vk_client *c, vk_context *ctx)
         .tls = c->tls,
         .events = c->events,
         .credentials = &c->credentials,
+        /* Sentinel: a master that hung up may have been replaced (and even
+         * come back empty as a master of its own): ask the sentinels again
+         * rather than dial the same address. */
+        .report_dead_idle = c->sentinel != NULL,
     };
     vk_pool *fresh;
     vk_status st = vk__pool_new(&fresh, &params, ctx);

@@ -341,6 +341,11 @@ vk_status vk__conn_auth(vk_conn *c, const char *username, const char *password,
 
 /* ---- state -------------------------------------------------------------- */
 
+const char *vk__conn_peer(const vk_conn *c)
+{
+    return c->t.peer;
+}
+
 bool vk__conn_is_broken(const vk_conn *c)
 {
     return c->broken;

@@ -83,6 +83,8 @@ vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *c
 vk_status vk__conn_user_command(vk_conn *c, redisReply **out, int argc,
                                 const char *const *argv, const size_t *argvlen,
                                 vk_context *ctx, bool *sent);
+/* "host:port" of the server, for messages. */
+const char *vk__conn_peer(const vk_conn *c);
 /* Re-authenticates an idle connection (AUTH [user] pass). */
 vk_status vk__conn_auth(vk_conn *c, const char *username, const char *password,
                         vk_context *ctx);

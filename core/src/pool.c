@@ -148,14 +148,17 @@ static bool reauth_conn(const vk_pool_params *pp, vk_conn *c, vk_context *ctx)
     return ok;
 }
 
-/* Decides, outside the lock, whether an idle connection may be handed out. */
+/* Decides, outside the lock, whether an idle connection may be handed out.
+ * *dead: the server closed it while it sat idle. */
 static bool idle_conn_ready(const vk_pool_params *pp, vk_conn *c, int64_t idle_since_ms,
-                            vk_context *ctx)
+                            vk_context *ctx, bool *dead)
 {
     if (vk__conn_is_broken(c))
         return false;
-    if (coarse_now_ms() - idle_since_ms > VK_POOL_IDLE_CHECK_MS && !vk__conn_still_usable(c))
+    if (coarse_now_ms() - idle_since_ms > VK_POOL_IDLE_CHECK_MS && !vk__conn_still_usable(c)) {
+        *dead = true;
         return false;
+    }
     if (VK_UNLIKELY(vk__conn_tag(c) != atomic_load_explicit(&pp->credentials->generation,
                                                             memory_order_acquire)))
         return reauth_conn(pp, c, ctx);
@@ -371,16 +374,22 @@ vk_status vk__pool_get(vk_pool *p, vk_conn **out, vk_context *ctx, bool *closed)
             vk_conn *c = p->idle[--p->idle_count];
             int64_t idle_since = p->idle_since_ms[p->idle_count];
             unlock_and_report(p);
-            if (VK_LIKELY(idle_conn_ready(&p->params, c, idle_since, ctx))) {
+            bool dead = false;
+            if (VK_LIKELY(idle_conn_ready(&p->params, c, idle_since, ctx, &dead))) {
                 *out = c;
                 return VK_OK;
             }
-            /* Stale: drop it and look again (its slot is free now). */
+            /* Stale: drop it and look again (its slot is free now), unless
+             * the caller must hear that the server hung up. */
+            char peer[300];
+            snprintf(peer, sizeof peer, "%s", vk__conn_peer(c));
             vk__conn_close(c);
             pthread_mutex_lock(&p->lock);
             p->open_count--;
             pthread_cond_signal(&p->available);
             pthread_mutex_unlock(&p->lock);
+            if (dead && p->params.report_dead_idle)
+                return vk__fail(VK_ERR_IO, "connection to %s was closed by the server", peer);
             continue;
         }
         /* A free slot: reserve it, then dial outside the lock. */

@@ -46,6 +46,10 @@ typedef struct vk_pool_params {
     /* Label the pool's gauges with node="<address>": set where a client
      * has a pool per node (cluster), so that their series stay apart. */
     bool label_node;
+    /* An idle connection the server closed is reported to the caller (a
+     * VK_ERR_IO from vk__pool_get) instead of replaced unseen: set where
+     * it may mean the node is no longer the one to talk to (sentinel). */
+    bool report_dead_idle;
 } vk_pool_params;
 
 /* Builds a pool and opens (and pings, through the handshake) its first

@@ -1,9 +1,11 @@
 /*
  * Sentinel mode against real groups (VKTEST_NEEDS_SERVER): one master, two
  * replicas, three sentinels. Discovery, the sentinel list, clear errors for
- * an unknown master name and for unreachable sentinels, locks, and the two
+ * an unknown master name and for unreachable sentinels, locks, the two
  * failovers (SENTINEL FAILOVER, and SIGKILL of the master) while two
- * threads write non-stop through one client that is never re-created.
+ * threads write non-stop through one client that is never re-created (and
+ * where each of their writes landed), and a master demoted behind the
+ * client's back (READONLY, MASTERDOWN).
  */
 #include "contention.h"
 #include "vktest.h"
@@ -24,11 +26,11 @@
 
 static vkt_sentinel_group *group;
 
-static int64_t now_ms(void)
+static int64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ---- what the client logs and counts ----------------------------------------- */
@@ -37,7 +39,7 @@ static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
 static int connected_in_sentinel_mode;
 static int sentinels_discovered;
 static int switches_logged;
-static int64_t last_switch_ms;
+static int64_t last_switch_us;
 static char last_switch_to[64];
 static int failovers_counted;
 
@@ -46,7 +48,7 @@ static void log_sink(void *userdata, vk_log_level level, const char *message,
 {
     (void)userdata;
     if (level >= VK_LOG_WARN || strstr(message, "sentinel") != NULL) {
-        fprintf(stderr, "log at %lld: %s", (long long)now_ms(), message);
+        fprintf(stderr, "log at %lld: %s", (long long)(now_us() / 1000), message);
         for (size_t i = 0; i < nfields; i++)
             fprintf(stderr, " %s=%s", fields[i].key, fields[i].value);
         fputc('\n', stderr);
@@ -58,7 +60,7 @@ static void log_sink(void *userdata, vk_log_level level, const char *message,
         sentinels_discovered++;
     if (strcmp(message, "redis sentinel: switched to the new master") == 0) {
         switches_logged++;
-        last_switch_ms = now_ms();
+        last_switch_us = now_us();
         for (size_t i = 0; i < nfields; i++) {
             if (strcmp(fields[i].key, "to") == 0)
                 snprintf(last_switch_to, sizeof last_switch_to, "%s", fields[i].value);
@@ -81,12 +83,24 @@ static void metric_sink(void *userdata, const char *name, vk_metric_kind kind, d
     }
 }
 
+/* The switches logged so far, and (to, when to_cap > 0) the last one's
+ * new master. */
+static int logged_switches(char *to, size_t to_cap)
+{
+    pthread_mutex_lock(&events_lock);
+    int n = switches_logged;
+    if (to_cap > 0)
+        snprintf(to, to_cap, "%s", last_switch_to);
+    pthread_mutex_unlock(&events_lock);
+    return n;
+}
+
 static void reset_events(void)
 {
     pthread_mutex_lock(&events_lock);
     connected_in_sentinel_mode = sentinels_discovered = switches_logged = 0;
     failovers_counted = 0;
-    last_switch_ms = 0;
+    last_switch_us = 0;
     last_switch_to[0] = '\0';
     pthread_mutex_unlock(&events_lock);
 }
@@ -288,93 +302,220 @@ static void test_lock_mutual_exclusion(void)
 /* ---- failovers under load -------------------------------------------------------- */
 
 #define WRITERS 2
-#define KEPT 256   /* the last successful writes each writer remembers */
+#define MS 1000   /* microseconds in a millisecond */
+
+typedef enum { BY_COMMAND, BY_KILL } failover_kind;
+
+/* One write: key "load:<writer>:<i>" with value i, i being its place in
+ * the writer's record. */
+typedef struct write_record {
+    int64_t sent_us;   /* when the call began: nothing of it was sent before */
+    int64_t done_us;   /* when it returned */
+    bool ok;
+} write_record;
 
 typedef struct writer {
     vk_client *client;
     int id;
     atomic_bool *stop;
-    long ok, failed;
-    int64_t first_error_ms, last_error_ms;
-    /* The last KEPT acknowledged writes: key index and when it was sent. */
-    long kept_index[KEPT];
-    int64_t kept_sent_ms[KEPT];
-    int64_t last_ok_ms;
+    /* Every write, in order; only the writer touches it until joined. */
+    write_record *writes;
+    long count, cap;
+    int64_t first_error_us, last_error_us;
+    /* Read by the test while the writer runs. */
+    atomic_long ok, failed;
+    _Atomic int64_t last_ok_sent_us;
 } writer;
 
 static void *write_loop(void *arg)
 {
     writer *w = arg;
-    for (long i = 0; !atomic_load(w->stop); i++) {
+    while (!atomic_load(w->stop)) {
+        if (w->count == w->cap) {
+            long cap = w->cap > 0 ? 2 * w->cap : 4096;
+            write_record *more = realloc(w->writes, (size_t)cap * sizeof *more);
+            if (more == NULL)
+                break;   /* the test then finds too few writes */
+            w->writes = more;
+            w->cap = cap;
+        }
+        long i = w->count;
+        write_record *r = &w->writes[i];
         char key[64], value[32];
         snprintf(key, sizeof key, "load:%d:%ld", w->id, i);
         snprintf(value, sizeof value, "%ld", i);
-        int64_t sent = now_ms();
-        if (set_key(w->client, key, value) == VK_OK) {
-            w->kept_index[w->ok % KEPT] = i;
-            w->kept_sent_ms[w->ok % KEPT] = sent;
-            w->ok++;
-            w->last_ok_ms = now_ms();
+        r->sent_us = now_us();
+        r->ok = set_key(w->client, key, value) == VK_OK;
+        r->done_us = now_us();
+        w->count++;
+        if (r->ok) {
+            atomic_fetch_add(&w->ok, 1);
+            atomic_store(&w->last_ok_sent_us, r->sent_us);
             continue;
         }
         /* Each failure is reported to the caller with its reason. */
-        fprintf(stderr, "writer %d at %lld: %s (%d)\n", w->id, (long long)now_ms(),
+        fprintf(stderr, "writer %d at %lld: %s (%d)\n", w->id, (long long)(r->done_us / MS),
                 vk_last_error(), (int)vk_last_status());
-        w->last_error_ms = now_ms();
-        if (w->failed++ == 0)
-            w->first_error_ms = w->last_error_ms;
+        w->last_error_us = r->done_us;
+        if (atomic_fetch_add(&w->failed, 1) == 0)
+            w->first_error_us = w->last_error_us;
         usleep(20 * 1000);   /* as an application would before trying again */
     }
     return NULL;
 }
 
-/* Counts writes that succeeded since `since_ms`, sampled every 10 ms, until
- * every writer has one or timeout_ms passed; returns when that happened. */
-static int64_t wait_writes_after(writer *w, int64_t since_ms, int timeout_ms)
+/* Waits until every writer had a write acknowledged that it sent after
+ * since_us; false after timeout_ms. */
+static bool wait_writes_after(writer *w, int64_t since_us, int timeout_ms)
 {
-    int64_t deadline = now_ms() + vkt_scaled_ms(timeout_ms);
-    while (now_ms() < deadline) {
+    int64_t deadline = now_us() + vkt_scaled_ms(timeout_ms) * MS;
+    while (now_us() < deadline) {
         bool all = true;
         for (int i = 0; i < WRITERS; i++)
-            all = all && w[i].last_ok_ms > since_ms;
+            all = all && atomic_load(&w[i].last_ok_sent_us) > since_us;
         if (all)
-            return now_ms();
+            return true;
         usleep(10 * 1000);
     }
-    return -1;
+    return false;
 }
 
-/* Acknowledged writes sent after the switch are on the new master (none
- * went to the demoted node, whose writes are discarded when it resyncs). */
-static void check_writes_after_switch(writer *w, vkt_server *master, int64_t switch_ms)
+/* A plain client of one node, for reading back what landed there. */
+static vk_client *node_client(vkt_server *node)
 {
-    int checked = 0, missing = 0;
-    for (int i = 0; i < WRITERS; i++) {
-        long n = w[i].ok < KEPT ? w[i].ok : KEPT;
-        for (long k = 0; k < n; k++) {
-            if (w[i].kept_sent_ms[k] <= switch_ms)
-                continue;
-            char key[64], value[32];
-            snprintf(key, sizeof key, "load:%d:%ld", w[i].id, w[i].kept_index[k]);
-            snprintf(value, sizeof value, "%ld", w[i].kept_index[k]);
-            char *got = node_get(master, key);
-            checked++;
-            if (got == NULL || strcmp(got, value) != 0)
-                missing++;
-            free(got);
+    vk_config *cfg = NULL;
+    vk_config_new(&cfg);
+    vk_config_set_standalone(cfg, vkt_server_address(node));
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    return c;
+}
+
+/* Which of w's writes node holds (its key with its value), read with one
+ * MGET per batch of keys; NULL when the node cannot be read. */
+static bool *keys_held(vkt_server *node, const writer *w)
+{
+    enum { BATCH = 500 };
+    bool *held = calloc((size_t)w->count + 1, sizeof *held);
+    vk_client *c = node_client(node);
+    if (held == NULL || c == NULL) {
+        free(held);
+        vk_client_free(c);
+        return NULL;
+    }
+    char keys[BATCH][32];
+    const char *argv[BATCH + 1] = {"MGET"};
+    size_t len[BATCH + 1] = {4};
+    for (long from = 0; from < w->count && held != NULL; from += BATCH) {
+        int n = w->count - from < BATCH ? (int)(w->count - from) : BATCH;
+        for (int j = 0; j < n; j++) {
+            snprintf(keys[j], sizeof keys[j], "load:%d:%ld", w->id, from + j);
+            argv[j + 1] = keys[j];
+            len[j + 1] = strlen(keys[j]);
+        }
+        vk_reply *r = NULL;
+        vk_status st = vk_client_command(&r, c, NULL, n + 1, argv, len);
+        bool read = st == VK_OK && vk_reply_get_type(r) == VK_REPLY_ARRAY &&
+                    vk_reply_get_length(r) == (size_t)n;
+        CHECK(read);
+        for (int j = 0; j < n && read; j++) {
+            char want[32];
+            size_t got_len = 0;
+            const char *got = vk_reply_get_string(vk_reply_get_element(r, (size_t)j), &got_len);
+            snprintf(want, sizeof want, "%ld", from + j);
+            held[from + j] = got != NULL && got_len == strlen(want) &&
+                             memcmp(got, want, got_len) == 0;
+        }
+        vk_reply_free(r);
+        if (!read) {
+            free(held);
+            held = NULL;
         }
     }
-    CHECK(checked > 0);
-    CHECK_EQ_INT(missing, 0);
+    vk_client_free(c);
+    return held;
+}
+
+/* Where every write landed, read back from the old and the new master once
+ * the writers stopped. The old master is still a master at that point (the
+ * sentinels demote it only some 10 s after the switch; when it was killed,
+ * it came back empty after the switch), so it holds exactly the writes it
+ * ran itself:
+ * - none sent after the client logged its switch reached the old master,
+ *   and every one of those that was acknowledged is on the new master;
+ * - each writer had a write land on the new master within 5 s of the
+ *   moment the sentinels first named it (promoted_us). */
+static void check_where_writes_landed(writer *w, vkt_sentinel_group *g, int old, int promoted,
+                                      failover_kind kind, int64_t switch_us, int64_t promoted_us)
+{
+    vkt_server *old_node = vkt_sentinel_group_node(g, old);
+    vkt_server *new_node = vkt_sentinel_group_node(g, promoted);
+    bool *on_old[WRITERS], *on_new[WRITERS];
+    bool read = true;
+    for (int i = 0; i < WRITERS; i++) {
+        on_old[i] = keys_held(old_node, &w[i]);
+        on_new[i] = keys_held(new_node, &w[i]);
+        read = read && on_old[i] != NULL && on_new[i] != NULL;
+    }
+    /* Checked after reading: demoted meanwhile, it would hold the new
+     * master's writes too, and the reading would prove nothing. */
+    CHECK(vkt_sentinel_group_node_is_master(g, old));
+    CHECK(read);
+    long sent_after_switch = 0, to_old_after_switch = 0, lost = 0, on_old_total = 0;
+    long to_old_after_promotion = 0;
+    int64_t slowest_resume_us = 0;
+    for (int i = 0; i < WRITERS && read; i++) {
+        long resumed = -1;   /* the first write after the promotion on the new master */
+        for (long k = 0; k < w[i].count; k++) {
+            const write_record *r = &w[i].writes[k];
+            on_old_total += on_old[i][k];
+            if (r->sent_us > switch_us) {
+                sent_after_switch++;
+                to_old_after_switch += on_old[i][k];
+                lost += r->ok && !on_new[i][k];
+            } else if (r->sent_us >= promoted_us && on_old[i][k]) {
+                /* Acknowledged by the old master before the client was
+                 * told of the failover: lost when it resyncs. Reported,
+                 * not checked: a client cannot know sooner than told. */
+                to_old_after_promotion++;
+            }
+            if (resumed < 0 && r->sent_us >= promoted_us && r->ok && on_new[i][k])
+                resumed = k;
+        }
+        CHECK(resumed >= 0);
+        if (resumed < 0)
+            continue;
+        int64_t took = w[i].writes[resumed].done_us - promoted_us;
+        CHECK(took <= vkt_scaled_ms(5000) * MS);
+        if (took > slowest_resume_us)
+            slowest_resume_us = took;
+    }
+    fprintf(stderr,
+            "failover: writes landed on the new master %lld ms after the sentinels named it; "
+            "%ld writes sent after the client's switch, %ld of them on the old master; "
+            "%ld acknowledged by the old master between the promotion and the switch\n",
+            (long long)(slowest_resume_us / MS), sent_after_switch, to_old_after_switch,
+            to_old_after_promotion);
+    CHECK(sent_after_switch > 0);
+    CHECK_EQ_INT(to_old_after_switch, 0);
+    CHECK_EQ_INT(lost, 0);
+    /* The restarted node came back after the switch: nothing at all. */
+    if (kind == BY_KILL)
+        CHECK_EQ_INT(on_old_total, 0);
+    for (int i = 0; i < WRITERS; i++) {
+        free(on_old[i]);
+        free(on_new[i]);
+    }
 }
 
 /* When the client logged its switch to a new master; -1 after timeout_ms. */
 static int64_t wait_switch(int timeout_ms)
 {
-    int64_t deadline = now_ms() + vkt_scaled_ms(timeout_ms);
-    while (now_ms() < deadline) {
+    int64_t deadline = now_us() + vkt_scaled_ms(timeout_ms) * MS;
+    while (now_us() < deadline) {
         pthread_mutex_lock(&events_lock);
-        int64_t at = switches_logged > 0 ? last_switch_ms : 0;
+        int64_t at = switches_logged > 0 ? last_switch_us : 0;
         pthread_mutex_unlock(&events_lock);
         if (at > 0)
             return at;
@@ -389,16 +530,68 @@ static int64_t wait_switch(int timeout_ms)
  * recently enough), so it is asked again, as an operator would. */
 static int64_t command_failover(vkt_sentinel_group *g, const char *name)
 {
-    int64_t switch_ms = -1;
-    for (int attempt = 0; attempt < 3 && switch_ms < 0; attempt++) {
+    int64_t switch_us = -1;
+    for (int attempt = 0; attempt < 3 && switch_us < 0; attempt++) {
         const char *argv[] = {"SENTINEL", "FAILOVER", name};
         char *reply = vkt_server_cmd(vkt_sentinel_group_sentinel(g, 0), argv, 3);
         CHECK(reply != NULL && (strcmp(reply, "+OK") == 0 ||
                                 (attempt > 0 && strncmp(reply, "-INPROG", 7) == 0)));
         free(reply);
-        switch_ms = wait_switch(5000);
+        switch_us = wait_switch(5000);
     }
-    return switch_ms;
+    return switch_us;
+}
+
+/* Polls every sentinel from before a failover starts and notes when one
+ * first names a master other than node `old`: the moment the promotion
+ * became visible to anyone who asks. */
+typedef struct promotion_watch {
+    vkt_sentinel_group *g;
+    int old;
+    atomic_bool stop;
+    _Atomic int64_t seen_us;   /* 0 until then */
+    pthread_t thread;
+} promotion_watch;
+
+static void *poll_promotion(void *arg)
+{
+    promotion_watch *p = arg;
+    while (!atomic_load(&p->stop)) {
+        for (int i = 0; i < VKT_SENTINELS; i++) {
+            /* Noted as of the question: the earliest the answer can
+             * date from, so the poll's own delay never widens a bound
+             * measured from it. */
+            int64_t asked = now_us();
+            int m = vkt_sentinel_group_master_named_by(p->g, i);
+            if (m >= 0 && m != p->old) {
+                atomic_store(&p->seen_us, asked);
+                return NULL;
+            }
+        }
+        usleep(5 * 1000);
+    }
+    return NULL;
+}
+
+static void promotion_watch_start(promotion_watch *p, vkt_sentinel_group *g, int old)
+{
+    p->g = g;
+    p->old = old;
+    atomic_init(&p->stop, false);
+    atomic_init(&p->seen_us, 0);
+    pthread_create(&p->thread, NULL, poll_promotion, p);
+}
+
+/* When the promotion became visible; -1 when it did not within timeout_ms. */
+static int64_t promotion_watch_stop(promotion_watch *p, int timeout_ms)
+{
+    int64_t deadline = now_us() + vkt_scaled_ms(timeout_ms) * MS;
+    while (atomic_load(&p->seen_us) == 0 && now_us() < deadline)
+        usleep(10 * 1000);
+    atomic_store(&p->stop, true);
+    pthread_join(p->thread, NULL);
+    int64_t seen = atomic_load(&p->seen_us);
+    return seen > 0 ? seen : -1;
 }
 
 /* The snapshot names the master the client follows and its switches. */
@@ -413,8 +606,6 @@ static void check_snapshot(vk_client *c, vkt_server *master, int switches)
     vk_snapshot_free(s);
 }
 
-typedef enum { BY_COMMAND, BY_KILL } failover_kind;
-
 static void failover_under_load(vkt_sentinel_group *g, const char *name, failover_kind kind)
 {
     reset_events();
@@ -426,13 +617,17 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
         return;
     int old = vkt_sentinel_group_master(g);
     CHECK_EQ_INT(old, 0);
-    check_snapshot(c, vkt_sentinel_group_node(g, 0), 0);
+    vkt_server *old_node = vkt_sentinel_group_node(g, 0);
+    check_snapshot(c, old_node, 0);
 
     atomic_bool stop = false;
     writer w[WRITERS];
     pthread_t threads[WRITERS];
     for (int i = 0; i < WRITERS; i++) {
         memset(&w[i], 0, sizeof w[i]);
+        atomic_init(&w[i].ok, 0);
+        atomic_init(&w[i].failed, 0);
+        atomic_init(&w[i].last_ok_sent_us, 0);
         w[i].client = c;
         w[i].id = i;
         w[i].stop = &stop;
@@ -448,63 +643,78 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
     vk_config_free(driven_cfg);
 
     usleep(500 * 1000);
-    long ok_before = w[0].ok + w[1].ok;
-    CHECK(ok_before > 0);
-    CHECK_EQ_INT(w[0].failed + w[1].failed, 0);
+    CHECK(atomic_load(&w[0].ok) + atomic_load(&w[1].ok) > 0);
+    CHECK_EQ_INT(atomic_load(&w[0].failed) + atomic_load(&w[1].failed), 0);
 
-    int64_t started = now_ms();
-    int64_t switch_ms = -1;
+    promotion_watch watch;
+    promotion_watch_start(&watch, g, 0);
+    int64_t started = now_us();
+    int64_t switch_us = -1;
     if (kind == BY_COMMAND) {
-        switch_ms = command_failover(g, name);
+        switch_us = command_failover(g, name);
     } else {
-        vkt_server_kill(vkt_sentinel_group_node(g, 0));
+        vkt_server_kill(old_node);
         /* The sentinels first need down-after (1 s) and an election. */
-        switch_ms = wait_switch(20000);
+        switch_us = wait_switch(20000);
     }
-    CHECK(switch_ms > 0);
-    /* Writing resumes on the new master within 5 s of the switch. */
-    int64_t resumed = switch_ms > 0 ? wait_writes_after(w, switch_ms, 5000) : -1;
-    CHECK(resumed > 0);
+    CHECK(switch_us > 0);
+    int64_t promoted_us = promotion_watch_stop(&watch, 10000);
+    CHECK(promoted_us > 0);
+    if (kind == BY_KILL && switch_us > 0) {
+        /* The killed master comes back, as under a process supervisor, and
+         * is a master (an empty one) until the sentinels demote it some
+         * 10 s later: no client may write to it (the writers' keys and the
+         * driven client's are looked for on the new master). */
+        CHECK(vkt_server_restart(old_node));
+        /* The driven client was not ticked: its idle connection to the
+         * old address is dead, and that sends it to the sentinels, not
+         * back to the same address; discovery finds the new master, which
+         * counts as a switch too. (After SENTINEL FAILOVER the old master
+         * accepts writes until the sentinels demote it, so there only a
+         * tick moves the client.) */
+        vk_status driven_st = VK_ERR_IO;
+        for (int i = 0; i < 100 && driven_st != VK_OK; i++) {
+            driven_st = set_key(driven, "driven:rediscovered", name);
+            if (driven_st != VK_OK)
+                usleep(100 * 1000);
+        }
+        CHECK_OK(driven_st);
+    }
+    /* Writing resumes; check_where_writes_landed() says where, and when. */
+    CHECK(switch_us > 0 && wait_writes_after(w, switch_us > promoted_us ? switch_us : promoted_us,
+                                             5000));
     int promoted = vkt_sentinel_group_wait_new_master(g, old, (int)vkt_scaled_ms(10000));
     CHECK(promoted > 0);
     usleep(500 * 1000);   /* keep writing on the new master for a while */
     atomic_store(&stop, true);
     for (int i = 0; i < WRITERS; i++)
         pthread_join(threads[i], NULL);
+    if (promoted > 0 && switch_us > 0 && promoted_us > 0)
+        check_where_writes_landed(w, g, old, promoted, kind, switch_us, promoted_us);
 
-    pthread_mutex_lock(&events_lock);
-    int switches = switches_logged, failovers = failovers_counted;
     char switch_to[64];
-    snprintf(switch_to, sizeof switch_to, "%s", last_switch_to);
+    int switches = logged_switches(switch_to, sizeof switch_to);
+    pthread_mutex_lock(&events_lock);
+    int failovers = failovers_counted;
     pthread_mutex_unlock(&events_lock);
 
-    long failed = w[0].failed + w[1].failed;
+    long failed = atomic_load(&w[0].failed) + atomic_load(&w[1].failed);
     fprintf(stderr,
-            "failover: the client switched after %lld ms, writes resumed %lld ms later; "
-            "%ld writes, %ld failed\n",
-            (long long)(switch_ms - started), (long long)(resumed - switch_ms),
-            w[0].ok + w[1].ok, failed);
+            "failover: the sentinels named the new master after %lld ms, the client switched "
+            "after %lld ms; %ld writes, %ld failed\n",
+            (long long)((promoted_us - started) / MS), (long long)((switch_us - started) / MS),
+            (long)(atomic_load(&w[0].ok) + atomic_load(&w[1].ok)), failed);
     CHECK_EQ_INT(switches, 1);
     CHECK_EQ_INT(failovers, 1);
     if (promoted > 0) {
         vkt_server *master = vkt_sentinel_group_node(g, promoted);
         CHECK_EQ_STR(switch_to, vkt_server_address(master));
-        check_writes_after_switch(w, master, switch_ms);
         check_snapshot(c, master, 1);
         if (kind == BY_KILL) {
-            /* The driven client was not ticked: its commands lose the dead
-             * master's connection and discovery finds the new one, which
-             * counts as a switch too. (After SENTINEL FAILOVER the old
-             * master accepts writes until the sentinels demote it, so
-             * there only a tick moves the client.) */
-            vk_status driven_st = VK_ERR_IO;
-            for (int i = 0; i < 100 && driven_st != VK_OK; i++) {
-                driven_st = set_key(driven, "driven:after", name);
-                if (driven_st != VK_OK)
-                    usleep(100 * 1000);
-            }
-            CHECK_OK(driven_st);
             check_snapshot(driven, master, 1);
+            char *value = node_get(master, "driven:rediscovered");
+            CHECK_EQ_STR(value, name);
+            free(value);
         }
         CHECK_OK(vk_client_tick(driven, NULL));
         CHECK_OK(set_key(driven, "driven:after", name));
@@ -516,13 +726,15 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
     vk_client_free(driven);
     /* Failures are bounded: only inside the failover window, and few. */
     for (int i = 0; i < WRITERS; i++) {
-        if (w[i].failed == 0)
+        if (atomic_load(&w[i].failed) == 0)
             continue;
-        CHECK(w[i].first_error_ms >= started);
-        CHECK(w[i].last_error_ms <= switch_ms + vkt_scaled_ms(1000));
+        CHECK(w[i].first_error_us >= started);
+        CHECK(w[i].last_error_us <= switch_us + vkt_scaled_ms(1000) * MS);
     }
     /* ... at most one per writer per pause between its attempts (20 ms). */
-    CHECK(failed <= WRITERS * ((switch_ms - started) / 20 + 5));
+    CHECK(failed <= WRITERS * ((switch_us - started) / (20 * MS) + 5));
+    for (int i = 0; i < WRITERS; i++)
+        free(w[i].writes);
     /* The same client, still connected, still writing. */
     CHECK(vk_client_is_connected(c));
     CHECK_OK(set_key(c, "after:failover", "1"));
@@ -541,9 +753,12 @@ static bool on_every_node(vkt_sentinel_group *g, const char *const *argv, int ar
     return ok;
 }
 
-/* The data nodes' auth in sentinel mode: an ACL user and password, then a
- * new password applied the way a GCP IAM token refresh applies it, while
- * the old one is revoked and the old connections are dropped. */
+/* The data nodes' auth in sentinel mode: an ACL user and password, then
+ * the old password revoked and the connections that logged in with it
+ * dropped, and a new password applied the way a GCP IAM token refresh
+ * applies it. (Dropped after it was applied, an idle connection would be
+ * logged in again at once and then found dead by the next write, which is
+ * not retried: that is the pool's case, not this one.) */
 static void test_acl_user_and_new_credentials(void)
 {
     const char *create[] = {"ACL", "SETUSER", "vkapp", "on", ">first-secret", "~*", "&*", "+@all"};
@@ -559,10 +774,10 @@ static void test_acl_user_and_new_credentials(void)
 
     const char *rotate[] = {"ACL", "SETUSER", "vkapp", ">second-secret", "<first-secret"};
     CHECK(on_every_node(group, rotate, 5));
-    CHECK_OK(vk__client_apply_credentials(c, "vkapp", "second-secret"));
     const char *kill[] = {"CLIENT", "KILL", "USER", "vkapp"};
     for (int i = 0; i < VKT_SENTINEL_NODES; i++)
         free(vkt_server_cmd(vkt_sentinel_group_node(group, i), kill, 4));
+    CHECK_OK(vk__client_apply_credentials(c, "vkapp", "second-secret"));
     /* The next connections authenticate with the new password. */
     CHECK_OK(set_key(c, "auth:second", "2"));
     char *value = node_get(vkt_sentinel_group_node(group, vkt_sentinel_group_master(group)),
@@ -655,6 +870,206 @@ static void test_master_killed_under_load_then_sentinels_down(void)
     vkt_sentinel_group_stop(g);
 }
 
+/* ---- a master demoted behind the client's back ----------------------------------- */
+
+/* A number from INFO <section>: `field` (e.g. "count=") of the line that
+ * starts with `prefix` (e.g. "errorstat_READONLY:"); 0 without that line. */
+static long info_number(vkt_server *node, const char *section, const char *prefix,
+                        const char *field)
+{
+    const char *argv[] = {"INFO", section};
+    long number = 0;
+    /* Line 0 is the bulk header, line 1 the section title. */
+    for (int line = 2; line < 100; line++) {
+        char *text = vkt_server_cmd_line(node, argv, 2, line);
+        bool end = text == NULL || text[0] == '\0';
+        const char *at = end || strncmp(text, prefix, strlen(prefix)) != 0
+                             ? NULL
+                             : strstr(text, field);
+        if (at != NULL)
+            number = atol(at + strlen(field));
+        free(text);
+        if (end || at != NULL)
+            break;
+    }
+    return number;
+}
+
+/* How many times node refused `command` without running it (READONLY,
+ * MASTERDOWN, ...). The sentinels talk to the node too, but never with SET
+ * or GET: refused SETs and GETs are the clients'. */
+static long refused_calls(vkt_server *node, const char *command)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "cmdstat_%s:", command);
+    return info_number(node, "commandstats", prefix, "rejected_calls=");
+}
+
+/* How many error replies starting with `code` node has sent, to anyone. */
+static long errors_replied(vkt_server *node, const char *code)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "errorstat_%s:", code);
+    return info_number(node, "errorstats", prefix, "count=");
+}
+
+/* Runs a command on a node; true when it says +OK. */
+static bool node_ok(vkt_server *node, const char *const *argv, int argc)
+{
+    char *line = vkt_server_cmd(node, argv, argc);
+    bool ok = line != NULL && strncmp(line, "+OK", 3) == 0;
+    if (!ok)
+        fprintf(stderr, "%s on %s: %s\n", argv[0], vkt_server_address(node),
+                line != NULL ? line : "(no reply)");
+    free(line);
+    return ok;
+}
+
+/* Makes node a replica of the node at port, as the sentinels would but
+ * keeping its client connections. */
+static bool make_replica(vkt_server *node, int port)
+{
+    char text[16];
+    snprintf(text, sizeof text, "%d", port);
+    const char *argv[] = {"REPLICAOF", "127.0.0.1", text};
+    return node_ok(node, argv, 3);
+}
+
+/* Asks sentinel 0 for a failover away from node `from` and waits until
+ * every sentinel names the promoted node; its index, or -1. A failover
+ * the sentinels refuse for now or abort is asked for again. */
+static int ordered_failover(vkt_sentinel_group *g, const char *name, int from)
+{
+    int64_t deadline = now_us() + vkt_scaled_ms(20000) * MS;
+    while (now_us() < deadline) {
+        const char *argv[] = {"SENTINEL", "FAILOVER", name};
+        char *reply = vkt_server_cmd(vkt_sentinel_group_sentinel(g, 0), argv, 3);
+        bool asked = reply != NULL && strcmp(reply, "+OK") == 0;
+        free(reply);
+        if (!asked) {
+            usleep(200 * 1000);
+            continue;
+        }
+        int promoted = vkt_sentinel_group_wait_agreed_master(g, from, (int)vkt_scaled_ms(5000));
+        if (promoted >= 0)
+            return promoted;
+    }
+    return -1;
+}
+
+/* A driven client (no background thread) that is never ticked: it learns
+ * of a failover only from what its own commands meet. */
+static vk_client *untended_client(vkt_sentinel_group *g, const char *name)
+{
+    vk_config *cfg = sentinel_config(g, name, VKT_SENTINELS);
+    vk_config_set_refresh_mode(cfg, VK_REFRESH_DRIVEN);
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    return c;
+}
+
+/* The master that clients use is demoted behind their back. The sentinels
+ * fail over while two clients miss it (driven clients that are not ticked:
+ * they keep writing to the old master, which still takes writes). Then the
+ * old master becomes a replica without its connections being dropped: the
+ * sentinels demote it themselves some 10 s after the switch, but with a
+ * CLIENT KILL that a client sees as a lost connection; a REPLICAOF by an
+ * operator or an orchestrator keeps them. One client's next write meets
+ * READONLY; once the replica has lost its master link and serves no stale
+ * data, the other's next read meets MASTERDOWN. Each finds the master again
+ * through the sentinels and succeeds within the same call, on the same
+ * client. */
+static void test_demoted_master_is_left_on_readonly_and_masterdown(void)
+{
+    const char *name = "vkdemoted";
+    vkt_sentinel_group *g = vkt_sentinel_group_start(name);
+    CHECK(g != NULL);
+    if (g == NULL)
+        return;
+    reset_events();
+    vk_client *writer_client = untended_client(g, name);
+    vk_client *reader_client = untended_client(g, name);
+    int promoted = writer_client != NULL && reader_client != NULL
+                       ? ordered_failover(g, name, 0)
+                       : -1;
+    CHECK(promoted > 0);
+    if (promoted <= 0) {
+        vk_client_free(writer_client);
+        vk_client_free(reader_client);
+        vkt_sentinel_group_stop(g);
+        return;
+    }
+    vkt_server *old = vkt_sentinel_group_node(g, 0);
+    vkt_server *master = vkt_sentinel_group_node(g, promoted);
+
+    /* Both missed the failover: their writes still go to the old master. */
+    CHECK_OK(set_key(writer_client, "demoted:missed:writer", "1"));
+    CHECK_OK(set_key(reader_client, "demoted:missed:reader", "1"));
+    const char *missed[] = {"demoted:missed:writer", "demoted:missed:reader"};
+    for (int i = 0; i < 2; i++) {
+        char *value = node_get(old, missed[i]);
+        CHECK_EQ_STR(value, "1");
+        free(value);
+        value = node_get(master, missed[i]);
+        CHECK(value == NULL);
+        free(value);
+    }
+    CHECK_EQ_INT(logged_switches(NULL, 0), 0);
+
+    /* READONLY: the old master replicates the new one. */
+    long refused = refused_calls(old, "set");
+    long readonly = errors_replied(old, "READONLY");
+    CHECK(make_replica(old, vkt_server_port(master)));
+    CHECK_OK(set_key(writer_client, "demoted:readonly", "2"));
+    /* One refusal, READONLY: once told, the client did not come back. */
+    CHECK_EQ_INT(refused_calls(old, "set"), refused + 1);
+    CHECK(errors_replied(old, "READONLY") > readonly);
+    char *value = node_get(master, "demoted:readonly");
+    CHECK_EQ_STR(value, "2");
+    free(value);
+    check_snapshot(writer_client, master, 1);
+    char switch_to[64];
+    CHECK_EQ_INT(logged_switches(switch_to, sizeof switch_to), 1);
+    CHECK_EQ_STR(switch_to, vkt_server_address(master));
+
+    /* MASTERDOWN: the replica's master cannot be reached (a port nothing
+     * listens on) and it serves no stale data. A read, as a write meets
+     * READONLY first. */
+    refused = refused_calls(old, "get");
+    long masterdown = errors_replied(old, "MASTERDOWN");
+    const char *no_stale[] = {"CONFIG", "SET", "replica-serve-stale-data", "no"};
+    CHECK(node_ok(old, no_stale, 4));
+    CHECK(make_replica(old, vkt_free_port()));
+    const char *get[] = {"GET", "demoted:readonly"};
+    size_t get_len[] = {3, strlen(get[1])};
+    vk_reply *r = NULL;
+    CHECK_OK(vk_client_command(&r, reader_client, NULL, 2, get, get_len));
+    size_t n = 0;
+    const char *got = vk_reply_get_string(r, &n);
+    CHECK(got != NULL && n == 1 && got[0] == '2');
+    vk_reply_free(r);
+    CHECK_EQ_INT(refused_calls(old, "get"), refused + 1);
+    /* The sentinels' PINGs meet MASTERDOWN too: more than one is fine. */
+    CHECK(errors_replied(old, "MASTERDOWN") > masterdown);
+    check_snapshot(reader_client, master, 1);
+    CHECK_EQ_INT(logged_switches(switch_to, sizeof switch_to), 2);
+    CHECK_EQ_STR(switch_to, vkt_server_address(master));
+    pthread_mutex_lock(&events_lock);
+    CHECK_EQ_INT(failovers_counted, 2);
+    pthread_mutex_unlock(&events_lock);
+
+    /* Back in the group, as the sentinels would have it. */
+    const char *stale[] = {"CONFIG", "SET", "replica-serve-stale-data", "yes"};
+    CHECK(node_ok(old, stale, 4));
+    CHECK(make_replica(old, vkt_server_port(master)));
+    CHECK(vk_client_is_connected(writer_client));
+    CHECK(vk_client_is_connected(reader_client));
+    vk_client_free(writer_client);
+    vk_client_free(reader_client);
+    vkt_sentinel_group_stop(g);
+}
+
 /* Sentinels and nodes serving TLS only: discovery, the data connections
  * and a failover all go over verified TLS. */
 static void test_tls_group(void)
@@ -712,6 +1127,7 @@ int main(void)
     RUN(test_sentinel_auth);
     vkt_sentinel_group_stop(group);
     RUN(test_master_killed_under_load_then_sentinels_down);
+    RUN(test_demoted_master_is_left_on_readonly_and_masterdown);
     RUN(test_tls_group);
     return vkt_finish();
 }

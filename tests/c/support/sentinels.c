@@ -165,20 +165,27 @@ vkt_server *vkt_sentinel_group_node(vkt_sentinel_group *g, int i)
     return g != NULL && i >= 0 && i < VKT_SENTINEL_NODES ? g->nodes[i] : NULL;
 }
 
-int vkt_sentinel_group_master(vkt_sentinel_group *g)
+int vkt_sentinel_group_master_named_by(vkt_sentinel_group *g, int sentinel)
 {
     const char *argv[] = { "SENTINEL", "GET-MASTER-ADDR-BY-NAME", g->name };
-    for (int i = 0; i < VKT_SENTINELS; i++) {
-        char *port = vkt_server_cmd_line(g->sentinels[i], argv, 3, 4);
-        if (port == NULL)
-            continue;
-        int p = atoi(port);
-        free(port);
-        for (int n = 0; n < VKT_SENTINEL_NODES; n++) {
-            if (vkt_server_port(g->nodes[n]) == p)
-                return n;
-        }
+    char *port = vkt_server_cmd_line(vkt_sentinel_group_sentinel(g, sentinel), argv, 3, 4);
+    if (port == NULL)
         return -1;
+    int p = atoi(port);
+    free(port);
+    for (int n = 0; n < VKT_SENTINEL_NODES; n++) {
+        if (vkt_server_port(g->nodes[n]) == p)
+            return n;
+    }
+    return -1;
+}
+
+int vkt_sentinel_group_master(vkt_sentinel_group *g)
+{
+    for (int i = 0; i < VKT_SENTINELS; i++) {
+        int m = vkt_sentinel_group_master_named_by(g, i);
+        if (m >= 0)
+            return m;
     }
     return -1;
 }
@@ -195,6 +202,21 @@ int vkt_sentinel_group_wait_new_master(vkt_sentinel_group *g, int old, int timeo
     while (vkt_now_ms() < deadline) {
         int m = vkt_sentinel_group_master(g);
         if (m >= 0 && m != old && vkt_sentinel_group_node_is_master(g, m))
+            return m;
+        vkt_sleep_ms(50);
+    }
+    return -1;
+}
+
+int vkt_sentinel_group_wait_agreed_master(vkt_sentinel_group *g, int old, int timeout_ms)
+{
+    int64_t deadline = vkt_now_ms() + timeout_ms;
+    while (vkt_now_ms() < deadline) {
+        int m = vkt_sentinel_group_master_named_by(g, 0);
+        bool agreed = m >= 0 && m != old;
+        for (int i = 1; i < VKT_SENTINELS && agreed; i++)
+            agreed = vkt_sentinel_group_master_named_by(g, i) == m;
+        if (agreed && vkt_sentinel_group_node_is_master(g, m))
             return m;
         vkt_sleep_ms(50);
     }

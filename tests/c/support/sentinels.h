@@ -23,14 +23,20 @@ vkt_sentinel_group *vkt_sentinel_group_start(const char *name);
 vkt_sentinel_group *vkt_sentinel_group_start_tls(const char *name);
 vkt_server *vkt_sentinel_group_sentinel(vkt_sentinel_group *g, int i);
 vkt_server *vkt_sentinel_group_node(vkt_sentinel_group *g, int i);
-/* The data node the sentinels name as master: asks the first sentinel that
- * answers; -1 when none answers or the port is not one of the nodes. */
+/* The data node the sentinels name as master: the answer of the first
+ * sentinel that names one of the nodes; -1 when none does. */
 int vkt_sentinel_group_master(vkt_sentinel_group *g);
+/* The data node that sentinel i names as master; -1 when it does not
+ * answer or the port is not one of the nodes. */
+int vkt_sentinel_group_master_named_by(vkt_sentinel_group *g, int sentinel);
 /* True when node i says (ROLE) it is a master. */
 bool vkt_sentinel_group_node_is_master(vkt_sentinel_group *g, int i);
 /* Waits until the sentinels name a master other than node `old` and that
  * node says it is a master; its index, or -1 after timeout_ms. */
 int vkt_sentinel_group_wait_new_master(vkt_sentinel_group *g, int old, int timeout_ms);
+/* The same, but waits until every sentinel names that node: a client that
+ * asks any of them is then sent there. */
+int vkt_sentinel_group_wait_agreed_master(vkt_sentinel_group *g, int old, int timeout_ms);
 /* One sentinel on its own, monitoring the master at master_port as name,
  * with `password` (or none) required of its clients; stop it with
  * vkt_server_stop(). Start it after any failover test of a group it
