@@ -516,6 +516,45 @@ def test_cluster_slot_migration_under_load():
             assert status.moved_redirects > 0 and status.ask_redirects > 0, status
 
 
+def test_cluster_failover_is_followed():
+    # A cluster of its own, with a replica per master to promote.
+    with topologies.Cluster(Env.server, masters=3, replicas=1) as own:
+        with vkclient.Client(vkclient.Config(cluster=vkclient.Cluster(own.seed_addresses))) as c:
+            key = next("failover:%d" % i for i in range(1000)
+                       if own.master_index(own.slot_owner(own.key_slot("failover:%d" % i))) == 0)
+            c.set(key, 0)
+            stop = threading.Event()
+            acked = [0]
+            failures = []   # (time, exception)
+
+            def write():
+                while not stop.is_set():
+                    try:
+                        acked[0] = c.execute("INCR", key)
+                    except vkclient.Error as err:
+                        failures.append((time.monotonic(), err))
+                        time.sleep(0.01)
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            try:
+                time.sleep(0.2)
+                promoted = own.failover(0)
+                switched = time.monotonic()
+                before = acked[0]
+                # Writes go on, on the promoted replica, with the same client.
+                while acked[0] < before + 50 and time.monotonic() < switched + 5.0:
+                    time.sleep(0.02)
+            finally:
+                stop.set()
+                writer.join(30)
+            assert acked[0] >= before + 50
+            assert own.slot_owner(own.key_slot(key)) == promoted
+            assert own.key_owner(key).cli("GET", key) == str(acked[0])
+            # A graceful failover loses no write; any error ends with it.
+            assert all(at < switched + 5.0 for at, _ in failures), failures
+
+
 # ---------------------------------------------------------------------------
 # A Redlock quorum over nodes of different topologies
 # ---------------------------------------------------------------------------
