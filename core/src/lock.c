@@ -12,6 +12,7 @@
  * handle is one allocation holding the key and its fencing-counter key.
  */
 #include "internal.h"
+#include "cluster.h"
 #include "conn.h"
 #include "lock_scripts.h"
 
@@ -345,19 +346,46 @@ static bool has_hash_tag(const char *key, size_t keylen)
 }
 
 /*
- * One allocation: the handle, the key and the fencing-counter key. The
- * counter must live in the lock key's cluster slot so that one script can
- * touch both: "<key>:fencing" when the key already has a hash tag, else
- * "{<key>}:fencing" (the whole key becomes the tag, as it is for the key
- * itself). A key that contains '}' but no tag cannot be wrapped that way;
- * it still works on standalone and quorum nodes, which have no slots.
+ * The fencing counter's key is "<head><key><tail>". It must live in the lock
+ * key's cluster slot so that one script can touch both:
+ *   - "<key>:fencing" when the key has a hash tag (the tag decides);
+ *   - "{<key>}:fencing" otherwise: the whole key becomes the tag, as the
+ *     whole key decides its own slot;
+ *   - "{<n>}:fencing:<key>" for a key with a '}' but no tag, which cannot
+ *     be wrapped: n is the smallest number whose slot is the key's (every
+ *     slot has one below 110,000, a few microseconds of CRC16 at most).
  */
+static void fencing_key_parts(const char *key, size_t keylen, char *head, size_t head_size,
+                              const char **tail)
+{
+    if (has_hash_tag(key, keylen)) {
+        head[0] = '\0';
+        *tail = ":fencing";
+    } else if (memchr(key, '}', keylen) == NULL) {
+        snprintf(head, head_size, "{");
+        *tail = "}:fencing";
+    } else {
+        unsigned slot = vk__cluster_key_slot(key, keylen);
+        char n[16];
+        for (unsigned i = 0;; i++) {
+            int len = snprintf(n, sizeof n, "%u", i);
+            if (vk__cluster_key_slot(n, (size_t)len) == slot)
+                break;
+        }
+        snprintf(head, head_size, "{%s}:fencing:", n);
+        *tail = "";
+    }
+}
+
+/* One allocation: the handle, the key and the fencing-counter key. */
 static vk_lock *new_lock(vk_lock_manager *m, const char *key, size_t keylen,
                          const vk_lock_options *opts)
 {
-    static const char suffix[] = ":fencing";
-    bool tagged = has_hash_tag(key, keylen);
-    size_t fencing_len = keylen + (tagged ? 0 : 2) + sizeof suffix - 1;
+    char head[32];
+    const char *tail;
+    fencing_key_parts(key, keylen, head, sizeof head, &tail);
+    size_t head_len = strlen(head), tail_len = strlen(tail);
+    size_t fencing_len = head_len + keylen + tail_len;
     vk_lock *lock = malloc(sizeof *lock + keylen + 1 + fencing_len + 1);
     if (!lock)
         return NULL;
@@ -365,14 +393,9 @@ static vk_lock *new_lock(vk_lock_manager *m, const char *key, size_t keylen,
     memcpy(key_copy, key, keylen);
     key_copy[keylen] = '\0';
     char *fencing = key_copy + keylen + 1;
-    char *p = fencing;
-    if (!tagged)
-        *p++ = '{';
-    memcpy(p, key, keylen);
-    p += keylen;
-    if (!tagged)
-        *p++ = '}';
-    memcpy(p, suffix, sizeof suffix); /* with its NUL */
+    memcpy(fencing, head, head_len);
+    memcpy(fencing + head_len, key, keylen);
+    memcpy(fencing + head_len + keylen, tail, tail_len + 1); /* with its NUL */
 
     lock->manager = m;
     atomic_fetch_add(&m->refs, 1);

@@ -886,6 +886,24 @@ static void test_lock_mutual_exclusion(void)
     CHECK_OK(vk_lock_unlock(b, NULL));
     vk_lock_free(a);
     vk_lock_free(b);
+
+    /* Keys whose counter cannot be "{key}:fencing" ('}' but no hash tag),
+     * with and without a tag: every lock script finds both keys in one
+     * slot (a cross-slot script would fail the unlock and the extend). */
+    static const char *const odd_keys[] = {"cluster:a}b", "}", "{}x", "x{}y}"};
+    for (size_t i = 0; i < sizeof odd_keys / sizeof odd_keys[0]; i++) {
+        const char *key = odd_keys[i];
+        vk_lock *held = NULL, *again = NULL;
+        CHECK_OK(vk_lock_manager_try_lock(&held, m, NULL, key, strlen(key)));
+        CHECK(held != NULL && vk_lock_fencing_token(held) > 0);
+        CHECK_OK(vk_lock_extend(held, NULL, 5000));
+        CHECK_OK(vk_lock_unlock(held, NULL));
+        CHECK_OK(vk_lock_manager_try_lock(&again, m, NULL, key, strlen(key)));
+        CHECK(again != NULL && vk_lock_fencing_token(again) > vk_lock_fencing_token(held));
+        CHECK_OK(vk_lock_unlock(again, NULL));
+        vk_lock_free(held);
+        vk_lock_free(again);
+    }
     vk_lock_manager_free(m);
 }
 

@@ -8,6 +8,7 @@
 #include "vktest.h"
 #include "servers.h"
 #include "internal.h"
+#include "cluster.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -270,6 +271,29 @@ static void test_hash_tagged_key(void)
     char *counter = get_key("{user:7}:profile:fencing");
     CHECK(counter != NULL && atoll(counter) == vk_lock_fencing_token(lock));
     free(counter);
+    CHECK_OK(vk_lock_unlock(lock, NULL));
+    vk_lock_free(lock);
+}
+
+/* A key with a '}' but no hash tag cannot be wrapped in one: its counter
+ * is "{n}:fencing:<key>", n chosen so that both share a cluster slot. */
+static void test_key_with_a_closing_brace(void)
+{
+    vk_lock *lock = NULL;
+    CHECK_OK(vk_lock_manager_try_lock(&lock, manager, NULL, KEY("job}7")));
+    CHECK(lock != NULL);
+    const char *keys[] = {"KEYS", "*:fencing:job}7"};
+    char *name = vkt_server_cmd_line(server, keys, 2, 2);
+    CHECK(name != NULL && name[0] == '{');
+    const char *close = name ? strchr(name, '}') : NULL;
+    CHECK(close != NULL && strcmp(close, "}:fencing:job}7") == 0);
+    if (close != NULL)
+        CHECK_EQ_INT(vk__cluster_key_slot(name + 1, (size_t)(close - name - 1)),
+                     vk__cluster_key_slot(KEY("job}7")));
+    char *counter = name ? get_key(name) : NULL;
+    CHECK(counter != NULL && atoll(counter) == vk_lock_fencing_token(lock));
+    free(counter);
+    free(name);
     CHECK_OK(vk_lock_unlock(lock, NULL));
     vk_lock_free(lock);
 }
@@ -788,6 +812,7 @@ int main(void)
         RUN(test_freed_client);
         RUN(test_try_lock_and_unlock);
         RUN(test_hash_tagged_key);
+        RUN(test_key_with_a_closing_brace);
         RUN(test_binary_key);
         RUN(test_expiry_lets_the_next_holder_in);
         RUN(test_unlock_after_expiry);
