@@ -520,6 +520,16 @@ static vk_config *client_config(int64_t lifetime_ms, int64_t every_ms, int64_t i
     return cfg;
 }
 
+/* A client on cfg (which it frees); NULL, with the failure recorded, when
+ * the first connect fails. */
+static vk_client *client_on(vk_config *cfg)
+{
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    return c;
+}
+
 static bool incr(vk_client *c, const char *key)
 {
     const char *argv[] = {"INCR", key};
@@ -599,10 +609,7 @@ static void *hammer(void *arg)
 
 static void test_client_rotation_under_load(void)
 {
-    vk_config *cfg = client_config(3000, 1000, 100);
-    vk_client *c = NULL;
-    CHECK_OK(vk_client_new(&c, cfg));
-    vk_config_free(cfg);
+    vk_client *c = client_on(client_config(3000, 1000, 100));
     if (c == NULL)
         return;
     snapshot_view first = view(c);
@@ -667,9 +674,7 @@ static void test_idle_connections_switch_in_background(void)
 {
     vk_config *cfg = client_config(60000, 1000, 50);
     vk_config_set_min_idle_conns(cfg, 3);
-    vk_client *c = NULL;
-    CHECK_OK(vk_client_new(&c, cfg));
-    vk_config_free(cfg);
+    vk_client *c = client_on(cfg);
     if (c == NULL)
         return;
     int64_t first = refreshed_at(c);
@@ -696,10 +701,7 @@ static void test_idle_connections_switch_in_background(void)
  * token arrives: between refreshes it falls with the token's age. */
 static void test_expiry_gauge_between_refreshes(void)
 {
-    vk_config *cfg = client_config(60000, 30000, 50);
-    vk_client *c = NULL;
-    CHECK_OK(vk_client_new(&c, cfg));
-    vk_config_free(cfg);
+    vk_client *c = client_on(client_config(60000, 30000, 50));
     if (c == NULL)
         return;
     size_t iam_before = count_requests("iam");
@@ -717,10 +719,7 @@ static void test_expiry_gauge_between_refreshes(void)
 
 static void test_client_failure_and_recovery(void)
 {
-    vk_config *cfg = client_config(60000, 500, 100);
-    vk_client *c = NULL;
-    CHECK_OK(vk_client_new(&c, cfg));
-    vk_config_free(cfg);
+    vk_client *c = client_on(client_config(60000, 500, 100));
     if (c == NULL)
         return;
     CHECK(vkt_google_control(google, "{\"status\":500,\"message\":\"backend unavailable\","
@@ -761,9 +760,7 @@ static void test_client_driven_mode(void)
 {
     vk_config *cfg = client_config(60000, 300, 50);
     vk_config_set_refresh_mode(cfg, VK_REFRESH_DRIVEN);
-    vk_client *c = NULL;
-    CHECK_OK(vk_client_new(&c, cfg));
-    vk_config_free(cfg);
+    vk_client *c = client_on(cfg);
     if (c == NULL)
         return;
     size_t iam_before = count_requests("iam");

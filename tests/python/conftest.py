@@ -11,6 +11,8 @@ harness library, so `pytest tests/python` alone works too.
 
 import os
 import sys
+import threading
+import time
 import uuid
 
 import pytest
@@ -152,3 +154,54 @@ def build_dir():
         return os.environ["VK_BUILD_DIR"]
     package = os.path.dirname(os.path.abspath(vkclient.__file__))
     return os.path.dirname(os.path.dirname(os.path.dirname(package)))
+
+
+def wait_until(predicate, timeout=5.0, step=0.01):
+    """Polls predicate; the monotonic time it first held, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(step)
+    return None
+
+
+# ---- a writer for the failover tests ------------------------------------------
+
+class Writer(threading.Thread):
+    """Writes 1, 2, 3... to its own key non-stop through a shared client (the
+    failover tests); remembers the last acknowledged value, when, and every
+    error. Once asked to stop it still ends on an acknowledged write, so
+    that the value on the server is the last one it saw succeed."""
+
+    def __init__(self, client, key):
+        super().__init__(daemon=True)
+        self.client, self.key = client, key
+        self.stop_asked = threading.Event()
+        self.last_ok = 0
+        self.last_ok_at = 0.0
+        self.errors = []   # (monotonic time, exception)
+
+    def run(self):
+        n = 0
+        give_up = None
+        while True:
+            if self.stop_asked.is_set():
+                if n == self.last_ok:
+                    return
+                give_up = give_up or time.monotonic() + 10
+                if time.monotonic() > give_up:
+                    return
+            n += 1
+            try:
+                self.client.set(self.key, n)
+            except Exception as err:  # checked by the test: type and timing
+                self.errors.append((time.monotonic(), err))
+                time.sleep(0.02)   # as an application would before trying again
+                continue
+            self.last_ok, self.last_ok_at = n, time.monotonic()
+
+    def finish(self):
+        self.stop_asked.set()
+        self.join(15)
+        assert not self.is_alive()

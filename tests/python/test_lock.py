@@ -11,7 +11,7 @@ import pytest
 
 import vkclient
 
-from conftest import plain_config
+from conftest import plain_config, wait_until
 
 
 @pytest.fixture
@@ -182,13 +182,6 @@ def test_lock_auto_renew(locks, key, client, how):
         assert handle.lost is False
     assert handle.validity == 0.0
     assert locks.try_lock(key).unlock() is None
-
-
-def wait_until(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return condition()
 
 
 def test_lost_renewal_is_reported(locks, key, client):

@@ -17,7 +17,6 @@ current token, keeps refreshing it, and follows a failover.
 
 import datetime
 import secrets
-import threading
 import time
 import uuid
 
@@ -27,7 +26,7 @@ import fake_google
 import topologies  # tests/harness, on sys.path through conftest
 import vkclient
 
-from conftest import Env
+from conftest import Env, Writer, wait_until
 
 ACL_USER = "replicator"
 TOKEN_LIFETIME_S = 3.0
@@ -36,16 +35,6 @@ REFRESH_EVERY_S = 1.0
 
 def unique(prefix):
     return "vkpy:sentinel-iam:%s:%s" % (prefix, uuid.uuid4().hex[:10])
-
-
-def wait_until(predicate, timeout, step=0.01):
-    """Polls predicate; the monotonic time it first held, or None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(step)
-    return None
 
 
 class IAMGroup:
@@ -142,45 +131,6 @@ def iam_group(harness, tmp_path, monkeypatch):
         if google is not None:
             google.stop()
         group.stop()
-
-
-class Writer(threading.Thread):
-    """Writes 1, 2, 3... to its own key non-stop through the shared client;
-    remembers the last acknowledged value, when, and every error. Once asked
-    to stop it still ends on an acknowledged write, so that the value on the
-    server is the last one it saw succeed."""
-
-    def __init__(self, client, key):
-        super().__init__(daemon=True)
-        self.client, self.key = client, key
-        self.stop_asked = threading.Event()
-        self.last_ok = 0
-        self.last_ok_at = 0.0
-        self.errors = []   # (monotonic time, exception)
-
-    def run(self):
-        n = 0
-        give_up = None
-        while True:
-            if self.stop_asked.is_set():
-                if n == self.last_ok:
-                    return
-                give_up = give_up or time.monotonic() + 10
-                if time.monotonic() > give_up:
-                    return
-            n += 1
-            try:
-                self.client.set(self.key, n)
-            except Exception as err:  # checked by the test: type and timing
-                self.errors.append((time.monotonic(), err))
-                time.sleep(0.02)   # as an application would before trying again
-                continue
-            self.last_ok, self.last_ok_at = n, time.monotonic()
-
-    def finish(self):
-        self.stop_asked.set()
-        self.join(15)
-        assert not self.is_alive()
 
 
 def test_sentinel_iam_connects_as_default_on_the_named_master(iam_group):
