@@ -290,9 +290,9 @@ vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_c
     pthread_mutex_unlock(&c->connect_lock);
 
     announce_switch(c, &sw);
-    if (st == VK_OK)
+    if (st == VK_OK) {
         vk__client_set_last_error(c, NULL);
-    if (st != VK_OK) {
+    } else {
         char *cause = vk__error_dup();
         vk__client_set_last_error(c, cause);
         vk__fail_restore(st, cause);
@@ -420,15 +420,17 @@ vk_status vk__client_acquire_pool(vk_client *c, vk_pool **out, vk_context *ctx)
 
 /* ---- credentials from the refresher --------------------------------------- */
 
-/* New connections authenticate with the new pair at once; idle ones of an
- * older generation are re-authenticated (or replaced) by the pool before
- * being handed out, and ones in use when they are next taken. No command
- * ever runs on a connection with a stale token. */
 /* The longest one refresh spends re-authenticating idle connections: an
  * unresponsive node must not hold up the loop (or a close) for the whole
  * read timeout. What is left over catches up when next handed out. */
 #define VK_REAUTH_BUDGET_MS 1000
 
+/* New connections authenticate with the new pair at once; idle ones of an
+ * older generation are re-authenticated here, on the refresh loop's thread
+ * (or, past the budget, by the pool before being handed out), and ones in
+ * use when they are next taken. No command ever runs on a connection with
+ * a stale token. A failed re-authentication is not the refresh's failure:
+ * that connection is replaced when next needed. */
 vk_status vk__client_apply_credentials(void *client, const char *username,
                                        const char *password)
 {
@@ -436,10 +438,6 @@ vk_status vk__client_apply_credentials(void *client, const char *username,
     vk_status st = vk__credentials_set(&c->credentials, username, password);
     if (st != VK_OK)
         return st;
-    /* New connections log in with the new credentials from now on; the
-     * idle ones switch here, on the refresh loop's thread, instead of in
-     * front of the next command that takes them. Failures are not the
-     * refresh's: such a connection is replaced when next needed. */
     vk_context *ctx = NULL;
     if (vk_context_new(&ctx) == VK_OK)
         vk_context_set_timeout_ms(ctx, VK_REAUTH_BUDGET_MS);

@@ -144,6 +144,27 @@ vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx)
     }
 }
 
+/* append + flush; *sent once the whole request reached the socket. */
+static vk_status send_command(vk_conn *c, int argc, const char *const *argv,
+                              const size_t *argvlen, vk_context *ctx, bool *sent)
+{
+    vk_status st = vk__conn_append(c, argc, argv, argvlen);
+    if (VK_LIKELY(st == VK_OK))
+        st = vk__conn_flush(c, ctx);
+    *sent = st == VK_OK;
+    return st;
+}
+
+vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *const *argv,
+                           const size_t *argvlen, vk_context *ctx, bool *sent)
+{
+    *out = NULL;
+    vk_status st = send_command(c, argc, argv, argvlen, ctx, sent);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    return vk__conn_read(c, out, ctx);
+}
+
 /* A command that waits on the server (blocking.c) may take its own
  * timeout to answer: the read timeout stretches by that much for this one
  * reply (none at all for a timeout of 0). */
@@ -157,20 +178,6 @@ static vk_status read_blocking_reply(vk_conn *c, redisReply **out, vk_context *c
     return st;
 }
 
-vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *const *argv,
-                           const size_t *argvlen, vk_context *ctx, bool *sent)
-{
-    *out = NULL;
-    *sent = false;
-    vk_status st = vk__conn_append(c, argc, argv, argvlen);
-    if (VK_LIKELY(st == VK_OK))
-        st = vk__conn_flush(c, ctx);
-    if (VK_UNLIKELY(st != VK_OK))
-        return st;
-    *sent = true;
-    return vk__conn_read(c, out, ctx);
-}
-
 vk_status vk__conn_user_command(vk_conn *c, redisReply **out, int argc,
                                 const char *const *argv, const size_t *argvlen,
                                 vk_context *ctx, bool *sent)
@@ -179,13 +186,9 @@ vk_status vk__conn_user_command(vk_conn *c, redisReply **out, int argc,
     if (VK_LIKELY(!vk__blocking_timeout_ms(argc, argv, argvlen, &wait_ms)))
         return vk__conn_command(c, out, argc, argv, argvlen, ctx, sent);
     *out = NULL;
-    *sent = false;
-    vk_status st = vk__conn_append(c, argc, argv, argvlen);
-    if (st == VK_OK)
-        st = vk__conn_flush(c, ctx);
+    vk_status st = send_command(c, argc, argv, argvlen, ctx, sent);
     if (st != VK_OK)
         return st;
-    *sent = true;
     return read_blocking_reply(c, out, ctx, wait_ms);
 }
 

@@ -419,6 +419,22 @@ static vk_lock *new_lock(vk_lock_manager *m, const char *key, size_t keylen,
 static void renewal_stop(vk_lock *lock);
 static void release_after_fn(vk_lock *lock);
 
+/* Starts the renewal a holder asked for; if it cannot start, the lock is
+ * released and freed (a holder must not run unprotected) and the cause is
+ * returned. */
+static vk_status renew_or_give_back(vk_lock *lock)
+{
+    vk_status st = vk_lock_auto_renew(lock);
+    if (st == VK_OK)
+        return VK_OK;
+    char *cause = vk__error_dup();
+    release_after_fn(lock);
+    vk_lock_free(lock);
+    st = vk__fail_restore(st, cause);
+    free(cause);
+    return st;
+}
+
 void vk_lock_free(vk_lock *lock)
 {
     if (!lock)
@@ -769,15 +785,8 @@ vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager, vk_co
     report_acquire(manager, key, keylen, outcome);
     if (outcome == OUTCOME_CONTENDED)
         return fail_acquire(VK_ERR_LOCK_ACQUIRE, key, keylen, "lock already taken");
-    if (st == VK_OK && resolved.auto_renew && (st = vk_lock_auto_renew(*out)) != VK_OK) {
-        /* A holder that asked for renewal must not run without it. */
-        char *cause = vk__error_dup();
-        release_after_fn(*out);
-        vk_lock_free(*out);
+    if (st == VK_OK && resolved.auto_renew && (st = renew_or_give_back(*out)) != VK_OK)
         *out = NULL;
-        st = vk__fail_restore(st, cause);
-        free(cause);
-    }
     return st;
 }
 
@@ -986,7 +995,7 @@ vk_status vk_lock_auto_renew(vk_lock *lock)
         return VK_OK;
     renewer *r = calloc(1, sizeof *r);
     if (!r)
-        return vk__fail(VK_ERR_NO_MEMORY, "out of memory");
+        return vk__fail_nomem();
     r->lock = lock;
     r->fork_generation = vk__fork_generation();
     vk_status st = vk_context_new(&r->ctx);
@@ -1082,14 +1091,8 @@ vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager, vk_context
         return st;
     }
 
-    if (resolved.auto_renew && (st = vk_lock_auto_renew(lock)) != VK_OK) {
-        char *cause = vk__error_dup();
-        release_after_fn(lock);
-        vk_lock_free(lock);
-        st = vk__fail_restore(st, cause);
-        free(cause);
+    if (resolved.auto_renew && (st = renew_or_give_back(lock)) != VK_OK)
         return st;
-    }
     vk_status fn_st = fn(userdata, lock);
     char *fn_detail = NULL;
     if (fn_st != VK_OK)

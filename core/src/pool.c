@@ -381,14 +381,16 @@ vk_status vk__pool_get(vk_pool *p, vk_conn **out, vk_context *ctx, bool *closed)
             }
             /* Stale: drop it and look again (its slot is free now), unless
              * the caller must hear that the server hung up. */
+            bool report = dead && p->params.report_dead_idle;
             char peer[300];
-            snprintf(peer, sizeof peer, "%s", vk__conn_peer(c));
+            if (report)
+                snprintf(peer, sizeof peer, "%s", vk__conn_peer(c));
             vk__conn_close(c);
             pthread_mutex_lock(&p->lock);
             p->open_count--;
             pthread_cond_signal(&p->available);
             pthread_mutex_unlock(&p->lock);
-            if (dead && p->params.report_dead_idle)
+            if (report)
                 return vk__fail(VK_ERR_IO, "connection to %s was closed by the server", peer);
             continue;
         }
