@@ -353,6 +353,16 @@ static vk_status wait_for_slot(vk_pool *p, vk_context *ctx)
     return st;
 }
 
+/* Closes a connection taken out of the pool and frees its slot. */
+static void discard_conn(vk_pool *p, vk_conn *c)
+{
+    vk__conn_close(c);
+    pthread_mutex_lock(&p->lock);
+    p->open_count--;
+    pthread_cond_signal(&p->available);
+    unlock_and_report(p);
+}
+
 vk_status vk__pool_get(vk_pool *p, vk_conn **out, vk_context *ctx, bool *closed)
 {
     *closed = false;
@@ -385,11 +395,7 @@ vk_status vk__pool_get(vk_pool *p, vk_conn **out, vk_context *ctx, bool *closed)
             char peer[300];
             if (report)
                 snprintf(peer, sizeof peer, "%s", vk__conn_peer(c));
-            vk__conn_close(c);
-            pthread_mutex_lock(&p->lock);
-            p->open_count--;
-            pthread_cond_signal(&p->available);
-            pthread_mutex_unlock(&p->lock);
+            discard_conn(p, c);
             if (report)
                 return vk__fail(VK_ERR_IO, "connection to %s was closed by the server", peer);
             continue;
@@ -444,11 +450,7 @@ void vk__pool_reauth_idle(vk_pool *p, vk_context *ctx)
             continue;
         }
         /* Refused or dead: a command would have replaced it too. */
-        vk__conn_close(c);
-        pthread_mutex_lock(&p->lock);
-        p->open_count--;
-        pthread_cond_signal(&p->available);
-        unlock_and_report(p);
+        discard_conn(p, c);
     }
 }
 

@@ -11,6 +11,7 @@
  */
 #include "vkpy.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 typedef struct vkpy_client {
@@ -31,14 +32,15 @@ static PyTypeObject vkpy_pipeline_type;
 static PyObject *text_px, *text_nx, *text_pong;
 
 /* Runs the command in `a` (released here) without the GIL. Returns 0 with
- * the reply in *out, or -1 with the exception for the failure set. */
-/* A command that waits on the server (BLPOP 0, XREAD BLOCK ...) may wait
+ * the reply in *out, or -1 with the exception for the failure set. A
+ * command that waits on the server (BLPOP 0, XREAD BLOCK ...) may wait
  * without limit: it runs with a context that Ctrl-C cancels. Every other
  * command takes the fast path without one. */
-static int run_blocking_command(vk_client *client, vkpy_argv *a, vk_reply **out)
+static int run_command(vk_client *client, vkpy_argv *a, vk_reply **out)
 {
-    vkpy_interruptible in;
-    if (vkpy_interruptible_start(&in, -1) < 0) {
+    bool blocking = vk_command_is_blocking(a->argc, a->argv, a->lens);
+    vkpy_interruptible in = {NULL, NULL, NULL, NULL};
+    if (blocking && vkpy_interruptible_start(&in, -1) < 0) {
         vkpy_argv_release(a);
         return -1;
     }
@@ -47,27 +49,11 @@ static int run_blocking_command(vk_client *client, vkpy_argv *a, vk_reply **out)
     st = vk_client_command(out, client, in.ctx, a->argc, a->argv, a->lens);
     Py_END_ALLOW_THREADS
     vkpy_argv_release(a);
-    if (vkpy_interruptible_finish(&in)) {
+    if (blocking && vkpy_interruptible_finish(&in)) {
         vk_reply_free(*out);
         *out = NULL;
         return -1;
     }
-    if (st != VK_OK) {
-        vkpy_raise(st);
-        return -1;
-    }
-    return 0;
-}
-
-static int run_command(vk_client *client, vkpy_argv *a, vk_reply **out)
-{
-    if (vk_command_is_blocking(a->argc, a->argv, a->lens))
-        return run_blocking_command(client, a, out);
-    vk_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = vk_client_command(out, client, NULL, a->argc, a->argv, a->lens);
-    Py_END_ALLOW_THREADS
-    vkpy_argv_release(a);
     if (st != VK_OK) {
         vkpy_raise(st);
         return -1;
