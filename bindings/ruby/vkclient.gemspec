@@ -4,7 +4,7 @@
 # built at install time against the installed vkclient core (pkg-config).
 #
 #   cd bindings/ruby && gem build vkclient.gemspec
-#   gem install --local vkclient-1.0.0.gem
+#   gem install --local vkclient-1.1.0.gem
 #
 # Building the gem runs SWIG on swig/vkclient.i of the checkout and packs the
 # generated wrapper, so installing needs only a C compiler and the core. The

@@ -26,11 +26,11 @@
 #include <stdint.h>
 
 #define VK_VERSION_MAJOR 1
-#define VK_VERSION_MINOR 0
+#define VK_VERSION_MINOR 1
 #define VK_VERSION_PATCH 0
-#define VK_VERSION_STRING "1.0.0"
+#define VK_VERSION_STRING "1.1.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH */
-#define VK_VERSION_NUMBER 10000
+#define VK_VERSION_NUMBER 10100
 /* The shared library's SONAME is libvkclient.so.<VK_ABI_VERSION>. */
 #define VK_ABI_VERSION 1
 
@@ -103,7 +103,7 @@ VK_API vk_status vk_last_status(void);
 /* Releases a string or buffer that vkclient returned through a char **out. */
 VK_API void vk_free(void *ptr);
 
-/* Run-time version: "1.0.0", and VK_VERSION_NUMBER of the loaded library. */
+/* Run-time version: "1.1.0", and VK_VERSION_NUMBER of the loaded library. */
 VK_API const char *vk_version(void);
 VK_API int vk_version_number(void);
 /* The version of the hiredis the library was built against, e.g. "0.14.1". */

@@ -261,7 +261,7 @@ class TestClient < Minitest::Test
   end
 
   def test_version
-    assert_equal "1.0.0", VKClient::VERSION
+    assert_equal "1.1.0", VKClient::VERSION
     assert_match(/\A\d+\.\d+/, VKClient.hiredis_version)
   end
 end

@@ -1,18 +1,18 @@
 -- The Lua binding as a rock. It builds the one C source against the
 -- installed core (libvkclient.so and vkclient.h, from the CMake install):
 --
---   luarocks make bindings/lua/vkclient-1.0.0-1.rockspec \
+--   luarocks make bindings/lua/vkclient-1.1.0-1.rockspec \
 --     VKCLIENT_DIR=/usr/local          # where the core is installed
 --
 -- (run from the repository root). The CMake build also builds and installs
 -- the module for Lua 5.1/LuaJIT and 5.4 without luarocks.
 rockspec_format = "3.0"
 package = "vkclient"
-version = "1.0.0-1"
+version = "1.1.0-1"
 
 source = {
    url = "git+file://.",
-   tag = "v1.0.0",
+   tag = "v1.1.0",
 }
 
 description = {
