@@ -1754,6 +1754,29 @@ static int manager_with_lock_options(lua_State *L)
     return with_lock_common(L, 4, &opts);
 }
 
+/* locks:unlock(handle) -> true | nil, err. Deprecated: use handle:unlock().
+ * Kept for callers of the original manager-level unlock (as the C library
+ * keeps vk_lock_manager_unlock): a nil handle is the
+ * NIL_LOCK_HANDLE_ON_UNLOCK error "lock handle is nil"; any handle, even a
+ * closed one, answers as handle:unlock() would. */
+static int manager_unlock(lua_State *L)
+{
+    manager_ud *m = check_manager(L);
+    if (lua_isnoneornil(L, 2)) {
+        const char *text = vk_strerror(VK_ERR_NIL_LOCK_HANDLE_ON_UNLOCK);
+        lua_pushnil(L);
+        push_error_object(L, VK_ERR_NIL_LOCK_HANDLE_ON_UNLOCK, text, strlen(text));
+        return 2;
+    }
+    lock_ud *h = luaL_checkudata(L, 2, LOCK_MT);
+    lua_State *previous = enter(L);
+    vk_status st = vk_lock_unlock(h->lock, NULL);
+    int nresults = return_status(L, st);
+    manager_deliver_events(m);
+    leave(previous);
+    return nresults;
+}
+
 static int manager_close(lua_State *L)
 {
     manager_ud *m = check_manager(L);
@@ -1932,6 +1955,7 @@ static const luaL_Reg manager_methods[] = {
     { "with_lock_options", manager_with_lock_options },
     { "try_lock", manager_try_lock },
     { "acquire", manager_acquire },
+    { "unlock", manager_unlock },
     { "close", manager_close },
     { NULL, NULL },
 };

@@ -169,6 +169,11 @@ static vk_status create_ping_swap(vk_client *c, vk_context *ctx)
             atomic_store(&c->connected, true);
         return st;
     }
+    /* Validation rules this out (a parsed port is never 0); a connect that
+     * still finds no address says so rather than dial nothing. */
+    if (!c->endpoint.is_unix && c->endpoint.port == 0)
+        return vk__fail(VK_ERR_INVALID_CONFIG,
+                        "no topology configured: at least one address is required");
     vk_pool_params params = {
         .endpoint = c->endpoint,
         .cfg = c->cfg,
@@ -589,9 +594,8 @@ VK_API vk_status vk_client_new(vk_client **out, const vk_config *cfg)
     *out = NULL;
     if (cfg == NULL)
         return vk__fail(VK_ERR_INVALID_CONFIG, "config is NULL");
-    if (cfg->topology_mask == 0)
-        return vk__fail(VK_ERR_INVALID_CONFIG,
-                        "no topology configured: at least one address is required");
+    /* No check of the config here: validation comes first (SEMANTICS §1),
+     * so a config without a topology gets validation's own reason. */
     vk_client *c = NULL;
     vk_status st = alloc_client(&c, cfg);
     if (st != VK_OK)

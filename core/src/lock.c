@@ -749,6 +749,22 @@ static vk_status fail_acquire(vk_status code, const char *key, size_t keylen,
     return st;
 }
 
+/* "failed to attempt lock acquisition for <quoted key>: <cause>": a
+ * try_lock fault (contention is no error), with the cause's code. A freed
+ * client is misuse, not a fault, and keeps its own text. */
+static vk_status fail_attempt(vk_status code, const char *key, size_t keylen)
+{
+    if (code == VK_ERR_NIL_CLIENT)
+        return code;
+    char *cause = vk__error_dup();
+    char *quoted = vk__quote_key(key, keylen);
+    vk_status st = vk__fail_msg(code, "failed to attempt lock acquisition for %s: %s",
+                                quoted ? quoted : "\"\"", cause ? cause : vk_strerror(code));
+    free(quoted);
+    free(cause);
+    return st;
+}
+
 vk_status vk_lock_manager_try_lock(vk_lock **out, vk_lock_manager *manager, vk_context *ctx,
                                    const char *key, size_t keylen)
 {
@@ -763,7 +779,7 @@ vk_status vk_lock_manager_try_lock(vk_lock **out, vk_lock_manager *manager, vk_c
     acquire_outcome outcome;
     st = acquire_with_retries(out, manager, ctx, key, keylen, &opts, &outcome);
     report_acquire(manager, key, keylen, outcome);
-    return st;
+    return outcome == OUTCOME_FAULT ? fail_attempt(st, key, keylen) : st;
 }
 
 vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager, vk_context *ctx,
@@ -823,6 +839,11 @@ vk_status vk_lock_unlock(vk_lock *lock, vk_context *ctx)
         count_metric(m, "redis_lock_release_total", "error");
         log_lock(m, VK_LOG_WARN, "lock release failed", lock->key, lock->keylen,
                  vk_last_error());
+        if (fault == VK_ERR_NIL_CLIENT)
+            return fault;   /* misuse keeps its own text */
+        char *cause = vk__error_dup();
+        vk__fail_msg(fault, "distributed lock: unlock: %s", cause ? cause : vk_strerror(fault));
+        free(cause);
         return fault;
     } else {
         st = vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");

@@ -134,7 +134,7 @@ static void test_new_failures(void)
     vk_client *c = (vk_client *)&cfg;
     CHECK_OK(vk_config_new(&cfg));
     CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_INVALID_CONFIG,
-                "invalid redis config: no topology configured: at least one address is required");
+                "invalid redis config: exactly one topology must be configured");
     CHECK(c == NULL);
 
     CHECK_OK(vk_config_set_sentinel(cfg, "mymaster"));

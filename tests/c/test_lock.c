@@ -411,6 +411,40 @@ static void test_handle_survives_a_reconnect(void)
     vk_lock_free(lock);
 }
 
+/* True when text is prefix followed by a cause that is an I/O failure's
+ * own text (not empty, not wrapped twice). */
+static bool has_cause(const char *text, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    if (strncmp(text, prefix, n) != 0 || text[n] == '\0' || strstr(text + n, prefix) != NULL) {
+        fprintf(stderr, "unexpected error text: %s\n", text);
+        return false;
+    }
+    return true;
+}
+
+/* try_lock: contention is no error, but a node that cannot be reached is,
+ * worded as the original words it, with the cause's code. */
+static void test_try_lock_fault_text(void)
+{
+    vkt_server *own = vkt_server_start(NULL);
+    CHECK(own != NULL);
+    if (!own)
+        return;
+    vk_client *c = connect_client(own);
+    vk_lock_manager *m = NULL;
+    CHECK_OK(vk_lock_manager_new(&m, c));
+    vkt_server_kill(own);
+    vk_lock *lock = NULL;
+    vk_status st = vk_lock_manager_try_lock(&lock, m, NULL, KEY("job:\t1"));
+    CHECK(st == VK_ERR_IO);
+    CHECK(lock == NULL);
+    CHECK(has_cause(vk_last_error(), "failed to attempt lock acquisition for \"job:\\t1\": "));
+    vk_lock_manager_free(m);
+    vk_client_free(c);
+    vkt_server_stop(own);
+}
+
 /* An unlock that cannot reach the node is a fault, not "not held", and
  * the handle stays releasable for a later try. */
 static void test_unlock_fault_keeps_the_handle(void)
@@ -432,6 +466,9 @@ static void test_unlock_fault_keeps_the_handle(void)
     vkt_server_kill(own);
     vk_status st = vk_lock_unlock(lock, NULL);
     CHECK(st != VK_OK && st != VK_ERR_LOCK_NOT_HELD);
+    /* The original's wording, the cause's code. */
+    CHECK(st == vk_last_status());
+    CHECK(has_cause(vk_last_error(), "distributed lock: unlock: "));
 
     /* Back up with the lock restored: the same handle releases it. */
     CHECK(vkt_server_restart(own));
@@ -820,6 +857,7 @@ int main(void)
         RUN(test_extend_after_takeover);
         RUN(test_handle_survives_a_reconnect);
         RUN(test_unlock_fault_keeps_the_handle);
+        RUN(test_try_lock_fault_text);
         RUN(test_logs_and_metrics);
         RUN(test_with_lock_runs_and_releases);
         RUN(test_with_lock_failing_fn_still_releases);

@@ -14,7 +14,7 @@ describe("config validation", function()
     local addr, ca = env.VK_TEST_ADDR, env.VK_TEST_CA_B64
     local creds = "eyJub3QiOiAia2V5In0=" -- {"not": "key"}
     local cases = {
-        { {}, "no topology configured: at least one address is required" },
+        { {}, "exactly one topology must be configured" },
         { { standalone = addr, cluster = { addresses = { addr } } }, "exactly one topology must be configured" },
         { { standalone = "" }, "standalone address is required" },
         { { standalone = "   " }, "standalone address is required" },

@@ -37,23 +37,56 @@ class CustomError(Exception):
     pass
 
 
-def test_exception_in_fn_propagates_unchanged_after_release(locks, key):
+def test_exception_in_fn_is_wrapped_after_release(locks, key):
     raised = CustomError("from fn")
 
     def failing():
         raise raised
 
-    with pytest.raises(CustomError) as info:
+    with pytest.raises(vkclient.LockFunctionError) as info:
         locks.with_lock(key, failing)
-    assert info.value is raised
-    assert info.value.__traceback__ is not None
+    assert str(info.value) == "distributed lock: function execution: from fn"
+    assert info.value.code == vkclient.LockFunctionError.code
+    # raise ... from fn's exception: the original, with its traceback.
+    assert info.value.__cause__ is raised
+    assert info.value.__suppress_context__
+    assert raised.__traceback__ is not None
     handle = locks.try_lock(key)  # released despite the exception
     assert handle is not None
     handle.unlock()
 
-    with pytest.raises(KeyError):
+    with pytest.raises(vkclient.LockFunctionError) as info:
         locks.with_lock_options(key, vkclient.LockOptions(), lambda: {}["missing"])
+    assert str(info.value) == "distributed lock: function execution: 'missing'"
+    assert isinstance(info.value.__cause__, KeyError)
     assert locks.try_lock(key).unlock() is None
+
+    # An exception without a text is named by its type.
+    def bare():
+        raise CustomError()
+
+    with pytest.raises(vkclient.LockFunctionError) as info:
+        locks.with_lock(key, bare)
+    assert str(info.value) == "distributed lock: function execution: CustomError"
+    assert locks.try_lock(key).unlock() is None
+
+
+def test_fault_texts_of_try_lock_and_unlock(own_server):
+    """A node that is gone: try_lock and unlock fail with the original's
+    wording and the cause's class; contention would not be an error."""
+    with vkclient.Client(plain_config(own_server.address)) as c:
+        locks = vkclient.LockManager(c)
+        handle = locks.try_lock("job:1")
+        own_server.stop()
+        with pytest.raises(vkclient.ConnectionError) as info:
+            handle.unlock()
+        assert str(info.value).startswith("distributed lock: unlock: ")
+        assert len(str(info.value)) > len("distributed lock: unlock: ")
+        with pytest.raises(vkclient.ConnectionError) as info:
+            locks.try_lock("job:\t2")
+        assert str(info.value).startswith('failed to attempt lock acquisition for "job:\\t2": ')
+        assert "failed to attempt" not in str(info.value)[40:]
+        locks.close()
 
 
 def test_with_lock_options(locks, key):

@@ -14,7 +14,7 @@ class TestErrors < Minitest::Test
   end
 
   def test_config_validation_texts
-    config_error("no topology configured: at least one address is required")
+    config_error("exactly one topology must be configured")
     config_error("exactly one topology must be configured", standalone: VKTest.addr, cluster: { addresses: [VKTest.addr] })
     config_error("standalone address is required", standalone: "  ")
     config_error("sentinel addresses are required", sentinel: { addresses: [], master_name: "m" })

@@ -26,14 +26,21 @@ class TestLock < Minitest::Test
     assert_equal 0, @client.call("EXISTS", key), "released after the block"
   end
 
-  def test_exceptions_propagate_unchanged_after_release
+  def test_block_errors_are_wrapped_after_release
     key = VKTest.key("raise")
     custom = Class.new(StandardError)
     original = custom.new("boom")
-    raised = assert_raises(custom) { @locks.with_lock(key) { raise original } }
-    assert_same original, raised
+    raised = assert_raises(VKClient::LockFunctionError) { @locks.with_lock(key) { raise original } }
+    assert_equal "distributed lock: function execution: boom", raised.message
+    assert_equal 16, raised.code
+    assert_same original, raised.cause
     assert_equal 0, @client.call("EXISTS", key)
-    assert_raises(ZeroDivisionError) { @locks.with_lock(key) { 1 / 0 } }
+    raised = assert_raises(VKClient::LockFunctionError) { @locks.with_lock(key) { 1 / 0 } }
+    assert_equal "distributed lock: function execution: divided by 0", raised.message
+    assert_instance_of ZeroDivisionError, raised.cause
+    assert_equal 0, @client.call("EXISTS", key)
+    # Not a StandardError: passes unchanged, the lock released all the same.
+    assert_raises(Interrupt) { @locks.with_lock(key) { raise Interrupt } }
     assert_equal 0, @client.call("EXISTS", key)
     value = @locks.with_lock(key) { break 10 }
     assert_equal 10, value, "break leaves with_lock and the lock is released"
@@ -43,6 +50,25 @@ class TestLock < Minitest::Test
     h = @locks.try_lock(key)
     refute_nil h
     h.unlock
+  end
+
+  # Faults are worded as the original words them, with the cause's class:
+  # writes (SET, the release script) wait out a pause of the server.
+  def test_try_lock_and_unlock_fault_texts
+    key = VKTest.key("fault")
+    slow = VKTest.client(options: { read_timeout: 0.2, max_retries: -1 })
+    locks = VKClient::LockManager.new(slow)
+    handle = locks.try_lock(key)
+    assert_equal "OK", @client.call("CLIENT", "PAUSE", "600", "WRITE")
+    err = assert_raises(VKClient::TimeoutError) { handle.unlock }
+    assert_match(/\Adistributed lock: unlock: i\/o timeout/, err.message)
+    err = assert_raises(VKClient::TimeoutError) { locks.try_lock("#{key}\t2") }
+    assert err.message.start_with?("failed to attempt lock acquisition for #{"#{key}\t2".inspect}: i/o timeout"),
+           err.message
+    sleep 0.6
+    handle.unlock
+  ensure
+    slow&.close
   end
 
   def test_try_lock_contention_extend_and_fencing

@@ -25,6 +25,10 @@
 PyObject *vkpy_raise(vk_status status);
 /* A vkclient.ResponseError instance for an error reply (new reference). */
 PyObject *vkpy_response_error(const char *text, size_t len);
+/* Replaces the pending exception (raised by a with_lock function) with
+ * LockFunctionError("distributed lock: function execution: <str(exc)>")
+ * whose __cause__ is the original. */
+void vkpy_wrap_function_error(void);
 /* The registry is filled from Python (vkclient/errors.py) at import. */
 PyObject *vkpy_register_errors(PyObject *self, PyObject *args);
 

@@ -45,6 +45,39 @@ PyObject *vkpy_response_error(const char *text, size_t len)
     return error;
 }
 
+void vkpy_wrap_function_error(void)
+{
+    PyObject *type, *cause, *traceback;
+    PyErr_Fetch(&type, &cause, &traceback);
+    PyErr_NormalizeException(&type, &cause, &traceback);
+    if (traceback)
+        PyException_SetTraceback(cause, traceback);
+    Py_XDECREF(traceback);
+    /* An exception whose str() is empty is named by its type. */
+    PyObject *text = PyObject_Str(cause);
+    if (text && PyUnicode_GetLength(text) == 0)
+        Py_SETREF(text, PyUnicode_FromString(Py_TYPE(cause)->tp_name));
+    PyObject *message = text ? PyUnicode_FromFormat("%s: %U", vk_strerror(VK_ERR_LOCK_FN), text)
+                             : NULL;
+    Py_XDECREF(text);
+    PyObject *error = message ? PyObject_CallOneArg(class_for(VK_ERR_LOCK_FN), message) : NULL;
+    Py_XDECREF(message);
+    if (!error) {
+        /* Could not build it: the original is better than nothing. */
+        PyErr_Clear();
+        PyErr_Restore(type, cause, NULL);
+        return;
+    }
+    Py_DECREF(type);
+    /* raise error from cause: SetCause steals one reference, SetContext
+     * another, so the context gets its own. */
+    Py_INCREF(cause);
+    PyException_SetContext(error, cause);
+    PyException_SetCause(error, cause);
+    PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+    Py_DECREF(error);
+}
+
 /* _register_errors(base, {code: class, ...}) */
 PyObject *vkpy_register_errors(PyObject *self, PyObject *args)
 {

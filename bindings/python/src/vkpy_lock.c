@@ -6,8 +6,8 @@
  * with_lock: the core calls run_lock_fn() on this thread while the GIL is
  * released; it takes the GIL, calls fn(), and keeps fn's result or its
  * exception in the lock_call. The core releases the lock whatever the
- * outcome; only then is the exception re-raised, the very object fn
- * raised, so `except MyError` works as if there were no C in between.
+ * outcome; only then is the exception raised: LockFunctionError with the
+ * very object fn raised as its __cause__.
  */
 #include "vkpy.h"
 
@@ -186,10 +186,14 @@ static PyObject *py_with_lock(PyObject *module, PyObject *const *args, Py_ssize_
     st = vk_lock_manager_with_lock_options(manager, in.ctx, key, keylen, resolved, fn, &call);
     Py_END_ALLOW_THREADS
     if (call.type) {
-        /* fn raised: its exception wins over a Ctrl-C seen while waiting. */
+        /* fn raised: its exception wins over a Ctrl-C seen while waiting.
+         * An Exception is wrapped as the original wraps a function's error;
+         * KeyboardInterrupt, SystemExit and the like pass unchanged. */
         vkpy_interruptible_finish(&in);
         PyErr_Clear();
         PyErr_Restore(call.type, call.value, call.traceback);
+        if (PyErr_ExceptionMatches(PyExc_Exception))
+            vkpy_wrap_function_error();
         return NULL;
     }
     if (vkpy_interruptible_finish(&in)) {

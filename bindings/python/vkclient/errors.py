@@ -124,8 +124,8 @@ class LockAcquireError(Error):
 class LockFunctionError(Error):
     """distributed lock: function execution: <cause>.
 
-    Not raised for Python functions: an exception raised inside
-    ``with_lock`` propagates unchanged after the lock is released.
+    Raised by ``with_lock`` when the function raised an Exception, after the
+    lock was released; ``__cause__`` is the function's own exception.
     """
 
     code = _native.VK_ERR_LOCK_FN

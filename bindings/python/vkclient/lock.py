@@ -200,8 +200,11 @@ class LockManager:
 
     def with_lock(self, key, fn):
         """Acquires `key` with the default options, runs fn() and releases the
-        lock, also when fn raises: its exception then propagates unchanged.
-        Returns fn()'s result. Ctrl-C stops the wait for the lock."""
+        lock, also when fn raises. Returns fn()'s result. An Exception raised
+        by fn becomes LockFunctionError("distributed lock: function
+        execution: <str(exc)>") raised from it (``__cause__`` is fn's
+        exception); KeyboardInterrupt and SystemExit pass unchanged. Ctrl-C
+        stops the wait for the lock."""
         return _native.with_lock(self._manager, key, None, fn, None)
 
     def with_lock_options(self, key, options, fn):

@@ -3,7 +3,8 @@
  * release and extend wait on the network, so they run without the GVL;
  * with_lock runs the Ruby block with the GVL taken back, and an exception
  * raised by the block is kept aside while the core releases the lock, then
- * raised again unchanged.
+ * raised: a StandardError wrapped as LockFunctionError (its cause the
+ * original), anything else unchanged.
  */
 #include "vkrb.h"
 
@@ -373,7 +374,8 @@ typedef struct with_lock_call {
     vk_lock *lock;   /* the held lock while the block runs */
     VALUE handle;    /* the borrowed LockHandle given to the block */
     VALUE result;    /* the block's value */
-    int block_state; /* non-zero when the block raised (or threw) */
+    VALUE error;     /* the StandardError the block raised, else Qnil */
+    int block_state; /* non-zero when the block threw or raised another exception */
 } with_lock_call;
 
 /* VALUEs in with_lock_call live on this thread's stack, in the frame of
@@ -384,11 +386,26 @@ static VALUE yield_handle(VALUE handle)
     return rb_yield(handle);
 }
 
+static VALUE keep_block_error(VALUE arg, VALUE error)
+{
+    ((with_lock_call *)arg)->error = error;
+    return Qnil;
+}
+
+/* A StandardError is kept to be wrapped; anything else (Interrupt, a
+ * throw, Timeout's exit) is caught by rb_protect and passes unchanged. */
+static VALUE yield_rescuing(VALUE arg)
+{
+    with_lock_call *call = (with_lock_call *)arg;
+    return rb_rescue2(yield_handle, call->handle, keep_block_error, arg, rb_eStandardError,
+                      (VALUE)0);
+}
+
 static void *run_block_with_gvl(void *arg)
 {
     with_lock_call *call = arg;
     call->handle = wrap_lock(call->lock, 1, call->manager_obj);
-    call->result = rb_protect(yield_handle, call->handle, &call->block_state);
+    call->result = rb_protect(yield_rescuing, (VALUE)call, &call->block_state);
     /* The core frees the lock after the release: the handle must not be
      * used past the block. */
     handle_box *box = rb_check_typeddata(call->handle, &handle_type);
@@ -403,7 +420,7 @@ static vk_status block_trampoline(void *userdata, vk_lock *lock)
     rb_thread_call_with_gvl(run_block_with_gvl, call);
     /* Any non-OK status makes the core release and report a function
      * failure; the Ruby exception itself is raised again afterwards. */
-    return call->block_state ? VK_ERR_LOCK_FN : VK_OK;
+    return call->block_state || !NIL_P(call->error) ? VK_ERR_LOCK_FN : VK_OK;
 }
 
 static vk_status run_with_lock(void *data, vk_context *ctx)
@@ -415,12 +432,14 @@ static vk_status run_with_lock(void *data, vk_context *ctx)
 }
 
 /* LockManager#_with_lock(key, options) { |handle| ... }: the block's value.
- * Released on return and on exception; the block's exception propagates
- * unchanged after the release. */
+ * Released on return and on exception. After the release, a StandardError
+ * of the block is raised as LockFunctionError with the block's error as
+ * its cause (LockManager#_raise_function_error); other exceptions and
+ * throws pass unchanged. */
 static VALUE manager_with_lock(VALUE self, VALUE key, VALUE options)
 {
     rb_need_block();
-    with_lock_call call = {manager_of(self), self, NULL, 0, {0}, 0, NULL, Qnil, Qnil, 0};
+    with_lock_call call = {manager_of(self), self, NULL, 0, {0}, 0, NULL, Qnil, Qnil, Qnil, 0};
     call.has_opts = options_from_ruby(options, &call.opts);
     key_copy k;
     key_copy_fill(&k, key);
@@ -430,6 +449,8 @@ static VALUE manager_with_lock(VALUE self, VALUE key, VALUE options)
     key_copy_release(&k);
     if (call.block_state)
         rb_jump_tag(call.block_state);
+    if (!NIL_P(call.error))
+        rb_funcall(self, rb_intern("_raise_function_error"), 1, call.error);
     vkrb_sinks_reraise_pending();
     if (st != VK_OK)
         vkrb_raise(st);

@@ -94,8 +94,11 @@ module VKClient
 
     # Acquires key (retrying per the options), runs the block with the
     # LockHandle, releases the lock and returns the block's value. The lock
-    # is released also when the block raises, and the block's exception
-    # propagates unchanged. Raises LockAcquireError when the lock stays busy.
+    # is released also when the block raises; a StandardError of the block
+    # is then raised as LockFunctionError ("distributed lock: function
+    # execution: <message>") whose #cause is the block's error (Interrupt,
+    # throw and Timeout pass unchanged). Raises LockAcquireError when the
+    # lock stays busy.
     def with_lock(key, options = nil, **fields, &block)
       raise NilLockFunctionError, "lock function is nil" unless block
 
@@ -123,6 +126,11 @@ module VKClient
     alias to_s inspect
 
     private
+
+    # Called by the native half once the lock is released.
+    def _raise_function_error(error)
+      raise LockFunctionError, "distributed lock: function execution: #{error.message}", cause: error
+    end
 
     def native_options(options, fields)
       options ||= LockOptions.default unless fields.empty?
