@@ -316,7 +316,8 @@ typedef struct key_copy {
 /* Raises TypeError for a non-String before anything is allocated. */
 static void key_copy_fill(key_copy *k, VALUE key)
 {
-    StringValue(key);
+    if (!RB_TYPE_P(key, T_STRING))
+        rb_raise(rb_eTypeError, "lock key must be a String, not %s", rb_obj_classname(key));
     k->len = (size_t)RSTRING_LEN(key);
     k->bytes = k->len <= INLINE_KEY_BYTES ? k->inline_bytes : malloc(k->len);
     if (!k->bytes)

@@ -10,6 +10,7 @@
 # See README for the full tour.
 require "vkclient_native"
 require "vkclient/errors"
+require "vkclient/auth"
 require "vkclient/config"
 require "vkclient/sinks"
 require "vkclient/client"

@@ -45,8 +45,25 @@ module VKClient
       unless seconds.is_a?(Numeric)
         raise TypeError, "#{name} must be a number of seconds, not #{seconds.class}"
       end
+      raise ArgumentError, "#{name} must be a finite number of seconds" unless seconds.finite?
 
       (seconds * 1000).round
+    end
+
+    # The value itself when it is a String (nil when nil is allowed); a
+    # TypeError naming the field otherwise, never one from deeper down.
+    def string(value, name, allow_nil: false)
+      return value if value.is_a?(String) || (allow_nil && value.nil?)
+
+      raise TypeError, "#{name} must be a String#{' or nil' if allow_nil}, not #{value.class}"
+    end
+
+    # A list of addresses: one String or an Array of Strings.
+    def addresses(value, name)
+      list = value.is_a?(String) ? [value] : value
+      raise TypeError, "#{name} must be a String or an Array of Strings, not #{value.class}" unless list.is_a?(Array)
+
+      list.each_with_index { |a, i| string(a, "#{name}[#{i}]") }
     end
 
     # A new native config (the caller frees it with .free) from keywords:
@@ -54,9 +71,9 @@ module VKClient
     # options:. Raises InvalidConfigError for what the core rejects.
     def build(standalone: nil, sentinel: nil, cluster: nil, tls: nil,
               static_password: nil, gcp_iam: nil, options: nil, url: nil)
-      cfg = url ? N.vk_config_from_url(String(url)) : N.vk_config_new
+      cfg = url ? N.vk_config_from_url(string(url, "url")) : N.vk_config_new
       begin
-        N.vk_config_set_standalone(cfg, String(standalone)) unless standalone.nil?
+        N.vk_config_set_standalone(cfg, string(standalone, "standalone")) unless standalone.nil?
         apply_sentinel(cfg, sentinel) unless sentinel.nil?
         apply_cluster(cfg, cluster) unless cluster.nil?
         apply_tls(cfg, tls) unless tls.nil?
@@ -90,15 +107,23 @@ module VKClient
 
     def apply_sentinel(cfg, sentinel)
       s = fields(sentinel, "sentinel", %i[addresses master_name username password])
-      N.vk_config_set_sentinel(cfg, String(s[:master_name] || ""))
-      Array(s[:addresses]).each { |a| N.vk_config_add_sentinel_address(cfg, String(a)) }
-      N.vk_config_set_sentinel_auth(cfg, s[:username], s[:password]) if s[:password]
+      N.vk_config_set_sentinel(cfg, string(s[:master_name], "sentinel master_name", allow_nil: true) || "")
+      addresses(s[:addresses] || [], "sentinel addresses").each { |a| N.vk_config_add_sentinel_address(cfg, a) }
+      username = string(s[:username], "sentinel username", allow_nil: true)
+      password = string(s[:password], "sentinel password", allow_nil: true)
+      N.vk_config_set_sentinel_auth(cfg, username, password) if password
     end
 
+    # cluster: { addresses: [...] }, or the addresses alone (an Array of
+    # Strings, or one String).
     def apply_cluster(cfg, cluster)
-      c = fields(cluster, "cluster", %i[addresses])
+      if cluster.is_a?(Hash)
+        list = addresses(fields(cluster, "cluster", %i[addresses])[:addresses] || [], "cluster addresses")
+      else
+        list = addresses(cluster, "cluster")
+      end
       N.vk_config_set_cluster(cfg)
-      Array(c[:addresses]).each { |a| N.vk_config_add_cluster_address(cfg, String(a)) }
+      list.each { |a| N.vk_config_add_cluster_address(cfg, a) }
     end
 
     def apply_tls(cfg, tls)
@@ -118,18 +143,31 @@ module VKClient
       N.vk_config_set_tls_server_name(cfg, String(t[:server_name])) if t[:server_name]
     end
 
+    # A VKClient::StaticPasswordAuth (prints redacted) or the Hash form.
     def apply_static_password(cfg, auth)
+      auth = auth.to_config if auth.is_a?(StaticPasswordAuth)
+      unless auth.is_a?(Hash)
+        raise TypeError, "static_password must be a VKClient::StaticPasswordAuth or a Hash, not #{auth.class}"
+      end
+
       a = fields(auth, "static_password", %i[password username])
-      N.vk_config_set_static_password(cfg, a[:username]&.to_s, String(a[:password] || ""))
+      N.vk_config_set_static_password(cfg, string(a[:username], "static_password username", allow_nil: true),
+                                      string(a[:password], "static_password password", allow_nil: true) || "")
     end
 
+    # A VKClient::GCPIAMAuth (prints redacted) or the Hash form.
     def apply_gcp_iam(cfg, iam)
+      iam = iam.to_config if iam.is_a?(GCPIAMAuth)
+      raise TypeError, "gcp_iam must be a VKClient::GCPIAMAuth or a Hash, not #{iam.class}" unless iam.is_a?(Hash)
+
       i = fields(iam, "gcp_iam", %i[credentials_base64 service_account endpoint] + IAM_DURATIONS.keys)
-      N.vk_config_set_gcp_iam(cfg, i[:credentials_base64]&.to_s, String(i[:service_account] || ""))
+      N.vk_config_set_gcp_iam(cfg, string(i[:credentials_base64], "gcp_iam credentials_base64", allow_nil: true),
+                              string(i[:service_account], "gcp_iam service_account", allow_nil: true) || "")
       IAM_DURATIONS.each do |key, setter|
-        N.public_send(setter, cfg, ms(i[key], key)) if i.key?(key)
+        N.public_send(setter, cfg, ms(i[key], key)) unless i[key].nil?
       end
-      N.vk_config_set_gcp_iam_endpoint(cfg, String(i[:endpoint])) if i[:endpoint]
+      endpoint = string(i[:endpoint], "gcp_iam endpoint", allow_nil: true)
+      N.vk_config_set_gcp_iam_endpoint(cfg, endpoint) if endpoint
     end
 
     def apply_options(cfg, options)

@@ -41,7 +41,7 @@ module VKClient
     # [expiry_ms, tries, retry_delay_ms, drift_factor, auto_renew] for C.
     def to_native
       [Config.ms(@expiry, :expiry), integer(@tries, :tries), Config.ms(@retry_delay, :retry_delay),
-       Float(@drift_factor), @auto_renew]
+       number(@drift_factor, :drift_factor), @auto_renew]
     end
 
     def ==(other)
@@ -59,6 +59,12 @@ module VKClient
       raise TypeError, "#{name} must be an Integer, not #{value.class}" unless value.is_a?(Integer)
 
       value
+    end
+
+    def number(value, name)
+      raise TypeError, "#{name} must be a Numeric, not #{value.class}" unless value.is_a?(Numeric)
+
+      Float(value)
     end
   end
 
@@ -89,6 +95,11 @@ module VKClient
 
     def initialize(clients)
       @clients = clients.is_a?(Array) ? clients.dup.freeze : [clients].freeze
+      @clients.each do |c|
+        next if c.nil? || c.is_a?(Client)
+
+        raise TypeError, "a LockManager takes a VKClient::Client or an Array of them, not #{c.class}"
+      end
       _native_init(@clients)
     end
 
@@ -133,6 +144,10 @@ module VKClient
     end
 
     def native_options(options, fields)
+      unless options.nil? || options.is_a?(LockOptions)
+        raise TypeError, "lock options must be a VKClient::LockOptions (or keywords), not #{options.class}"
+      end
+
       options ||= LockOptions.default unless fields.empty?
       options = options.with(**fields) unless fields.empty?
       options&.to_native
