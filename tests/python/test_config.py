@@ -217,3 +217,93 @@ def test_repr_of_plain_values():
     assert repr(vkclient.Standalone("a:1")) == "Standalone('a:1')"
     assert repr(vkclient.Cluster("a:1")) == "Cluster(['a:1'])"
     assert repr(vkclient.Sentinel(["a:1"], master_name="m")) == "Sentinel(['a:1'], master_name='m')"
+
+
+def test_plain_addresses_for_standalone_and_cluster(env, key):
+    # A "host:port" str is a Standalone; a list of str (or one str) a Cluster.
+    with vkclient.Client(vkclient.Config(standalone=env.addr)) as c:
+        c.set(key, b"v")
+        assert c.get(key) == b"v"
+    assert repr(vkclient.Config(standalone="a:1")) == repr(plain_config("a:1"))
+    assert (repr(vkclient.Config(cluster=["a:1", "b:2"]))
+            == repr(vkclient.Config(cluster=vkclient.Cluster(["a:1", "b:2"]))))
+    assert repr(vkclient.Config(cluster="a:1")) == repr(vkclient.Config(cluster=("a:1",)))
+    vkclient.Config(cluster=["a:1", "b:2"]).validate()
+    for cfg, reason in ((vkclient.Config(standalone=""), "standalone address is required"),
+                        (vkclient.Config(standalone="a:1", cluster=["b:1"]),
+                         "exactly one topology must be configured"),
+                        (vkclient.Config(cluster=[]), "cluster addresses are required"),
+                        (vkclient.Config(cluster=["a:1", " "]), "cluster addresses cannot be empty"),
+                        (vkclient.Config(sentinel=vkclient.Sentinel("a:1")),
+                         "sentinel master name is required")):
+        with pytest.raises(vkclient.InvalidConfigError) as info:
+            cfg.validate()
+        assert str(info.value) == PREFIX + reason
+
+
+def type_error(text, fn):
+    """fn() raises a TypeError with exactly this text (never an internal error)."""
+    with pytest.raises(TypeError) as info:
+        fn()
+    assert type(info.value) is TypeError
+    assert str(info.value) == text
+
+
+def test_wrong_types_name_the_field():
+    def check(text, **fields):
+        type_error(text, lambda: vkclient.Config(**fields).validate())
+        type_error(text, lambda: vkclient.Client(vkclient.Config(**fields)))
+
+    check('standalone must be a str ("host:port") or a vkclient.Standalone, not int',
+          standalone=6379)
+    changed = vkclient.Standalone("a:1")
+    changed.address = 6379   # set after construction: checked when used
+    check("Standalone.address must be a str or None, not int", standalone=changed)
+    check("cluster must be a vkclient.Cluster, a list of str or a str, not dict",
+          cluster={"addresses": ["a:1"]})
+    check("cluster[1] must be a str, not int", cluster=["a:1", 7000])
+    check("sentinel must be a vkclient.Sentinel, not dict",
+          sentinel={"addresses": ["a:1"], "master_name": "m"})
+    check("Sentinel.master_name must be a str or None, not int",
+          sentinel=vkclient.Sentinel("a:1", master_name=1))
+    check("Sentinel.password must be a str or None, not bytes",
+          sentinel=vkclient.Sentinel("a:1", master_name="m", password=b"pw"))
+    check("tls must be a vkclient.TLS, not str", standalone="a:1", tls="Y2E=")
+    check("TLS.ca_cert_base64 must be a str or None, not bytes", standalone="a:1",
+          tls=vkclient.TLS(ca_cert_base64=b"Y2E="))
+    check("TLS.min_version must be an int, not str", standalone="a:1",
+          tls=vkclient.TLS(ca_cert_base64="Y2E=", min_version="1.2"))
+    check("static_password must be a vkclient.StaticPassword, not str", standalone="a:1",
+          static_password="pw")
+    check("StaticPassword.password must be a str or None, not int", standalone="a:1",
+          static_password=vkclient.StaticPassword(1234))
+    check("gcp_iam must be a vkclient.GCPIAM, not dict", standalone="a:1", tls=tls(),
+          gcp_iam={"service_account": SA})
+    check("GCPIAM.service_account must be a str or None, not int", standalone="a:1", tls=tls(),
+          gcp_iam=iam(service_account=7))
+    check("token_lifetime must be seconds (int or float) or a datetime.timedelta, not str",
+          standalone="a:1", tls=tls(), gcp_iam=iam(token_lifetime="3600"))
+    check("options must be a vkclient.ConnectionOptions, not dict", standalone="a:1",
+          options={"db": 1})
+    check("db must be an int, not str", standalone="a:1",
+          options=vkclient.ConnectionOptions(db="1"))
+    check("pool_size must be an int, not float", standalone="a:1",
+          options=vkclient.ConnectionOptions(pool_size=2.5))
+    check("read_timeout must be seconds (int or float) or a datetime.timedelta, not str",
+          standalone="a:1", options=vkclient.ConnectionOptions(read_timeout="3s"))
+    type_error("url must be a str or None, not bytes",
+               lambda: vkclient.Client.from_url(b"redis://a:1"))
+    # Caught when the value is given, where a class takes it.
+    type_error("Cluster addresses must be a str or a list of str, not int",
+               lambda: vkclient.Cluster(7000))
+    type_error("Sentinel addresses[0] must be a str, not NoneType",
+               lambda: vkclient.Sentinel([None], master_name="m"))
+    type_error("address must be a str or None, not int", lambda: vkclient.Standalone(6379))
+    # Right type, wrong value: ValueError, still naming the field.
+    for cfg, text in ((vkclient.ConnectionOptions(dial_timeout=float("nan")),
+                       "dial_timeout must be a finite number of seconds"),
+                      (vkclient.ConnectionOptions(db=2**40),
+                       "db must fit in a 32-bit int, got %d" % 2**40)):
+        with pytest.raises(ValueError) as info:
+            vkclient.Config(standalone="a:1", options=cfg).validate()
+        assert str(info.value) == text

@@ -378,3 +378,39 @@ def test_python_holder_excludes_another_process(env, key, tmp_path):
         out = subprocess.run([sys.executable, str(script), env.addr, key], check=True,
                              capture_output=True, text=True, env=os.environ).stdout
         assert out.strip() == "acquired"
+
+
+def test_wrong_argument_types_name_what_is_expected(locks, client, key):
+    def type_error(text, fn):
+        with pytest.raises(TypeError) as info:
+            fn()
+        assert type(info.value) is TypeError
+        assert str(info.value) == text
+
+    type_error("LockManager takes a vkclient.Client or a list of them, not str",
+               lambda: vkclient.LockManager("127.0.0.1:6379"))
+    type_error("LockManager takes a vkclient.Client or a list of them, not dict",
+               lambda: vkclient.LockManager([client, {}]))
+    type_error("lock key must be str or bytes, not int", lambda: locks.try_lock(42))
+    type_error("lock key must be str or bytes, not list", lambda: locks.with_lock([key], lambda: 1))
+    type_error("options must be a vkclient.LockOptions, not dict",
+               lambda: locks.lock(key, options={"expiry": 1}))
+    type_error("options must be a vkclient.LockOptions, not dict",
+               lambda: locks.with_lock_options(key, {"expiry": 1}, lambda: 1))
+    type_error("drift_factor must be a float, not str",
+               lambda: vkclient.LockOptions(drift_factor="0.1").validate())
+    type_error("tries must be an int, not float", lambda: vkclient.LockOptions(tries=2.0).validate())
+    type_error("expiry must be seconds (int or float) or a datetime.timedelta, not str",
+               lambda: vkclient.LockOptions(expiry="10").validate())
+    type_error("timeout must be seconds (int or float) or a datetime.timedelta, not str",
+               lambda: locks.lock(key, timeout="1").__enter__())
+    handle = locks.try_lock(key)
+    type_error("expiry must be seconds (int or float) or a datetime.timedelta, not str",
+               lambda: handle.extend("5"))
+    with pytest.warns(DeprecationWarning):
+        type_error("handle must be a vkclient.LockHandle, not str", lambda: locks.unlock(key))
+    handle.unlock()
+    type_error("invalid command argument of type dict: expected bytes, str, int or float",
+               lambda: client.execute("GET", {}))
+    type_error("invalid command argument of type NoneType: expected bytes, str, int or float",
+               lambda: client.execute("SET", key, None))

@@ -61,6 +61,11 @@ static int manager_and_key(PyObject *manager_obj, PyObject *key_obj, vk_lock_man
         *keylen = 0;
         return 0;
     }
+    if (!PyUnicode_Check(key_obj) && !PyBytes_Check(key_obj)) {
+        PyErr_Format(PyExc_TypeError, "lock key must be str or bytes, not %.80s",
+                     Py_TYPE(key_obj)->tp_name);
+        return -1;
+    }
     return vkpy_as_bytes(key_obj, key, keylen);
 }
 

@@ -23,8 +23,8 @@ TLS1_2: int
 TLS1_3: int
 
 class Standalone:
-    address: str
-    def __init__(self, address: str) -> None: ...
+    address: Optional[str]
+    def __init__(self, address: Optional[str]) -> None: ...
 
 class Sentinel:
     addresses: List[str]
@@ -88,9 +88,9 @@ class ConnectionOptions:
                  max_retry_backoff: Optional[Duration] = ...) -> None: ...
 
 class Config:
-    standalone: Optional[Standalone]
+    standalone: Optional[Union[str, Standalone]]
     sentinel: Optional[Sentinel]
-    cluster: Optional[Cluster]
+    cluster: Optional[Union[Cluster, str, Sequence[str]]]
     tls: Optional[TLS]
     static_password: Optional[StaticPassword]
     gcp_iam: Optional[GCPIAM]
@@ -98,8 +98,9 @@ class Config:
     logger: Optional[LogSink]
     metrics: Optional[MetricsSink]
     url: Optional[str]
-    def __init__(self, standalone: Optional[Standalone] = ..., sentinel: Optional[Sentinel] = ...,
-                 cluster: Optional[Cluster] = ..., tls: Optional[TLS] = ...,
+    def __init__(self, standalone: Optional[Union[str, Standalone]] = ...,
+                 sentinel: Optional[Sentinel] = ...,
+                 cluster: Optional[Union[Cluster, str, Sequence[str]]] = ..., tls: Optional[TLS] = ...,
                  static_password: Optional[StaticPassword] = ..., gcp_iam: Optional[GCPIAM] = ...,
                  options: Optional[ConnectionOptions] = ..., logger: Optional[LogSink] = ...,
                  metrics: Optional[MetricsSink] = ...) -> None: ...

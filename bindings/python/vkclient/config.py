@@ -8,6 +8,7 @@ is required")``. Durations are seconds (float) or ``datetime.timedelta``.
 """
 
 import datetime
+import math
 
 from . import _native
 from ._sinks import log_sink, metrics_sink
@@ -30,22 +31,55 @@ def to_ms(value, name):
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("%s must be seconds (int or float) or a datetime.timedelta" % name)
+        raise TypeError("%s must be seconds (int or float) or a datetime.timedelta, not %s"
+                        % (name, type(value).__name__))
+    if not math.isfinite(value):
+        raise ValueError("%s must be a finite number of seconds" % name)
     return int(round(value * 1000.0))
 
 
-def _addresses(value):
-    # A single "host:port" is a list of one.
-    return [value] if isinstance(value, str) else list(value)
+# Wrong types are a TypeError naming the field and what it takes, raised
+# here: never an AttributeError, or a TypeError of the native layer.
+
+def _str(value, name, optional=True):
+    if isinstance(value, str) or (optional and value is None):
+        return value
+    raise TypeError("%s must be a str%s, not %s"
+                    % (name, " or None" if optional else "", type(value).__name__))
+
+
+def _int(value, name):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
+
+
+def _instance(value, cls, name):
+    if value is None or isinstance(value, cls):
+        return value
+    raise TypeError("%s must be a vkclient.%s, not %s" % (name, cls.__name__, type(value).__name__))
+
+
+def _addresses(value, name="addresses"):
+    """A list of str from one "host:port" str or a list/tuple of them."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError("%s must be a str or a list of str, not %s" % (name, type(value).__name__))
+    for i, address in enumerate(value):
+        _str(address, "%s[%d]" % (name, i), optional=False)
+    return list(value)
 
 
 class Standalone:
-    """One node: ``"host:port"``, ``"[::1]:port"`` or ``"unix:/path.sock"``."""
+    """One node: ``"host:port"``, ``"[::1]:port"`` or ``"unix:/path.sock"``.
+    ``Config(standalone="host:port")`` is the same as
+    ``Config(standalone=Standalone("host:port"))``."""
 
     __slots__ = ("address",)
 
     def __init__(self, address):
-        self.address = address
+        self.address = _str(address, "address")
 
     def __repr__(self):
         return "Standalone(%r)" % (self.address,)
@@ -57,7 +91,7 @@ class Sentinel:
     __slots__ = ("addresses", "master_name", "username", "password")
 
     def __init__(self, addresses, master_name=None, username=None, password=None):
-        self.addresses = _addresses(addresses)
+        self.addresses = _addresses(addresses, "Sentinel addresses")
         self.master_name = master_name
         self.username = username
         self.password = password
@@ -68,12 +102,14 @@ class Sentinel:
 
 
 class Cluster:
-    """Cluster seed node addresses."""
+    """Cluster seed node addresses (one str or a list of str).
+    ``Config(cluster=["a:7000", "b:7000"])`` is the same as
+    ``Config(cluster=Cluster([...]))``."""
 
     __slots__ = ("addresses",)
 
     def __init__(self, addresses):
-        self.addresses = _addresses(addresses)
+        self.addresses = _addresses(addresses, "Cluster addresses")
 
     def __repr__(self):
         return "Cluster(%r)" % (self.addresses,)
@@ -191,7 +227,9 @@ class ConnectionOptions:
 class Config:
     """A client configuration: exactly one of standalone / sentinel / cluster
     (or a URL, see from_url), optional tls, at most one of static_password /
-    gcp_iam, options, and the sinks:
+    gcp_iam, options, and the sinks. standalone may be a plain "host:port"
+    str and cluster a list of str (or one str); a field of another type is
+    a TypeError naming it when the config is used.
 
     logger: a logging.Logger, or a callable(level: str, message: str,
     fields: dict); metrics: a callable(name: str, kind: str, value: float,
@@ -248,16 +286,15 @@ class Config:
 
 def _apply_options(native, options):
     n = _native
-    if options.db is not None:
-        n.vk_config_set_db(native, options.db)
-    if options.protocol is not None:
-        n.vk_config_set_protocol(native, options.protocol)
-    if options.pool_size is not None:
-        n.vk_config_set_pool_size(native, options.pool_size)
-    if options.min_idle_conns is not None:
-        n.vk_config_set_min_idle_conns(native, options.min_idle_conns)
-    if options.max_retries is not None:
-        n.vk_config_set_max_retries(native, options.max_retries)
+    for name, setter in (("db", n.vk_config_set_db), ("protocol", n.vk_config_set_protocol),
+                         ("pool_size", n.vk_config_set_pool_size),
+                         ("min_idle_conns", n.vk_config_set_min_idle_conns),
+                         ("max_retries", n.vk_config_set_max_retries)):
+        value = _int(getattr(options, name), name)
+        if value is not None:
+            if not -2**31 <= value < 2**31:
+                raise ValueError("%s must fit in a 32-bit int, got %d" % (name, value))
+            setter(native, value)
     for name, setter in (("read_timeout", n.vk_config_set_read_timeout_ms),
                          ("write_timeout", n.vk_config_set_write_timeout_ms),
                          ("dial_timeout", n.vk_config_set_dial_timeout_ms),
@@ -267,6 +304,14 @@ def _apply_options(native, options):
         value = getattr(options, name)
         if value is not None:
             setter(native, to_ms(value, name))
+
+
+def _checked_tls(tls):
+    """tls itself, once its fields have the types the native layer takes."""
+    for name in ("ca_cert_base64", "client_cert_base64", "client_key_base64", "server_name"):
+        _str(getattr(tls, name), "TLS." + name)
+    _int(tls.min_version, "TLS.min_version")
+    return tls
 
 
 def _apply_tls(native, tls):
@@ -283,7 +328,8 @@ def _apply_tls(native, tls):
 
 def _apply_gcp_iam(native, iam):
     n = _native
-    n.vk_config_set_gcp_iam(native, iam.credentials_base64, iam.service_account)
+    n.vk_config_set_gcp_iam(native, _str(iam.credentials_base64, "GCPIAM.credentials_base64"),
+                            _str(iam.service_account, "GCPIAM.service_account"))
     for name, setter in (("token_lifetime", n.vk_config_set_gcp_iam_token_lifetime_ms),
                          ("refresh_every", n.vk_config_set_gcp_iam_refresh_every_ms),
                          ("refresh_check_interval",
@@ -293,8 +339,38 @@ def _apply_gcp_iam(native, iam):
         value = getattr(iam, name)
         if value is not None:
             setter(native, to_ms(value, name))
-    if iam.iam_endpoint is not None:
+    if _str(iam.iam_endpoint, "GCPIAM.iam_endpoint") is not None:
         n.vk_config_set_gcp_iam_endpoint(native, iam.iam_endpoint)
+
+
+def _standalone_address(standalone):
+    if isinstance(standalone, str):
+        return standalone
+    if isinstance(standalone, Standalone):
+        return _str(standalone.address, "Standalone.address")
+    raise TypeError('standalone must be a str ("host:port") or a vkclient.Standalone, not %s'
+                    % type(standalone).__name__)
+
+
+def _cluster_addresses(cluster):
+    if isinstance(cluster, Cluster):
+        return _addresses(cluster.addresses, "Cluster addresses")
+    if isinstance(cluster, (str, list, tuple)):
+        return _addresses(cluster, "cluster")
+    raise TypeError("cluster must be a vkclient.Cluster, a list of str or a str, not %s"
+                    % type(cluster).__name__)
+
+
+def _apply_sentinel(native, sentinel):
+    n = _native
+    addresses = _addresses(sentinel.addresses, "Sentinel addresses")
+    n.vk_config_set_sentinel(native, _str(sentinel.master_name, "Sentinel.master_name") or "")
+    for address in addresses:
+        n.vk_config_add_sentinel_address(native, address)
+    username = _str(sentinel.username, "Sentinel.username")
+    password = _str(sentinel.password, "Sentinel.password")
+    if password is not None or username is not None:
+        n.vk_config_set_sentinel_auth(native, username, password)
 
 
 def build_native(cfg, with_sinks=True):
@@ -302,29 +378,28 @@ def build_native(cfg, with_sinks=True):
     if not isinstance(cfg, Config):
         raise TypeError("expected a vkclient.Config, got %s" % type(cfg).__name__)
     n = _native
-    native = n.vk_config_from_url(cfg.url) if cfg.url is not None else n.vk_config_new()
+    native = (n.vk_config_from_url(_str(cfg.url, "url")) if cfg.url is not None
+              else n.vk_config_new())
     try:
         if cfg.standalone is not None:
-            n.vk_config_set_standalone(native, cfg.standalone.address)
+            n.vk_config_set_standalone(native, _standalone_address(cfg.standalone))
         if cfg.sentinel is not None:
-            n.vk_config_set_sentinel(native, cfg.sentinel.master_name or "")
-            for address in cfg.sentinel.addresses:
-                n.vk_config_add_sentinel_address(native, address)
-            if cfg.sentinel.password is not None or cfg.sentinel.username is not None:
-                n.vk_config_set_sentinel_auth(native, cfg.sentinel.username, cfg.sentinel.password)
+            _apply_sentinel(native, _instance(cfg.sentinel, Sentinel, "sentinel"))
         if cfg.cluster is not None:
+            addresses = _cluster_addresses(cfg.cluster)
             n.vk_config_set_cluster(native)
-            for address in cfg.cluster.addresses:
+            for address in addresses:
                 n.vk_config_add_cluster_address(native, address)
         if cfg.tls is not None:
-            _apply_tls(native, cfg.tls)
+            _apply_tls(native, _checked_tls(_instance(cfg.tls, TLS, "tls")))
         if cfg.static_password is not None:
-            n.vk_config_set_static_password(native, cfg.static_password.username,
-                                            cfg.static_password.password)
+            auth = _instance(cfg.static_password, StaticPassword, "static_password")
+            n.vk_config_set_static_password(native, _str(auth.username, "StaticPassword.username"),
+                                            _str(auth.password, "StaticPassword.password"))
         if cfg.gcp_iam is not None:
-            _apply_gcp_iam(native, cfg.gcp_iam)
+            _apply_gcp_iam(native, _instance(cfg.gcp_iam, GCPIAM, "gcp_iam"))
         if cfg.options is not None:
-            _apply_options(native, cfg.options)
+            _apply_options(native, _instance(cfg.options, ConnectionOptions, "options"))
         if with_sinks:
             if cfg.logger is not None:
                 n.vk_config_set_logger(native, log_sink(cfg.logger))

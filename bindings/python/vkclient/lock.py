@@ -60,9 +60,14 @@ class LockOptions:
 
     def _as_native(self):
         if isinstance(self.tries, bool) or not isinstance(self.tries, int):
-            raise TypeError("tries must be an int")
+            raise TypeError("tries must be an int, not %s" % type(self.tries).__name__)
+        if not -2**31 <= self.tries < 2**31:
+            raise ValueError("tries must fit in a 32-bit int, got %d" % self.tries)
+        drift = self.drift_factor
+        if isinstance(drift, bool) or not isinstance(drift, (int, float)):
+            raise TypeError("drift_factor must be a float, not %s" % type(drift).__name__)
         return (to_ms(self.expiry, "expiry"), self.tries, to_ms(self.retry_delay, "retry_delay"),
-                float(self.drift_factor), bool(self.auto_renew))
+                float(drift), bool(self.auto_renew))
 
     def validate(self):
         """Raises the matching error when an option breaks the rules."""
@@ -186,6 +191,10 @@ class LockManager:
 
     def __init__(self, client):
         self._manager = None
+        for c in client if isinstance(client, (list, tuple)) else (client,):
+            if c is not None and not isinstance(c, _native.ClientCore):
+                raise TypeError("LockManager takes a vkclient.Client or a list of them, not %s"
+                                % type(c).__name__)
         if isinstance(client, (list, tuple)):
             self._clients = tuple(client)
             pointers = [c._pointer() if c is not None else None for c in self._clients]
@@ -226,6 +235,9 @@ class LockManager:
         block runs. Released on exit; if renewal failed meanwhile
         (``handle.lost``), a block that ended normally raises
         LockLostError."""
+        if options is not None and not isinstance(options, LockOptions):
+            raise TypeError("options must be a vkclient.LockOptions, not %s"
+                            % type(options).__name__)
         return _HeldLock(self, key, options, timeout, auto_renew)
 
     def unlock(self, handle):
@@ -234,6 +246,8 @@ class LockManager:
                       DeprecationWarning, stacklevel=2)
         if handle is None:
             raise _nil_handle_on_unlock()
+        if not isinstance(handle, LockHandle):
+            raise TypeError("handle must be a vkclient.LockHandle, not %s" % type(handle).__name__)
         handle.unlock()
 
     def close(self):
@@ -260,7 +274,7 @@ def _options(options):
     if options is None:
         return None
     if not isinstance(options, LockOptions):
-        raise TypeError("options must be a vkclient.LockOptions")
+        raise TypeError("options must be a vkclient.LockOptions, not %s" % type(options).__name__)
     return options._as_native()
 
 
