@@ -571,32 +571,90 @@ static config_box *push_config_box(lua_State *L)
             return st_;           \
     } while (0)
 
-static vk_status apply_addresses(lua_State *L, int t, const char *where, vk_config *cfg,
-                                 vk_status (*add)(vk_config *, const char *))
+typedef vk_status (*add_address_fn)(vk_config *, const char *);
+
+/* Adds the addresses at index: one string, or a list of strings (named
+ * `what` in errors). */
+static vk_status add_addresses(lua_State *L, int index, const char *what, vk_config *cfg,
+                               add_address_fn add)
 {
-    int list = opt_table(L, t, where, "addresses");
-    if (list == 0)
-        return VK_OK;
-    size_t n = vk_rawlen(L, list);
+    if (lua_type(L, index) == LUA_TSTRING)
+        return add(cfg, lua_tostring(L, index));
+    if (lua_type(L, index) != LUA_TTABLE)
+        luaL_error(L, "vkclient: %s must be a string or a list of strings, got %s", what,
+                   luaL_typename(L, index));
+    size_t n = vk_rawlen(L, index);
     for (size_t i = 1; i <= n; i++) {
-        lua_rawgeti(L, list, (int)i);
+        lua_rawgeti(L, index, (int)i);
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "vkclient: %s.addresses[%d] must be a string, got %s", where, (int)i,
+            luaL_error(L, "vkclient: %s[%d] must be a string, got %s", what, (int)i,
                        luaL_typename(L, -1));
         vk_status st = add(cfg, lua_tostring(L, -1));
         lua_pop(L, 1);
         if (st != VK_OK)
             return st;
     }
-    lua_pop(L, 1);
     return VK_OK;
+}
+
+/* t.addresses, when present. */
+static vk_status apply_addresses(lua_State *L, int t, const char *where, vk_config *cfg,
+                                 add_address_fn add)
+{
+    char what[32];
+    snprintf(what, sizeof what, "%s.addresses", where);
+    vk_status st = VK_OK;
+    if (get_field(L, t, where, "addresses", LUA_TNONE) != LUA_TNIL)
+        st = add_addresses(L, lua_gettop(L), what, cfg, add);
+    lua_pop(L, 1);
+    return st;
+}
+
+/* True when the table at index is a plain list (keys 1..n only, n > 0). */
+static int is_list(lua_State *L, int index)
+{
+    size_t n = vk_rawlen(L, index);
+    if (n == 0)
+        return 0;
+    int list = 1;
+    lua_pushnil(L);
+    while (list && lua_next(L, index) != 0) {
+        lua_pop(L, 1);
+        list = lua_type(L, -1) == LUA_TNUMBER && vk_is_integral(L, -1) &&
+               lua_tonumber(L, -1) >= 1 && lua_tonumber(L, -1) <= (lua_Number)n;
+    }
+    if (!list)
+        lua_pop(L, 1); /* the key lua_next left */
+    return list;
+}
+
+/* cluster = { addresses = ... }, or the addresses alone: a list of strings
+ * or one string, as the other bindings take them. */
+static vk_status apply_cluster(lua_State *L, int t, vk_config *cfg)
+{
+    static const char *const cluster_fields[] = { "addresses", NULL };
+    int type = get_field(L, t, "config", "cluster", LUA_TNONE);
+    int cluster = lua_gettop(L);
+    vk_status st = VK_OK;
+    if (type == LUA_TSTRING || (type == LUA_TTABLE && is_list(L, cluster))) {
+        if ((st = vk_config_set_cluster(cfg)) == VK_OK)
+            st = add_addresses(L, cluster, "config.cluster", cfg, vk_config_add_cluster_address);
+    } else if (type == LUA_TTABLE) {
+        check_fields(L, cluster, "cluster", cluster_fields);
+        if ((st = vk_config_set_cluster(cfg)) == VK_OK)
+            st = apply_addresses(L, cluster, "cluster", cfg, vk_config_add_cluster_address);
+    } else if (type != LUA_TNIL) {
+        luaL_error(L, "vkclient: config.cluster must be a table or a string, got %s",
+                   luaL_typename(L, cluster));
+    }
+    lua_pop(L, 1);
+    return st;
 }
 
 static vk_status apply_topology(lua_State *L, int t, vk_config *cfg)
 {
     static const char *const sentinel_fields[] = { "addresses", "master_name", "username",
                                                    "password", NULL };
-    static const char *const cluster_fields[] = { "addresses", NULL };
 
     const char *standalone = opt_string(L, t, "config", "standalone");
     if (standalone != NULL)
@@ -615,14 +673,7 @@ static vk_status apply_topology(lua_State *L, int t, vk_config *cfg)
         lua_pop(L, 1);
     }
 
-    int cluster = opt_table(L, t, "config", "cluster");
-    if (cluster != 0) {
-        check_fields(L, cluster, "cluster", cluster_fields);
-        TRY(vk_config_set_cluster(cfg));
-        TRY(apply_addresses(L, cluster, "cluster", cfg, vk_config_add_cluster_address));
-        lua_pop(L, 1);
-    }
-    return VK_OK;
+    return apply_cluster(L, t, cfg);
 }
 
 static vk_tls_version parse_tls_version(lua_State *L, int index)

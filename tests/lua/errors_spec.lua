@@ -57,6 +57,68 @@ describe("config validation", function()
     end)
 end)
 
+describe("misuse raises an error naming the field and the type", function()
+    local addr = env.VK_TEST_ADDR
+    -- The message after Lua's "file:line: " position prefix.
+    local function raises(message, fn)
+        local ok, err = pcall(fn)
+        assert.is_false(ok)
+        assert.are.equal(message, (tostring(err):gsub("^[^:]*:%d+: ", "")))
+    end
+
+    it("in config tables", function()
+        raises("vkclient: config.standalone must be a string, got number", function() vk.new{ standalone = 6379 } end)
+        raises("vkclient: config.cluster must be a table or a string, got number", function() vk.new{ cluster = 7000 } end)
+        raises("vkclient: config.cluster[2] must be a string, got number", function() vk.new{ cluster = { addr, 7000 } } end)
+        raises("vkclient: cluster.addresses[1] must be a string, got number", function() vk.new{ cluster = { addresses = { 1 } } } end)
+        raises("vkclient: sentinel.addresses must be a string or a list of strings, got number",
+            function() vk.new{ sentinel = { addresses = 5, master_name = "m" } } end)
+        raises("vkclient: sentinel.master_name must be a string, got boolean",
+            function() vk.new{ sentinel = { addresses = { addr }, master_name = true } } end)
+        raises("vkclient: config.static_password must be a table, got string",
+            function() vk.new{ standalone = addr, static_password = "pw" } end)
+        raises("vkclient: static_password.password must be a string, got number",
+            function() vk.new{ standalone = addr, static_password = { password = 1234 } } end)
+        raises("vkclient: gcp_iam.token_lifetime must be a number, got string",
+            function() vk.new{ standalone = addr, gcp_iam = { service_account = "sa", token_lifetime = "3600" } } end)
+        raises("vkclient: config.tls must be a table, got string", function() vk.new{ standalone = addr, tls = "ca" } end)
+        raises("vkclient: options.read_timeout must be a number, got string",
+            function() vk.new{ standalone = addr, options = { read_timeout = "1" } } end)
+        raises("vkclient: options.db must be an integer", function() vk.new{ standalone = addr, options = { db = 1.5 } } end)
+    end)
+
+    it("cluster takes its addresses alone too, and one address may be a plain string", function()
+        assert.are.equal(vk.describe{ cluster = { addresses = { "a:1", "b:2" } } }, vk.describe{ cluster = { "a:1", "b:2" } })
+        assert.are.equal(vk.describe{ cluster = { addresses = { "a:1" } } }, vk.describe{ cluster = "a:1" })
+        assert.are.equal(vk.describe{ cluster = { addresses = { "a:1" } } }, vk.describe{ cluster = { addresses = "a:1" } })
+        assert.are.equal(vk.describe{ sentinel = { addresses = { "a:1" }, master_name = "m" } },
+            vk.describe{ sentinel = { addresses = "a:1", master_name = "m" } })
+        support.fails("INVALID_CONFIG", invalid("cluster addresses cannot be empty"), vk.new{ cluster = { addr, " " } })
+        support.fails("INVALID_CONFIG", invalid("exactly one topology must be configured"),
+            vk.new{ standalone = addr, cluster = { addr } })
+        -- A list with a named field is not a list: its fields are checked.
+        raises("vkclient: cluster: field names must be strings", function() vk.new{ cluster = { addr, x = 1 } } end)
+    end)
+
+    it("in lock calls", function()
+        local client = support.client()
+        local locks = assert(vk.lock_manager(client))
+        raises("vkclient: bad argument #1 (lock key must be a string, got number)", function() locks:try_lock(42) end)
+        raises("vkclient: lock options.expiry must be a number, got string",
+            function() locks:acquire(support.key("opts"), { expiry = "1" }) end)
+        raises("vkclient: lock options.drift_factor must be a number, got string",
+            function() locks:with_lock_options(support.key("opts"), { drift_factor = "0.1" }, function() end) end)
+        raises("vkclient: lock_manager: element 2 is not a vkclient client", function() vk.lock_manager({ client, {} }) end)
+        assert.has_error(function() vk.lock_manager("127.0.0.1:6379") end)
+        assert.has_error(function() locks:acquire(support.key("opts"), 5) end)
+        local h = assert(locks:try_lock(support.key("extend")))
+        assert.has_error(function() h:extend("5") end)
+        assert.is_true(h:unlock())
+        locks:close()
+        client:close()
+    end)
+end)
+
 describe("runtime errors", function()
     it("IO: nothing listens on the port", function()
         support.fails("IO", "connection error: dial 127.0.0.1:1: Connection refused", vk.new{ standalone = "127.0.0.1:1" })
