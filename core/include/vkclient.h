@@ -215,7 +215,10 @@ VK_API void vk_config_free(vk_config *cfg);
 VK_API vk_status vk_config_clone(vk_config **out, const vk_config *cfg);
 /* redis://[[user]:password@]host[:port][/db], rediss://... (TLS),
  * unix://[[user]:password@]/path.sock[?db=N]. IPv6 hosts in brackets.
- * A rediss:// URL enables TLS; its CA is set with vk_config_set_tls(). */
+ * A rediss:// URL enables TLS and trusts the system store (as redis-py
+ * does); a CA set afterwards with vk_config_set_tls() or
+ * vk_config_set_tls_ca_file() replaces that default (call
+ * vk_config_set_tls_use_system_ca(cfg, 1) to trust both). */
 VK_API vk_status vk_config_from_url(vk_config **out, const char *url);
 
 /* Topology: exactly one. "host:port", "[::1]:port" or "unix:/path.sock". */
@@ -230,8 +233,24 @@ VK_API vk_status vk_config_set_sentinel_auth(vk_config *cfg, const char *usernam
 VK_API vk_status vk_config_set_cluster(vk_config *cfg);
 VK_API vk_status vk_config_add_cluster_address(vk_config *cfg, const char *address);
 
-/* TLS: the CA bundle as base64 of PEM. Enables TLS. */
+/* TLS trust: at least one source is required, and every source set is
+ * trusted (a CA given both ways, plus the system store when asked for).
+ * Each of the three setters enables TLS. The handshake never negotiates
+ * below TLS 1.2, whatever the min version (see vk_config_set_tls_min_version).
+ *
+ * The CA bundle as base64 of PEM ("" or NULL: none). */
 VK_API vk_status vk_config_set_tls(vk_config *cfg, const char *ca_cert_base64);
+/* New in 1.1: the CA bundle from a PEM file ("" or NULL: none). A path that
+ * cannot be opened fails validation with the path in the message; the file
+ * is parsed when the client connects. */
+VK_API vk_status vk_config_set_tls_ca_file(vk_config *cfg, const char *path);
+/* New in 1.1: trust the system store (use != 0), i.e. OpenSSL's default
+ * verify paths, which honour SSL_CERT_FILE / SSL_CERT_DIR as read when the
+ * client is created. use == 0 turns off a store chosen by rediss://. */
+VK_API vk_status vk_config_set_tls_use_system_ca(vk_config *cfg, int use);
+/* Below TLS 1.2 is raised to 1.2 (logged) unless legacy versions are
+ * allowed: then the lower version is kept in the config and logged as
+ * insecure, but the handshake still requires TLS 1.2 or later. */
 VK_API vk_status vk_config_set_tls_min_version(vk_config *cfg, vk_tls_version version);
 VK_API vk_status vk_config_set_tls_allow_legacy_min_version(vk_config *cfg, int allow);
 /* Mutual TLS: client certificate chain and private key, base64 of PEM. */

@@ -7,10 +7,14 @@
 #include "internal.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define VK_DEFAULT_POOL_SIZE 10
 #define VK_MAX_POOL_SIZE 1000
@@ -143,6 +147,7 @@ VK_API void vk_config_free(vk_config *cfg)
     vk__free_secret(cfg->sentinel_password);
     strlist_free(&cfg->cluster_addresses);
     free(cfg->tls_ca_base64);
+    free(cfg->tls_ca_file);
     free(cfg->tls_cert_base64);
     vk__free_secret(cfg->tls_key_base64);
     free(cfg->tls_server_name);
@@ -183,6 +188,7 @@ VK_API vk_status vk_config_clone(vk_config **out, const vk_config *cfg)
     ok = copy_field(&copy->sentinel_password, cfg->sentinel_password) && ok;
     ok = strlist_copy(&copy->cluster_addresses, &cfg->cluster_addresses) && ok;
     ok = copy_field(&copy->tls_ca_base64, cfg->tls_ca_base64) && ok;
+    ok = copy_field(&copy->tls_ca_file, cfg->tls_ca_file) && ok;
     ok = copy_field(&copy->tls_cert_base64, cfg->tls_cert_base64) && ok;
     ok = copy_field(&copy->tls_key_base64, cfg->tls_key_base64) && ok;
     ok = copy_field(&copy->tls_server_name, cfg->tls_server_name) && ok;
@@ -259,13 +265,49 @@ VK_API vk_status vk_config_add_cluster_address(vk_config *cfg, const char *addre
 
 /* ---- TLS ------------------------------------------------------------------------------ */
 
+/* Every trust source that is set is trusted. The one exception: the system
+ * store that a rediss:// URL chose for want of a CA gives way to the first
+ * CA set explicitly, so that such a URL plus a private CA trusts only it. */
+static void explicit_ca_set(vk_config *cfg)
+{
+    if (cfg->tls_system_ca_by_default) {
+        cfg->tls_system_ca = false;
+        cfg->tls_system_ca_by_default = false;
+    }
+}
+
 VK_API vk_status vk_config_set_tls(vk_config *cfg, const char *ca_cert_base64)
 {
     REQUIRE_CONFIG(cfg);
     vk_status st = set_string(&cfg->tls_ca_base64, ca_cert_base64);
-    if (st == VK_OK)
-        cfg->tls_enabled = true;
-    return st;
+    if (st != VK_OK)
+        return st;
+    cfg->tls_enabled = true;
+    if (!is_blank(ca_cert_base64))
+        explicit_ca_set(cfg);
+    return VK_OK;
+}
+
+VK_API vk_status vk_config_set_tls_ca_file(vk_config *cfg, const char *path)
+{
+    REQUIRE_CONFIG(cfg);
+    bool given = path != NULL && path[0] != '\0';
+    vk_status st = set_string(&cfg->tls_ca_file, given ? path : NULL);
+    if (st != VK_OK)
+        return st;
+    cfg->tls_enabled = true;
+    if (given)
+        explicit_ca_set(cfg);
+    return VK_OK;
+}
+
+VK_API vk_status vk_config_set_tls_use_system_ca(vk_config *cfg, int use)
+{
+    REQUIRE_CONFIG(cfg);
+    cfg->tls_enabled = true;
+    cfg->tls_system_ca = use != 0;
+    cfg->tls_system_ca_by_default = false;
+    return VK_OK;
 }
 
 VK_API vk_status vk_config_set_tls_min_version(vk_config *cfg, vk_tls_version version)
@@ -597,12 +639,32 @@ static vk_status validate_options(const vk_config *cfg)
     return validate_protocol(cfg);
 }
 
+/* Only that the file can be opened: parsing it is the TLS setup's job at
+ * connect time, but a wrong path is a config mistake worth naming early. */
+static vk_status check_ca_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    int err = fd < 0 ? errno : fstat(fd, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+    if (fd >= 0)
+        close(fd);
+    if (err == 0)
+        return VK_OK;
+    return vk__fail(VK_ERR_INVALID_CONFIG, "TLS CA file \"%s\" cannot be read: %s", path,
+                    strerror(err));
+}
+
 static vk_status validate_tls(const vk_config *cfg)
 {
     if (!cfg->tls_enabled)
         return VK_OK;
-    if (is_blank(cfg->tls_ca_base64))
+    if (is_blank(cfg->tls_ca_base64) && cfg->tls_ca_file == NULL && !cfg->tls_system_ca)
         return invalid("TLS CA cert is required when TLS is configured");
+    if (cfg->tls_ca_file != NULL) {
+        vk_status st = check_ca_file(cfg->tls_ca_file);
+        if (st != VK_OK)
+            return st;
+    }
     if (is_blank(cfg->tls_cert_base64) != is_blank(cfg->tls_key_base64))
         return invalid("TLS client certificate and key must be set together");
     return VK_OK;

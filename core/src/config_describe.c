@@ -107,8 +107,24 @@ static void add_tls(text *t, const vk_config *cfg)
         add(t, "TLS:<nil>");
         return;
     }
-    add(t, "TLS:TLSConfig{CACert:<%zu bytes>, MinVersion:%s, AllowLegacyMinVersion:%s",
-        cfg->tls_ca_base64 != NULL ? strlen(cfg->tls_ca_base64) : 0,
+    /* The trust sources that are set: the CA's size (never its content),
+     * the file's path (no secret), whether the system store is used. */
+    add(t, "TLS:TLSConfig{");
+    const char *ca = cfg->tls_ca_base64;
+    const char *sep = "";
+    if (ca != NULL && ca[strspn(ca, " \t\r\n\v\f")] != '\0') {
+        add(t, "CACert:<%zu bytes>", strlen(ca));
+        sep = ", ";
+    }
+    if (cfg->tls_ca_file != NULL) {
+        add(t, "%sCAFile:%s", sep, cfg->tls_ca_file);
+        sep = ", ";
+    }
+    if (cfg->tls_system_ca) {
+        add(t, "%sSystemCA:true", sep);
+        sep = ", ";
+    }
+    add(t, "%sMinVersion:%s, AllowLegacyMinVersion:%s", sep,
         tls_version_name(cfg->tls_min_version), cfg->tls_allow_legacy ? "true" : "false");
     if (cfg->tls_cert_base64 != NULL)
         add(t, ", ClientCert:<%zu bytes>", strlen(cfg->tls_cert_base64));

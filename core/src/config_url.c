@@ -1,7 +1,9 @@
 /*
  * Configs from URLs:
  *   redis://[[user]:password@]host[:port][/db]     (port 6379 by default)
- *   rediss://...                                  (the same, with TLS on)
+ *   rediss://...                                  (the same, with TLS on,
+ *                                                  trusting the system store
+ *                                                  until a CA is set)
  *   unix://[[user]:password@]/path.sock[?db=N]
  * User and password are percent-decoded. A URL in an error message always
  * has its password replaced by REDACTED.
@@ -285,8 +287,13 @@ static vk_status build_config(vk_config *cfg, const url_parts *u)
     /* As with AUTH itself, a user name without a password means no auth. */
     if (st == VK_OK && u->password != NULL && u->password[0] != '\0')
         st = vk_config_set_static_password(cfg, u->username, u->password);
-    if (st == VK_OK && u->tls)
-        cfg->tls_enabled = true; /* the CA comes from vk_config_set_tls() */
+    if (st == VK_OK && u->tls) {
+        /* As redis-py: without a CA the system store is trusted. A CA set
+         * later replaces this default (config.c). */
+        cfg->tls_enabled = true;
+        cfg->tls_system_ca = true;
+        cfg->tls_system_ca_by_default = true;
+    }
     if (st == VK_OK)
         st = apply_query(cfg, u);
     return st;

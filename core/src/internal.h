@@ -159,7 +159,11 @@ struct vk_config {
     vk_strlist cluster_addresses;
 
     bool tls_enabled;
+    /* Trust: every source set here is trusted (at least one is required). */
     char *tls_ca_base64;
+    char *tls_ca_file;               /* a PEM file path, or NULL */
+    bool tls_system_ca;              /* OpenSSL's default verify paths */
+    bool tls_system_ca_by_default;   /* chosen by rediss://: a CA set later replaces it */
     vk_tls_version tls_min_version;
     bool tls_allow_legacy;
     char *tls_cert_base64;

@@ -125,13 +125,11 @@ static BIO *pem_bio_from_base64(const char *b64, const char *what)
     return out;
 }
 
-static vk_status load_ca(SSL_CTX *ctx, const char *b64)
+/* Adds every certificate of a PEM text to the context's trust store;
+ * returns how many were added. */
+static int add_certificates(SSL_CTX *ctx, BIO *pem)
 {
-    BIO *pem = pem_bio_from_base64(b64, "CA certificate");
-    if (pem == NULL)
-        return vk_last_status();
     STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(pem, NULL, NULL, NULL);
-    BIO_free(pem);
     X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     int added = 0;
     for (int i = 0; infos != NULL && i < sk_X509_INFO_num(infos); i++) {
@@ -141,9 +139,66 @@ static vk_status load_ca(SSL_CTX *ctx, const char *b64)
     }
     sk_X509_INFO_pop_free(infos, X509_INFO_free);
     ERR_clear_error();
+    return added;
+}
+
+static vk_status load_ca_base64(SSL_CTX *ctx, const char *b64)
+{
+    BIO *pem = pem_bio_from_base64(b64, "CA certificate");
+    if (pem == NULL)
+        return vk_last_status();
+    int added = add_certificates(ctx, pem);
+    BIO_free(pem);
     if (added == 0)
         return vk__fail(VK_ERR_TLS, "CA certificate: no PEM certificate found");
     return VK_OK;
+}
+
+/* Validation checked that the file opens; here it is read and parsed. */
+static vk_status load_ca_file(SSL_CTX *ctx, const char *path)
+{
+    errno = 0;
+    BIO *pem = BIO_new_file(path, "r");
+    if (pem == NULL) {
+        int err = errno;
+        ERR_clear_error();
+        return vk__fail(VK_ERR_TLS, "CA file \"%s\" cannot be read: %s", path,
+                        err != 0 ? strerror(err) : "cannot open");
+    }
+    int added = add_certificates(ctx, pem);
+    BIO_free(pem);
+    if (added == 0)
+        return vk__fail(VK_ERR_TLS, "CA file \"%s\": no PEM certificate found", path);
+    return VK_OK;
+}
+
+/* OpenSSL's default verify paths: the system bundle and folder, or
+ * SSL_CERT_FILE / SSL_CERT_DIR when set (read now, not at each handshake). */
+static vk_status load_system_ca(SSL_CTX *ctx)
+{
+    int ok = SSL_CTX_set_default_verify_paths(ctx);
+    ERR_clear_error();
+    if (ok != 1)
+        return vk__fail(VK_ERR_TLS, "loading the system trust store failed");
+    return VK_OK;
+}
+
+static bool is_blank(const char *s)
+{
+    return s == NULL || s[strspn(s, " \t\r\n\v\f")] == '\0';
+}
+
+/* Every trust source the config names (config.c: at least one). */
+static vk_status load_trust(SSL_CTX *ctx, const vk_config *cfg)
+{
+    vk_status st = VK_OK;
+    if (!is_blank(cfg->tls_ca_base64))
+        st = load_ca_base64(ctx, cfg->tls_ca_base64);
+    if (st == VK_OK && cfg->tls_ca_file != NULL)
+        st = load_ca_file(ctx, cfg->tls_ca_file);
+    if (st == VK_OK && cfg->tls_system_ca)
+        st = load_system_ca(ctx);
+    return st;
 }
 
 static vk_status load_client_cert(SSL_CTX *ctx, const char *cert_b64, const char *key_b64)
@@ -184,16 +239,14 @@ static vk_status load_client_cert(SSL_CTX *ctx, const char *cert_b64, const char
     return VK_OK;
 }
 
-static int openssl_version(vk_tls_version v)
+/* The lowest protocol the handshake offers. A legacy minimum (TLS 1.0/1.1)
+ * stays in the config, logged as insecure, as the original keeps it; but
+ * like the original the dial is floored at TLS 1.2. Offering 1.0/1.1 would
+ * also need OpenSSL's security level 0, which admits weak keys and SHA-1
+ * signatures, so the security level is never lowered either. */
+static int handshake_floor(vk_tls_version v)
 {
-    switch (v) {
-    case VK_TLS1_0: return TLS1_VERSION;
-    case VK_TLS1_1: return TLS1_1_VERSION;
-    case VK_TLS1_3: return TLS1_3_VERSION;
-    case VK_TLS1_2:
-    case VK_TLS_DEFAULT:
-    default: return TLS1_2_VERSION;
-    }
+    return v == VK_TLS1_3 ? TLS1_3_VERSION : TLS1_2_VERSION;
 }
 
 vk_status vk__tls_new(vk_tls **out, const vk_config *cfg)
@@ -212,14 +265,13 @@ vk_status vk__tls_new(vk_tls **out, const vk_config *cfg)
         return vk__fail(VK_ERR_TLS, "creating the TLS context failed");
     }
     SSL_CTX_set_verify(tls->ctx, SSL_VERIFY_PEER, NULL);
-    int min = openssl_version(cfg->tls_min_version);
-    SSL_CTX_set_min_proto_version(tls->ctx, min);
-    /* OpenSSL 3 refuses TLS 1.0/1.1 above security level 0; the legacy
-     * opt-in (already logged as insecure) has to lower it to mean anything. */
-    if (min < TLS1_2_VERSION)
-        SSL_CTX_set_security_level(tls->ctx, 0);
-
-    vk_status st = load_ca(tls->ctx, cfg->tls_ca_base64);
+    vk_status st = VK_OK;
+    if (SSL_CTX_set_min_proto_version(tls->ctx, handshake_floor(cfg->tls_min_version)) != 1) {
+        ERR_clear_error();
+        st = vk__fail(VK_ERR_TLS, "setting the minimum TLS version failed");
+    }
+    if (st == VK_OK)
+        st = load_trust(tls->ctx, cfg);
     if (st == VK_OK && cfg->tls_cert_base64 != NULL && cfg->tls_key_base64 != NULL)
         st = load_client_cert(tls->ctx, cfg->tls_cert_base64, cfg->tls_key_base64);
     if (st != VK_OK) {
@@ -249,12 +301,12 @@ vk_status vk__tls_session_new(vk_tls *tls, int fd, const char *name, SSL **out)
     *out = NULL;
     SSL *ssl = SSL_new(tls->ctx);
     BIO *bio = ssl != NULL ? BIO_new(nosigpipe_method) : NULL;
-    if (bio == NULL) {
+    if (bio == NULL || BIO_set_fd(bio, fd, BIO_NOCLOSE) != 1) {
+        BIO_free(bio);
         SSL_free(ssl);
         ERR_clear_error();
         return vk__fail(VK_ERR_TLS, "creating a TLS session failed");
     }
-    BIO_set_fd(bio, fd, BIO_NOCLOSE);
     SSL_set_bio(ssl, bio, bio);
     bool ok;
     if (is_ip_literal(name)) {

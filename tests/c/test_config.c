@@ -511,6 +511,10 @@ static void test_url_good(void)
     CHECK(cfg->tls_enabled);
     CHECK_EQ_INT(cfg->db, 1);
     CHECK_EQ_INT(cfg->protocol, 2);
+    /* Without a CA, the system store (test_tls_trust.c connects with it). */
+    CHECK(cfg->tls_system_ca);
+    CHECK_OK(vk_config_validate(cfg));
+    CHECK_OK(vk_config_set_tls_use_system_ca(cfg, 0));
     CHECK_FAILS(vk_config_validate(cfg), VK_ERR_INVALID_CONFIG,
                 INVALID("TLS CA cert is required when TLS is configured"));
     CHECK_OK(vk_config_set_tls(cfg, "Y2E="));

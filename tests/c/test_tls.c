@@ -2,7 +2,7 @@
  * TLS against real TLS-only servers (VKTEST_NEEDS_SERVER), with the CA the
  * harness generates: names and IP addresses verified, a wrong CA and a
  * wrong server name refused, the TLS 1.2 floor against a server offering
- * only TLS 1.0/1.1, mutual TLS, bad certificate material, large values,
+ * only TLS 1.1 (also with the legacy opt-in), mutual TLS, bad certificate material, large values,
  * timeouts and cancellation over TLS (also while a record is incomplete),
  * idle checks, and fork safety: a child that abandons a connection leaves
  * the parent's TLS state intact.
@@ -14,6 +14,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,7 +26,7 @@
 
 static vkt_server *tls_server;     /* client certificates optional, DEBUG on */
 static vkt_server *mtls_server;    /* client certificates required */
-static vkt_server *legacy_server;  /* TLS 1.0 and 1.1 only */
+static vkt_server *legacy_server;  /* TLS 1.1 only */
 
 /* ---- building blocks --------------------------------------------------------- */
 
@@ -206,19 +208,82 @@ static void test_server_name_override(void)
     vk_config_free(cfg);
 }
 
-static void test_legacy_server_refused_by_floor(void)
+static int connect_loopback(int port);
+
+/* The control for the floor tests: a plain OpenSSL client limited to
+ * TLS 1.1 (at the security level 1.1 needs) completes a handshake with s. */
+static bool speaks_tls11(const vkt_server *s)
 {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    bool ok = ctx != NULL && SSL_CTX_set_min_proto_version(ctx, TLS1_1_VERSION) == 1 &&
+              SSL_CTX_set_max_proto_version(ctx, TLS1_1_VERSION) == 1;
+    if (ok)
+        SSL_CTX_set_security_level(ctx, 0);
+    int fd = ok ? connect_loopback(vkt_server_port(s)) : -1;
+    SSL *ssl = fd >= 0 ? SSL_new(ctx) : NULL;
+    ok = ssl != NULL && SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1 &&
+         SSL_version(ssl) == TLS1_1_VERSION;
+    SSL_free(ssl);
+    if (fd >= 0)
+        close(fd);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
+/* The warnings a client logs, one per line with its fields. */
+typedef struct warnings {
+    char text[2048];
+} warnings;
+
+static void collect_warnings(void *userdata, vk_log_level level, const char *message,
+                             const vk_field *fields, size_t nfields)
+{
+    warnings *w = userdata;
+    if (level != VK_LOG_WARN)
+        return;
+    size_t used = strlen(w->text);
+    used += (size_t)snprintf(w->text + used, sizeof w->text - used, "%s", message);
+    for (size_t i = 0; i < nfields && used < sizeof w->text; i++)
+        used += (size_t)snprintf(w->text + used, sizeof w->text - used, " %s=%s", fields[i].key,
+                                 fields[i].value);
+    if (used < sizeof w->text)
+        snprintf(w->text + used, sizeof w->text - used, "\n");
+}
+
+static void test_tls11_server_refused_by_floor(void)
+{
+    CHECK(speaks_tls11(legacy_server));
+    const char *refused =
+        handshake_failure("localhost", legacy_server, "tlsv1 alert protocol version");
     vk_config *cfg = tls_config("localhost", legacy_server, vkt_ca_base64());
     vk_client *c = NULL;
-    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_TLS,
-                handshake_failure("localhost", legacy_server, "tlsv1 alert protocol version"));
+    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_TLS, refused);
     /* Asking for TLS 1.0 is not enough: the floor raises it to 1.2. */
     CHECK_OK(vk_config_set_tls_min_version(cfg, VK_TLS1_0));
-    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_TLS,
-                handshake_failure("localhost", legacy_server, "tlsv1 alert protocol version"));
-    /* The explicit opt-in shows the server really speaks TLS 1.0/1.1. */
+    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_TLS, refused);
+
+    /* Nor is the legacy opt-in: the config keeps TLS 1.0 and the warning
+     * says so, as the original does, but the handshake needs TLS 1.2. */
     CHECK_OK(vk_config_set_tls_allow_legacy_min_version(cfg, 1));
-    check_works(cfg, "tls:legacy");
+    warnings logged = { "" };
+    CHECK_OK(vk_config_set_logger(cfg, collect_warnings, &logged, NULL));
+    CHECK_FAILS(vk_client_new(&c, cfg), VK_ERR_TLS, refused);
+    CHECK(c == NULL);
+    CHECK(strstr(logged.text, "TLS min version below 1.2 kept because legacy versions are "
+                              "allowed; this is insecure requested=TLS 1.0\n") != NULL);
+    vk_config *prepared = NULL;
+    CHECK_OK(vk_config_clone(&prepared, cfg));
+    CHECK_OK(vk__config_prepare(prepared, NULL));
+    CHECK_EQ_INT(prepared->tls_min_version, VK_TLS1_0);
+    vk_config_free(prepared);
+    vk_config_free(cfg);
+
+    /* The same settings against a server that speaks TLS 1.2 and 1.3. */
+    cfg = tls_config("localhost", tls_server, vkt_ca_base64());
+    CHECK_OK(vk_config_set_tls_min_version(cfg, VK_TLS1_0));
+    CHECK_OK(vk_config_set_tls_allow_legacy_min_version(cfg, 1));
+    check_works(cfg, "tls:legacy-setting");
     vk_config_free(cfg);
 }
 
@@ -681,7 +746,7 @@ int main(void)
     const char *const require_certs[] = { "tls-auth-clients yes", NULL };
     tls_server = vkt_server_start(&(vkt_server_opts){ .tls = true, .extra = debug });
     mtls_server = vkt_server_start(&(vkt_server_opts){ .tls = true, .extra = require_certs });
-    legacy_server = vkt_server_start(&(vkt_server_opts){ .tls_legacy_only = true });
+    legacy_server = vkt_server_start(&(vkt_server_opts){ .tls11_only = true });
     if (tls_server == NULL || mtls_server == NULL || legacy_server == NULL) {
         fprintf(stderr, "cannot start %s with TLS\n", vkt_server_binary());
         vkt_server_stop(tls_server);
@@ -694,7 +759,7 @@ int main(void)
     RUN(test_ip_addresses_verified);
     RUN(test_wrong_ca_refused);
     RUN(test_server_name_override);
-    RUN(test_legacy_server_refused_by_floor);
+    RUN(test_tls11_server_refused_by_floor);
     RUN(test_tls13_minimum);
     RUN(test_mutual_tls);
     RUN(test_bad_certificate_material);

@@ -46,7 +46,7 @@ enum {
 struct vkt_server {
     char *binary_path;           /* resolved in PATH before any fork */
     bool tls;
-    bool tls_legacy_only;
+    bool tls11_only;
     bool unix_socket;
     char *requirepass;
     char **extra;                /* copied "directive value" lines, NULL-ended */
@@ -651,9 +651,9 @@ static bool write_config(const vkt_server *s)
         fprintf(f, "tls-key-file %s\n", harness_ca.server_key);
         fprintf(f, "tls-ca-cert-file %s\n", harness_ca.ca_cert);
         fprintf(f, "tls-auth-clients optional\n");
-        if (s->tls_legacy_only) {
-            /* OpenSSL 3 only negotiates TLS 1.0/1.1 at security level 0. */
-            fprintf(f, "tls-protocols \"TLSv1 TLSv1.1\"\n");
+        if (s->tls11_only) {
+            /* OpenSSL 3 only negotiates TLS 1.1 at security level 0. */
+            fprintf(f, "tls-protocols \"TLSv1.1\"\n");
             fprintf(f, "tls-ciphers DEFAULT:@SECLEVEL=0\n");
         }
     } else {
@@ -831,8 +831,8 @@ static bool copy_options(vkt_server *s, const vkt_server_opts *opts)
         fprintf(stderr, "servers: %s not found in PATH\n", binary);
         return false;
     }
-    s->tls = opts->tls || opts->tls_legacy_only;
-    s->tls_legacy_only = opts->tls_legacy_only;
+    s->tls = opts->tls || opts->tls11_only;
+    s->tls11_only = opts->tls11_only;
     s->unix_socket = opts->unix_socket;
     s->requirepass = dup_or_null(opts->requirepass);
     if (opts->requirepass != NULL && s->requirepass == NULL)

@@ -14,7 +14,7 @@ typedef struct vkt_server vkt_server;
 typedef struct vkt_server_opts {
     const char *binary;        /* NULL: $VK_TEST_SERVER, else valkey-server */
     bool tls;                  /* serve TLS only, with the harness CA */
-    bool tls_legacy_only;      /* serve only TLS 1.0/1.1 (for floor tests) */
+    bool tls11_only;           /* serve TLS 1.1 and nothing else (floor tests) */
     const char *requirepass;   /* password of the default user, or NULL */
     const char *const *extra;  /* more "directive value" config lines, NULL-ended */
     bool unix_socket;          /* also listen on a unix socket */
