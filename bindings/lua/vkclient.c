@@ -700,15 +700,23 @@ static vk_tls_version parse_tls_version(lua_State *L, int index)
 
 static vk_status apply_tls(lua_State *L, int t, vk_config *cfg)
 {
-    static const char *const fields[] = { "ca_cert_base64", "min_version",
-                                          "allow_legacy_min_version", "client_cert_base64",
-                                          "client_key_base64", "server_name", NULL };
+    static const char *const fields[] = { "ca_cert_base64", "ca_file", "use_system_ca",
+                                          "min_version", "allow_legacy_min_version",
+                                          "client_cert_base64", "client_key_base64",
+                                          "server_name", NULL };
     int tls = opt_table(L, t, "config", "tls");
     if (tls == 0)
         return VK_OK;
     check_fields(L, tls, "tls", fields);
+    /* Trust: every source given is trusted; the core requires one. */
     const char *ca = opt_string(L, tls, "tls", "ca_cert_base64");
     TRY(vk_config_set_tls(cfg, ca != NULL ? ca : ""));
+    const char *ca_file = opt_string(L, tls, "tls", "ca_file");
+    if (ca_file != NULL)
+        TRY(vk_config_set_tls_ca_file(cfg, ca_file));
+    int system_ca = 0;
+    if (opt_boolean(L, tls, "tls", "use_system_ca", &system_ca))
+        TRY(vk_config_set_tls_use_system_ca(cfg, system_ca));
     if (get_field(L, tls, "tls", "min_version", LUA_TNONE) != LUA_TNIL)
         TRY(vk_config_set_tls_min_version(cfg, parse_tls_version(L, -1)));
     lua_pop(L, 1);

@@ -90,7 +90,8 @@ typedef enum vk_status {
     VK_ERR_INVALID_ARGUMENT = 26,          /* invalid argument */
     VK_ERR_CANCELLED = 27,                 /* operation cancelled */
     VK_ERR_SERVER = 28,                    /* server error reply */
-    VK_ERR_LOCK_LOST = 29                  /* lock was lost while held */
+    VK_ERR_LOCK_LOST = 29,                 /* lock was lost while held */
+    VK_ERR_COMMAND_NOT_ALLOWED = 30        /* command not allowed on a shared connection */
 } vk_status;
 
 /* The fixed text of a code (never NULL; unknown codes give "unknown error"). */
@@ -375,6 +376,11 @@ VK_API vk_status vk_client_last_refresh_error(char **out, const vk_client *clien
  * reply. An error reply from the server is a reply of type VK_REPLY_ERROR
  * and the call returns VK_OK.
  *
+ * A command that would change the state of the pooled connection for its
+ * next caller (SELECT, MULTI, SUBSCRIBE, CLIENT REPLY, ...; the list is in
+ * the README) is refused with VK_ERR_COMMAND_NOT_ALLOWED before anything is
+ * sent; vk_last_error() names the command and what to use instead.
+ *
  * Reconnects on demand when the client is not connected, under the rate
  * limit of SEMANTICS §2 (VK_ERR_RECONNECT_RATE_LIMITED inside the window).
  *
@@ -454,6 +460,13 @@ typedef struct vk_pipeline vk_pipeline;
 
 VK_API vk_status vk_pipeline_new(vk_pipeline **out, vk_client *client);
 VK_API void vk_pipeline_free(vk_pipeline *pipeline);
+/* Queues one command. A command vk_client_command() refuses is refused
+ * here too (VK_ERR_COMMAND_NOT_ALLOWED), and so is the exec that follows:
+ * nothing of such a pipeline is sent. The exception is a transaction kept
+ * on one connection: in standalone and sentinel mode, MULTI ... EXEC (or
+ * DISCARD) inside one pipeline is allowed, not nested and without WATCH;
+ * the reply shows OK, QUEUED for each command, then EXEC's array. In
+ * cluster mode, where a pipeline is split by node, MULTI is refused. */
 VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc,
                                     const char *const *argv, const size_t *argvlen);
 /* Number of commands appended since the last exec. */
@@ -461,7 +474,9 @@ VK_API size_t vk_pipeline_length(const vk_pipeline *pipeline);
 /* Sends every appended command and returns an array reply with one element
  * per command, in order; an error reply in the middle is an element of type
  * VK_REPLY_ERROR and loses none of the others. The pipeline is emptied for
- * reuse. A pipeline is never retried once any of it was written. */
+ * reuse. A pipeline is never retried once any of it was written. A
+ * pipeline whose MULTI has no EXEC or DISCARD yet is refused with
+ * VK_ERR_COMMAND_NOT_ALLOWED, and emptied, before anything is sent. */
 VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx);
 
 /* ------------------------------------------------------------------------ */

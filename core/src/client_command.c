@@ -1,8 +1,10 @@
 /*
  * The command path: pool → connection → reply, with the retry policy
- * documented above vk_client_command() in vkclient.h. The success path
- * allocates nothing but the reply, reads no clock unless a metrics sink
- * wants the latency, and logs nothing.
+ * documented above vk_client_command() in vkclient.h. Commands that would
+ * change the pooled connection for its next caller are refused first
+ * (connection_state.c). The success path allocates nothing but the reply,
+ * reads no clock unless a metrics sink wants the latency, and logs
+ * nothing.
  */
 #include "client.h"
 #include "cluster.h"
@@ -162,6 +164,11 @@ VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context
     vk_status st = check_args(out, argc, argv, argvlen);
     if (VK_UNLIKELY(st != VK_OK))
         return st;
+    /* Before anything is sent: the pooled connection stays as it was. A
+     * lone MULTI or EXEC is refused too; a transaction needs a pipeline. */
+    const char *refusal;
+    if (VK_UNLIKELY(vk__command_effect(argc, argv, argvlen, &refusal) != VK_EFFECT_NONE))
+        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", refusal);
     vk__client_check_fork(client);
 
     bool timed = vk__events_has_metrics(client->events);

@@ -70,6 +70,7 @@ VK_API const char *vk_strerror(vk_status code)
     case VK_ERR_CANCELLED: return "operation cancelled";
     case VK_ERR_SERVER: return "server error reply";
     case VK_ERR_LOCK_LOST: return "lock was lost while held";
+    case VK_ERR_COMMAND_NOT_ALLOWED: return "command not allowed on a shared connection";
     }
     return "unknown error";
 }

@@ -5,6 +5,14 @@
  * mode the commands are kept as arguments (their bytes in one arena), for
  * the topology to split by node. A pipeline is never retried once any of
  * it was written: some of its commands may have run.
+ *
+ * Commands that change the state of a connection are refused at append
+ * (connection_state.c), and then the whole pipeline is refused at exec, so
+ * nothing of it is sent. A transaction is the exception where it can be
+ * kept on one connection, that is outside cluster mode: MULTI, then EXEC or
+ * DISCARD, in the same pipeline. Every reply then comes back as the server
+ * sent it (OK, QUEUED..., EXEC's array), and a connection whose transaction
+ * may not have ended is closed rather than pooled.
  */
 #include "client.h"
 #include "cluster.h"
@@ -28,7 +36,20 @@ struct vk_pipeline {
     size_t args_len, offsets_cap, lens_cap;
     int *argc;             /* per command: how many arguments */
     size_t count, count_cap;
+    const char *refusal;   /* an append was refused: exec refuses, with this text */
+    bool in_multi;         /* a MULTI waits for its EXEC or DISCARD */
+    size_t *ends;          /* per transaction: the index of its EXEC or DISCARD */
+    size_t ends_len, ends_cap;
 };
+
+/* Details of VK_ERR_COMMAND_NOT_ALLOWED that only pipelines give. */
+static const char nested_multi[] = "MULTI inside MULTI; transactions cannot be nested";
+static const char multi_arguments[] = "MULTI, EXEC and DISCARD take no arguments";
+static const char multi_open[] =
+    "MULTI without EXEC or DISCARD; end the transaction in the same pipeline";
+static const char cluster_multi[] =
+    "MULTI, EXEC and DISCARD in a cluster pipeline, which is split by node: a transaction "
+    "cannot be kept on one connection (a transaction API is to come)";
 
 static vk_status invalid_pipeline(const char *function)
 {
@@ -64,6 +85,7 @@ VK_API void vk_pipeline_free(vk_pipeline *pipeline)
     free(pipeline->arg_offset);
     free(pipeline->arg_len);
     free(pipeline->argc);
+    free(pipeline->ends);
     free(pipeline);
 }
 
@@ -110,6 +132,44 @@ static vk_status append_formatted(vk_pipeline *p, int argc, const char *const *a
     return ok ? VK_OK : vk__fail_nomem();
 }
 
+/* Decides whether the command may join the pipeline, given the
+ * transaction it may open, end or sit in. *effect tells what to record once
+ * it is appended. A refusal is remembered for exec. */
+static vk_status check_state(vk_pipeline *p, int argc, const char *const *argv,
+                             const size_t *argvlen, vk_conn_effect *effect)
+{
+    const char *reason;
+    *effect = vk__command_effect(argc, argv, argvlen, &reason);
+    if (VK_LIKELY(*effect == VK_EFFECT_NONE))
+        return VK_OK;
+    if (*effect != VK_EFFECT_STATEFUL) {
+        if (!p->formatted)
+            reason = cluster_multi;
+        else if (argc != 1)
+            reason = multi_arguments;   /* an arity error would not end a transaction */
+        else if (*effect == VK_EFFECT_OPENS_MULTI)
+            reason = p->in_multi ? nested_multi : NULL;
+        else if (p->in_multi)
+            reason = NULL;
+        if (reason == NULL)
+            return grow((void **)&p->ends, &p->ends_cap, p->ends_len + 1, sizeof(size_t))
+                       ? VK_OK
+                       : vk__fail_nomem();
+    }
+    p->refusal = reason;
+    return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
+}
+
+/* Records the transaction state of the command just appended. */
+static void record_state(vk_pipeline *p, vk_conn_effect effect)
+{
+    if (VK_LIKELY(effect == VK_EFFECT_NONE))
+        return;
+    p->in_multi = effect == VK_EFFECT_OPENS_MULTI;
+    if (effect == VK_EFFECT_CLOSES_MULTI)
+        p->ends[p->ends_len++] = p->count - 1;
+}
+
 VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char *const *argv,
                                     const size_t *argvlen)
 {
@@ -123,8 +183,16 @@ VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char 
             return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
         total += argvlen[i];
     }
-    if (pipeline->formatted)
-        return append_formatted(pipeline, argc, argv, argvlen);
+    vk_conn_effect effect;
+    vk_status st = check_state(pipeline, argc, argv, argvlen, &effect);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    if (pipeline->formatted) {
+        st = append_formatted(pipeline, argc, argv, argvlen);
+        if (st == VK_OK)
+            record_state(pipeline, effect);
+        return st;
+    }
     if (!reserve(pipeline, argc, total))
         return vk__fail_nomem();
     for (int i = 0; i < argc; i++) {
@@ -155,6 +223,9 @@ static void reset(vk_pipeline *p)
     p->bytes_len = 0;
     p->args_len = 0;
     p->count = 0;
+    p->refusal = NULL;
+    p->in_multi = false;
+    p->ends_len = 0;
 }
 
 /* An array reply built the way hiredis builds its own, so vk_reply_free
@@ -191,6 +262,21 @@ static vk_status exec_on(vk_pipeline *p, vk_conn *conn, redisReply *array, vk_co
         }
     }
     return st;
+}
+
+/* True when every transaction of the pipeline has surely ended on the
+ * server: its EXEC answered with an array (or nil), EXECABORT (the server
+ * discarded it), or its DISCARD with OK. Any other error (a server that
+ * refused the EXEC or DISCARD itself) may have left the connection inside
+ * MULTI. */
+static bool transactions_ended(const vk_pipeline *p, const redisReply *array)
+{
+    for (size_t i = 0; i < p->ends_len; i++) {
+        const redisReply *r = array->element[p->ends[i]];
+        if (r->type == REDIS_REPLY_ERROR && (r->len < 9 || memcmp(r->str, "EXECABORT", 9) != 0))
+            return false;
+    }
+    return true;
 }
 
 /* Takes a connection from the client's current pool, following swaps. */
@@ -256,6 +342,11 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
         vk__misuse("vk_pipeline_exec", "redis client is nil");
         return vk__fail(VK_ERR_NIL_CLIENT, NULL);
     }
+    if (VK_UNLIKELY(pipeline->refusal != NULL || pipeline->in_multi)) {
+        const char *reason = pipeline->refusal != NULL ? pipeline->refusal : multi_open;
+        reset(pipeline);
+        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
+    }
     vk__client_check_fork(c);
     redisReply *array = new_array_reply(pipeline->count);
     if (array == NULL)
@@ -273,7 +364,11 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
         if (st != VK_OK && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
             st != VK_ERR_CANCELLED)
             vk__client_mark_disconnected(c);
-        vk__pool_put(pool, conn);
+        /* A failed exec broke the connection, and the pool closes it. */
+        if (VK_UNLIKELY(st == VK_OK && !transactions_ended(pipeline, array)))
+            vk__pool_discard(pool, conn);
+        else
+            vk__pool_put(pool, conn);
         vk__pool_unref(pool);
     }
     reset(pipeline);

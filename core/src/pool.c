@@ -363,6 +363,11 @@ static void discard_conn(vk_pool *p, vk_conn *c)
     unlock_and_report(p);
 }
 
+void vk__pool_discard(vk_pool *p, vk_conn *c)
+{
+    discard_conn(p, c);
+}
+
 vk_status vk__pool_get(vk_pool *p, vk_conn **out, vk_context *ctx, bool *closed)
 {
     *closed = false;

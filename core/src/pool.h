@@ -67,6 +67,10 @@ vk_status vk__pool_get(vk_pool *p, vk_conn **out, vk_context *ctx, bool *closed)
 /* Returns a connection; broken ones (and every one once the pool is
  * closed) are closed instead of kept. */
 void vk__pool_put(vk_pool *p, vk_conn *c);
+/* Closes a connection taken with vk__pool_get() instead of returning it:
+ * for one whose stream is sound but whose state on the server cannot be
+ * trusted (a transaction that may not have ended). */
+void vk__pool_discard(vk_pool *p, vk_conn *c);
 /* Re-authenticates the idle connections whose credentials are older than
  * the current ones, on the calling thread (the refresh loop), so that
  * commands seldom pay for it. Each is out of the pool meanwhile; one that

@@ -94,7 +94,7 @@ def test_run_exports_the_documented_variables():
     script = (
         "import os, sys\n"
         "names = ['VK_TEST_SERVER', 'VK_TEST_ADDR', 'VK_TEST_PORT', 'VK_TEST_TLS_ADDR',\n"
-        "         'VK_TEST_CA_B64', 'VK_TEST_OTHER_CA_B64', 'VK_TEST_ACL_ADDR',\n"
+        "         'VK_TEST_CA_B64', 'VK_TEST_CA_FILE', 'VK_TEST_OTHER_CA_B64', 'VK_TEST_ACL_ADDR',\n"
         "         'VK_TEST_DEFAULT_PASS', 'VK_TEST_ACL_USER', 'VK_TEST_ACL_PASS',\n"
         "         'VK_TEST_QUORUM_ADDRS', 'VK_TEST_HARNESS']\n"
         "missing = [n for n in names if not os.environ.get(n)]\n"

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 __all__ = ["Server", "ReplyError", "make_ca", "default_ca", "free_port", "main"]
 
@@ -240,13 +241,15 @@ class Server:
     default: the process-wide default_ca()). requirepass: the default
     user's password. acl_users: {name: password} (or pairs), each with all
     permissions. extra: more config lines, a list of "directive value"
-    strings or a dict {directive: value}.
+    strings or a dict {directive: value}. tls11_only: serve TLS 1.1 and
+    nothing else (for TLS 1.2 floor tests; implies tls).
     """
 
     def __init__(self, binary="valkey-server", tls=False, requirepass=None,
-                 acl_users=None, extra=None, ca=None):
+                 acl_users=None, extra=None, ca=None, tls11_only=False):
         self.binary = binary
-        self.tls = tls
+        self.tls = tls or tls11_only
+        self.tls11_only = tls11_only
         self.requirepass = requirepass
         if isinstance(acl_users, dict):
             acl_users = list(acl_users.items())
@@ -254,7 +257,7 @@ class Server:
         if isinstance(extra, dict):
             extra = ["%s %s" % kv for kv in extra.items()]
         self.extra = list(extra or [])
-        self.ca = ca if ca is not None or not tls else default_ca()
+        self.ca = ca if ca is not None or not self.tls else default_ca()
         self.port = None
         self.dir = None
         self._proc = None
@@ -304,6 +307,9 @@ class Server:
                 "tls-ca-cert-file %s" % self.ca["ca_cert"],
                 "tls-auth-clients optional",
             ]
+            if self.tls11_only:
+                # OpenSSL 3 offers TLS 1.1 only at security level 0.
+                lines += ['tls-protocols "TLSv1.1"', "tls-ciphers DEFAULT:@SECLEVEL=0"]
         else:
             lines.append("port %d" % self.port)
         if self.requirepass is not None:
@@ -408,6 +414,11 @@ class Server:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         if self.tls:
             ctx = ssl.create_default_context(cafile=self.ca["ca_cert"])
+            if self.tls11_only:
+                ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+                with warnings.catch_warnings():  # TLS 1.1 is deprecated: the point here
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
             sock = ctx.wrap_socket(sock, server_hostname="localhost")
         if auth and self.requirepass is not None:
             sock.sendall(_encode_command(["AUTH", self.requirepass]))
@@ -493,6 +504,7 @@ def _run(args):
         env.update({
             "VK_TEST_TLS_ADDR": tls.address,
             "VK_TEST_CA_B64": ca["ca_b64"],
+            "VK_TEST_CA_FILE": ca["ca_cert"],
             "VK_TEST_OTHER_CA_B64": other_ca["ca_b64"],
             "VK_TEST_ACL_ADDR": acl.address,
             "VK_TEST_DEFAULT_PASS": default_pass,

@@ -12,11 +12,16 @@ local function client_list(observer)
     return list
 end
 
--- Waits until CLIENT LIST no longer shows a connection named `name`.
-local function wait_until_gone(observer, name)
+-- Whether CLIENT LIST shows the connection with this CLIENT ID.
+local function listed(observer, id)
+    return ("\n" .. client_list(observer)):find("\nid=" .. id .. " ", 1, true) ~= nil
+end
+
+-- Waits until CLIENT LIST no longer shows the connection with this CLIENT ID.
+local function wait_until_gone(observer, id)
     local deadline = support.now() + 5
     while support.now() < deadline do
-        if not client_list(observer):find("name=" .. name .. " ", 1, true) then
+        if not listed(observer, id) then
             return true
         end
         support.sleep(0.02)
@@ -37,12 +42,13 @@ describe("module", function()
         assert.are.equal(14, vk.codes.NIL_LOCK_HANDLE_ON_UNLOCK)
         assert.are.equal(28, vk.codes.SERVER)
         assert.are.equal(29, vk.codes.LOCK_LOST)
+        assert.are.equal(30, vk.codes.COMMAND_NOT_ALLOWED)
         local seen = {}
         for name, number in pairs(vk.codes) do
             assert.is_nil(seen[number], "two names for code " .. number)
             seen[number] = name
         end
-        for number = 0, 29 do
+        for number = 0, 30 do
             assert.is_string(seen[number], "no name for code " .. number)
         end
     end)
@@ -161,7 +167,7 @@ describe("client", function()
     end)
 
     it("reconnects on demand after the server dropped the connection", function()
-        assert.is_true(client:call("CLIENT", "SETNAME", "lua-dropped") == "OK")
+        assert.is_number(client:call("CLIENT", "ID"))
         observer:call("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
         -- A read-only command may be retried by the core; PING is.
         assert.are.equal("PONG", client:call("PING"))
@@ -181,29 +187,27 @@ describe("client", function()
     end)
 
     it("closes a forgotten client when it is garbage collected", function()
-        local name = "lua-forgotten-" .. tostring(os.time()) .. tostring(math.random(1e6))
+        local id
         do
             local forgotten = support.client()
-            assert.are.equal("OK", forgotten:call("CLIENT", "SETNAME", name))
-            assert.truthy(client_list(observer):find("name=" .. name .. " ", 1, true))
+            id = forgotten:call("CLIENT", "ID")
+            assert.is_true(listed(observer, id))
         end
         collectgarbage("collect")
         collectgarbage("collect")
-        assert.is_true(wait_until_gone(observer, name))
+        assert.is_true(wait_until_gone(observer, id))
     end)
 
     if _VERSION == "Lua 5.4" then
         it("closes a to-be-closed client at the end of its scope (Lua 5.4)", function()
-            local name = "lua-tbc-" .. tostring(math.random(1e6))
             local chunk = assert(load([[
-                local vk, addr, name = ...
+                local vk, addr = ...
                 local c <close> = assert(vk.new{ standalone = addr })
-                assert(c:call("CLIENT", "SETNAME", name) == "OK")
-                return c
+                return c, c:call("CLIENT", "ID")
             ]]))
-            local closed = chunk(vk, env.VK_TEST_ADDR, name)
+            local closed, id = chunk(vk, env.VK_TEST_ADDR)
             assert.matches("closed", tostring(closed))
-            assert.is_true(wait_until_gone(observer, name))
+            assert.is_true(wait_until_gone(observer, id))
         end)
     end
 
@@ -327,8 +331,8 @@ describe("configuration", function()
         local client, err = vk.new{ standalone = env.VK_TEST_ADDR, options = { protocol = 3 } }
         if vk.resp3_supported then
             assert.truthy(client, tostring(err))
-            local hello = client:call("HELLO", "3")
-            assert.are.equal(3, hello.proto)
+            local info = tostring(client:call("CLIENT", "INFO"))
+            assert.truthy(info:find(" resp=3 ", 1, true), info)
             client:close()
         else
             support.fails("INVALID_CONFIG", nil, client, err)

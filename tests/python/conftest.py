@@ -49,6 +49,7 @@ def _start_servers():
         "VK_TEST_PORT": str(plain.port),
         "VK_TEST_TLS_ADDR": tls.address,
         "VK_TEST_CA_B64": ca["ca_b64"],
+        "VK_TEST_CA_FILE": ca["ca_cert"],
         "VK_TEST_OTHER_CA_B64": other["ca_b64"],
         "VK_TEST_ACL_ADDR": acl.address,
         "VK_TEST_DEFAULT_PASS": default_pass,
@@ -70,6 +71,7 @@ class Env:
     addr = os.environ["VK_TEST_ADDR"]
     tls_addr = os.environ["VK_TEST_TLS_ADDR"]
     ca_b64 = os.environ["VK_TEST_CA_B64"]
+    ca_file = os.environ["VK_TEST_CA_FILE"]
     other_ca_b64 = os.environ["VK_TEST_OTHER_CA_B64"]
     acl_addr = os.environ["VK_TEST_ACL_ADDR"]
     default_pass = os.environ["VK_TEST_DEFAULT_PASS"]

@@ -90,7 +90,8 @@ def test_protocol_3_needs_a_resp3_hiredis(env):
     cfg = plain_config(env.addr, options=vkclient.ConnectionOptions(protocol=3))
     if vkclient.resp3_supported():
         with vkclient.Client(cfg) as c:
-            assert c.execute("HELLO")["proto"] == 3
+            info = c.execute("CLIENT", "INFO")
+            assert " resp=3 " in (info.decode() if isinstance(info, bytes) else str(info))
     else:
         with pytest.raises(vkclient.InvalidConfigError) as info:
             vkclient.Client(cfg)

@@ -44,6 +44,7 @@ CLASSES = {
     vkclient.CancelledError: (_native.VK_ERR_CANCELLED, None),
     vkclient.ResponseError: (_native.VK_ERR_SERVER, None),
     vkclient.LockLostError: (_native.VK_ERR_LOCK_LOST, None),
+    vkclient.CommandNotAllowedError: (_native.VK_ERR_COMMAND_NOT_ALLOWED, ValueError),
 }
 
 

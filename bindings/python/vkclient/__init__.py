@@ -21,7 +21,8 @@ from .config import (
     Standalone, StaticPassword,
 )
 from .errors import (
-    AuthenticationError, CancelledError, ConnectionError, EmptyLockKeyError, Error,
+    AuthenticationError, CancelledError, CommandNotAllowedError, ConnectionError,
+    EmptyLockKeyError, Error,
     IAMError, InvalidArgumentError, InvalidConfigError, LockAcquireError,
     LockDriftFactorInvalidError, LockExpiryInvalidError, LockFunctionError, LockLostError,
     LockNotHeldError, LockNotInitializedError, LockRetryDelayNegativeError,
@@ -63,5 +64,5 @@ __all__ = [
     "NilLockHandleOnUnlockError", "LockAcquireError", "LockFunctionError", "ConnectionError",
     "TimeoutError", "PoolTimeoutError", "ReconnectRateLimitedError", "AuthenticationError",
     "TLSError", "IAMError", "ProtocolError", "OutOfMemoryError", "InvalidArgumentError",
-    "CancelledError", "ResponseError", "LockLostError",
+    "CancelledError", "ResponseError", "LockLostError", "CommandNotAllowedError",
 ]

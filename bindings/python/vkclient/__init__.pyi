@@ -2,6 +2,7 @@
 # native module vkclient._native).
 import datetime
 import logging
+import os
 from types import TracebackType
 from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Type,
                     TypeVar, Union)
@@ -39,15 +40,19 @@ class Cluster:
     def __init__(self, addresses: Union[str, Sequence[str]]) -> None: ...
 
 class TLS:
-    ca_cert_base64: str
+    ca_cert_base64: Optional[str]
     min_version: Optional[int]
     allow_legacy_min_version: bool
     client_cert_base64: Optional[str]
     client_key_base64: Optional[str]
     server_name: Optional[str]
-    def __init__(self, ca_cert_base64: str, min_version: Optional[int] = ...,
+    ca_file: Optional[Union[str, "os.PathLike[str]"]]
+    use_system_ca: Optional[bool]
+    def __init__(self, ca_cert_base64: Optional[str] = ..., min_version: Optional[int] = ...,
                  allow_legacy_min_version: bool = ..., client_cert_base64: Optional[str] = ...,
-                 client_key_base64: Optional[str] = ..., server_name: Optional[str] = ...) -> None: ...
+                 client_key_base64: Optional[str] = ..., server_name: Optional[str] = ...,
+                 ca_file: Optional[Union[str, "os.PathLike[str]"]] = ...,
+                 use_system_ca: Optional[bool] = ...) -> None: ...
 
 class StaticPassword:
     password: str

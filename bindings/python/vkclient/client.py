@@ -71,7 +71,8 @@ class Client(_native.ClientCore):
     @classmethod
     def from_url(cls, url, tls=None, options=None, logger=None, metrics=None):
         """A client for redis://[[user]:password@]host[:port][/db],
-        rediss://... (TLS: pass tls=TLS(ca_cert_base64=...)) or
+        rediss://... (TLS, trusting the system store unless
+        tls=TLS(ca_cert_base64=...) or TLS(ca_file=...) gives a CA) or
         unix://[[user]:password@]/path.sock[?db=N]."""
         return cls(Config.from_url(url, tls=tls, options=options, logger=logger,
                                    metrics=metrics))

@@ -9,6 +9,7 @@ is required")``. Durations are seconds (float) or ``datetime.timedelta``.
 
 import datetime
 import math
+import os
 
 from . import _native
 from ._sinks import log_sink, metrics_sink
@@ -118,29 +119,40 @@ class Cluster:
 class TLS:
     """TLS with peer and host name verification.
 
-    ca_cert_base64: base64 of the PEM CA bundle (required).
+    Trust: at least one of ca_cert_base64 (base64 of a PEM CA bundle),
+    ca_file (a PEM CA bundle's path) and use_system_ca=True (the system
+    store, which honours SSL_CERT_FILE / SSL_CERT_DIR); every one given is
+    trusted. A rediss:// URL without a CA trusts the system store.
     min_version: vkclient.TLS1_2 (the default floor) or TLS1_3; lower
-    versions are raised to 1.2 unless allow_legacy_min_version is set.
+    versions are raised to 1.2 unless allow_legacy_min_version is set, and
+    even then the handshake never negotiates below TLS 1.2.
     client_cert_base64 / client_key_base64: mutual TLS (base64 of PEM).
     server_name: the name to verify instead of the host.
     """
 
     __slots__ = ("ca_cert_base64", "min_version", "allow_legacy_min_version",
-                 "client_cert_base64", "client_key_base64", "server_name")
+                 "client_cert_base64", "client_key_base64", "server_name", "ca_file",
+                 "use_system_ca")
 
-    def __init__(self, ca_cert_base64, min_version=None, allow_legacy_min_version=False,
-                 client_cert_base64=None, client_key_base64=None, server_name=None):
+    def __init__(self, ca_cert_base64=None, min_version=None, allow_legacy_min_version=False,
+                 client_cert_base64=None, client_key_base64=None, server_name=None,
+                 ca_file=None, use_system_ca=None):
         self.ca_cert_base64 = ca_cert_base64
         self.min_version = min_version
         self.allow_legacy_min_version = allow_legacy_min_version
         self.client_cert_base64 = client_cert_base64
         self.client_key_base64 = client_key_base64
         self.server_name = server_name
+        self.ca_file = ca_file
+        self.use_system_ca = use_system_ca
 
     def __repr__(self):
+        trust = "".join(", %s=%r" % (name, getattr(self, name))
+                        for name in ("ca_file", "use_system_ca")
+                        if getattr(self, name) is not None)
         key = ", client_key_base64=REDACTED" if self.client_key_base64 else ""
-        return "TLS(min_version=%r, allow_legacy_min_version=%r, server_name=%r%s)" % (
-            self.min_version, self.allow_legacy_min_version, self.server_name, key)
+        return "TLS(min_version=%r, allow_legacy_min_version=%r, server_name=%r%s%s)" % (
+            self.min_version, self.allow_legacy_min_version, self.server_name, trust, key)
 
 
 class StaticPassword:
@@ -257,8 +269,9 @@ class Config:
 
     @classmethod
     def from_url(cls, url, tls=None, options=None, logger=None, metrics=None):
-        """redis://[[user]:password@]host[:port][/db], rediss://... (TLS; give
-        its CA with tls=TLS(...)), unix://[[user]:password@]/path.sock[?db=N]."""
+        """redis://[[user]:password@]host[:port][/db], rediss://... (TLS,
+        trusting the system store unless tls=TLS(...) gives a CA),
+        unix://[[user]:password@]/path.sock[?db=N]."""
         cfg = cls(tls=tls, options=options, logger=logger, metrics=metrics)
         cfg.url = url
         return cfg
@@ -317,6 +330,10 @@ def _checked_tls(tls):
 def _apply_tls(native, tls):
     n = _native
     n.vk_config_set_tls(native, tls.ca_cert_base64)
+    if tls.ca_file is not None:
+        n.vk_config_set_tls_ca_file(native, os.fspath(tls.ca_file))
+    if tls.use_system_ca is not None:
+        n.vk_config_set_tls_use_system_ca(native, 1 if tls.use_system_ca else 0)
     if tls.min_version is not None:
         n.vk_config_set_tls_min_version(native, tls.min_version)
     n.vk_config_set_tls_allow_legacy_min_version(native, 1 if tls.allow_legacy_min_version else 0)

@@ -21,7 +21,7 @@ __all__ = [
     "LockAcquireError", "LockFunctionError", "ConnectionError", "TimeoutError",
     "PoolTimeoutError", "ReconnectRateLimitedError", "AuthenticationError", "TLSError",
     "IAMError", "ProtocolError", "OutOfMemoryError", "InvalidArgumentError", "CancelledError",
-    "ResponseError", "LockLostError",
+    "ResponseError", "LockLostError", "CommandNotAllowedError",
 ]
 
 
@@ -209,6 +209,13 @@ class LockLostError(Error):
     code = _native.VK_ERR_LOCK_LOST
 
 
+class CommandNotAllowedError(Error, ValueError):
+    """A command that would change the state of a pooled connection for its
+    next caller (SELECT, MULTI, SUBSCRIBE, ...); nothing was sent."""
+
+    code = _native.VK_ERR_COMMAND_NOT_ALLOWED
+
+
 _native._register_errors(Error, {cls.code: cls for cls in (
     NilClientError, InvalidConfigError, NilLockHandleError, LockNotHeldError,
     NilLockManagerError, LockNotInitializedError, NilLockFnError, EmptyLockKeyError,
@@ -217,4 +224,5 @@ _native._register_errors(Error, {cls.code: cls for cls in (
     LockAcquireError, LockFunctionError, ConnectionError, TimeoutError, PoolTimeoutError,
     ReconnectRateLimitedError, AuthenticationError, TLSError, IAMError, ProtocolError,
     OutOfMemoryError, InvalidArgumentError, CancelledError, ResponseError, LockLostError,
+    CommandNotAllowedError,
 )})

@@ -127,9 +127,15 @@ module VKClient
     end
 
     def apply_tls(cfg, tls)
-      t = fields(tls, "tls", %i[ca_cert_base64 min_version allow_legacy_min_version
-                                client_cert_base64 client_key_base64 server_name])
+      t = fields(tls, "tls", %i[ca_cert_base64 ca_file use_system_ca min_version
+                                allow_legacy_min_version client_cert_base64 client_key_base64
+                                server_name])
+      # Trust: every one of ca_cert_base64, ca_file and use_system_ca given
+      # is trusted; at least one is required (a rediss:// URL without a CA
+      # trusts the system store).
       N.vk_config_set_tls(cfg, String(t[:ca_cert_base64] || ""))
+      N.vk_config_set_tls_ca_file(cfg, path_string(t[:ca_file])) unless t[:ca_file].nil?
+      N.vk_config_set_tls_use_system_ca(cfg, t[:use_system_ca] ? 1 : 0) unless t[:use_system_ca].nil?
       version = TLS_VERSIONS.fetch(t[:min_version]) do
         raise ArgumentError, "unknown TLS min_version #{t[:min_version].inspect} " \
                              "(use :tls1_0, :tls1_1, :tls1_2 or :tls1_3)"
@@ -141,6 +147,11 @@ module VKClient
                                         String(t[:client_key_base64] || ""))
       end
       N.vk_config_set_tls_server_name(cfg, String(t[:server_name])) if t[:server_name]
+    end
+
+    # A String or a Pathname (anything with to_path).
+    def path_string(path)
+      string(path.respond_to?(:to_path) ? path.to_path : path, "tls ca_file")
     end
 
     # A VKClient::StaticPasswordAuth (prints redacted) or the Hash form.

@@ -48,7 +48,8 @@ module VKClient
     InvalidArgumentError: [26, :invalid_argument],
     CancelledError: [27, :cancelled],
     ResponseError: [28, :server],
-    LockLostError: [29, :lock_lost]
+    LockLostError: [29, :lock_lost],
+    CommandNotAllowedError: [30, :command_not_allowed]
   }.each do |name, (code, code_name)|
     klass = Class.new(Error)
     klass.const_set(:CODE, code)
