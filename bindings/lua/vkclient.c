@@ -150,6 +150,7 @@ static const char *const status_names[] = {
     "CANCELLED",
     "SERVER",
     "LOCK_LOST",
+    "COMMAND_NOT_ALLOWED",
 };
 #define STATUS_NAME_COUNT ((int)(sizeof status_names / sizeof status_names[0]))
 
