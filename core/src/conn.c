@@ -19,6 +19,7 @@ struct vk_conn {
     char *obuf;         /* formatted requests not yet written */
     size_t olen;
     size_t ocap;
+    bool obuf_secret;   /* obuf holds a password: wiped, never realloc()ed */
     bool broken;
     uint64_t tag;
     int64_t last_used_ms;
@@ -32,40 +33,53 @@ static vk_status broken(vk_conn *c, vk_status st)
 
 /* ---- output ------------------------------------------------------------- */
 
-/* secret: the request carries a password; its formatted copy is wiped
- * before it is freed, so it only ever lives on in the output buffer, which
- * the caller wipes after the flush.
- *
- * hiredis's sds formatter writes the lengths with its own integer code
- * (redisFormatCommandArgv goes through sprintf, a large part of a
- * pipeline's cost); its result is copied into the output buffer, which
- * connections keep between requests. */
+/* Makes room for more bytes in the output buffer, which connections keep
+ * between requests. While it holds a password (handshake, re-auth) it is
+ * never given to realloc(): the bigger copy is made here and the old one
+ * wiped first, so no copy of the secret is left behind in freed memory. */
+static vk_status reserve_output(vk_conn *c, size_t more)
+{
+    if (VK_LIKELY(c->ocap - c->olen >= more))
+        return VK_OK;
+    if (more > SIZE_MAX / 2 - c->olen)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    size_t need = c->olen + more;
+    size_t cap = c->ocap * 2 > need ? c->ocap * 2 : need;
+    if (cap < 256)
+        cap = 256;
+    char *grown;
+    if (VK_UNLIKELY(c->obuf_secret)) {
+        grown = malloc(cap);
+        if (grown != NULL) {
+            memcpy(grown, c->obuf, c->olen);
+            vk__wipe(c->obuf, c->olen);
+            free(c->obuf);
+        }
+    } else {
+        grown = realloc(c->obuf, cap);
+    }
+    if (grown == NULL)
+        return vk__fail_nomem();
+    c->obuf = grown;
+    c->ocap = cap;
+    return VK_OK;
+}
+
+/* secret: the request carries a password; the output buffer is wiped once
+ * it was written (or when the connection is freed). The request is encoded
+ * straight into the buffer, sized first (request.c). */
 static vk_status append_request(vk_conn *c, int argc, const char *const *argv,
                                 const size_t *argvlen, bool secret)
 {
-    sds cmd = NULL;
-    int len = redisFormatSdsCommandArgv(&cmd, argc, (const char **)argv, argvlen);
-    if (len < 0)
-        return vk__fail_nomem();
-    size_t n = (size_t)len;
-    if (c->olen + n > c->ocap) {
-        size_t cap = c->ocap * 2 > c->olen + n ? c->ocap * 2 : c->olen + n;
-        if (cap < 256)
-            cap = 256;
-        char *grown = realloc(c->obuf, cap);
-        if (grown == NULL) {
-            vk__wipe(cmd, n);
-            redisFreeSdsCommand(cmd);
-            return vk__fail_nomem();
-        }
-        c->obuf = grown;
-        c->ocap = cap;
-    }
-    memcpy(c->obuf + c->olen, cmd, n);
+    size_t n;
+    if (VK_UNLIKELY(!vk__request_size(argc, argvlen, &n)))
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    vk_status st = reserve_output(c, n);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    vk__request_encode(c->obuf + c->olen, argc, argv, argvlen);
     c->olen += n;
-    if (secret)
-        vk__wipe(cmd, n);
-    redisFreeSdsCommand(cmd);
+    c->obuf_secret |= secret;
     return VK_OK;
 }
 
@@ -75,21 +89,15 @@ vk_status vk__conn_append(vk_conn *c, int argc, const char *const *argv,
     return append_request(c, argc, argv, argvlen, false);
 }
 
-/* Flushes requests that carried a password, then wipes the buffer. */
-static vk_status flush_secret(vk_conn *c, vk_context *ctx)
-{
-    size_t used = c->olen;
-    vk_status st = vk__conn_flush(c, ctx);
-    if (c->obuf != NULL)
-        vk__wipe(c->obuf, used < c->ocap ? used : c->ocap);
-    return st;
-}
-
 vk_status vk__conn_flush(vk_conn *c, vk_context *ctx)
 {
     if (VK_UNLIKELY(c->broken))
         return vk__fail(VK_ERR_IO, "connection to %s is broken", c->t.peer);
     vk_status st = vk__transport_write_all(&c->t, c->obuf, c->olen, ctx);
+    if (VK_UNLIKELY(c->obuf_secret)) {
+        vk__wipe(c->obuf, c->olen);
+        c->obuf_secret = false;
+    }
     c->olen = 0;
     /* Do not keep a huge request's buffer around for the next small one. */
     if (c->ocap > 1024 * 1024) {
@@ -200,13 +208,38 @@ static bool starts_with(const char *s, size_t len, const char *prefix)
     return len >= n && memcmp(s, prefix, n) == 0;
 }
 
-/* Maps an error reply met during the handshake to its status. */
-static vk_status handshake_error(const redisReply *r, const char *step)
+/* Servers quote the arguments of a command they do not know ("ERR unknown
+ * command 'HELLO', with args beginning with: '3' 'AUTH' 'user' 'pass'"):
+ * during the handshake that would put the password in the message. */
+static size_t without_quoted_args(const char *text, size_t len)
 {
-    if (starts_with(r->str, r->len, "WRONGPASS") || starts_with(r->str, r->len, "NOAUTH") ||
-        strcmp(step, "AUTH") == 0 || strcmp(step, "HELLO") == 0)
-        return vk__fail(VK_ERR_AUTH, "%.*s", (int)r->len, r->str);
-    return vk__fail(VK_ERR_SERVER, "%s: %.*s", step, (int)r->len, r->str);
+    static const char marker[] = ", with args beginning with";
+    for (size_t i = 0; i + sizeof marker - 1 <= len; i++)
+        if (memcmp(text + i, marker, sizeof marker - 1) == 0)
+            return i;
+    return len;
+}
+
+static bool is_unknown_command(const char *text, size_t len)
+{
+    return starts_with(text, len, "ERR unknown command") ||
+           starts_with(text, len, "ERR Unknown command");
+}
+
+vk_status vk__handshake_error(const char *step, const char *text, size_t len)
+{
+    len = without_quoted_args(text, len);
+    bool authenticating = strcmp(step, "AUTH") == 0 || strcmp(step, "HELLO") == 0;
+    if (starts_with(text, len, "WRONGPASS") || starts_with(text, len, "NOAUTH") ||
+        starts_with(text, len, "ERR invalid password") ||
+        (authenticating && starts_with(text, len, "NOPERM")) ||
+        (strcmp(step, "AUTH") == 0 && !is_unknown_command(text, len)))
+        return vk__fail(VK_ERR_AUTH, "%.*s", (int)len, text);
+    /* A server without RESP3, or without HELLO at all, is not refusing the
+     * credentials: it does not speak the protocol asked for. */
+    if (starts_with(text, len, "NOPROTO") || is_unknown_command(text, len))
+        return vk__fail(VK_ERR_PROTOCOL, "%s: %.*s", step, (int)len, text);
+    return vk__fail(VK_ERR_SERVER, "%s: %.*s", step, (int)len, text);
 }
 
 static vk_status append_auth(vk_conn *c, const char *username, const char *password)
@@ -274,7 +307,7 @@ static vk_status handshake(vk_conn *c, const vk_conn_params *p, vk_context *ctx)
         steps[nsteps++] = "PING";
     }
     if (st == VK_OK)
-        st = flush_secret(c, ctx);
+        st = vk__conn_flush(c, ctx);
     vk_status first_failure = VK_OK;
     for (int i = 0; st == VK_OK && i < nsteps; i++) {
         redisReply *r;
@@ -282,7 +315,7 @@ static vk_status handshake(vk_conn *c, const vk_conn_params *p, vk_context *ctx)
         if (st != VK_OK)
             break;
         if (r->type == REDIS_REPLY_ERROR && first_failure == VK_OK)
-            first_failure = handshake_error(r, steps[i]);
+            first_failure = vk__handshake_error(steps[i], r->str, r->len);
         vk__reply_free(r);
     }
     if (st == VK_OK && first_failure != VK_OK) {
@@ -301,8 +334,6 @@ vk_status vk__conn_open(vk_conn **out, const vk_endpoint *ep, const vk_conn_para
         return vk__fail_nomem();
     c->t.fd = -1;
     c->reader = vk__reader_new();
-    /* Room for the handshake, so a password is never left behind in a
-     * buffer that realloc() moved away from. */
     c->ocap = 512;
     c->obuf = malloc(c->ocap);
     if (c->reader == NULL || c->obuf == NULL) {
@@ -332,12 +363,12 @@ vk_status vk__conn_auth(vk_conn *c, const char *username, const char *password,
 {
     vk_status st = append_auth(c, username, password);
     if (st == VK_OK)
-        st = flush_secret(c, ctx);
+        st = vk__conn_flush(c, ctx);
     redisReply *r = NULL;
     if (st == VK_OK)
         st = vk__conn_read(c, &r, ctx);
     if (st == VK_OK && r->type == REDIS_REPLY_ERROR)
-        st = handshake_error(r, "AUTH");
+        st = vk__handshake_error("AUTH", r->str, r->len);
     vk__reply_free(r);
     return st;
 }
@@ -385,6 +416,8 @@ static void conn_free(vk_conn *c, bool graceful)
     vk__transport_close(&c->t, graceful);
     if (c->reader != NULL)
         redisReaderFree(c->reader);
+    if (c->obuf_secret)
+        vk__wipe(c->obuf, c->olen);
     free(c->obuf);
     free(c);
 }

@@ -41,6 +41,14 @@ redisReader *vk__reader_new(void);
  * REDIS_ERR, budget->exceeded tells a refused reply from malformed input. */
 int vk__reader_get_reply(redisReader *r, vk_reply_budget *budget, void **reply);
 
+/* ---- request.c: RESP request encoding ----------------------------------- */
+
+/* The encoded size of a command; false when it would not fit a size_t. */
+bool vk__request_size(int argc, const size_t *argvlen, size_t *size);
+/* Writes the command at out, which has room for vk__request_size() bytes;
+ * returns the end of what was written. */
+char *vk__request_encode(char *out, int argc, const char *const *argv, const size_t *argvlen);
+
 /* ---- conn.c ------------------------------------------------------------- */
 
 typedef struct vk_conn vk_conn;
@@ -59,6 +67,13 @@ typedef struct vk_conn_params {
  * server's message. */
 vk_status vk__conn_open(vk_conn **out, const vk_endpoint *ep, const vk_conn_params *p,
                         vk_context *ctx);
+/* The status for an error reply to a handshake step ("AUTH", "HELLO",
+ * "SELECT", "PING"): a refusal of the credentials (WRONGPASS, NOAUTH,
+ * "invalid password", NOPERM to AUTH or HELLO, anything else AUTH answers)
+ * is VK_ERR_AUTH with the server's text; NOPROTO and an unknown command
+ * are VK_ERR_PROTOCOL, anything else VK_ERR_SERVER, both "<step>: <text>".
+ * Arguments the server quotes back are cut off (they hold the password). */
+vk_status vk__handshake_error(const char *step, const char *text, size_t len);
 /* Formats a command into the output buffer (no I/O). */
 vk_status vk__conn_append(vk_conn *c, int argc, const char *const *argv,
                           const size_t *argvlen);

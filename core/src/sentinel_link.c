@@ -15,14 +15,17 @@
 static vk_status send_formatted(vk_sentinel_link *link, int argc, const char *const *argv,
                                 const size_t *lens, bool secret, vk_context *ctx)
 {
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, (const char **)argv, lens);
-    if (len < 0)
+    size_t len;
+    if (!vk__request_size(argc, lens, &len))
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    char *cmd = malloc(len);
+    if (cmd == NULL)
         return vk__fail_nomem();
-    vk_status st = vk__transport_write_all(&link->t, cmd, (size_t)len, ctx);
+    vk__request_encode(cmd, argc, argv, lens);
+    vk_status st = vk__transport_write_all(&link->t, cmd, len, ctx);
     if (secret)
-        vk__wipe(cmd, (size_t)len);
-    redisFreeCommand(cmd);
+        vk__wipe(cmd, len);
+    free(cmd);
     return st;
 }
 
