@@ -120,23 +120,15 @@ static vk_status connect_unix(vk_transport *t, const vk_endpoint *ep, int64_t de
 static vk_status connect_tcp(vk_transport *t, const vk_endpoint *ep, int64_t deadline_us,
                              vk_context *ctx, int *out)
 {
-    char port[16];
-    snprintf(port, sizeof port, "%d", ep->port);
-    struct addrinfo hints, *list = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    int rc = getaddrinfo(ep->host, port, &hints, &list);
-    if (rc == EAI_ADDRFAMILY || rc == EAI_NONAME) {
-        /* AI_ADDRCONFIG hides ::1 on hosts whose only IPv6 is loopback. */
-        hints.ai_flags = 0;
-        rc = getaddrinfo(ep->host, port, &hints, &list);
-    }
+    struct addrinfo *list = NULL;
+    int rc = 0;
+    vk_status st = vk__resolve(t->peer, ep->host, ep->port, deadline_us, ctx, &list, &rc);
+    if (st != VK_OK)
+        return st;
     if (rc != 0)
         return vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", t->peer, ep->host,
                         gai_strerror(rc));
-    vk_status st = vk__fail(VK_ERR_IO, "dial %s: no address", t->peer);
+    st = vk__fail(VK_ERR_IO, "dial %s: no address", t->peer);
     for (struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
         st = connect_addr(t, ai->ai_family, ai->ai_addr, ai->ai_addrlen, deadline_us, ctx, out);
         if (st == VK_OK || st == VK_ERR_CANCELLED || st == VK_ERR_TIMEOUT)

@@ -42,6 +42,18 @@ bool vk__transport_idle_ok(vk_transport *t);
 /* graceful: send TLS close_notify first. Never blocks for long. */
 void vk__transport_close(vk_transport *t, bool graceful);
 
+/* ---- resolve.c ---------------------------------------------------------- */
+
+struct addrinfo;
+/* The stream addresses of host:port (freeaddrinfo() them). A numeric host
+ * is converted at once; a name is looked up on a resolver thread while the
+ * caller waits within deadline_us and ctx: VK_ERR_TIMEOUT ("... name
+ * resolution timed out") or VK_ERR_CANCELLED, the thread finishing alone.
+ * A failed lookup is VK_OK with *gai_rc set; peer names the dial in
+ * messages. */
+vk_status vk__resolve(const char *peer, const char *host, int port, int64_t deadline_us,
+                      vk_context *ctx, struct addrinfo **out, int *gai_rc);
+
 /* ---- tls.c: a TLS session on a connected socket ------------------------- */
 
 /* A new SSL for fd, set up for SNI (names only) and host-name or IP
