@@ -6,6 +6,7 @@ import pytest
 import vkclient
 
 from conftest import plain_config
+from test_topologies import cluster, sentinel  # noqa: F401  (fixtures)
 
 PREFIX = "command not allowed on a shared connection: "
 SELECT_TEXT = PREFIX + ("SELECT changes the database of the connection; choose the database "
@@ -81,3 +82,26 @@ def test_pipeline_refusals_send_nothing(single, key):
                             "transaction API is to come)")
     assert single.get(key) is None
     assert p.execute("PING").run() == ["PONG"]
+
+
+def test_sentinel_runs_a_transaction_in_one_pipeline(sentinel, key):  # noqa: F811
+    with vkclient.Client(sentinel.config(pool_size=1)) as c:
+        refused(lambda: c.execute("SELECT", "1"), SELECT_TEXT)
+        p = c.pipeline()
+        p.execute("MULTI").execute("SET", key, "v").execute("GET", key).execute("EXEC")
+        assert p.run() == ["OK", "QUEUED", "QUEUED", ["OK", b"v"]]
+        assert c.execute("SET", key, "w") == "OK"
+
+
+def test_cluster_refuses_multi_in_pipelines(cluster, key):  # noqa: F811
+    with vkclient.Client(cluster.config()) as c:
+        refused(lambda: c.execute("MULTI"), MULTI_TEXT)
+        p = c.pipeline()
+        p.execute("SET", key, "sent")
+        cluster_text = PREFIX + ("MULTI, EXEC and DISCARD in a cluster pipeline, which is split "
+                                 "by node: a transaction cannot be kept on one connection (a "
+                                 "transaction API is to come)")
+        refused(lambda: p.execute("MULTI"), cluster_text)
+        refused(p.run, cluster_text)
+        assert c.get(key) is None
+        assert p.execute("SET", key, "v").execute("GET", key).run() == ["OK", b"v"]
