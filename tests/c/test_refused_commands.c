@@ -3,9 +3,10 @@
  * caller are refused before anything is sent (VKTEST_NEEDS_SERVER): every
  * listed command, case-insensitive and binary safe, with the server's
  * command statistics as the witness; a transaction inside one pipeline and
- * the ways a pipeline transaction is refused; EXECABORT, a refused DISCARD
- * and a timeout in the middle of a transaction never leave a connection in
- * MULTI in the pool; and cluster mode, where MULTI is refused in pipelines.
+ * the ways a pipeline transaction is refused; EXECABORT, an error inside
+ * EXEC, a refused DISCARD and a timeout in the middle of a transaction
+ * never leave a connection in MULTI in the pool; and cluster mode, where
+ * MULTI is refused in pipelines.
  */
 #include "vktest.h"
 #include "servers.h"
@@ -444,7 +445,7 @@ static void test_pipeline_refusals(void)
     vk_client_free(c);
 }
 
-static void test_execabort_keeps_a_clean_connection(void)
+static void test_execabort_and_an_error_inside_exec_keep_a_clean_connection(void)
 {
     vk_client *c = new_client(NULL, NULL);
     long long id = client_id(c);
@@ -470,6 +471,25 @@ static void test_execabort_keeps_a_clean_connection(void)
     CHECK_EQ_INT(client_id(c), id);
     const char *set[] = {"SET", "refused:abort", "v"};
     char buf[64];
+    CHECK_EQ_STR(text(c, buf, sizeof buf, 3, set), "OK");
+
+    /* An error in the middle of a transaction that ran: EXEC's array holds
+     * it, and the connection is out of MULTI, still pooled. */
+    CHECK_OK(vk_pipeline_new(&p, c));
+    const char *incr[] = {"INCR", "refused:abort"};   /* "v" is not a number */
+    const char *get[] = {"GET", "refused:abort"};
+    CHECK_OK(append(p, 1, multi));
+    CHECK_OK(append(p, 2, incr));
+    CHECK_OK(append(p, 2, get));
+    CHECK_OK(append(p, 1, exec));
+    CHECK_OK(vk_pipeline_exec(&r, p, NULL));
+    const vk_reply *ran = element(r, 3);
+    CHECK(vk_reply_get_type(ran) == VK_REPLY_ARRAY && vk_reply_get_length(ran) == 2);
+    CHECK(vk_reply_get_type(element(ran, 0)) == VK_REPLY_ERROR);
+    CHECK(is_text(element(ran, 1), "v"));
+    vk_reply_free(r);
+    vk_pipeline_free(p);
+    CHECK_EQ_INT(client_id(c), id);
     CHECK_EQ_STR(text(c, buf, sizeof buf, 3, set), "OK");
     vk_client_free(c);
 }
@@ -607,7 +627,7 @@ int main(void)
     RUN(test_matching_is_case_insensitive_and_binary_safe);
     RUN(test_pipeline_transaction);
     RUN(test_pipeline_refusals);
-    RUN(test_execabort_keeps_a_clean_connection);
+    RUN(test_execabort_and_an_error_inside_exec_keep_a_clean_connection);
     RUN(test_a_refused_discard_closes_the_connection);
     RUN(test_a_timeout_inside_a_transaction_closes_the_connection);
     vk_client_free(checker);
