@@ -666,6 +666,7 @@ VK_API vk_status vk_client_last_refresh_error(char **out, const vk_client *clien
     if (client == NULL)
         return nil_client("vk_client_last_refresh_error");
     vk_client *c = (vk_client *)client;
+    vk__client_check_fork(c);   /* c->lock may be a parent thread's */
     char *refresh_error = NULL;
     int64_t at;
     bool running;
@@ -692,6 +693,7 @@ VK_API int vk_client_poll_events(vk_client *client, int max)
         nil_client("vk_client_poll_events");
         return -1;
     }
+    vk__client_check_fork(client);   /* the child's own queue */
     return vk__events_poll(client->events, max);
 }
 
@@ -699,6 +701,7 @@ VK_API vk_status vk_client_wait_events(vk_client *client, vk_context *ctx, int64
 {
     if (client == NULL)
         return nil_client("vk_client_wait_events");
+    vk__client_check_fork(client);   /* the child's own eventfd */
     return vk__events_wait(client->events, ctx, timeout_ms);
 }
 

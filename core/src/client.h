@@ -49,16 +49,20 @@ struct vk_client {
     int64_t last_attempt_ms;      /* monotonic time of the last failed attempt */
     int64_t reconnect_wait_ms;    /* min(d, 30 s) drawn after that failure */
 
-    unsigned fork_generation;     /* the process generation the state belongs to */
+    atomic_uint fork_generation;  /* the process generation the state belongs to */
     bool refresher_running;
 };
 
-/* Called on entry by every operation that touches connections: after a
- * fork, drops the parent's connections and restarts the refresh loop. */
+/* Called on entry by every operation that touches the client's state:
+ * after a fork, drops the parent's connections and restarts the refresh
+ * loop. The reset runs once per fork even when several threads of the
+ * child arrive at once: the others wait for it. Without a fork the check
+ * is two loads and a compare. */
 void vk__client_after_fork(vk_client *c);
 static inline void vk__client_check_fork(vk_client *c)
 {
-    if (VK_UNLIKELY(c->fork_generation != vk__fork_generation()))
+    if (VK_UNLIKELY(atomic_load_explicit(&c->fork_generation, memory_order_acquire) !=
+                    vk__fork_generation()))
         vk__client_after_fork(c);
 }
 

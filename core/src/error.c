@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,27 @@ static void free_message_at_thread_exit(void *message)
     free(message);
 }
 
+/* The key's destructor is code of the object that holds this file: a
+ * thread that exits after the host dlclose()d it (lua_close() unloads a
+ * Lua C module, and with it this library) would jump into unmapped memory.
+ * So once a thread may own a message, the object stays loaded for the rest
+ * of the process (RTLD_NODELETE, as OpenSSL does for the same reason).
+ * Deleting the key at unload instead would leak the message of every
+ * thread still alive, and could free one in use by a thread still running
+ * at exit. Where this code is linked into the program itself, pinning
+ * changes nothing. */
+static void pin_this_object(void)
+{
+    Dl_info info;
+    if (dladdr((void *)free_message_at_thread_exit, &info) == 0 || info.dli_fname == NULL)
+        return;
+    /* The reference is never given back. */
+    (void)dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 static void create_message_key(void)
 {
+    pin_this_object();
     (void)pthread_key_create(&message_key, free_message_at_thread_exit);
 }
 

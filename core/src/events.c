@@ -153,6 +153,31 @@ void vk__events_free(vk_events *ev)
     free(ev);
 }
 
+void vk__events_after_fork(vk_events *ev)
+{
+    if (ev == NULL)
+        return;
+    /* A parent thread may have held the lock at fork time. */
+    pthread_mutex_init(&ev->lock, NULL);
+    /* The parent delivers these; a batch a parent thread had taken out of
+     * the list is lost with that thread. */
+    for (queued_event *e = ev->head, *next; e != NULL; e = next) {
+        next = e->next;
+        free(e);
+    }
+    ev->head = ev->tail = NULL;
+    ev->queued = 0;
+    ev->dropped = 0;
+    /* The inherited descriptor is the parent's eventfd itself: a write in
+     * one process would wake a waiter in the other, and a read would steal
+     * the other's wake-up. Without a new one (out of descriptors), a wait
+     * fails rather than sleep through events. */
+    if (ev->wake_fd >= 0) {
+        close(ev->wake_fd);
+        ev->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    }
+}
+
 void vk__events_enter_background(void)
 {
     on_background_thread = true;
@@ -344,6 +369,9 @@ vk_status vk__events_wait(vk_events *ev, vk_context *ctx, int64_t timeout_ms)
         deadline = timeout_ms > (VK_NO_DEADLINE - now) / 1000 - 1 ? VK_NO_DEADLINE - 1
                                                                   : now + timeout_ms * 1000;
     }
+    if (ev->mode == VK_EVENTS_QUEUED && ev->wake_fd < 0)
+        return vk__fail(VK_ERR_IO, "the event queue has no wake-up descriptor "
+                                   "(creating its eventfd after fork failed)");
     for (;;) {
         if (ev->mode == VK_EVENTS_QUEUED) {
             /* Reset the wake-up before looking, so an event queued after

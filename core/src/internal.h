@@ -126,6 +126,9 @@ typedef struct vk_events vk_events;
 
 vk_events *vk__events_new(vk_callback *logger, vk_callback *metrics, vk_event_delivery mode);
 void vk__events_free(vk_events *ev);
+/* After fork() in the child: a wake-up descriptor of its own, an empty
+ * queue (the parent delivers its events), locks re-initialised. */
+void vk__events_after_fork(vk_events *ev);
 /* Marks the calling thread as a background thread of this client: in
  * queued mode its events go to the queue. */
 void vk__events_enter_background(void);

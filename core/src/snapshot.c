@@ -54,6 +54,8 @@ VK_API vk_status vk_client_snapshot(vk_snapshot **out, const vk_client *client)
     if (s == NULL)
         return vk__fail_nomem();
     vk_client *c = (vk_client *)client;
+    /* After a fork the locks below may be held by a parent thread. */
+    vk__client_check_fork(c);
     s->connected = atomic_load(&c->connected);
     vk_status st = take_topology(s, c);
     if (st != VK_OK) {
