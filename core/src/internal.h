@@ -277,4 +277,11 @@ vk_status vk__refresher_refresh_if_stale(vk_refresher *r, vk_context *ctx);
 void vk__refresher_status(vk_refresher *r, char **last_error, int64_t *last_refresh_at_ms,
                           bool *running);
 
+/* ---- lock_options.c ------------------------------------------------------ */
+
+/* The options a lock call runs with: the defaults for NULL, else the
+ * caller's struct of any accepted version, read field by field (the fields
+ * its version lacks take their defaults) and validated. */
+vk_status vk__lock_options_resolve(vk_lock_options *out, const vk_lock_options *opts);
+
 #endif /* VK_INTERNAL_H */

@@ -55,7 +55,9 @@ struct vk_lock {
     int64_t fencing_token;
     uint64_t held;            /* bit i: node i granted the lock */
     bool released;
-    struct renewer *renewal;  /* running automatic renewal, or NULL */
+    /* Running automatic renewal, or NULL. Atomic: two threads may ask for
+     * it at once, and only one renewer may be installed. */
+    _Atomic(struct renewer *) renewal;
 };
 
 /* ---- scripts -------------------------------------------------------------- */
@@ -412,7 +414,7 @@ static vk_lock *new_lock(vk_lock_manager *m, const char *key, size_t keylen,
     lock->fencing_token = 0;
     lock->held = 0;
     lock->released = false;
-    lock->renewal = NULL;
+    atomic_init(&lock->renewal, NULL);
     return lock;
 }
 
@@ -618,16 +620,6 @@ static vk_status acquire_once(vk_lock *lock, vk_context *ctx, bool *acquired)
 
 /* ---- acquire ------------------------------------------------------------------------ */
 
-static vk_status resolve_options(vk_lock_options *out, const vk_lock_options *opts)
-{
-    if (!opts)
-        return vk_lock_options_init(out, VK_LOCK_OPTIONS_VERSION);
-    vk_status st = vk_lock_options_validate(opts);
-    if (st == VK_OK)
-        *out = *opts;
-    return st;
-}
-
 static vk_status check_manager_and_key(vk_lock_manager *manager, const char *key,
                                        size_t keylen, const char *function)
 {
@@ -793,7 +785,7 @@ vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager, vk_co
     if (st != VK_OK)
         return st;
     vk_lock_options resolved;
-    st = resolve_options(&resolved, opts);
+    st = vk__lock_options_resolve(&resolved, opts);
     if (st != VK_OK)
         return st;
     acquire_outcome outcome;
@@ -1004,6 +996,21 @@ static void *renewer_main(void *arg)
     return NULL;
 }
 
+/* Stops and joins a renewer of this process, then frees it. */
+static void renewer_stop_and_free(renewer *r)
+{
+    pthread_mutex_lock(&r->mutex);
+    r->stop = true;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->mutex);
+    vk_context_cancel(r->ctx);
+    pthread_join(r->thread, NULL);
+    pthread_cond_destroy(&r->wake);
+    pthread_mutex_destroy(&r->mutex);
+    vk_context_free(r->ctx);
+    free(r);
+}
+
 vk_status vk_lock_auto_renew(vk_lock *lock)
 {
     if (!lock_is_usable(lock)) {
@@ -1012,7 +1019,7 @@ vk_status vk_lock_auto_renew(vk_lock *lock)
     }
     if (lock->released)
         return vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
-    if (lock->renewal)
+    if (atomic_load(&lock->renewal) != NULL)
         return VK_OK;
     renewer *r = calloc(1, sizeof *r);
     if (!r)
@@ -1038,7 +1045,13 @@ vk_status vk_lock_auto_renew(vk_lock *lock)
         free(r);
         return vk__fail(VK_ERR_NO_MEMORY, "cannot start the lock renewal thread");
     }
-    lock->renewal = r;
+    /* Install it unless a concurrent call installed its own meanwhile; the
+     * thread is started first so that whoever installs a renewer installs
+     * a running one, which renewal_stop() can always join. The loser's
+     * thread is still in its first wait: it is stopped before it renews. */
+    renewer *none = NULL;
+    if (!atomic_compare_exchange_strong(&lock->renewal, &none, r))
+        renewer_stop_and_free(r);
     return VK_OK;
 }
 
@@ -1047,25 +1060,15 @@ vk_status vk_lock_auto_renew(vk_lock *lock)
  * the parent's thread may have held at the fork. */
 static void renewal_stop(vk_lock *lock)
 {
-    renewer *r = lock->renewal;
+    renewer *r = atomic_exchange(&lock->renewal, NULL);
     if (!r)
         return;
-    lock->renewal = NULL;
     if (r->fork_generation != vk__fork_generation()) {
         vk_context_free(r->ctx);
         free(r);
         return;
     }
-    pthread_mutex_lock(&r->mutex);
-    r->stop = true;
-    pthread_cond_signal(&r->wake);
-    pthread_mutex_unlock(&r->mutex);
-    vk_context_cancel(r->ctx);
-    pthread_join(r->thread, NULL);
-    pthread_cond_destroy(&r->wake);
-    pthread_mutex_destroy(&r->mutex);
-    vk_context_free(r->ctx);
-    free(r);
+    renewer_stop_and_free(r);
 }
 
 /* ---- with_lock ------------------------------------------------------------------------ */
@@ -1091,7 +1094,7 @@ vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager, vk_context
     if (!fn)
         return vk__fail_msg(VK_ERR_NIL_LOCK_FN, "lock function is nil");
     vk_lock_options resolved;
-    st = resolve_options(&resolved, opts);
+    st = vk__lock_options_resolve(&resolved, opts);
     if (st != VK_OK)
         return st;
 

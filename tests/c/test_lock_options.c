@@ -110,12 +110,15 @@ static void test_versions_and_null(void)
 {
     vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
     CHECK_FAILS(vk_lock_options_init(&opts, 99), VK_ERR_INVALID_ARGUMENT,
-                "invalid argument: unknown lock options version 99");
+                "invalid argument: lock options version 99 is newer than this library "
+                "(which reads up to version 1)");
     CHECK_FAILS(vk_lock_options_rate_limiter(&opts, 0), VK_ERR_INVALID_ARGUMENT,
-                "invalid argument: unknown lock options version 0");
+                "invalid argument: lock options version 0 is not valid: start from "
+                "VK_LOCK_OPTIONS_INIT or vk_lock_options_init()");
     opts.version = 2;
     CHECK_FAILS(vk_lock_options_validate(&opts), VK_ERR_INVALID_ARGUMENT,
-                "invalid argument: unknown lock options version 2");
+                "invalid argument: lock options version 2 is newer than this library "
+                "(which reads up to version 1)");
     CHECK_FAILS(vk_lock_options_init(NULL, VK_LOCK_OPTIONS_VERSION), VK_ERR_INVALID_ARGUMENT,
                 "invalid argument: lock options are nil");
     CHECK_FAILS(vk_lock_options_rate_limiter(NULL, VK_LOCK_OPTIONS_VERSION),
