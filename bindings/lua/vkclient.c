@@ -417,22 +417,26 @@ static void metric_trampoline(void *userdata, const char *name, vk_metric_kind k
         (void)vk_protected_call(L, deliver_metric, &e);
 }
 
-/* vk.set_package_logger(fn or nil) */
+/* vk.set_package_logger(fn or nil). Raises when the core cannot store
+ * the logger (out of memory); the previous logger then stays. */
 static int l_set_package_logger(lua_State *L)
 {
+    vk_status st;
     if (lua_isnoneornil(L, 1)) {
         lua_State *previous = enter(L);
-        vk_set_package_logger(NULL, NULL, NULL);
+        st = vk_set_package_logger(NULL, NULL, NULL);
         leave(previous);
-        return 0;
+    } else {
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+        lua_callback *cb = callback_new(L, 1);
+        if (cb == NULL)
+            return luaL_error(L, "vkclient: out of memory");
+        lua_State *previous = enter(L);
+        st = vk_set_package_logger(log_trampoline, cb, callback_free); /* frees cb on failure */
+        leave(previous);
     }
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    lua_callback *cb = callback_new(L, 1);
-    if (cb == NULL)
-        return luaL_error(L, "vkclient: out of memory");
-    lua_State *previous = enter(L);
-    vk_set_package_logger(log_trampoline, cb, callback_free);
-    leave(previous);
+    if (st != VK_OK)
+        return luaL_error(L, "vkclient: %s", vk_last_error());
     return 0;
 }
 

@@ -18,6 +18,7 @@
  *  - Callbacks take `void *userdata` as their first parameter, and come with
  *    an optional free hook run when vkclient drops the userdata.
  *  - Codes and symbols are append-only: a released number keeps its meaning.
+ *  - Threads: what each handle allows is stated at its typedef below.
  */
 #ifndef VKCLIENT_H
 #define VKCLIENT_H
@@ -148,8 +149,11 @@ typedef void (*vk_metric_fn)(void *userdata, const char *name, vk_metric_kind ki
 typedef void (*vk_free_fn)(void *userdata);
 
 /* The process-wide logger used for diagnostics of misuse (NULL handles).
- * fn == NULL restores the no-op logger. The previous userdata is freed. */
-VK_API void vk_set_package_logger(vk_log_fn fn, void *userdata, vk_free_fn free_userdata);
+ * fn == NULL restores the no-op logger. The previous userdata is freed.
+ * VK_ERR_NO_MEMORY when the logger cannot be stored: the previous one stays
+ * in place and free_userdata(userdata) has been called. (Returned void
+ * before 1.1; callers that ignore the result are unaffected.) */
+VK_API vk_status vk_set_package_logger(vk_log_fn fn, void *userdata, vk_free_fn free_userdata);
 
 /* Printable name of a level ("debug", "info", "warn", "error"). */
 VK_API const char *vk_log_level_name(vk_log_level level);
@@ -163,7 +167,10 @@ VK_API const char *vk_metric_kind_name(vk_metric_kind kind);
 /* A context bounds a blocking call (command, connect, lock acquire) by a
  * deadline and lets another thread cancel it. NULL means "no deadline
  * beyond the configured timeouts, not cancellable". A context may be shared
- * by several calls; once cancelled it stays cancelled. */
+ * by several calls; once cancelled it stays cancelled.
+ * Threads: vk_context_cancel() and vk_context_is_cancelled() may be called
+ * from any thread at any time. Set the timeout and the interrupt check
+ * before the context is handed to a call; free it once no call uses it. */
 typedef struct vk_context vk_context;
 
 /* Polled at least every 50 ms while a call waits; returning non-zero
@@ -186,6 +193,10 @@ VK_API vk_status vk_context_set_interrupt_check(vk_context *ctx, vk_interrupt_fn
 /* Configuration                                                            */
 /* ------------------------------------------------------------------------ */
 
+/* Threads: a config is not safe to use while a thread modifies it (the
+ * setters). Once no thread modifies it, any number of threads may read it
+ * at once: vk_client_new, vk_config_clone, vk_config_validate,
+ * vk_config_describe. A client keeps its own copy. */
 typedef struct vk_config vk_config;
 
 typedef enum vk_tls_version {
@@ -325,15 +336,20 @@ typedef enum vk_reply_type {
     VK_REPLY_ATTR = 11,   /* RESP3 */
     VK_REPLY_PUSH = 12,   /* RESP3 */
     VK_REPLY_BIGNUM = 13, /* RESP3: decimal digits as a string */
-    VK_REPLY_VERB = 14    /* RESP3: verbatim string */
+    VK_REPLY_VERB = 14,   /* RESP3: verbatim string */
+    /* No reply at all: the type of NULL (e.g. an element out of range).
+     * 0 since 1.0; named in 1.1. */
+    VK_REPLY_NONE = 0
 } vk_reply_type;
 
+/* Threads: a reply tree is immutable. Any number of threads may read it
+ * at once; one of them frees it once the others are done. */
 typedef struct vk_reply vk_reply;
 
 /* Frees a reply tree. Only top-level replies are freed; elements are
  * borrowed from their parent. NULL-safe. */
 VK_API void vk_reply_free(vk_reply *reply);
-/* 0 for NULL. */
+/* VK_REPLY_NONE for NULL. */
 VK_API vk_reply_type vk_reply_get_type(const vk_reply *reply);
 /* Bytes of a string, status, error, bignum, verbatim or double reply;
  * NULL (and *len = 0) for other types. Not NUL-safe: use len. */
@@ -351,6 +367,11 @@ VK_API const vk_reply *vk_reply_get_element(const vk_reply *reply, size_t index)
 /* Client                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* Threads: a client is safe to share. Every function may be called on
+ * one client from any number of threads at once (each command gets its own
+ * pooled connection), except vk_client_free(), which must be the last call
+ * on it. After fork() the child's first call rebuilds the client's state
+ * once, whichever of its threads gets there first. */
 typedef struct vk_client vk_client;
 
 /* New: copies cfg, normalises, validates, connects and pings. On failure
@@ -411,7 +432,8 @@ VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context
  * context so that the caller can interrupt the wait. */
 VK_API int vk_command_is_blocking(int argc, const char *const *argv, const size_t *argvlen);
 
-/* Snapshot of the client's state: not a probe. */
+/* Snapshot of the client's state: not a probe. Threads: immutable, like a
+ * reply: readable from any number of threads at once, freed by one. */
 typedef struct vk_snapshot vk_snapshot;
 VK_API vk_status vk_client_snapshot(vk_snapshot **out, const vk_client *client);
 VK_API void vk_snapshot_free(vk_snapshot *snapshot);
@@ -456,6 +478,8 @@ VK_API vk_status vk_client_tick(vk_client *client, vk_context *ctx);
 /* Pipelines: many commands, one round trip per node                        */
 /* ------------------------------------------------------------------------ */
 
+/* Threads: a pipeline is used by one thread at a time (append, exec,
+ * length, free). Different pipelines of one client may run at once. */
 typedef struct vk_pipeline vk_pipeline;
 
 VK_API vk_status vk_pipeline_new(vk_pipeline **out, vk_client *client);
@@ -483,9 +507,26 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
 /* Distributed lock (Redlock)                                               */
 /* ------------------------------------------------------------------------ */
 
+/* Threads: a lock manager is safe to share: acquire, try_lock and
+ * with_lock may run on one manager from any number of threads at once.
+ * vk_lock_manager_free() must be the last call on it (handles keep what
+ * they need). */
 typedef struct vk_lock_manager vk_lock_manager;
+/* Threads: a lock handle is used by one thread at a time, with these
+ * exceptions. vk_lock_validity_ms, vk_lock_is_lost, vk_lock_fencing_token
+ * and vk_lock_key read fixed or atomic state: any thread may call them at
+ * any time before vk_lock_free, also while the renewal thread started by
+ * vk_lock_auto_renew extends the lock. vk_lock_extend may run beside that
+ * renewal thread. vk_lock_auto_renew may be called from several threads
+ * at once: one renewal starts. */
 typedef struct vk_lock vk_lock;
 
+/* Versioned (libgit2's rule): start from VK_LOCK_OPTIONS_INIT or
+ * vk_lock_options_init(&opts, VK_LOCK_OPTIONS_VERSION). A later version
+ * only appends fields and bumps VK_LOCK_OPTIONS_VERSION; the library
+ * accepts every version from 1 to its own, reads and writes only the
+ * fields of the caller's version (the others take their defaults), and
+ * rejects 0 and newer versions with VK_ERR_INVALID_ARGUMENT. */
 #define VK_LOCK_OPTIONS_VERSION 1
 typedef struct vk_lock_options {
     unsigned int version;   /* VK_LOCK_OPTIONS_VERSION */
@@ -497,7 +538,8 @@ typedef struct vk_lock_options {
 } vk_lock_options;
 #define VK_LOCK_OPTIONS_INIT { VK_LOCK_OPTIONS_VERSION, 10000, 3, 500, 0.01, 0 }
 
-/* Fills opts with the defaults / the rate-limiter preset. */
+/* Fills opts, a struct of the given version, with the defaults / the
+ * rate-limiter preset. */
 VK_API vk_status vk_lock_options_init(vk_lock_options *opts, unsigned int version);
 VK_API vk_status vk_lock_options_rate_limiter(vk_lock_options *opts, unsigned int version);
 /* Checks opts against the rules of SEMANTICS §4 (exact texts). */

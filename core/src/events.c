@@ -397,7 +397,7 @@ vk_status vk__events_wait(vk_events *ev, vk_context *ctx, int64_t timeout_ms)
 static pthread_mutex_t package_logger_lock = PTHREAD_MUTEX_INITIALIZER;
 static vk_callback *package_logger = NULL;
 
-VK_API void vk_set_package_logger(vk_log_fn fn, void *userdata, vk_free_fn free_userdata)
+VK_API vk_status vk_set_package_logger(vk_log_fn fn, void *userdata, vk_free_fn free_userdata)
 {
     vk_callback *replacement = NULL;
     if (fn != NULL) {
@@ -406,8 +406,7 @@ VK_API void vk_set_package_logger(vk_log_fn fn, void *userdata, vk_free_fn free_
             /* Keep the promise to release the caller's userdata. */
             if (free_userdata != NULL)
                 free_userdata(userdata);
-            vk__fail_nomem();
-            return;
+            return vk__fail_nomem();
         }
     }
     pthread_mutex_lock(&package_logger_lock);
@@ -416,6 +415,7 @@ VK_API void vk_set_package_logger(vk_log_fn fn, void *userdata, vk_free_fn free_
     pthread_mutex_unlock(&package_logger_lock);
     /* A call in progress on another thread holds its own reference. */
     vk__callback_unref(previous);
+    return VK_OK;
 }
 
 void vk__package_log(vk_log_level level, const char *message, const vk_field *fields,

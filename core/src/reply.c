@@ -18,7 +18,7 @@ VK_API void vk_reply_free(vk_reply *reply)
 VK_API vk_reply_type vk_reply_get_type(const vk_reply *reply)
 {
     if (reply == NULL)
-        return (vk_reply_type)0;
+        return VK_REPLY_NONE;
     switch (AS_REDIS(reply)->type) {
     case REDIS_REPLY_STRING: return VK_REPLY_STRING;
     case REDIS_REPLY_ARRAY: return VK_REPLY_ARRAY;

@@ -119,6 +119,8 @@ static PyObject *convert(const vk_reply *reply, int raise_error)
         Py_DECREF(error);
         return NULL;
     }
+    case VK_REPLY_NONE: /* no reply at all: reported below */
+        break;
     }
     PyErr_Format(PyExc_RuntimeError, "unknown reply type %d", (int)vk_reply_get_type(reply));
     return NULL;

@@ -39,7 +39,9 @@ __version__ = _native.vk_version()
 def set_package_logger(logger):
     """Sets the process-wide logger used for diagnostics of misuse (e.g. a
     lock manager created without a client): a logging.Logger, a
-    callable(level, message, fields), or None for the no-op logger."""
+    callable(level, message, fields), or None for the no-op logger. Raises
+    OutOfMemoryError when the logger cannot be stored (the previous one
+    stays)."""
     _native.vk_set_package_logger(_log_sink(logger))
 
 

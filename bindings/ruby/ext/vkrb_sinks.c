@@ -170,12 +170,16 @@ void vkrb_config_set_metrics(vk_config *cfg, VALUE callable)
 static VALUE set_package_logger(VALUE self, VALUE callable)
 {
     (void)self;
+    vk_status st;
     if (NIL_P(callable)) {
-        vk_set_package_logger(NULL, NULL, NULL);
+        st = vk_set_package_logger(NULL, NULL, NULL);
     } else {
         sink *s = sink_for(callable);
-        vk_set_package_logger(log_trampoline, s, free);
+        st = vk_set_package_logger(log_trampoline, s, free); /* frees s on failure */
     }
+    /* The previous logger stays in place, and referenced, on failure. */
+    if (st != VK_OK)
+        vkrb_raise(st);
     package_logger = callable;
     vkrb_sinks_reraise_pending();
     return callable;

@@ -36,8 +36,9 @@ module VKClient
   # The process-wide logger for diagnostics of misuse; nil restores the
   # no-op logger.
   def self.package_logger=(logger)
-    @package_logger = logger
+    # Raises when the core cannot store it; the previous logger then stays.
     Native.set_package_logger(Sinks.logger_callable(logger))
+    @package_logger = logger
   end
 
   def self.package_logger
