@@ -132,8 +132,12 @@ vk_status vk__resolve(const char *peer, const char *host, int port, int64_t dead
         return VK_OK;
     }
 
+    /* No thread for a call that is already over. */
+    vk_status st = vk__ctx_check(ctx);
+    if (st != VK_OK)
+        return st;
     lookup *l = NULL;
-    vk_status st = lookup_new(&l, peer, host, service);
+    st = lookup_new(&l, peer, host, service);
     if (st != VK_OK)
         return st;
     rc = start_resolver(l);

@@ -9,7 +9,8 @@
  * getaddrinfo() then waits out its 30 s timeout for any name that is not
  * in /etc/hosts. In there, a dial with a 300 ms dial timeout, one with a
  * context deadline, one cancelled from another thread and one stopped by
- * an interrupt check must all return within their bound; numeric
+ * an interrupt check must all return within their bound, one cancelled
+ * before it starts must not start a resolver thread; numeric
  * addresses and localhost (from /etc/hosts) must still connect to the real
  * server, numeric ones without starting a resolver thread.
  *
@@ -206,6 +207,19 @@ static void test_interrupt_check_stops_lookup(void)
     vk_context_free(ctx);
 }
 
+static void test_cancelled_before_lookup(void)
+{
+    vk_context *ctx = NULL;
+    CHECK_OK(vk_context_new(&ctx));
+    CHECK_OK(vk_context_cancel(ctx));
+    int before = atomic_load(&threads_started);
+    int64_t elapsed = 0;
+    CHECK_EQ_INT(open_conn(stalled_address(), 20000, ctx, &elapsed), VK_ERR_CANCELLED);
+    CHECK_EQ_STR(vk_last_error(), "operation cancelled");
+    CHECK_EQ_INT(atomic_load(&threads_started) - before, 0);
+    vk_context_free(ctx);
+}
+
 static void test_numeric_addresses_need_no_thread(void)
 {
     char v4[64], v6[64];
@@ -249,6 +263,7 @@ static void test_in_stalled_namespace(void)
         RUN(test_context_deadline_bounds_lookup);
         RUN(test_cancel_stops_lookup);
         RUN(test_interrupt_check_stops_lookup);
+        RUN(test_cancelled_before_lookup);
         RUN(test_numeric_addresses_need_no_thread);
         RUN(test_localhost_still_connects);
         fflush(NULL);
