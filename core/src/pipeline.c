@@ -16,6 +16,7 @@
  */
 #include "client.h"
 #include "cluster.h"
+#include "conn.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -114,22 +115,19 @@ static bool reserve(vk_pipeline *p, int argc, size_t total)
            grow((void **)&p->argc, &p->count_cap, p->count + 1, sizeof(int));
 }
 
-/* One node: the command is formatted now, with hiredis's formatter. */
+/* One node: the command (len bytes encoded) is written now, straight into
+ * the request bytes. */
 static vk_status append_formatted(vk_pipeline *p, int argc, const char *const *argv,
-                                  const size_t *argvlen)
+                                  const size_t *argvlen, size_t len)
 {
-    sds cmd = NULL;
-    int len = redisFormatSdsCommandArgv(&cmd, argc, (const char **)argv, argvlen);
-    if (len < 0)
+    if (len > SIZE_MAX - p->requests_len)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    if (!grow((void **)&p->requests, &p->requests_cap, p->requests_len + len, 1))
         return vk__fail_nomem();
-    bool ok = grow((void **)&p->requests, &p->requests_cap, p->requests_len + (size_t)len, 1);
-    if (ok) {
-        memcpy(p->requests + p->requests_len, cmd, (size_t)len);
-        p->requests_len += (size_t)len;
-        p->count++;
-    }
-    redisFreeSdsCommand(cmd);
-    return ok ? VK_OK : vk__fail_nomem();
+    vk__request_encode(p->requests + p->requests_len, argc, argv, argvlen);
+    p->requests_len += len;
+    p->count++;
+    return VK_OK;
 }
 
 /* Decides whether the command may join the pipeline, given the
@@ -183,12 +181,16 @@ VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char 
             return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
         total += argvlen[i];
     }
+    /* The encoded size bounds the argument bytes too (no overflow below). */
+    size_t request;
+    if (!vk__request_size(argc, argvlen, &request))
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
     vk_conn_effect effect;
     vk_status st = check_state(pipeline, argc, argv, argvlen, &effect);
     if (VK_UNLIKELY(st != VK_OK))
         return st;
     if (pipeline->formatted) {
-        st = append_formatted(pipeline, argc, argv, argvlen);
+        st = append_formatted(pipeline, argc, argv, argvlen, request);
         if (st == VK_OK)
             record_state(pipeline, effect);
         return st;

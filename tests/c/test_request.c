@@ -120,6 +120,19 @@ static void test_oversized_request_refused(void)
     CHECK(reply == NULL);
     CHECK_OK(vk_client_command(&reply, c, NULL, 1, ping, ping_lens));
     vk_reply_free(reply);
+
+    /* And through a pipeline, which encodes each command when appended:
+     * the refused one leaves nothing behind. */
+    vk_pipeline *p = NULL;
+    CHECK_OK(vk_pipeline_new(&p, c));
+    CHECK_OK(vk_pipeline_append(p, 1, ping, ping_lens));
+    CHECK_FAILS(vk_pipeline_append(p, 3, argv, lens), VK_ERR_INVALID_ARGUMENT,
+                "invalid argument: request too large");
+    CHECK(vk_pipeline_length(p) == 1);
+    CHECK_OK(vk_pipeline_exec(&reply, p, NULL));
+    CHECK(reply != NULL && vk_reply_get_length(reply) == 1);
+    vk_reply_free(reply);
+    vk_pipeline_free(p);
     vk_client_free(c);
     vk_config_free(cfg);
 }
