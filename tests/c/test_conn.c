@@ -11,6 +11,7 @@
  */
 #include "vktest.h"
 #include "servers.h"
+#include "conns.h"
 #include "vkclient.h"
 #include "conn.h"
 
@@ -113,23 +114,10 @@ static vk_client *open_client(vk_config *cfg)
     return c;
 }
 
-/* One command on one connection: the reply, or NULL. */
-static redisReply *conn_run(vk_conn *c, int argc, const char *const *argv)
-{
-    size_t lens[16];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    redisReply *r = NULL;
-    bool sent = false;
-    if (vk__conn_command(c, &r, argc, argv, lens, NULL, &sent) != VK_OK)
-        return NULL;
-    return r;
-}
-
 static long long conn_client_id(vk_conn *c)
 {
     const char *argv[] = { "CLIENT", "ID" };
-    redisReply *r = conn_run(c, 2, argv);
+    redisReply *r = vkt_conn_run(c, 2, argv);
     long long id = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     vk__reply_free(r);
     return id;
@@ -313,12 +301,12 @@ static void test_reauthenticate_connection(void)
         return;
     }
     const char *whoami[] = { "ACL", "WHOAMI" };
-    redisReply *r = conn_run(conn, 2, whoami);
+    redisReply *r = vkt_conn_run(conn, 2, whoami);
     CHECK(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "default") == 0);
     vk__reply_free(r);
 
     CHECK_OK(vk__conn_auth(conn, ACL_USER, ACL_PASSWORD, NULL));
-    r = conn_run(conn, 2, whoami);
+    r = vkt_conn_run(conn, 2, whoami);
     CHECK(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, ACL_USER) == 0);
     vk__reply_free(r);
 
@@ -326,7 +314,7 @@ static void test_reauthenticate_connection(void)
     CHECK_FAILS(vk__conn_auth(conn, ACL_USER, "stale-token", NULL), VK_ERR_AUTH,
                 "authentication failed: WRONGPASS invalid username-password pair or user is disabled.");
     CHECK(!vk__conn_is_broken(conn));
-    r = conn_run(conn, 2, whoami);
+    r = vkt_conn_run(conn, 2, whoami);
     CHECK(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, ACL_USER) == 0);
     vk__reply_free(r);
     vk__conn_close(conn);
@@ -453,7 +441,7 @@ static void test_pipelined_on_one_connection(void)
         return;
     }
     const char *del[] = { "DEL", "conn:counter" };
-    vk__reply_free(conn_run(conn, 2, del));
+    vk__reply_free(vkt_conn_run(conn, 2, del));
     const char *incr[] = { "INCR", "conn:counter" };
     const size_t incrlen[] = { 4, 12 };
     for (int i = 0; i < 100; i++)
@@ -926,7 +914,7 @@ static void test_server_dies_mid_read(void)
     /* And the restarted server takes connections again. */
     CHECK_OK(vk__conn_open(&conn, &ep, &params, NULL));
     const char *ping[] = { "PING" };
-    r = conn != NULL ? conn_run(conn, 1, ping) : NULL;
+    r = conn != NULL ? vkt_conn_run(conn, 1, ping) : NULL;
     CHECK(r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0);
     vk__reply_free(r);
     vk__conn_close(conn);

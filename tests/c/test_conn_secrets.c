@@ -16,6 +16,7 @@
  */
 #include "vktest.h"
 #include "servers.h"
+#include "conns.h"
 #include "vkclient.h"
 #include "conn.h"
 
@@ -119,22 +120,10 @@ static void make_secret(char *out, size_t len, unsigned seed)
     out[len] = '\0';
 }
 
-static redisReply *conn_run(vk_conn *c, int argc, const char *const *argv)
-{
-    size_t lens[8];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    redisReply *r = NULL;
-    bool sent = false;
-    if (vk__conn_command(c, &r, argc, argv, lens, NULL, &sent) != VK_OK)
-        return NULL;
-    return r;
-}
-
 static bool whoami_is(vk_conn *c, const char *user)
 {
     const char *whoami[] = { "ACL", "WHOAMI" };
-    redisReply *r = conn_run(c, 2, whoami);
+    redisReply *r = vkt_conn_run(c, 2, whoami);
     bool ok = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, user) == 0;
     vk__reply_free(r);
     return ok;
@@ -166,15 +155,8 @@ static void test_handshake_with_long_token(void)
 
 static void test_reauth_with_long_token(void)
 {
-    vk_endpoint ep;
     vk_config *cfg = NULL;
-    vk_config_new(&cfg);
-    vk_config_set_standalone(cfg, vkt_server_address(server));
-    CHECK_OK(vk__config_prepare(cfg, NULL));
-    CHECK_OK(vk__parse_address(&ep, vkt_server_address(server)));
-    vk_conn_params params = { .cfg = cfg };
-    vk_conn *conn = NULL;
-    CHECK_OK(vk__conn_open(&conn, &ep, &params, NULL));
+    vk_conn *conn = vkt_conn_open(vkt_server_address(server), &cfg);
     if (conn == NULL) {
         vk_config_free(cfg);
         return;
@@ -200,15 +182,8 @@ static void test_reauth_with_long_token(void)
  * the write rather than kept. The server refuses it; no copy may stay. */
 static void test_reauth_with_huge_password(void)
 {
-    vk_endpoint ep;
     vk_config *cfg = NULL;
-    vk_config_new(&cfg);
-    vk_config_set_standalone(cfg, vkt_server_address(server));
-    CHECK_OK(vk__config_prepare(cfg, NULL));
-    CHECK_OK(vk__parse_address(&ep, vkt_server_address(server)));
-    vk_conn_params params = { .cfg = cfg };
-    vk_conn *conn = NULL;
-    CHECK_OK(vk__conn_open(&conn, &ep, &params, NULL));
+    vk_conn *conn = vkt_conn_open(vkt_server_address(server), &cfg);
     if (conn == NULL) {
         vk_config_free(cfg);
         return;

@@ -11,6 +11,7 @@
  */
 #include "vktest.h"
 #include "servers.h"
+#include "conns.h"
 #include "vkclient.h"
 #include "conn.h"
 
@@ -85,15 +86,8 @@ static void test_sizes_beyond_int(void)
  * points at three bytes here). */
 static void test_oversized_request_refused(void)
 {
-    vk_endpoint ep;
     vk_config *cfg = NULL;
-    vk_config_new(&cfg);
-    vk_config_set_standalone(cfg, vkt_server_address(server));
-    CHECK_OK(vk__config_prepare(cfg, NULL));
-    CHECK_OK(vk__parse_address(&ep, vkt_server_address(server)));
-    vk_conn_params params = { .cfg = cfg };
-    vk_conn *conn = NULL;
-    CHECK_OK(vk__conn_open(&conn, &ep, &params, NULL));
+    vk_conn *conn = vkt_conn_open(vkt_server_address(server), &cfg);
     if (conn == NULL) {
         vk_config_free(cfg);
         return;

@@ -9,6 +9,7 @@
  */
 #include "vktest.h"
 #include "servers.h"
+#include "conns.h"
 #include "vkclient.h"
 #include "conn.h"
 
@@ -126,22 +127,10 @@ static vk_status open_conn(vk_conn **out, vk_config *cfg, vk_tls **tls)
     return vk__conn_open(out, &ep, &params, NULL);
 }
 
-static redisReply *conn_run(vk_conn *c, int argc, const char *const *argv)
-{
-    size_t lens[16];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    redisReply *r = NULL;
-    bool sent = false;
-    if (vk__conn_command(c, &r, argc, argv, lens, NULL, &sent) != VK_OK)
-        return NULL;
-    return r;
-}
-
 static bool conn_pings(vk_conn *c)
 {
     const char *ping[] = { "PING" };
-    redisReply *r = conn_run(c, 1, ping);
+    redisReply *r = vkt_conn_run(c, 1, ping);
     bool ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
     vk__reply_free(r);
     return ok;
@@ -150,7 +139,7 @@ static bool conn_pings(vk_conn *c)
 static void kill_conn_on_server(vk_conn *c, vkt_server *s)
 {
     const char *id[] = { "CLIENT", "ID" };
-    redisReply *r = conn_run(c, 2, id);
+    redisReply *r = vkt_conn_run(c, 2, id);
     char text[32];
     snprintf(text, sizeof text, "%lld", r != NULL ? r->integer : -1LL);
     vk__reply_free(r);
