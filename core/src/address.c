@@ -108,3 +108,12 @@ void vk__format_endpoint(char *buf, size_t cap, const vk_endpoint *ep)
     else
         snprintf(buf, cap, "%s:%d", ep->host, ep->port);
 }
+
+bool vk__endpoint_equal(const vk_endpoint *a, const vk_endpoint *b)
+{
+    if (a->is_unix != b->is_unix)
+        return false;
+    if (a->is_unix)
+        return strcmp(a->path, b->path) == 0;
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}

@@ -102,15 +102,6 @@ static void count_reconnection(vk_client *c, const char *result)
 
 /* ---- connect: create, ping, swap ------------------------------------------ */
 
-static bool same_endpoint(const vk_endpoint *a, const vk_endpoint *b)
-{
-    if (a->is_unix != b->is_unix)
-        return false;
-    if (a->is_unix)
-        return strcmp(a->path, b->path) == 0;
-    return a->port == b->port && strcmp(a->host, b->host) == 0;
-}
-
 bool vk__reply_demands_rediscovery(const redisReply *r)
 {
     return r->type == REDIS_REPLY_ERROR &&
@@ -233,7 +224,7 @@ static vk_status locate_master(vk_client *c, vk_context *ctx, master_switch *sw)
     vk_status st = vk__sentinel_discover(c->sentinel, &master, ctx);
     if (st == VK_OK) {
         bool had_master = c->endpoint.is_unix || c->endpoint.port != 0;
-        if (had_master && !same_endpoint(&c->endpoint, &master))
+        if (had_master && !vk__endpoint_equal(&c->endpoint, &master))
             note_switch(sw, &c->endpoint, &master);
         c->endpoint = master;
     }
@@ -278,7 +269,7 @@ vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_c
 {
     vk_client *c = client;
     pthread_mutex_lock(&c->connect_lock);
-    bool changed = !same_endpoint(&c->endpoint, master);
+    bool changed = !vk__endpoint_equal(&c->endpoint, master);
     if (!changed && atomic_load(&c->connected)) {
         pthread_mutex_unlock(&c->connect_lock);
         return VK_OK;

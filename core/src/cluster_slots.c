@@ -72,12 +72,6 @@ unsigned vk__cluster_key_slot(const char *key, size_t len)
 
 /* ---- the map ------------------------------------------------------------------- */
 
-static bool same_endpoint(const vk_endpoint *a, const vk_endpoint *b)
-{
-    return a->is_unix == b->is_unix && a->port == b->port &&
-           strcmp(a->is_unix ? a->path : a->host, b->is_unix ? b->path : b->host) == 0;
-}
-
 static vk_slot_map *map_alloc(size_t node_cap)
 {
     vk_slot_map *m = calloc(1, sizeof *m);
@@ -128,7 +122,7 @@ vk_slot_map *vk__slot_map_copy(const vk_slot_map *m)
 static int find_node(const vk_slot_map *m, const vk_endpoint *ep)
 {
     for (size_t i = 0; i < m->node_count; i++) {
-        if (same_endpoint(&m->nodes[i].endpoint, ep))
+        if (vk__endpoint_equal(&m->nodes[i].endpoint, ep))
             return (int)i;
     }
     return -1;

@@ -242,6 +242,9 @@ typedef struct vk_endpoint {
 vk_status vk__parse_address(vk_endpoint *out, const char *address);
 /* "host:port" / "[v6]:port" / "unix:/path" back into buf. */
 void vk__format_endpoint(char *buf, size_t cap, const vk_endpoint *ep);
+/* The same node: the same socket path, or the same host (as written) and
+ * port. */
+bool vk__endpoint_equal(const vk_endpoint *a, const vk_endpoint *b);
 
 /* ---- refresh.c / gcp_iam.c: the IAM token provider ----------------------- */
 

@@ -23,20 +23,11 @@ struct vk_sentinel {
     size_t count, cap;
 };
 
-static bool same_endpoint(const vk_endpoint *a, const vk_endpoint *b)
-{
-    if (a->is_unix != b->is_unix)
-        return false;
-    if (a->is_unix)
-        return strcmp(a->path, b->path) == 0;
-    return a->port == b->port && strcmp(a->host, b->host) == 0;
-}
-
 /* Appends ep unless it is known; the caller holds the lock. */
 static bool add_locked(vk_sentinel *s, const vk_endpoint *ep)
 {
     for (size_t i = 0; i < s->count; i++) {
-        if (same_endpoint(&s->list[i], ep))
+        if (vk__endpoint_equal(&s->list[i], ep))
             return true;
     }
     if (s->count == s->cap) {
@@ -120,7 +111,7 @@ static void promote(vk_sentinel *s, const vk_endpoint *ep)
 {
     pthread_mutex_lock(&s->lock);
     for (size_t i = 1; i < s->count; i++) {
-        if (same_endpoint(&s->list[i], ep)) {
+        if (vk__endpoint_equal(&s->list[i], ep)) {
             vk_endpoint found = s->list[i];
             memmove(&s->list[1], &s->list[0], i * sizeof *s->list);
             s->list[0] = found;
