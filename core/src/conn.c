@@ -1,6 +1,6 @@
 /*
- * One connection: hiredis's formatter fills the output buffer, hiredis's
- * reader parses replies, the transport moves the bytes. Any I/O or
+ * One connection: requests are encoded into the output buffer (request.c),
+ * hiredis's reader parses replies, the transport moves the bytes. Any I/O or
  * protocol failure marks the connection broken: a reply may still be in
  * flight, so the stream can never be trusted again.
  */
@@ -122,20 +122,18 @@ vk_status vk__conn_write(vk_conn *c, const char *requests, size_t len, vk_contex
 
 /* ---- input -------------------------------------------------------------- */
 
-vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx)
+vk_status vk__transport_read_reply(vk_transport *t, redisReader *reader,
+                                   vk_reply_budget *budget, redisReply **out,
+                                   vk_context *ctx)
 {
-    *out = NULL;
-    if (VK_UNLIKELY(c->broken))
-        return vk__fail(VK_ERR_IO, "connection to %s is broken", c->t.peer);
     for (;;) {
         void *reply = NULL;
-        if (VK_UNLIKELY(vk__reader_get_reply(c->reader, &c->budget, &reply) != REDIS_OK)) {
-            if (c->budget.exceeded)
-                return broken(c, vk__fail(VK_ERR_PROTOCOL,
-                                          "from %s: reply with more than %zu array elements refused",
-                                          c->t.peer, (size_t)VK_MAX_REPLY_ELEMENTS));
-            return broken(c, vk__fail(VK_ERR_PROTOCOL, "from %s: %s", c->t.peer,
-                                      c->reader->errstr));
+        if (VK_UNLIKELY(vk__reader_get_reply(reader, budget, &reply) != REDIS_OK)) {
+            if (budget->exceeded)
+                return vk__fail(VK_ERR_PROTOCOL,
+                                "from %s: reply with more than %zu array elements refused",
+                                t->peer, (size_t)VK_MAX_REPLY_ELEMENTS);
+            return vk__fail(VK_ERR_PROTOCOL, "from %s: %s", t->peer, reader->errstr);
         }
         if (reply != NULL) {
             *out = reply;
@@ -143,13 +141,21 @@ vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx)
         }
         char buf[VK_READ_CHUNK];
         size_t got = 0;
-        vk_status st = vk__transport_read_some(&c->t, buf, sizeof buf, &got, ctx);
+        vk_status st = vk__transport_read_some(t, buf, sizeof buf, &got, ctx);
         if (VK_UNLIKELY(st != VK_OK))
-            return broken(c, st);
-        if (VK_UNLIKELY(redisReaderFeed(c->reader, buf, got) != REDIS_OK))
-            return broken(c, vk__fail(VK_ERR_PROTOCOL, "from %s: %s", c->t.peer,
-                                      c->reader->errstr));
+            return st;
+        if (VK_UNLIKELY(redisReaderFeed(reader, buf, got) != REDIS_OK))
+            return vk__fail(VK_ERR_PROTOCOL, "from %s: %s", t->peer, reader->errstr);
     }
+}
+
+vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx)
+{
+    *out = NULL;
+    if (VK_UNLIKELY(c->broken))
+        return vk__fail(VK_ERR_IO, "connection to %s is broken", c->t.peer);
+    vk_status st = vk__transport_read_reply(&c->t, c->reader, &c->budget, out, ctx);
+    return VK_LIKELY(st == VK_OK) ? st : broken(c, st);
 }
 
 /* append + flush; *sent once the whole request reached the socket. */

@@ -1,6 +1,6 @@
 /*
  * One connection to one node: a transport (TCP/Unix, optionally TLS) plus
- * hiredis's reader and formatter. The protocol state (output buffer,
+ * the request encoder and hiredis's reader. The protocol state (output buffer,
  * reader) is kept apart from socket I/O so another I/O driver can move the
  * bytes later.
  */

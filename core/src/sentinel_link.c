@@ -1,16 +1,16 @@
 /*
- * One connection to one sentinel: the transport moves the bytes, hiredis
- * formats requests and parses replies. A subscriber spends most of its life
- * waiting for a message that may never come, so waiting is separate from
- * reading here: giving up a wait leaves the connection intact.
+ * One connection to one sentinel: the transport moves the bytes, requests
+ * are encoded by request.c and replies parsed by hiredis's reader, with
+ * the same reply loop as a data connection (vk__transport_read_reply). A
+ * subscriber spends most of its life waiting for a message that may never
+ * come, so waiting is separate from reading here: giving up a wait leaves
+ * the connection intact.
  */
 #include "sentinel.h"
 
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define VK_LINK_READ_CHUNK 4096
 
 static vk_status send_formatted(vk_sentinel_link *link, int argc, const char *const *argv,
                                 const size_t *lens, bool secret, vk_context *ctx)
@@ -43,24 +43,7 @@ vk_status vk__sentinel_link_send(vk_sentinel_link *link, int argc, const char *c
 vk_status vk__sentinel_link_read(vk_sentinel_link *link, redisReply **out, vk_context *ctx)
 {
     *out = NULL;
-    for (;;) {
-        void *reply = NULL;
-        if (vk__reader_get_reply(link->reader, &link->budget, &reply) != REDIS_OK)
-            return vk__fail(VK_ERR_PROTOCOL, "from %s: %s", link->t.peer,
-                            link->reader->errstr);
-        if (reply != NULL) {
-            *out = reply;
-            return VK_OK;
-        }
-        char buf[VK_LINK_READ_CHUNK];
-        size_t got = 0;
-        vk_status st = vk__transport_read_some(&link->t, buf, sizeof buf, &got, ctx);
-        if (st != VK_OK)
-            return st;
-        if (redisReaderFeed(link->reader, buf, got) != REDIS_OK)
-            return vk__fail(VK_ERR_PROTOCOL, "from %s: %s", link->t.peer,
-                            link->reader->errstr);
-    }
+    return vk__transport_read_reply(&link->t, link->reader, &link->budget, out, ctx);
 }
 
 vk_status vk__sentinel_link_command(vk_sentinel_link *link, redisReply **out, int argc,

@@ -42,6 +42,14 @@ bool vk__transport_idle_ok(vk_transport *t);
 /* graceful: send TLS close_notify first. Never blocks for long. */
 void vk__transport_close(vk_transport *t, bool graceful);
 
+/* Reads one whole reply: what reader already holds, else bytes from t fed
+ * to it until a reply is complete (each read within the read timeout and
+ * ctx). A malformed stream or a reply over the budget is VK_ERR_PROTOCOL
+ * naming the peer; the stream cannot be trusted after any failure. */
+vk_status vk__transport_read_reply(vk_transport *t, redisReader *reader,
+                                   vk_reply_budget *budget, redisReply **out,
+                                   vk_context *ctx);
+
 /* ---- resolve.c ---------------------------------------------------------- */
 
 struct addrinfo;
