@@ -7,6 +7,7 @@
 #define VK_CLIENT_H
 
 #include "pool.h"
+#include "retry.h"
 
 /* sentinel.h: the sentinel topology (NULL in the other modes). */
 typedef struct vk_sentinel vk_sentinel;
@@ -98,13 +99,5 @@ static inline bool vk__client_follows_master(const vk_client *c)
 /* Sentinel mode: an error reply that says this node is not (or no longer)
  * a usable master. */
 bool vk__reply_demands_rediscovery(const redisReply *r);
-
-/* readonly.c: true when running the command twice is harmless. */
-bool vk__command_is_readonly(const char *name, size_t len);
-/* client_command.c, shared with the cluster router: failures that another
- * attempt cannot fix, and the back-off before retry number attempt (full
- * jitter in [min, min << attempt), capped at max, as go-redis). */
-bool vk__status_is_final(vk_status st);
-int64_t vk__retry_backoff_ms(const vk_config *cfg, int attempt);
 
 #endif /* VK_CLIENT_H */

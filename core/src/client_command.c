@@ -12,42 +12,6 @@
 #include <ctype.h>
 #include <string.h>
 
-/* Error replies with which the server refuses a command without running
- * it: retrying is always safe. */
-static bool is_refusal_reply(const redisReply *r)
-{
-    if (r->type != REDIS_REPLY_ERROR)
-        return false;
-    static const struct { const char *prefix; size_t len; } refusals[] = {
-        {"LOADING", 7}, {"TRYAGAIN", 8}, {"CLUSTERDOWN", 11}, {"MASTERDOWN", 10},
-    };
-    for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++) {
-        if (r->len >= refusals[i].len &&
-            memcmp(r->str, refusals[i].prefix, refusals[i].len) == 0)
-            return true;
-    }
-    return false;
-}
-
-bool vk__status_is_final(vk_status st)
-{
-    return st == VK_ERR_CANCELLED || st == VK_ERR_RECONNECT_RATE_LIMITED ||
-           st == VK_ERR_NO_MEMORY || st == VK_ERR_INVALID_ARGUMENT ||
-           st == VK_ERR_INVALID_CONFIG || st == VK_ERR_NIL_CLIENT;
-}
-
-int64_t vk__retry_backoff_ms(const vk_config *cfg, int attempt)
-{
-    int64_t lo = cfg->min_retry_backoff_ms;
-    int64_t hi = cfg->max_retry_backoff_ms;
-    int shift = attempt < 30 ? attempt : 30;
-    int64_t span = lo << shift;
-    if (span <= 0 || span < lo)
-        return hi;
-    int64_t d = lo + vk__jitter(span);
-    return d > hi || d < lo ? hi : d;
-}
-
 /* One attempt on one pooled connection. *sent tells whether the request
  * fully reached the socket. */
 static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx, int argc,
@@ -123,10 +87,9 @@ static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_conte
             vk__client_mark_disconnected(c);
             retry = attempt < max_retries;
         } else if (VK_LIKELY(st == VK_OK))
-            retry = VK_UNLIKELY(is_refusal_reply(*reply)) && attempt < max_retries;
+            retry = VK_UNLIKELY(vk__reply_is_refusal(*reply)) && attempt < max_retries;
         else
-            retry = attempt < max_retries && !vk__status_is_final(st) &&
-                    (!sent || vk__command_is_readonly(argv[0], argvlen[0]));
+            retry = vk__retry_after_failure(c->cfg, attempt, st, sent, argv[0], argvlen[0]);
         if (VK_LIKELY(!retry))
             return st;
         if (st == VK_OK) {

@@ -488,12 +488,6 @@ static bool parse_redirect(const redisReply *r, const vk_endpoint *from,
     return true;
 }
 
-bool vk__cluster_refused(const redisReply *r)
-{
-    return has_prefix(r, "TRYAGAIN") || has_prefix(r, "CLUSTERDOWN") ||
-           has_prefix(r, "LOADING") || has_prefix(r, "MASTERDOWN");
-}
-
 /* After MOVED: the slot is served by target from now on. The full map is
  * reloaded soon too: a MOVED usually means more than one slot moved. */
 static void apply_moved(vk_cluster *cl, const vk_cluster_redirect *rd)
@@ -644,7 +638,6 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
                            const size_t *argvlen, int64_t *refused_until, vk_context *ctx)
 {
     const vk_config *cfg = cl->params.cfg;
-    int max_retries = cfg->max_retries > 0 ? cfg->max_retries : 0;
     int retries = 0, redirects = 0, refusals = 0;
     int64_t own_until = 0;
     if (refused_until == NULL)
@@ -673,7 +666,7 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
                 use_redirect = true;
                 continue;   /* the command did not run: follow at once */
             }
-            if (!vk__cluster_refused(*reply))
+            if (!vk__reply_is_refusal(*reply))
                 return VK_OK;
             count_refusal(cl, *reply);
             /* max_retries -1 turns these retries off too; otherwise the
@@ -689,8 +682,7 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
             reload = has_prefix(*reply, "CLUSTERDOWN");
         } else {
             /* Closed meanwhile: nothing to retry on until a reconnect. */
-            retry = retries < max_retries && !vk__status_is_final(st) &&
-                    (!sent || vk__command_is_readonly(argv[0], argvlen[0])) &&
+            retry = vk__retry_after_failure(cfg, retries, st, sent, argv[0], argvlen[0]) &&
                     vk__cluster_connected(cl);
             pause = vk__retry_backoff_ms(cfg, retries++);
             reload = true;

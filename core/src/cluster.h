@@ -155,8 +155,6 @@ vk_status vk__cluster_command_slot(vk_cluster *cl, int argc, const char *const *
  * counts it, and applies a MOVED to the map. */
 bool vk__cluster_take_redirect(vk_cluster *cl, const redisReply *r, const vk_endpoint *from,
                                vk_cluster_redirect *out);
-/* TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN: refused without running. */
-bool vk__cluster_refused(const redisReply *r);
 /* Runs a command on the master of slot (VK_SLOT_NONE: any), following
  * redirects and retrying as vk__cluster_command() does; it starts at
  * `first` when the command was already redirected (in a pipeline).

@@ -7,6 +7,7 @@
  * it is run again alone, in order, through the single-command route.
  */
 #include "cluster.h"
+#include "retry.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -136,7 +137,7 @@ vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, const int *argcs,
         if (node[i] >= 0 && replies[i] != NULL) {
             redirected =
                 vk__cluster_take_redirect(cl, replies[i], &m->nodes[node[i]].endpoint, &rd);
-            if (!redirected && !vk__cluster_refused(replies[i]))
+            if (!redirected && !vk__reply_is_refusal(replies[i]))
                 continue;
             vk__reply_free(replies[i]);
             replies[i] = NULL;

@@ -3,7 +3,7 @@
  * one twice is harmless: the retry policy may re-send them after the reply
  * was lost. Anything not listed is treated as a write and never re-sent.
  */
-#include "client.h"
+#include "retry.h"
 
 #include <stdlib.h>
 #include <ctype.h>
