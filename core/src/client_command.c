@@ -1,21 +1,18 @@
 /*
  * The command path: pool → connection → reply, with the retry policy
- * documented above vk_client_command() in vkclient.h. Commands that would
- * change the pooled connection for its next caller are refused first
- * (connection_state.c). The success path allocates nothing but the reply,
- * reads no clock unless a metrics sink wants the latency, and logs
- * nothing.
+ * documented above vk_client_command() in vkclient.h. The command is
+ * classified once (command.c) and its descriptor goes down with it; those
+ * that would change the pooled connection for its next caller are refused
+ * first. The success path allocates nothing but the reply, reads no clock
+ * unless a metrics sink wants the latency, and logs nothing.
  */
 #include "client.h"
 #include "cluster.h"
 
-#include <ctype.h>
-#include <string.h>
-
 /* One attempt on one pooled connection. *sent tells whether the request
  * fully reached the socket. */
-static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx, int argc,
-                          const char *const *argv, const size_t *argvlen, bool *sent)
+static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx,
+                          const vk_command *cmd, bool *sent)
 {
     *sent = false;
     for (;;) {
@@ -34,7 +31,7 @@ static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx, int
                 vk__client_mark_disconnected(c);
             return st;
         }
-        st = vk__conn_user_command(conn, reply, argc, argv, argvlen, ctx, sent);
+        st = vk__conn_user_command(conn, reply, cmd, ctx, sent);
         if (VK_UNLIKELY(st != VK_OK) && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
             st != VK_ERR_CANCELLED)
             vk__client_mark_disconnected(c);
@@ -44,14 +41,11 @@ static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx, int
     }
 }
 
-static void observe_latency(vk_client *c, const char *name, size_t len, int64_t started_us)
+static void observe_latency(vk_client *c, const vk_command *cmd, int64_t started_us)
 {
-    char lowered[64];
-    size_t n = len < sizeof lowered - 1 ? len : sizeof lowered - 1;
-    for (size_t i = 0; i < n; i++)
-        lowered[i] = (char)tolower((unsigned char)name[i]);
-    lowered[n] = '\0';
-    const vk_field label[] = {{"command", lowered}};
+    char name[VK_COMMAND_LABEL_MAX];
+    vk__command_label(cmd, name);
+    const vk_field label[] = {{"command", name}};
     double seconds = (double)(vk__now_us() - started_us) / 1e6;
     vk__metric(c->events, "redis_command_duration_seconds", VK_METRIC_HISTOGRAM, seconds,
                label, 1);
@@ -73,12 +67,12 @@ static vk_status check_args(vk_reply **out, int argc, const char *const *argv,
 }
 
 static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_context *ctx,
-                                      int argc, const char *const *argv, const size_t *argvlen)
+                                      const vk_command *cmd)
 {
     int max_retries = c->cfg->max_retries > 0 ? c->cfg->max_retries : 0;
     for (int attempt = 0;; attempt++) {
         bool sent;
-        vk_status st = run_once(c, reply, ctx, argc, argv, argvlen, &sent);
+        vk_status st = run_once(c, reply, ctx, cmd, &sent);
         bool retry;
         if (VK_UNLIKELY(st == VK_OK && vk__client_follows_master(c) &&
                         vk__reply_demands_rediscovery(*reply))) {
@@ -89,7 +83,7 @@ static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_conte
         } else if (VK_LIKELY(st == VK_OK))
             retry = VK_UNLIKELY(vk__reply_is_refusal(*reply)) && attempt < max_retries;
         else
-            retry = vk__retry_after_failure(c->cfg, attempt, st, sent, argv[0], argvlen[0]);
+            retry = vk__retry_after_failure(c->cfg, attempt, st, sent, cmd);
         if (VK_LIKELY(!retry))
             return st;
         if (st == VK_OK) {
@@ -106,13 +100,13 @@ static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_conte
 /* Cluster mode: the topology picks the node, follows redirects and applies
  * the retry policy; the client only reconnects (loads the slot map from
  * the seeds again) when it is not connected, under the same rate limit. */
-static vk_status cluster_command(vk_client *c, redisReply **reply, vk_context *ctx, int argc,
-                                 const char *const *argv, const size_t *argvlen)
+static vk_status cluster_command(vk_client *c, redisReply **reply, vk_context *ctx,
+                                 vk_command *cmd)
 {
     vk_status st = vk__client_ensure_connected(c, ctx);
     if (st != VK_OK)
         return st;
-    return vk__cluster_command(c->cluster, reply, argc, argv, argvlen, ctx);
+    return vk__cluster_command(c->cluster, reply, cmd, ctx);
 }
 
 VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context *ctx,
@@ -129,20 +123,21 @@ VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context
         return st;
     /* Before anything is sent: the pooled connection stays as it was. A
      * lone MULTI or EXEC is refused too; a transaction needs a pipeline. */
-    const char *refusal;
-    if (VK_UNLIKELY(vk__command_effect(argc, argv, argvlen, &refusal) != VK_EFFECT_NONE))
-        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", refusal);
+    vk_command cmd;
+    vk__command_classify(&cmd, argc, argv, argvlen);
+    if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE))
+        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
     vk__client_check_fork(client);
 
     bool timed = vk__events_has_metrics(client->events);
     int64_t started_us = timed ? vk__now_us() : 0;
     redisReply *reply = NULL;
     if (client->cluster != NULL)
-        st = cluster_command(client, &reply, ctx, argc, argv, argvlen);
+        st = cluster_command(client, &reply, ctx, &cmd);
     else
-        st = command_with_retries(client, &reply, ctx, argc, argv, argvlen);
+        st = command_with_retries(client, &reply, ctx, &cmd);
     if (timed)
-        observe_latency(client, argv[0], argvlen[0], started_us);
+        observe_latency(client, &cmd, started_us);
     *out = (vk_reply *)reply;
     return st;
 }

@@ -251,10 +251,10 @@ static void count_metric(vk_cluster *cl, const char *name, const char *type)
 /* ---- one request on one node -------------------------------------------------------- */
 
 /* Runs a command on a connection of pool, preceded by ASKING when asked
- * to. *sent: the request fully reached the socket. */
-static vk_status run_on(vk_pool *pool, bool asking, redisReply **reply, int argc,
-                        const char *const *argv, const size_t *argvlen, vk_context *ctx,
-                        bool *sent)
+ * to; a blocking command's reply gets its wait either way. *sent: the
+ * request fully reached the socket. */
+static vk_status run_on(vk_pool *pool, bool asking, redisReply **reply, const vk_command *cmd,
+                        vk_context *ctx, bool *sent)
 {
     *sent = false;
     *reply = NULL;
@@ -264,17 +264,17 @@ static vk_status run_on(vk_pool *pool, bool asking, redisReply **reply, int argc
     if (st != VK_OK)
         return st;
     if (!asking) {
-        st = vk__conn_user_command(conn, reply, argc, argv, argvlen, ctx, sent);
+        st = vk__conn_user_command(conn, reply, cmd, ctx, sent);
     } else {
         static const char *const asking_argv[] = {"ASKING"};
         static const size_t asking_len[] = {6};
         redisReply *ok = NULL;
         if ((st = vk__conn_append(conn, 1, asking_argv, asking_len)) == VK_OK &&
-            (st = vk__conn_append(conn, argc, argv, argvlen)) == VK_OK &&
+            (st = vk__conn_append(conn, cmd->argc, cmd->argv, cmd->argvlen)) == VK_OK &&
             (st = vk__conn_flush(conn, ctx)) == VK_OK) {
             *sent = true;
             if ((st = vk__conn_read(conn, &ok, ctx)) == VK_OK)
-                st = vk__conn_read(conn, reply, ctx);
+                st = vk__conn_read_reply_of(conn, reply, cmd, ctx);
         }
         if (ok != NULL)
             vk__reply_free(ok);
@@ -302,11 +302,14 @@ static vk_status load_from(vk_cluster *cl, vk_pool *pool, const vk_endpoint *ep,
     redisReply *r;
     bool sent;
     bool shards = true;
-    vk_status st = run_on(pool, false, &r, 2, shards_argv, lens, ctx, &sent);
+    vk_command cmd;
+    vk__command_internal(&cmd, 2, shards_argv, lens);
+    vk_status st = run_on(pool, false, &r, &cmd, ctx, &sent);
     if (st == VK_OK && is_error_reply(r)) {
         vk__reply_free(r);
         shards = false;
-        st = run_on(pool, false, &r, 2, slots_argv, slots_lens, ctx, &sent);
+        vk__command_internal(&cmd, 2, slots_argv, slots_lens);
+        st = run_on(pool, false, &r, &cmd, ctx, &sent);
     }
     if (st != VK_OK)
         return st;
@@ -576,11 +579,11 @@ int vk__cluster_node_for_slot(const vk_slot_map *m, int slot)
 /* One step of vk__cluster_route(): picks the node (the redirect's target,
  * else the slot's master) and runs the command there. *node_ep gets the
  * node. */
-static vk_status attempt(vk_cluster *cl, int slot, const vk_cluster_redirect *rd,
-                         bool use_redirect, redisReply **reply, int argc, const char *const *argv,
-                         const size_t *argvlen, vk_context *ctx, bool *sent,
+static vk_status attempt(vk_cluster *cl, const vk_command *cmd, const vk_cluster_redirect *rd,
+                         bool use_redirect, redisReply **reply, vk_context *ctx, bool *sent,
                          uint64_t *version, vk_endpoint *node_ep)
 {
+    int slot = cmd->slot;
     *sent = false;
     vk_slot_map *m;
     int node;
@@ -603,7 +606,7 @@ static vk_status attempt(vk_cluster *cl, int slot, const vk_cluster_redirect *rd
     vk__slot_map_unref(m);
     if (st != VK_OK)
         return st;
-    st = run_on(pool, use_redirect && rd->ask, reply, argc, argv, argvlen, ctx, sent);
+    st = run_on(pool, use_redirect && rd->ask, reply, cmd, ctx, sent);
     vk__pool_unref(pool);
     return st;
 }
@@ -633,9 +636,9 @@ static void count_refusal(vk_cluster *cl, const redisReply *r)
     count_metric(cl, "redis_cluster_refusals_total", type);
 }
 
-vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect *first,
-                           redisReply **reply, int argc, const char *const *argv,
-                           const size_t *argvlen, int64_t *refused_until, vk_context *ctx)
+vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
+                            const vk_cluster_redirect *first, redisReply **reply,
+                            int64_t *refused_until, vk_context *ctx)
 {
     const vk_config *cfg = cl->params.cfg;
     int retries = 0, redirects = 0, refusals = 0;
@@ -650,8 +653,8 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
         bool sent;
         uint64_t version;
         vk_endpoint node_ep;
-        vk_status st = attempt(cl, slot, &rd, use_redirect, reply, argc, argv, argvlen, ctx,
-                               &sent, &version, &node_ep);
+        vk_status st =
+            attempt(cl, cmd, &rd, use_redirect, reply, ctx, &sent, &version, &node_ep);
         use_redirect = false;
         bool retry, reload;
         int64_t pause;
@@ -682,7 +685,7 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
             reload = has_prefix(*reply, "CLUSTERDOWN");
         } else {
             /* Closed meanwhile: nothing to retry on until a reconnect. */
-            retry = vk__retry_after_failure(cfg, retries, st, sent, argv[0], argvlen[0]) &&
+            retry = vk__retry_after_failure(cfg, retries, st, sent, cmd) &&
                     vk__cluster_connected(cl);
             pause = vk__retry_backoff_ms(cfg, retries++);
             reload = true;
@@ -705,9 +708,10 @@ vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect 
 
 /* ---- key positions from the server --------------------------------------------------- */
 
-static vk_status server_slot(vk_cluster *cl, int argc, const char *const *argv,
-                             const size_t *argvlen, int *slot, vk_context *ctx)
+/* COMMAND GETKEYS <the command>, on any node: fills cmd->slot. */
+static vk_status server_slot(vk_cluster *cl, vk_command *cmd, vk_context *ctx)
 {
+    int argc = cmd->argc;
     const char **args = malloc(((size_t)argc + 2) * sizeof *args);
     size_t *lens = malloc(((size_t)argc + 2) * sizeof *lens);
     if (args == NULL || lens == NULL) {
@@ -717,44 +721,43 @@ static vk_status server_slot(vk_cluster *cl, int argc, const char *const *argv,
     }
     args[0] = "COMMAND", lens[0] = 7;
     args[1] = "GETKEYS", lens[1] = 7;
-    memcpy(args + 2, argv, (size_t)argc * sizeof *args);
-    memcpy(lens + 2, argvlen, (size_t)argc * sizeof *lens);
+    memcpy(args + 2, cmd->argv, (size_t)argc * sizeof *args);
+    memcpy(lens + 2, cmd->argvlen, (size_t)argc * sizeof *lens);
+    vk_command getkeys;
+    vk__command_internal(&getkeys, argc + 2, args, lens);
     redisReply *r = NULL;
-    vk_status st =
-        vk__cluster_route(cl, VK_SLOT_NONE, NULL, &r, argc + 2, args, lens, NULL, ctx);
+    vk_status st = vk__cluster_route(cl, &getkeys, NULL, &r, NULL, ctx);
     free((void *)args);
     free(lens);
     if (st != VK_OK)
         return st;
     /* An error reply (no key arguments, unknown command): any node will do,
      * and its own reply tells the caller what is wrong. */
-    *slot = vk__getkeys_slot(r);
+    cmd->slot = vk__getkeys_slot(r);
     vk__reply_free(r);
     return VK_OK;
 }
 
-vk_status vk__cluster_command_slot(vk_cluster *cl, int argc, const char *const *argv,
-                                   const size_t *argvlen, int *slot, vk_context *ctx)
+vk_status vk__cluster_command_slot(vk_cluster *cl, vk_command *cmd, vk_context *ctx)
 {
-    *slot = vk__command_slot(argc, argv, argvlen);
+    if (cmd->slot == VK_SLOT_PENDING)
+        cmd->slot = vk__command_slot(cmd->argc, cmd->argv, cmd->argvlen);
     vk_status st = VK_OK;
-    if (*slot == VK_SLOT_UNKNOWN)
-        st = server_slot(cl, argc, argv, argvlen, slot, ctx);
-    if (st == VK_OK && *slot == VK_SLOT_CROSS)
+    if (cmd->slot == VK_SLOT_UNKNOWN)
+        st = server_slot(cl, cmd, ctx);
+    if (st == VK_OK && cmd->slot == VK_SLOT_CROSS)
         st = vk__fail(VK_ERR_INVALID_ARGUMENT,
                       "CROSSSLOT keys in request don't hash to the same slot");
     return st;
 }
 
-vk_status vk__cluster_command(vk_cluster *cl, redisReply **reply, int argc,
-                              const char *const *argv, const size_t *argvlen,
+vk_status vk__cluster_command(vk_cluster *cl, redisReply **reply, vk_command *cmd,
                               vk_context *ctx)
 {
     *reply = NULL;
     vk__cluster_refresh_when_due(cl, ctx);
-    int slot;
-    vk_status st = vk__cluster_command_slot(cl, argc, argv, argvlen, &slot, ctx);
+    vk_status st = vk__cluster_command_slot(cl, cmd, ctx);
     if (st != VK_OK)
         return st;
-    return vk__cluster_route(cl, slot, NULL, reply, argc, argv, argvlen, NULL, ctx);
+    return vk__cluster_route(cl, cmd, NULL, reply, NULL, ctx);
 }

@@ -61,15 +61,9 @@ size_t vk__slot_map_covered(const vk_slot_map *m);
 
 /* ---- cluster_keys.c ----------------------------------------------------------- */
 
-enum {
-    VK_SLOT_NONE = -1,      /* keyless: any node can run the command */
-    VK_SLOT_UNKNOWN = -2,   /* the key positions depend on the server: ask it */
-    VK_SLOT_CROSS = -3      /* keys in more than one slot */
-};
-
 /* The slot of a command from a table of the common commands' key
  * positions (fixed positions, numkeys-style and STREAMS-style arguments):
- * a slot, VK_SLOT_NONE, VK_SLOT_UNKNOWN or VK_SLOT_CROSS. */
+ * a slot, VK_SLOT_NONE, VK_SLOT_UNKNOWN or VK_SLOT_CROSS (command.h). */
 int vk__command_slot(int argc, const char *const *argv, const size_t *argvlen);
 /* The slot of the keys in a COMMAND GETKEYS reply (VK_SLOT_NONE when it
  * lists none, VK_SLOT_CROSS when they differ). */
@@ -117,15 +111,12 @@ void vk__cluster_close(vk_cluster *cl);
  * settles meanwhile; cluster.c says why) and connection failures per the
  * client's retry policy (a write whose request was sent is never re-sent).
  * Multi-key commands across slots fail with VK_ERR_INVALID_ARGUMENT. */
-vk_status vk__cluster_command(vk_cluster *cl, redisReply **reply, int argc,
-                              const char *const *argv, const size_t *argvlen,
+vk_status vk__cluster_command(vk_cluster *cl, redisReply **reply, vk_command *cmd,
                               vk_context *ctx);
 /* Runs count commands, one batch per node, and stores each reply at its
  * command's index (redirected commands are re-run one by one). */
-vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, const int *argcs,
-                               const char *const *const *argvs,
-                               const size_t *const *argvlens, redisReply **replies,
-                               vk_context *ctx);
+vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, vk_command *cmds,
+                               redisReply **replies, vk_context *ctx);
 /* ---- cluster.c: what cluster_pipeline.c shares ------------------------------- */
 
 /* A MOVED or ASK read from an error reply. */
@@ -147,24 +138,23 @@ int vk__cluster_node_for_slot(const vk_slot_map *m, int slot);
 /* The periodic refresh, done lazily by the first command that finds the
  * map older than 10 s; the others go on with the map they have. */
 void vk__cluster_refresh_when_due(vk_cluster *cl, vk_context *ctx);
-/* The slot of a command (asking the server when the table does not know
+/* Fills cmd->slot once (asking the server when the table does not know
  * it); VK_ERR_INVALID_ARGUMENT "CROSSSLOT ..." when its keys differ. */
-vk_status vk__cluster_command_slot(vk_cluster *cl, int argc, const char *const *argv,
-                                   const size_t *argvlen, int *slot, vk_context *ctx);
+vk_status vk__cluster_command_slot(vk_cluster *cl, vk_command *cmd, vk_context *ctx);
 /* True when r is a MOVED or ASK from the node at `from`: fills *out,
  * counts it, and applies a MOVED to the map. */
 bool vk__cluster_take_redirect(vk_cluster *cl, const redisReply *r, const vk_endpoint *from,
                                vk_cluster_redirect *out);
-/* Runs a command on the master of slot (VK_SLOT_NONE: any), following
- * redirects and retrying as vk__cluster_command() does; it starts at
- * `first` when the command was already redirected (in a pipeline).
- * *refused_until (0 until the first refusal sets it; NULL: the command's
- * own) is when refusals stop being retried: a pipeline shares one, so that
- * its commands together wait no longer than one command would. */
-vk_status vk__cluster_route(vk_cluster *cl, int slot, const vk_cluster_redirect *first,
-                            redisReply **reply, int argc, const char *const *argv,
-                            const size_t *argvlen, int64_t *refused_until,
-                            vk_context *ctx);
+/* Runs a command on the master of its slot (cmd->slot, known by now;
+ * VK_SLOT_NONE: any), following redirects and retrying as
+ * vk__cluster_command() does; it starts at `first` when the command was
+ * already redirected (in a pipeline). *refused_until (0 until the first
+ * refusal sets it; NULL: the command's own) is when refusals stop being
+ * retried: a pipeline shares one, so that its commands together wait no
+ * longer than one command would. */
+vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
+                            const vk_cluster_redirect *first, redisReply **reply,
+                            int64_t *refused_until, vk_context *ctx);
 
 /* After fork() in the child: drops the parent's connections without a byte
  * on the wire; the next command loads the map again. */

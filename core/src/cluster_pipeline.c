@@ -22,8 +22,7 @@ typedef struct batch {
 
 /* Sends every command of batch b (those with node[i] == n) in one write. */
 static void send_batch(vk_cluster *cl, vk_slot_map *m, size_t n, batch *b, size_t count,
-                       const int *node, const int *argcs, const char *const *const *argvs,
-                       const size_t *const *argvlens, vk_context *ctx)
+                       const int *node, const vk_command *cmds, vk_context *ctx)
 {
     bool closed;
     if ((b->st = vk__cluster_node_pool(cl, m, n, &b->pool, ctx)) != VK_OK)
@@ -32,7 +31,7 @@ static void send_batch(vk_cluster *cl, vk_slot_map *m, size_t n, batch *b, size_
         return;
     for (size_t i = 0; i < count && b->st == VK_OK; i++) {
         if (node[i] == (int)n)
-            b->st = vk__conn_append(b->conn, argcs[i], argvs[i], argvlens[i]);
+            b->st = vk__conn_append(b->conn, cmds[i].argc, cmds[i].argv, cmds[i].argvlen);
     }
     if (b->st == VK_OK) {
         b->sent = true;
@@ -52,9 +51,7 @@ static void release_batch(batch *b)
  * a failure after something was sent is returned (the round is not run
  * again: some commands may have run). */
 static vk_status run_batches(vk_cluster *cl, vk_slot_map *m, size_t count, int *node,
-                             const int *argcs, const char *const *const *argvs,
-                             const size_t *const *argvlens, redisReply **replies,
-                             vk_context *ctx)
+                             const vk_command *cmds, redisReply **replies, vk_context *ctx)
 {
     batch *batches = calloc(m->node_count, sizeof *batches);
     if (batches == NULL)
@@ -71,7 +68,7 @@ static vk_status run_batches(vk_cluster *cl, vk_slot_map *m, size_t count, int *
     /* Write to every node first, then read: the nodes work in parallel. */
     for (size_t n = 0; n < m->node_count; n++) {
         if (used[n])
-            send_batch(cl, m, n, &batches[n], count, node, argcs, argvs, argvlens, ctx);
+            send_batch(cl, m, n, &batches[n], count, node, cmds, ctx);
     }
     vk_status failure = VK_OK;
     char *cause = NULL;
@@ -102,31 +99,25 @@ static vk_status run_batches(vk_cluster *cl, vk_slot_map *m, size_t count, int *
     return failure;
 }
 
-vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, const int *argcs,
-                               const char *const *const *argvs,
-                               const size_t *const *argvlens, redisReply **replies,
-                               vk_context *ctx)
+vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, vk_command *cmds,
+                               redisReply **replies, vk_context *ctx)
 {
     vk__cluster_refresh_when_due(cl, ctx);
-    int *slots = malloc(count * sizeof *slots);
     int *node = malloc(count * sizeof *node);
-    if (slots == NULL || node == NULL) {
-        free(slots);
-        free(node);
+    if (node == NULL)
         return vk__fail_nomem();
-    }
     /* Every slot is known before anything is sent, so that a cross-slot
      * command fails the pipeline while nothing has run. */
     vk_status st = VK_OK;
     for (size_t i = 0; i < count && st == VK_OK; i++)
-        st = vk__cluster_command_slot(cl, argcs[i], argvs[i], argvlens[i], &slots[i], ctx);
+        st = vk__cluster_command_slot(cl, &cmds[i], ctx);
     vk_slot_map *m = st == VK_OK ? vk__cluster_map(cl, NULL) : NULL;
     if (st == VK_OK && m == NULL)
         st = vk__fail_msg(VK_ERR_IO, "redis cluster: not connected");
     if (st == VK_OK) {
         for (size_t i = 0; i < count; i++)
-            node[i] = vk__cluster_node_for_slot(m, slots[i]);
-        st = run_batches(cl, m, count, node, argcs, argvs, argvlens, replies, ctx);
+            node[i] = vk__cluster_node_for_slot(m, cmds[i].slot);
+        st = run_batches(cl, m, count, node, cmds, replies, ctx);
     }
     /* What could not be sent, and what was redirected or refused, runs
      * again alone, in order, with the full redirect and retry handling. */
@@ -142,11 +133,10 @@ vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, const int *argcs,
             vk__reply_free(replies[i]);
             replies[i] = NULL;
         }
-        st = vk__cluster_route(cl, slots[i], redirected ? &rd : NULL, &replies[i], argcs[i],
-                               argvs[i], argvlens[i], &refused_until, ctx);
+        st = vk__cluster_route(cl, &cmds[i], redirected ? &rd : NULL, &replies[i],
+                               &refused_until, ctx);
     }
     vk__slot_map_unref(m);
-    free(slots);
     free(node);
     return st;
 }

@@ -179,31 +179,30 @@ vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *c
     return vk__conn_read(c, out, ctx);
 }
 
-/* A command that waits on the server (blocking.c) may take its own
+/* A command that waits on the server (command.c) may take its own
  * timeout to answer: the read timeout stretches by that much for this one
  * reply (none at all for a timeout of 0). */
-static vk_status read_blocking_reply(vk_conn *c, redisReply **out, vk_context *ctx,
-                                     int64_t wait_ms)
+vk_status vk__conn_read_reply_of(vk_conn *c, redisReply **out, const vk_command *cmd,
+                                 vk_context *ctx)
 {
+    if (VK_LIKELY(!(cmd->flags & VK_COMMAND_BLOCKING)))
+        return vk__conn_read(c, out, ctx);
     int64_t usual_ms = c->t.read_timeout_ms;
+    int64_t wait_ms = cmd->block_ms;
     vk__transport_set_read_timeout(&c->t, wait_ms > 0 ? wait_ms + usual_ms : 0);
     vk_status st = vk__conn_read(c, out, ctx);
     vk__transport_set_read_timeout(&c->t, usual_ms);
     return st;
 }
 
-vk_status vk__conn_user_command(vk_conn *c, redisReply **out, int argc,
-                                const char *const *argv, const size_t *argvlen,
+vk_status vk__conn_user_command(vk_conn *c, redisReply **out, const vk_command *cmd,
                                 vk_context *ctx, bool *sent)
 {
-    int64_t wait_ms;
-    if (VK_LIKELY(!vk__blocking_timeout_ms(argc, argv, argvlen, &wait_ms)))
-        return vk__conn_command(c, out, argc, argv, argvlen, ctx, sent);
     *out = NULL;
-    vk_status st = send_command(c, argc, argv, argvlen, ctx, sent);
-    if (st != VK_OK)
+    vk_status st = send_command(c, cmd->argc, cmd->argv, cmd->argvlen, ctx, sent);
+    if (VK_UNLIKELY(st != VK_OK))
         return st;
-    return read_blocking_reply(c, out, ctx, wait_ms);
+    return vk__conn_read_reply_of(c, out, cmd, ctx);
 }
 
 /* ---- handshake ---------------------------------------------------------- */

@@ -7,7 +7,7 @@
 #ifndef VK_CONN_H
 #define VK_CONN_H
 
-#include "internal.h"
+#include "command.h"
 
 #include <hiredis/hiredis.h>
 
@@ -92,11 +92,15 @@ vk_status vk__conn_read(vk_conn *c, redisReply **out, vk_context *ctx);
  * written (for the retry policy). */
 vk_status vk__conn_command(vk_conn *c, redisReply **out, int argc, const char *const *argv,
                            const size_t *argvlen, vk_context *ctx, bool *sent);
-/* A caller's command: as vk__conn_command, but one that waits on the
- * server (BLPOP, XREAD BLOCK, ...; blocking.c) gets its own timeout added
- * to the read timeout for its reply, or no read timeout for a timeout 0. */
-vk_status vk__conn_user_command(vk_conn *c, redisReply **out, int argc,
-                                const char *const *argv, const size_t *argvlen,
+/* Reads the reply of cmd, sent before: as vk__conn_read, but a command
+ * that waits on the server (BLPOP, XREAD BLOCK, ...; command.c) gets its
+ * own timeout added to the read timeout for its reply, or no read timeout
+ * for a timeout 0. */
+vk_status vk__conn_read_reply_of(vk_conn *c, redisReply **out, const vk_command *cmd,
+                                 vk_context *ctx);
+/* A caller's command: as vk__conn_command, with its reply read by
+ * vk__conn_read_reply_of. */
+vk_status vk__conn_user_command(vk_conn *c, redisReply **out, const vk_command *cmd,
                                 vk_context *ctx, bool *sent);
 /* "host:port" of the server, for messages. */
 const char *vk__conn_peer(const vk_conn *c);

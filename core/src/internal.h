@@ -51,24 +51,6 @@ void vk__fork_watch(void);
 
 /* ---- clock.c: time, randomness ------------------------------------------ */
 
-/* blocking.c: true when the command waits on the server (BLPOP, XREAD
- * BLOCK, WAIT, ...); *timeout_ms is its own timeout (0: no limit). */
-bool vk__blocking_timeout_ms(int argc, const char *const *argv, const size_t *argvlen,
-                             int64_t *timeout_ms);
-
-/* connection_state.c: what a command does to the connection it runs on.
- * Anything but VK_EFFECT_NONE sets *reason to the (static) text of the
- * refusal, which names the command and what to use instead. Costs a length
- * and first-letter test for most commands; never allocates. */
-typedef enum vk_conn_effect {
-    VK_EFFECT_NONE = 0,        /* leaves the connection as it found it */
-    VK_EFFECT_OPENS_MULTI,     /* MULTI */
-    VK_EFFECT_CLOSES_MULTI,    /* EXEC, DISCARD */
-    VK_EFFECT_STATEFUL         /* SELECT, SUBSCRIBE, CLIENT REPLY, ...: always refused */
-} vk_conn_effect;
-vk_conn_effect vk__command_effect(int argc, const char *const *argv, const size_t *argvlen,
-                                  const char **reason);
-
 int64_t vk__now_us(void);   /* monotonic */
 int64_t vk__now_ms(void);   /* monotonic */
 int64_t vk__wall_ms(void);  /* Unix time */

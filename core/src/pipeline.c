@@ -6,13 +6,14 @@
  * the topology to split by node. A pipeline is never retried once any of
  * it was written: some of its commands may have run.
  *
- * Commands that change the state of a connection are refused at append
- * (connection_state.c), and then the whole pipeline is refused at exec, so
- * nothing of it is sent. A transaction is the exception where it can be
- * kept on one connection, that is outside cluster mode: MULTI, then EXEC or
- * DISCARD, in the same pipeline. Every reply then comes back as the server
- * sent it (OK, QUEUED..., EXEC's array), and a connection whose transaction
- * may not have ended is closed rather than pooled.
+ * Each command is classified once, at append (command.c). Commands that
+ * change the state of a connection are refused there, and then the whole
+ * pipeline is refused at exec, so nothing of it is sent. A transaction is
+ * the exception where it can be kept on one connection, that is outside
+ * cluster mode: MULTI, then EXEC or DISCARD, in the same pipeline. Every
+ * reply then comes back as the server sent it (OK, QUEUED..., EXEC's
+ * array), and a connection whose transaction may not have ended is closed
+ * rather than pooled.
  */
 #include "client.h"
 #include "cluster.h"
@@ -35,7 +36,8 @@ struct vk_pipeline {
     size_t *arg_offset;    /* per argument: where it starts in bytes */
     size_t *arg_len;
     size_t args_len, offsets_cap, lens_cap;
-    int *argc;             /* per command: how many arguments */
+    vk_command *commands;  /* cluster: per command, classified at append; its argv is set
+                            * at exec, once the arena no longer moves */
     size_t count, count_cap;
     const char *refusal;   /* an append was refused: exec refuses, with this text */
     bool in_multi;         /* a MULTI waits for its EXEC or DISCARD */
@@ -85,7 +87,7 @@ VK_API void vk_pipeline_free(vk_pipeline *pipeline)
     free(pipeline->bytes);
     free(pipeline->arg_offset);
     free(pipeline->arg_len);
-    free(pipeline->argc);
+    free(pipeline->commands);
     free(pipeline->ends);
     free(pipeline);
 }
@@ -112,7 +114,7 @@ static bool reserve(vk_pipeline *p, int argc, size_t total)
     return grow((void **)&p->bytes, &p->bytes_cap, p->bytes_len + total + 1, 1) &&
            grow((void **)&p->arg_offset, &p->offsets_cap, need_args, sizeof(size_t)) &&
            grow((void **)&p->arg_len, &p->lens_cap, need_args, sizeof(size_t)) &&
-           grow((void **)&p->argc, &p->count_cap, p->count + 1, sizeof(int));
+           grow((void **)&p->commands, &p->count_cap, p->count + 1, sizeof(vk_command));
 }
 
 /* One node: the command (len bytes encoded) is written now, straight into
@@ -131,21 +133,19 @@ static vk_status append_formatted(vk_pipeline *p, int argc, const char *const *a
 }
 
 /* Decides whether the command may join the pipeline, given the
- * transaction it may open, end or sit in. *effect tells what to record once
- * it is appended. A refusal is remembered for exec. */
-static vk_status check_state(vk_pipeline *p, int argc, const char *const *argv,
-                             const size_t *argvlen, vk_conn_effect *effect)
+ * transaction it may open, end or sit in. A refusal is remembered for
+ * exec. */
+static vk_status check_state(vk_pipeline *p, const vk_command *cmd)
 {
-    const char *reason;
-    *effect = vk__command_effect(argc, argv, argvlen, &reason);
-    if (VK_LIKELY(*effect == VK_EFFECT_NONE))
+    if (VK_LIKELY(cmd->effect == VK_EFFECT_NONE))
         return VK_OK;
-    if (*effect != VK_EFFECT_STATEFUL) {
+    const char *reason = cmd->refusal;
+    if (cmd->effect != VK_EFFECT_STATEFUL) {
         if (!p->formatted)
             reason = cluster_multi;
-        else if (argc != 1)
+        else if (cmd->argc != 1)
             reason = multi_arguments;   /* an arity error would not end a transaction */
-        else if (*effect == VK_EFFECT_OPENS_MULTI)
+        else if (cmd->effect == VK_EFFECT_OPENS_MULTI)
             reason = p->in_multi ? nested_multi : NULL;
         else if (p->in_multi)
             reason = NULL;
@@ -185,14 +185,15 @@ VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char 
     size_t request;
     if (!vk__request_size(argc, argvlen, &request))
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
-    vk_conn_effect effect;
-    vk_status st = check_state(pipeline, argc, argv, argvlen, &effect);
+    vk_command cmd;
+    vk__command_classify(&cmd, argc, argv, argvlen);
+    vk_status st = check_state(pipeline, &cmd);
     if (VK_UNLIKELY(st != VK_OK))
         return st;
     if (pipeline->formatted) {
         st = append_formatted(pipeline, argc, argv, argvlen, request);
         if (st == VK_OK)
-            record_state(pipeline, effect);
+            record_state(pipeline, cmd.effect);
         return st;
     }
     if (!reserve(pipeline, argc, total))
@@ -205,7 +206,11 @@ VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char 
         pipeline->args_len++;
         pipeline->bytes_len += argvlen[i];
     }
-    pipeline->argc[pipeline->count++] = argc;
+    /* The caller's argv is not ours to keep: exec points the descriptor at
+     * the copies. */
+    cmd.argv = NULL;
+    cmd.argvlen = NULL;
+    pipeline->commands[pipeline->count++] = cmd;
     return VK_OK;
 }
 
@@ -307,27 +312,18 @@ static vk_status exec_cluster(vk_pipeline *p, redisReply *array, vk_context *ctx
         return st;
     /* Per command: where its arguments and their lengths start. */
     const char **args = malloc(p->args_len * sizeof *args);
-    const char ***cmd_argv = malloc(p->count * sizeof *cmd_argv);
-    const size_t **cmd_len = malloc(p->count * sizeof *cmd_len);
-    if (args == NULL || cmd_argv == NULL || cmd_len == NULL) {
-        free((void *)args);
-        free((void *)cmd_argv);
-        free((void *)cmd_len);
+    if (args == NULL)
         return vk__fail_nomem();
-    }
     size_t arg = 0;
     for (size_t i = 0; i < p->count; i++) {
-        cmd_argv[i] = args + arg;
-        cmd_len[i] = p->arg_len + arg;
-        for (int j = 0; j < p->argc[i]; j++, arg++)
+        vk_command *cmd = &p->commands[i];
+        cmd->argv = args + arg;
+        cmd->argvlen = p->arg_len + arg;
+        for (int j = 0; j < cmd->argc; j++, arg++)
             args[arg] = p->bytes + p->arg_offset[arg];
     }
-    st = vk__cluster_pipeline(p->client->cluster, p->count, p->argc,
-                              (const char *const *const *)cmd_argv, cmd_len, array->element,
-                              ctx);
+    st = vk__cluster_pipeline(p->client->cluster, p->count, p->commands, array->element, ctx);
     free((void *)args);
-    free((void *)cmd_argv);
-    free((void *)cmd_len);
     return st;
 }
 

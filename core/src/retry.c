@@ -35,11 +35,11 @@ bool vk__status_is_final(vk_status st)
 }
 
 bool vk__retry_after_failure(const vk_config *cfg, int retries, vk_status st, bool sent,
-                             const char *name, size_t len)
+                             const vk_command *cmd)
 {
     int max_retries = cfg->max_retries > 0 ? cfg->max_retries : 0;
     return retries < max_retries && !vk__status_is_final(st) &&
-           (!sent || vk__command_is_readonly(name, len));
+           (!sent || (cmd->flags & VK_COMMAND_READONLY) != 0);
 }
 
 int64_t vk__retry_backoff_ms(const vk_config *cfg, int attempt)

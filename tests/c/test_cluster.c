@@ -1,11 +1,11 @@
 /*
  * The cluster topology against a real 3-master cluster (VKTEST_NEEDS_SERVER),
  * master 0 with one replica: key hashing as the server does it, keys on
- * every master, hash tags, cross-slot refusals, pipelines spanning every
- * node, the slot map from CLUSTER SLOTS where SHARDS is refused, pool
- * gauges per node, a slot migration under load (multi-key commands
- * included) with zero errors, a failover, and the lock's mutual exclusion
- * in cluster mode.
+ * every master, hash tags, cross-slot refusals, a blocking command sent on
+ * with ASK, pipelines spanning every node, the slot map from CLUSTER SLOTS
+ * where SHARDS is refused, pool gauges per node, a slot migration under
+ * load (multi-key commands included) with zero errors, a failover, and the
+ * lock's mutual exclusion in cluster mode.
  */
 #include "vkclient.h"
 #include "contention.h"
@@ -392,6 +392,60 @@ static void test_commands_without_a_table_entry(void)
     CHECK_OK(run(&r, 2, bogus));
     CHECK_EQ_INT(vk_reply_get_type(r), VK_REPLY_ERROR);
     vk_reply_free(r);
+}
+
+/* CLUSTER SETSLOT <slot of key> on node i: IMPORTING/MIGRATING (with the
+ * other node's ID) or STABLE. */
+static bool set_slot(int node, const char *key, const char *state, int other)
+{
+    char slot[16];
+    snprintf(slot, sizeof slot, "%d", vkt_cluster_keyslot(cluster, key));
+    const char *argv[] = { "CLUSTER", "SETSLOT", slot, state,
+                           other >= 0 ? vkt_cluster_node_id(cluster, other) : NULL };
+    char *line = vkt_server_cmd(vkt_cluster_node(cluster, node), argv, other >= 0 ? 5 : 4);
+    bool ok = line != NULL && strcmp(line, "+OK") == 0;
+    free(line);
+    return ok;
+}
+
+/* A blocking command that an ASK sends on to the importing node gets its
+ * own timeout for its reply there too, as on its slot's master: not just
+ * the read timeout (200 ms here). */
+static void test_blocking_command_follows_ask(void)
+{
+    char key[32];
+    CHECK(key_on_node(key, sizeof key, "ask-blpop:", 0));
+    /* The slot half-way from node 0 to node 1: node 0 answers ASK for a
+     * key it does not have. */
+    CHECK(set_slot(1, key, "IMPORTING", 0));
+    CHECK(set_slot(0, key, "MIGRATING", 1));
+    vk_config *cfg = NULL;
+    vk_client *c = NULL;
+    CHECK_OK(vk_config_new(&cfg));
+    CHECK_OK(vk_config_set_cluster(cfg));
+    CHECK_OK(vk_config_add_cluster_address(cfg, vkt_server_address(vkt_cluster_node(cluster, 0))));
+    CHECK_OK(vk_config_set_static_password(cfg, NULL, PASSWORD));
+    CHECK_OK(vk_config_set_read_timeout_ms(cfg, 200));
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+
+    const char *blpop[] = { "BLPOP", key, "1" };
+    vk_reply *r = NULL;
+    int64_t started = now_ms();
+    CHECK_OK(run_with(c, &r, 3, blpop));
+    int64_t took = now_ms() - started;
+    CHECK(r != NULL && vk_reply_get_type(r) == VK_REPLY_NIL);
+    VKT_CHECK_(took >= 900, "BLPOP k 1 answered after %lld ms", (long long)took);
+    vk_reply_free(r);
+    vk_snapshot *s = NULL;
+    CHECK_OK(vk_client_snapshot(&s, c));
+    CHECK_EQ_INT((int)vk_snapshot_ask_redirects(s), 1);
+    CHECK_EQ_INT((int)vk_snapshot_moved_redirects(s), 0);
+    vk_snapshot_free(s);
+
+    CHECK(set_slot(0, key, "STABLE", -1));
+    CHECK(set_slot(1, key, "STABLE", -1));
+    vk_client_free(c);
 }
 
 static void test_pipeline_spans_every_node(void)
@@ -1090,6 +1144,7 @@ int main(void)
         RUN(test_hash_tags_share_a_slot);
         RUN(test_cross_slot_is_refused);
         RUN(test_commands_without_a_table_entry);
+        RUN(test_blocking_command_follows_ask);
         RUN(test_pipeline_spans_every_node);
         RUN(test_slots_and_shards_agree);
         RUN(test_slot_map_from_cluster_slots);
