@@ -258,6 +258,9 @@ stage "build gcc -Werror" vk_build gcc "$BUILD_GCC"
 GCC_OK=$?
 stage "build clang -Werror" vk_build clang "$BUILD_CLANG" \
   -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF
+# The optimised build the benchmarks use: -O2 sees warnings the others do not.
+stage "build gcc Release -Werror" vk_build gcc "$BUILD_ROOT/release" -DCMAKE_BUILD_TYPE=Release \
+  -DVK_BUILD_TESTS=OFF -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF
 if [ "$GCC_OK" -eq 0 ]; then
   stage "exported symbols (vk_* only)" check_exports
   stage "install: pkg-config and find_package" check_install &&

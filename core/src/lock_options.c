@@ -106,7 +106,7 @@ static vk_status check_rules(const vk_lock_options *opts)
 
 vk_status vk_lock_options_validate(const vk_lock_options *opts)
 {
-    vk_lock_options full;
+    vk_lock_options full = defaults;   /* read_options fills it; gcc's -O2 cannot tell */
     vk_status st = read_options(&full, opts);
     return st != VK_OK ? st : check_rules(&full);
 }
