@@ -207,120 +207,27 @@ vk_status vk__conn_user_command(vk_conn *c, redisReply **out, const vk_command *
 
 /* ---- handshake ---------------------------------------------------------- */
 
-static bool starts_with(const char *s, size_t len, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    return len >= n && memcmp(s, prefix, n) == 0;
-}
-
-/* Servers quote the arguments of a command they do not know ("ERR unknown
- * command 'HELLO', with args beginning with: '3' 'AUTH' 'user' 'pass'"):
- * during the handshake that would put the password in the message. */
-static size_t without_quoted_args(const char *text, size_t len)
-{
-    static const char marker[] = ", with args beginning with";
-    for (size_t i = 0; i + sizeof marker - 1 <= len; i++)
-        if (memcmp(text + i, marker, sizeof marker - 1) == 0)
-            return i;
-    return len;
-}
-
-static bool is_unknown_command(const char *text, size_t len)
-{
-    return starts_with(text, len, "ERR unknown command") ||
-           starts_with(text, len, "ERR Unknown command");
-}
-
-vk_status vk__handshake_error(const char *step, const char *text, size_t len)
-{
-    len = without_quoted_args(text, len);
-    bool authenticating = strcmp(step, "AUTH") == 0 || strcmp(step, "HELLO") == 0;
-    if (starts_with(text, len, "WRONGPASS") || starts_with(text, len, "NOAUTH") ||
-        starts_with(text, len, "ERR invalid password") ||
-        (authenticating && starts_with(text, len, "NOPERM")) ||
-        (strcmp(step, "AUTH") == 0 && !is_unknown_command(text, len)))
-        return vk__fail(VK_ERR_AUTH, "%.*s", (int)len, text);
-    /* A server without RESP3, or without HELLO at all, is not refusing the
-     * credentials: it does not speak the protocol asked for. */
-    if (starts_with(text, len, "NOPROTO") || is_unknown_command(text, len))
-        return vk__fail(VK_ERR_PROTOCOL, "%s: %.*s", step, (int)len, text);
-    return vk__fail(VK_ERR_SERVER, "%s: %.*s", step, (int)len, text);
-}
-
-static vk_status append_auth(vk_conn *c, const char *username, const char *password)
-{
-    const char *argv[3] = {"AUTH"};
-    size_t lens[3] = {4};
-    int argc = 1;
-    if (username != NULL && username[0] != '\0') {
-        argv[argc] = username;
-        lens[argc++] = strlen(username);
-    }
-    argv[argc] = password;
-    lens[argc++] = strlen(password);
-    return append_request(c, argc, argv, lens, true);
-}
-
-#if HIREDIS_MAJOR >= 1
-static vk_status append_hello3(vk_conn *c, const char *username, const char *password)
-{
-    const char *argv[5] = {"HELLO", "3"};
-    size_t lens[5] = {5, 1};
-    int argc = 2;
-    if (password != NULL) {
-        const char *user = username != NULL && username[0] != '\0' ? username : "default";
-        argv[argc] = "AUTH";
-        lens[argc++] = 4;
-        argv[argc] = user;
-        lens[argc++] = strlen(user);
-        argv[argc] = password;
-        lens[argc++] = strlen(password);
-    }
-    return append_request(c, argc, argv, lens, true);
-}
-#endif
-
-/* Sends every handshake step in one write and checks the replies in order:
- * one round trip however many steps there are. */
+/* Sends every step of the handshake (handshake.c) in one write and checks
+ * the replies in order: one round trip however many steps there are. */
 static vk_status handshake(vk_conn *c, const vk_conn_params *p, vk_context *ctx)
 {
-    const char *steps[3];
-    int nsteps = 0;
+    vk_handshake h;
+    vk__handshake_plan(&h, p->cfg, p->username, p->password);
     vk_status st = VK_OK;
-#if HIREDIS_MAJOR >= 1
-    if (p->cfg->protocol == 3) {
-        st = append_hello3(c, p->username, p->password);
-        steps[nsteps++] = "HELLO";
-    } else
-#endif
-    if (p->password != NULL) {
-        st = append_auth(c, p->username, p->password);
-        steps[nsteps++] = "AUTH";
-    }
-    if (st == VK_OK && p->cfg->db != 0) {
-        char db[16];
-        int len = snprintf(db, sizeof db, "%d", p->cfg->db);
-        const char *argv[2] = {"SELECT", db};
-        size_t lens[2] = {6, (size_t)len};
-        st = vk__conn_append(c, 2, argv, lens);
-        steps[nsteps++] = "SELECT";
-    }
-    if (st == VK_OK) {
-        const char *argv[1] = {"PING"};
-        size_t lens[1] = {4};
-        st = vk__conn_append(c, 1, argv, lens);
-        steps[nsteps++] = "PING";
+    for (int i = 0; st == VK_OK && i < h.count; i++) {
+        const vk_handshake_step *step = &h.steps[i];
+        st = append_request(c, step->argc, step->argv, step->lens, step->secret);
     }
     if (st == VK_OK)
         st = vk__conn_flush(c, ctx);
     vk_status first_failure = VK_OK;
-    for (int i = 0; st == VK_OK && i < nsteps; i++) {
+    for (int i = 0; st == VK_OK && i < h.count; i++) {
         redisReply *r;
         st = vk__conn_read(c, &r, ctx);
         if (st != VK_OK)
             break;
-        if (r->type == REDIS_REPLY_ERROR && first_failure == VK_OK)
-            first_failure = vk__handshake_error(steps[i], r->str, r->len);
+        if (first_failure == VK_OK)
+            first_failure = vk__handshake_check(&h.steps[i], r);
         vk__reply_free(r);
     }
     if (st == VK_OK && first_failure != VK_OK) {
@@ -366,14 +273,16 @@ vk_status vk__conn_open(vk_conn **out, const vk_endpoint *ep, const vk_conn_para
 vk_status vk__conn_auth(vk_conn *c, const char *username, const char *password,
                         vk_context *ctx)
 {
-    vk_status st = append_auth(c, username, password);
+    vk_handshake_step auth;
+    vk__handshake_auth_step(&auth, username, password);
+    vk_status st = append_request(c, auth.argc, auth.argv, auth.lens, auth.secret);
     if (st == VK_OK)
         st = vk__conn_flush(c, ctx);
     redisReply *r = NULL;
     if (st == VK_OK)
         st = vk__conn_read(c, &r, ctx);
-    if (st == VK_OK && r->type == REDIS_REPLY_ERROR)
-        st = vk__handshake_error("AUTH", r->str, r->len);
+    if (st == VK_OK)
+        st = vk__handshake_check(&auth, r);
     vk__reply_free(r);
     return st;
 }

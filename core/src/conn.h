@@ -8,6 +8,7 @@
 #define VK_CONN_H
 
 #include "command.h"
+#include "handshake.h"
 
 #include <hiredis/hiredis.h>
 
@@ -61,19 +62,11 @@ typedef struct vk_conn_params {
     const char *password;   /* NULL: no AUTH */
 } vk_conn_params;
 
-/* Connects within the dial timeout (and ctx), then the handshake: HELLO 3
- * [AUTH user pass] for protocol 3, else AUTH [user] pass when a password is
- * set; SELECT db when db != 0; PING. Auth refusals are VK_ERR_AUTH with the
- * server's message. */
+/* Connects within the dial timeout (and ctx), then the handshake of
+ * handshake.h (HELLO/AUTH, SELECT, PING in one round trip). Auth refusals
+ * are VK_ERR_AUTH with the server's message. */
 vk_status vk__conn_open(vk_conn **out, const vk_endpoint *ep, const vk_conn_params *p,
                         vk_context *ctx);
-/* The status for an error reply to a handshake step ("AUTH", "HELLO",
- * "SELECT", "PING"): a refusal of the credentials (WRONGPASS, NOAUTH,
- * "invalid password", NOPERM to AUTH or HELLO, anything else AUTH answers)
- * is VK_ERR_AUTH with the server's text; NOPROTO and an unknown command
- * are VK_ERR_PROTOCOL, anything else VK_ERR_SERVER, both "<step>: <text>".
- * Arguments the server quotes back are cut off (they hold the password). */
-vk_status vk__handshake_error(const char *step, const char *text, size_t len);
 /* Formats a command into the output buffer (no I/O). */
 vk_status vk__conn_append(vk_conn *c, int argc, const char *const *argv,
                           const size_t *argvlen);
