@@ -28,6 +28,9 @@ struct vk_mux {
      * position `written` onwards. */
     char *buf;
     size_t start, len, cap;
+    /* buf holds (or held) a password since it was last empty: no copy of
+     * it may be left behind, so it is wiped, never given to realloc(). */
+    bool secret;
     uint64_t written;      /* stream positions written so far */
     uint64_t queued;       /* stream positions queued so far */
 
@@ -43,6 +46,8 @@ static waiting_op *at(const vk_mux *m, size_t i)
 {
     return &m->line[(m->head + i) % m->bound];
 }
+
+static void output_emptied(vk_mux *m);
 
 vk_status vk__mux_new(vk_mux **out, size_t max_in_flight, vk_mux_done_fn done,
                       void *userdata)
@@ -77,6 +82,7 @@ void vk__mux_free(vk_mux *m)
     }
     if (m->reader != NULL)
         redisReaderFree(m->reader);
+    output_emptied(m);
     free(m->line);
     free(m->buf);
     free(m);
@@ -97,14 +103,22 @@ vk_status vk__mux_status(const vk_mux *m)
     return m->failure;
 }
 
+/* Moves the unwritten bytes to the front; with a secret, what they leave
+ * behind is wiped. */
+static void compact(vk_mux *m)
+{
+    memmove(m->buf, m->buf + m->start, m->len);
+    if (m->secret)
+        vk__wipe(m->buf + m->len, m->start);
+    m->start = 0;
+}
+
 /* Room for n more bytes after the unwritten ones; written bytes at the
  * front are dropped first. */
 static bool reserve(vk_mux *m, size_t n)
 {
-    if (m->start > 0 && m->cap - m->start - m->len < n) {
-        memmove(m->buf, m->buf + m->start, m->len);
-        m->start = 0;
-    }
+    if (m->start > 0 && m->cap - m->start - m->len < n)
+        compact(m);
     if (m->cap - m->start - m->len >= n)
         return true;
     if (n > SIZE_MAX / 2 - m->len)
@@ -112,7 +126,17 @@ static bool reserve(vk_mux *m, size_t n)
     size_t cap = m->cap * 2 > m->len + n ? m->cap * 2 : m->len + n;
     if (cap < 4096)
         cap = 4096;
-    char *grown = realloc(m->buf, cap);
+    char *grown;
+    if (m->secret) {
+        grown = malloc(cap);
+        if (grown != NULL && m->buf != NULL) {
+            memcpy(grown, m->buf, m->len);
+            vk__wipe(m->buf, m->cap);
+            free(m->buf);
+        }
+    } else {
+        grown = realloc(m->buf, cap);
+    }
     if (grown == NULL)
         return false;
     m->buf = grown;
@@ -120,8 +144,25 @@ static bool reserve(vk_mux *m, size_t n)
     return true;
 }
 
+/* The output is empty: a password it held is wiped now. */
+static void output_emptied(vk_mux *m)
+{
+    if (m->secret) {
+        vk__wipe(m->buf, m->cap);
+        m->secret = false;
+    }
+    m->start = 0;
+    m->len = 0;
+}
+
 vk_status vk__mux_submit(vk_mux *m, void *op, int argc, const char *const *argv,
                          const size_t *argvlen)
+{
+    return vk__mux_submit_secret(m, op, argc, argv, argvlen, false);
+}
+
+vk_status vk__mux_submit_secret(vk_mux *m, void *op, int argc, const char *const *argv,
+                                const size_t *argvlen, bool secret)
 {
     if (m->failure != VK_OK)
         return vk__fail(m->failure, "the connection failed");
@@ -131,6 +172,9 @@ vk_status vk__mux_submit(vk_mux *m, void *op, int argc, const char *const *argv,
     size_t n;
     if (!vk__request_size(argc, argvlen, &n))
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    /* Marked first, so that a buffer grown for this request is already
+     * handled as one holding a password. */
+    m->secret |= secret;
     if (!reserve(m, n))
         return vk__fail_nomem();
     vk__request_encode(m->buf + m->start + m->len, argc, argv, argvlen);
@@ -155,7 +199,7 @@ void vk__mux_wrote(vk_mux *m, size_t n)
     m->len -= n;
     m->written += n;
     if (m->len == 0)
-        m->start = 0;
+        output_emptied(m);
 }
 
 /* Takes the first operation out of the line. */
@@ -214,7 +258,10 @@ static void remove_unwritten(vk_mux *m, size_t i)
     waiting_op *w = at(m, i);
     size_t size = (size_t)(w->end - w->begin);
     size_t from = m->start + (size_t)(w->begin - m->written);
-    memmove(m->buf + from, m->buf + from + size, m->len - (from - m->start) - size);
+    size_t tail = m->len - (from - m->start) - size;
+    memmove(m->buf + from, m->buf + from + size, tail);
+    if (m->secret)
+        vk__wipe(m->buf + from + tail, size);
     m->len -= size;
     m->queued -= size;
     for (size_t j = i; j + 1 < m->count; j++) {
@@ -260,6 +307,5 @@ void vk__mux_fail(vk_mux *m, vk_status status)
         m->done(m->userdata, w.op, m->failure, NULL, m->written >= w.end);
     }
     free(detail);
-    m->len = 0;
-    m->start = 0;
+    output_emptied(m);
 }

@@ -45,6 +45,11 @@ void vk__mux_free(vk_mux *m);
  * failure of the connection every submit fails with that failure. */
 vk_status vk__mux_submit(vk_mux *m, void *op, int argc, const char *const *argv,
                          const size_t *argvlen);
+/* The same for a request that carries a password (AUTH, HELLO ... AUTH):
+ * no copy of it is left in freed memory, and the output is wiped once it
+ * has all been written, or when the mux fails or is freed. */
+vk_status vk__mux_submit_secret(vk_mux *m, void *op, int argc, const char *const *argv,
+                                const size_t *argvlen, bool secret);
 /* Room for another request under the in-flight bound. */
 bool vk__mux_can_submit(const vk_mux *m);
 /* Requests submitted and not yet answered, cancelled ones still in line

@@ -19,6 +19,7 @@
 #include "conns.h"
 #include "vkclient.h"
 #include "conn.h"
+#include "mux.h"
 
 #include <malloc.h>
 #include <stdatomic.h>
@@ -197,6 +198,52 @@ static void test_reauth_with_huge_password(void)
     vk_config_free(cfg);
 }
 
+static void count_completion(void *userdata, void *op, vk_status status, redisReply *reply,
+                             bool sent)
+{
+    (void)op, (void)status, (void)sent;
+    (*(int *)userdata)++;
+    vk__reply_free(reply);
+}
+
+/* The multiplexed connection's output: a password queued among other
+ * requests, then the buffer grown, compacted after a partial write, a
+ * request cancelled out of it, written, and the mux freed with requests
+ * still in line. No freed block may hold the password. */
+static void test_mux_output_keeps_no_copy(void)
+{
+    int completions = 0;
+    vk_mux *m = NULL;
+    CHECK_OK(vk__mux_new(&m, 64, count_completion, &completions));
+    arm(token, TOKEN_LEN);
+    const char *ping[] = { "PING" };
+    size_t ping_len[] = { 4 };
+    int ops[8];
+    CHECK_OK(vk__mux_submit(m, &ops[0], 1, ping, ping_len));
+    const char *auth[] = { "AUTH", USER, token };
+    size_t auth_lens[] = { 4, strlen(USER), TOKEN_LEN };
+    CHECK_OK(vk__mux_submit_secret(m, &ops[1], 3, auth, auth_lens, true));
+    static char big[16384];
+    memset(big, 'x', sizeof big);
+    const char *set[] = { "SET", "secrets:big", big };
+    size_t set_lens[] = { 3, 11, sizeof big };
+    CHECK_OK(vk__mux_submit(m, &ops[2], 3, set, set_lens));   /* grows the buffer */
+    size_t len;
+    vk__mux_output(m, &len);
+    vk__mux_wrote(m, len / 2);
+    CHECK_OK(vk__mux_submit(m, &ops[3], 1, ping, ping_len));
+    CHECK_OK(vk__mux_submit(m, &ops[4], 3, set, set_lens));   /* compacts, then grows */
+    CHECK(vk__mux_cancel(m, &ops[3]));                        /* removed from the middle */
+    vk__mux_output(m, &len);
+    vk__mux_wrote(m, len);
+    /* Queued and written again, then the mux is freed unwritten. */
+    CHECK_OK(vk__mux_submit_secret(m, &ops[5], 3, auth, auth_lens, true));
+    CHECK_OK(vk__mux_submit(m, &ops[6], 3, set, set_lens));
+    vk__mux_free(m);
+    CHECK_EQ_INT(completions, 7);
+    CHECK_EQ_INT(disarm(), 0);
+}
+
 int main(void)
 {
     /* VKTEST_NEEDS_SERVER */
@@ -219,6 +266,7 @@ int main(void)
     RUN(test_handshake_with_long_token);
     RUN(test_reauth_with_long_token);
     RUN(test_reauth_with_huge_password);
+    RUN(test_mux_output_keeps_no_copy);
     vkt_server_stop(server);
     free(huge_secret);
     return vkt_finish();

@@ -4,7 +4,8 @@
  * (VKTEST_NEEDS_SERVER): a thousand requests in flight with errors among
  * them, replies fed in random splits, a connection killed mid-stream,
  * cancellation before and after a request was written, back-pressure, an
- * 8 MB reply among small ones, and streams the mux must refuse.
+ * 8 MB reply among small ones, streams the mux must refuse, and the
+ * handshake's steps sent through it.
  */
 #include "vktest.h"
 #include "servers.h"
@@ -459,6 +460,99 @@ static void test_refused_streams(void)
     free(r.ops);
 }
 
+/* The handshake's steps (handshake.c), sent through the mux as a driver
+ * of the engine sends them, in one write: an ACL user, a database, PING;
+ * then a command on the ready connection. A wrong password is refused as
+ * an authentication failure by the same rule the blocking client uses. */
+typedef struct step_op {
+    const vk_handshake_step *step;   /* NULL: a command, its reply kept */
+    vk_status verdict;
+    bool done;
+    char text[512];
+} step_op;
+
+static void on_step(void *userdata, void *opaque, vk_status status, redisReply *reply, bool sent)
+{
+    (void)userdata, (void)sent;
+    step_op *o = opaque;
+    o->done = true;
+    o->verdict = status;
+    if (status == VK_OK && o->step != NULL)
+        o->verdict = vk__handshake_check(o->step, reply);
+    else if (status == VK_OK)
+        snprintf(o->text, sizeof o->text, "%.*s", (int)reply->len, reply->str);
+    vk__reply_free(reply);
+}
+
+/* Runs the handshake for user/password/db, then CLIENT INFO; returns the
+ * handshake's verdict and, when it passed, the CLIENT INFO line in info. */
+static vk_status handshake_through_mux(const char *user, const char *password, int db,
+                                       char *info, size_t cap)
+{
+    info[0] = '\0';
+    vk_config *cfg = NULL;
+    vk_config_new(&cfg);
+    vk_config_set_standalone(cfg, vkt_server_address(server));
+    vk_config_set_db(cfg, db);
+    CHECK_OK(vk__config_prepare(cfg, NULL));
+    vk_handshake h;
+    vk__handshake_plan(&h, cfg, user, password);
+    int fd = dial();
+    vk_mux *m = NULL;
+    CHECK_OK(vk__mux_new(&m, 8, on_step, NULL));
+    step_op ops[VK_HANDSHAKE_MAX_STEPS + 1];
+    memset(ops, 0, sizeof ops);
+    for (int i = 0; i < h.count; i++) {
+        ops[i].step = &h.steps[i];
+        CHECK_OK(vk__mux_submit_secret(m, &ops[i], h.steps[i].argc, h.steps[i].argv,
+                                       h.steps[i].lens, h.steps[i].secret));
+    }
+    int writes = 0;
+    CHECK(flush_output(m, fd, &writes));
+    CHECK_EQ_INT(writes, 1);
+    unsigned seed = 11;
+    while (vk__mux_in_flight(m) > 0 && pump(m, fd, 0, &seed)) {
+    }
+    vk_status verdict = VK_OK;
+    for (int i = 0; i < h.count; i++) {
+        CHECK(ops[i].done);
+        if (verdict == VK_OK)
+            verdict = ops[i].verdict;   /* the first refusal decides */
+    }
+    if (verdict == VK_OK) {
+        const char *argv[] = { "CLIENT", "INFO" };
+        size_t lens[] = { 6, 4 };
+        step_op *command = &ops[h.count];
+        CHECK_OK(vk__mux_submit(m, command, 2, argv, lens));
+        CHECK(flush_output(m, fd, &writes));
+        while (vk__mux_in_flight(m) > 0 && pump(m, fd, 0, &seed)) {
+        }
+        snprintf(info, cap, "%s", command->text);
+    }
+    vk__mux_free(m);
+    close(fd);
+    vk_config_free(cfg);
+    return verdict;
+}
+
+static void test_handshake_through_mux(void)
+{
+    const char *setuser[] = { "ACL", "SETUSER", "mux-user", "on", ">mux-secret", "~*", "&*",
+                              "+@all" };
+    free(vkt_server_cmd(server, setuser, 8));
+    char info[512];
+    CHECK_OK(handshake_through_mux("mux-user", "mux-secret", 3, info, sizeof info));
+    CHECK(strstr(info, " db=3 ") != NULL);
+    CHECK(strstr(info, " user=mux-user ") != NULL);
+    CHECK_FAILS(handshake_through_mux("mux-user", "wrong", 3, info, sizeof info), VK_ERR_AUTH,
+                "authentication failed: WRONGPASS invalid username-password pair or user is "
+                "disabled.");
+    /* No password: SELECT and PING only, as the default user. */
+    CHECK_OK(handshake_through_mux(NULL, NULL, 5, info, sizeof info));
+    CHECK(strstr(info, " db=5 ") != NULL);
+    CHECK(strstr(info, " user=default ") != NULL);
+}
+
 int main(void)
 {
     /* VKTEST_NEEDS_SERVER */
@@ -474,6 +568,7 @@ int main(void)
     RUN(test_back_pressure);
     RUN(test_big_reply_among_small);
     RUN(test_refused_streams);
+    RUN(test_handshake_through_mux);
     vkt_server_stop(server);
     return vkt_finish();
 }
