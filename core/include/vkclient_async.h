@@ -1,0 +1,143 @@
+/*
+ * vkclient_async.h: the event-loop client.
+ *
+ * A vk_async runs commands and pipelines without blocking: each call queues
+ * the operation and returns at once, and its completion function runs later
+ * on the loop's thread with the reply or the failure. All operations share
+ * one multiplexed connection to the server: requests are written back to
+ * back (coalesced into as few writes as possible) and replies are matched in
+ * order, so many operations are in flight at once.
+ *
+ * The client owns its sockets and TLS; the host's event loop only tells it
+ * when a descriptor is ready and when its timer is due, through a
+ * vk_loop_adapter (the shape of hiredis's adapters). Adapters for libuv and
+ * libevent come as headers: <vkclient/libuv.h> and <vkclient/libevent.h>.
+ *
+ * Behaviour is the blocking client's (vkclient.h): the same config and
+ * validation texts, handshake (HELLO/AUTH, SELECT, current IAM token),
+ * refused stateful commands, retry policy and reconnect rate limit, and
+ * the same error codes and texts. This version serves the standalone
+ * topology; Sentinel and Cluster configs are refused with
+ * VK_ERR_INVALID_CONFIG.
+ *
+ * Threads: a vk_async belongs to the thread of its loop. Every function
+ * must be called on that thread; a call from another thread is refused with
+ * VK_ERR_INVALID_ARGUMENT ("an event-loop client is used only on its loop's
+ * thread"). Completions run on that thread, from vk_async_handle_io(),
+ * vk_async_handle_timer(), vk_async_cancel() or vk_async_free().
+ */
+#ifndef VKCLIENT_ASYNC_H
+#define VKCLIENT_ASYNC_H
+
+#include "vkclient.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vk_async vk_async;
+/* One descriptor the client watches (a connection's socket). */
+typedef struct vk_async_io vk_async_io;
+
+/* Readiness, for vk_loop_adapter.watch() and vk_async_handle_io(). */
+#define VK_EV_READ 1
+#define VK_EV_WRITE 2
+
+#define VK_LOOP_ADAPTER_VERSION 1
+
+/*
+ * What the client asks of the host's loop. The adapter keeps what it needs
+ * per descriptor and for the timer in the `slot` the client hands it (NULL
+ * the first time; the client keeps whatever the adapter stores there).
+ */
+typedef struct vk_loop_adapter {
+    unsigned int version;   /* VK_LOOP_ADAPTER_VERSION */
+    void *data;             /* the adapter's own: its loop */
+    /* Watch fd for `events` (VK_EV_READ | VK_EV_WRITE), replacing what was
+     * watched before; when fd becomes ready, call
+     * vk_async_handle_io(io, <the ready events>). events 0: stop watching
+     * and release *slot (set it to NULL); the client closes fd right after
+     * and never uses this io again. Returns 0, or -1 when the loop refuses
+     * (the connection then fails with VK_ERR_IO). */
+    int (*watch)(void *data, vk_async_io *io, int fd, int events, void **slot);
+    /* Call vk_async_handle_timer(client) once, ms (>= 0) milliseconds from
+     * now, replacing any earlier request; ms < 0: cancel it. release != 0
+     * (from vk_async_free, with ms < 0): also release *slot. Returns 0 or
+     * -1. */
+    int (*timer)(void *data, vk_async *client, int64_t ms, int release, void **slot);
+} vk_loop_adapter;
+
+/*
+ * New: copies cfg, normalises and validates it (the blocking client's
+ * texts), and copies the adapter. No I/O: the connection opens on the first
+ * operation (with GCP IAM auth, the first token is fetched here, as
+ * vk_client_new() does). On failure *out is NULL.
+ */
+VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
+                              const vk_loop_adapter *adapter);
+/*
+ * Closes the connection and releases the client. Every operation not yet
+ * complete runs its completion with VK_ERR_CANCELLED ("client closed")
+ * before this returns. Called from inside a completion, the release waits
+ * until that completion returns. NULL-safe.
+ */
+VK_API void vk_async_free(vk_async *client);
+
+/* For the adapter: io's descriptor is ready for `events` (VK_EV_*). */
+VK_API void vk_async_handle_io(vk_async_io *io, int events);
+/* For the adapter: the timer requested through vk_loop_adapter.timer is due. */
+VK_API void vk_async_handle_timer(vk_async *client);
+
+/*
+ * A completion. status VK_OK: reply is the result and belongs to the
+ * function (release it with vk_reply_free); an error reply of the server is
+ * a reply of type VK_REPLY_ERROR, as with vk_client_command(). Otherwise
+ * reply is NULL and vk_last_error() gives the full message while the
+ * function runs. It runs exactly once per operation.
+ */
+typedef void (*vk_async_fn)(void *userdata, vk_status status, vk_reply *reply);
+
+/*
+ * Queues one command (argv with lengths, binary safe; copied). Refused at
+ * once, without a completion, when the arguments are invalid or the command
+ * would change the state of the shared connection (VK_ERR_COMMAND_NOT_ALLOWED,
+ * as vk_client_command()). *id (when id is not NULL) names the operation for
+ * vk_async_cancel(); ids are never reused by a client.
+ *
+ * A blocking command (BLPOP, XREAD BLOCK, WAIT, ...) waits for its own
+ * timeout plus the read timeout; the operations queued behind it on the
+ * connection wait with it, as replies come in order.
+ */
+VK_API vk_status vk_async_command(vk_async *client, int argc, const char *const *argv,
+                                  const size_t *argvlen, vk_async_fn fn, void *userdata,
+                                  uint64_t *id);
+
+/* A pipeline for this client: append with vk_pipeline_append() as usual
+ * (same rules, MULTI...EXEC kept whole), run with vk_async_pipeline_exec();
+ * vk_pipeline_exec() refuses it. Free with vk_pipeline_free(). */
+VK_API vk_status vk_async_pipeline_new(vk_pipeline **out, vk_async *client);
+/* Queues every command of the pipeline at once and empties it (it can be
+ * filled again at once). The completion gets an array reply with one
+ * element per command, as vk_pipeline_exec() returns. A pipeline is never
+ * re-sent once any of it was written. */
+VK_API vk_status vk_async_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
+                                        void *userdata, uint64_t *id);
+
+/*
+ * Cancels an operation: its completion runs with VK_ERR_CANCELLED before
+ * this returns. When its request was already written, its reply is read
+ * and dropped when it comes, so the connection stays in step. An id that
+ * is not in flight (completed, or never given) is VK_ERR_INVALID_ARGUMENT.
+ */
+VK_API vk_status vk_async_cancel(vk_async *client, uint64_t id);
+
+/* 1 while the connection is open and ready (handshake done), else 0. */
+VK_API int vk_async_is_connected(const vk_async *client);
+/* Operations queued and not yet complete. */
+VK_API size_t vk_async_pending(const vk_async *client);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VKCLIENT_ASYNC_H */
