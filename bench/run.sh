@@ -2,9 +2,11 @@
 # Benchmarks vkclient against its peers on one local server (DESIGN §7):
 # the C core against raw hiredis, then valkey-benchmark -c 1 -P 1 for
 # reference, and the lock pairs also against redis-py's Lock (Debian's
-# python3-redis). Client and server are pinned to the same core, so the
-# numbers show each client's own cost rather than the cross-core loopback
-# latency.
+# python3-redis); then the event-loop client against the blocking client
+# and valkey-benchmark -c 1 -P 16, with GLIDE for Node.js and ioredis for
+# reference (bench/async/run_async.sh). Client and server are pinned to the
+# same core, so the numbers show each client's own cost rather than the
+# cross-core loopback latency.
 #
 #   bash bench/run.sh [ops per case] [runs]
 #   VK_BENCH_CPU=1 bash bench/run.sh      # pin to another core
@@ -26,6 +28,7 @@ vk_build gcc "$BENCH_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF \
 # a free port and stopped by PID when the benchmark ends) and the clients.
 export BENCH_BIN=$BENCH_BUILD/bench/c/bench_core LOCK_BENCH_BIN=$BENCH_BUILD/bench/c/bench_lock
 export RP_LOCK_BENCH=$ROOT/bench/python/redis_py_lock_pairs.py
+export BENCH_ASYNC_BIN=$BENCH_BUILD/bench/c/bench_async ASYNC_RUN=$ROOT/bench/async/run_async.sh
 export OPS RUNS CPU
 exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$SERVER" -- bash -c '
   set -euo pipefail
@@ -56,4 +59,6 @@ exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$S
     rp_pairs=$(echo "$rp_out" | awk -F: "{ gsub(/ /, \"\", \$2); print \$2 }")
     awk -v p="$pairs" -v r="$rp_pairs" "BEGIN { printf \"lock pairs vs redis-py Lock: %.2f\\n\", p / r }"
   fi
+  echo
+  bash "$ASYNC_RUN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS"
 '
