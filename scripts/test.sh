@@ -77,12 +77,12 @@ check_exports() {
   # Every public function is exported, and listed by name in a version node
   # of core/vkclient.map (a symbol added in 1.x goes into VKCLIENT_1.x).
   local declared exported listed
-  declared=$(grep -oE '^VK_API[^(]*\b(vk_[a-z0-9_]+)\(' "$ROOT/core/include/vkclient.h" |
+  declared=$(cat "$ROOT"/core/include/vkclient*.h | grep -oE '^VK_API[^(]*\b(vk_[a-z0-9_]+)\(' |
     grep -oE 'vk_[a-z0-9_]+\($' | tr -d '(' | sort -u)
   exported=$(nm -D --defined-only "$lib" | awk '$2 == "T" { sub(/@.*/, "", $3); print $3 }' | sort -u)
   listed=$(grep -oE '^[[:space:]]+vk_[a-z0-9_]+;' "$ROOT/core/vkclient.map" | tr -d ' ;' | sort -u)
   bad=$(comm -3 <(echo "$declared") <(echo "$exported"))
-  [ -z "$bad" ] || { echo "declared in vkclient.h but not exported, or the reverse:"; echo "$bad"; return 1; }
+  [ -z "$bad" ] || { echo "declared in the public headers but not exported, or the reverse:"; echo "$bad"; return 1; }
   bad=$(comm -23 <(echo "$declared") <(echo "$listed"))
   [ -z "$bad" ] || { echo "public functions missing from core/vkclient.map:"; echo "$bad"; return 1; }
   echo "$(echo "$exported" | wc -l) symbols, all vk_*, each in a version node; SONAME $soname"

@@ -14,11 +14,17 @@
  * libevent come as headers: <vkclient/libuv.h> and <vkclient/libevent.h>.
  *
  * Behaviour is the blocking client's (vkclient.h): the same config and
- * validation texts, handshake (HELLO/AUTH, SELECT, current IAM token),
- * refused stateful commands, retry policy and reconnect rate limit, and
- * the same error codes and texts. This version serves the standalone
- * topology; Sentinel and Cluster configs are refused with
- * VK_ERR_INVALID_CONFIG.
+ * validation texts, handshake (HELLO/AUTH, SELECT, current IAM token, a
+ * new token's AUTH sent in line with the requests), refused stateful
+ * commands, retry policy (a write whose reply was lost is never re-sent)
+ * and reconnect rate limit, and the same error codes and texts. The
+ * operations waiting for a connection that cannot be opened fail with the
+ * reason; inside the rate limit's window they fail at once with
+ * VK_ERR_RECONNECT_RATE_LIMITED. Operations run in the order they were
+ * queued, a retried one included. The read timeout applies to the
+ * connection: no reply for that long while replies are awaited fails it.
+ * This version serves the standalone topology; Sentinel and Cluster
+ * configs are refused with VK_ERR_INVALID_CONFIG.
  *
  * Threads: a vk_async belongs to the thread of its loop. Every function
  * must be called on that thread; a call from another thread is refused with
@@ -78,8 +84,9 @@ VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
 /*
  * Closes the connection and releases the client. Every operation not yet
  * complete runs its completion with VK_ERR_CANCELLED ("client closed")
- * before this returns. Called from inside a completion, the release waits
- * until that completion returns. NULL-safe.
+ * before this returns. Called from inside a completion (or an adapter
+ * callback), all of this happens once that call returns to the client;
+ * meanwhile new operations are refused with VK_ERR_NIL_CLIENT. NULL-safe.
  */
 VK_API void vk_async_free(vk_async *client);
 
@@ -119,7 +126,9 @@ VK_API vk_status vk_async_pipeline_new(vk_pipeline **out, vk_async *client);
 /* Queues every command of the pipeline at once and empties it (it can be
  * filled again at once). The completion gets an array reply with one
  * element per command, as vk_pipeline_exec() returns. A pipeline is never
- * re-sent once any of it was written. */
+ * re-sent once any of it was written. A transaction (MULTI...EXEC) is
+ * sent alone: requests queued after it wait for its replies. An empty
+ * pipeline completes (empty array) before this returns. */
 VK_API vk_status vk_async_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
                                         void *userdata, uint64_t *id);
 

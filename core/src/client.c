@@ -11,11 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reconnect back-off: after k failures the next attempt waits min(d, cap),
- * d uniform in [0, base * 2^k). */
-#define VK_RECONNECT_BASE_MS 500
-#define VK_RECONNECT_CAP_MS 30000
-
 /* ---- references ---------------------------------------------------------- */
 
 static void destroy_client(vk_client *c)
@@ -282,7 +277,7 @@ vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_c
     c->endpoint = *master;
     vk_status st = create_ping_swap(c, ctx);
     if (st == VK_OK)
-        c->reconnect_failures = 0;
+        vk__reconnect_gate_passed(&c->reconnects);
     pthread_mutex_unlock(&c->connect_lock);
 
     announce_switch(c, &sw);
@@ -308,7 +303,7 @@ VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx)
     if (st == VK_OK)
         st = create_ping_swap(client, ctx);
     if (st == VK_OK)
-        client->reconnect_failures = 0;
+        vk__reconnect_gate_passed(&client->reconnects);
     pthread_mutex_unlock(&client->connect_lock);
     announce_switch(client, &sw);
     if (st != VK_OK) {
@@ -322,24 +317,12 @@ VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx)
 /* Fails at once inside the back-off window after failed reconnects. */
 static vk_status check_rate_limit(vk_client *c, int64_t now_ms)
 {
-    if (c->reconnect_failures == 0)
-        return VK_OK;
-    int64_t elapsed = now_ms - c->last_attempt_ms;
-    if (elapsed >= c->reconnect_wait_ms)
-        return VK_OK;
-    char remaining[32];
-    vk__format_duration_ms(remaining, sizeof remaining, c->reconnect_wait_ms - elapsed);
-    return vk__fail_msg(VK_ERR_RECONNECT_RATE_LIMITED,
-                        "redis reconnect: rate-limited (next attempt in %s)", remaining);
+    return vk__reconnect_gate_check(&c->reconnects, now_ms);
 }
 
 static void record_reconnect_failure(vk_client *c)
 {
-    int k = ++c->reconnect_failures;
-    int shift = k < 20 ? k : 20;
-    int64_t d = vk__jitter((int64_t)VK_RECONNECT_BASE_MS << shift);
-    c->reconnect_wait_ms = d < VK_RECONNECT_CAP_MS ? d : VK_RECONNECT_CAP_MS;
-    c->last_attempt_ms = vk__now_ms();
+    vk__reconnect_gate_failed(&c->reconnects, vk__now_ms());
 }
 
 static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
@@ -365,7 +348,7 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
     if (st == VK_OK)
         st = create_ping_swap(c, ctx);
     if (st == VK_OK) {
-        c->reconnect_failures = 0;
+        vk__reconnect_gate_passed(&c->reconnects);
         pthread_mutex_unlock(&c->connect_lock);
         /* The status reports the latest failure: this one is over. */
         vk__client_set_last_error(c, NULL);
@@ -598,6 +581,32 @@ VK_API vk_status vk_client_new(vk_client **out, const vk_config *cfg)
         char *cause = vk__error_dup();
         vk_client_close(c);
         vk__client_unref(c);
+        vk__fail_restore(st, cause);
+        free(cause);
+        return st;
+    }
+    *out = c;
+    return VK_OK;
+}
+
+vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigned topologies,
+                                  const char *refusal)
+{
+    *out = NULL;
+    vk_client *c = NULL;
+    vk_status st = alloc_client(&c, cfg);
+    if (st != VK_OK)
+        return st;
+    /* Preparing does no I/O (a sentinel or cluster topology is only set
+     * up), so the topology can be checked after validation. */
+    if ((st = prepare_client(c)) == VK_OK && (c->cfg->topology_mask & ~topologies) != 0)
+        st = vk__fail(VK_ERR_INVALID_CONFIG, "%s", refusal);
+    if (st == VK_OK && c->refresher != NULL &&
+        (st = vk__refresher_fetch_now(c->refresher, NULL)) == VK_OK)
+        st = vk__client_start_refresher(c);
+    if (st != VK_OK) {
+        char *cause = vk__error_dup();
+        vk_client_free(c);
         vk__fail_restore(st, cause);
         free(cause);
         return st;

@@ -46,9 +46,7 @@ struct vk_client {
 
     /* Serialises (re)connects so concurrent callers do not dial at once. */
     pthread_mutex_t connect_lock;
-    int reconnect_failures;       /* k: consecutive failed reconnects */
-    int64_t last_attempt_ms;      /* monotonic time of the last failed attempt */
-    int64_t reconnect_wait_ms;    /* min(d, 30 s) drawn after that failure */
+    vk_reconnect_gate reconnects; /* the rate limit of failed reconnects */
 
     atomic_uint fork_generation;  /* the process generation the state belongs to */
     bool refresher_running;
@@ -96,6 +94,13 @@ static inline bool vk__client_follows_master(const vk_client *c)
 {
     return c->sentinel != NULL;
 }
+/* For a driver that opens its own connections (the event-loop client): a
+ * client prepared as vk_client_new() prepares one (config validated, TLS,
+ * credentials, the IAM refresh loop running with its first token) that
+ * never connects. A config whose topology is not among `topologies`
+ * (VK_TOPO_*) is refused with VK_ERR_INVALID_CONFIG and `refusal`. */
+vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigned topologies,
+                                  const char *refusal);
 /* Sentinel mode: an error reply that says this node is not (or no longer)
  * a usable master. */
 bool vk__reply_demands_rediscovery(const redisReply *r);

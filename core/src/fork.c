@@ -73,7 +73,7 @@ static void reset_client(vk_client *c)
     c->pool = NULL;
     vk__pool_abandon(pool);
     atomic_store(&c->connected, false);
-    c->reconnect_failures = 0;
+    vk__reconnect_gate_passed(&c->reconnects);
 
     /* The sentinel watcher thread is gone too; it restarts with the
      * refresh loop. */

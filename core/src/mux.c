@@ -16,11 +16,13 @@
 typedef struct waiting_op {
     void *op;
     uint64_t begin, end;   /* its request's bytes, as stream positions */
-    bool cancelled;        /* its reply is dropped when it comes */
+    size_t replies;        /* replies still to come (1 for one command) */
+    bool cancelled;        /* its replies are dropped when they come */
 } waiting_op;
 
 struct vk_mux {
     vk_mux_done_fn done;
+    vk_mux_drop_fn drop;   /* NULL: nobody is told of dropped operations */
     void *userdata;
     vk_status failure;     /* VK_OK while the connection lives */
 
@@ -155,6 +157,20 @@ static void output_emptied(vk_mux *m)
     m->len = 0;
 }
 
+/* The request of op, n bytes, is in place after the unwritten output. */
+static void queue(vk_mux *m, void *op, size_t n, size_t replies)
+{
+    m->len += n;
+    waiting_op *w = at(m, m->count++);
+    *w = (waiting_op){ .op = op, .begin = m->queued, .end = m->queued + n, .replies = replies };
+    m->queued += n;
+}
+
+void vk__mux_set_drop(vk_mux *m, vk_mux_drop_fn drop)
+{
+    m->drop = drop;
+}
+
 vk_status vk__mux_submit(vk_mux *m, void *op, int argc, const char *const *argv,
                          const size_t *argvlen)
 {
@@ -178,10 +194,25 @@ vk_status vk__mux_submit_secret(vk_mux *m, void *op, int argc, const char *const
     if (!reserve(m, n))
         return vk__fail_nomem();
     vk__request_encode(m->buf + m->start + m->len, argc, argv, argvlen);
-    m->len += n;
-    waiting_op *w = at(m, m->count++);
-    *w = (waiting_op){ .op = op, .begin = m->queued, .end = m->queued + n };
-    m->queued += n;
+    queue(m, op, n, 1);
+    return VK_OK;
+}
+
+vk_status vk__mux_submit_encoded(vk_mux *m, void *op, const char *bytes, size_t len,
+                                 size_t replies, bool secret)
+{
+    if (m->failure != VK_OK)
+        return vk__fail(m->failure, "the connection failed");
+    if (m->count == m->bound)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "the connection has %zu requests in flight, "
+                                                 "its bound", m->bound);
+    if (replies == 0 || len == 0)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "an empty request");
+    m->secret |= secret;
+    if (!reserve(m, len))
+        return vk__fail_nomem();
+    memcpy(m->buf + m->start + m->len, bytes, len);
+    queue(m, op, len, replies);
     return VK_OK;
 }
 
@@ -239,13 +270,20 @@ vk_status vk__mux_feed(vk_mux *m, const char *bytes, size_t len)
             vk__mux_fail(m, VK_ERR_PROTOCOL);
             return VK_ERR_PROTOCOL;
         }
-        /* Out of the line before the completion runs: it may submit or
-         * cancel on this mux. */
-        waiting_op w = pop(m);
-        if (w.cancelled)
-            vk__reply_free(reply);
+        /* Out of the line (at its last reply) before the completion runs:
+         * it may submit or cancel on this mux. */
+        waiting_op w = *at(m, 0);
+        if (w.replies > 1)
+            at(m, 0)->replies--;
         else
+            pop(m);
+        if (!w.cancelled)
             m->done(m->userdata, w.op, VK_OK, reply, true);
+        else {
+            vk__reply_free(reply);
+            if (w.replies == 1 && m->drop != NULL)
+                m->drop(m->userdata, w.op);
+        }
         if (m->failure != VK_OK)
             return VK_OK;   /* a completion ended the connection */
     }
@@ -301,8 +339,11 @@ void vk__mux_fail(vk_mux *m, vk_status status)
     char *detail = vk__error_dup();
     while (m->count > 0) {
         waiting_op w = pop(m);
-        if (w.cancelled)
+        if (w.cancelled) {
+            if (m->drop != NULL)
+                m->drop(m->userdata, w.op);
             continue;
+        }
         vk__fail_restore(m->failure, detail);
         m->done(m->userdata, w.op, m->failure, NULL, m->written >= w.end);
     }

@@ -9,8 +9,9 @@
  * taken here. Nothing in it makes a system call, reads a clock or starts a
  * thread.
  *
- * Operations are the caller's pointers. Each request expects one reply. An
- * operation completes exactly once, through the completion function:
+ * Operations are the caller's pointers. A request expects one reply (an
+ * encoded batch, as many as it holds). An operation completes exactly
+ * once (a batch: once per reply), through the completion function:
  *   - with VK_OK and its reply (the completion owns it: vk__reply_free), or
  *   - with the failure of the connection, and `sent` telling whether the
  *     whole request had been written before it failed (a write whose reply
@@ -31,6 +32,11 @@ typedef struct vk_mux vk_mux;
 typedef void (*vk_mux_done_fn)(void *userdata, void *op, vk_status status,
                                redisReply *reply, bool sent);
 
+/* Told when an operation cancelled after its bytes went out leaves the
+ * line (its last reply dropped, or the connection failed): from then on
+ * the mux holds no pointer to it. */
+typedef void (*vk_mux_drop_fn)(void *userdata, void *op);
+
 /* max_in_flight (>= 1) bounds the requests submitted and not yet answered:
  * a submit beyond it is refused until replies come (back-pressure). */
 vk_status vk__mux_new(vk_mux **out, size_t max_in_flight, vk_mux_done_fn done,
@@ -50,6 +56,13 @@ vk_status vk__mux_submit(vk_mux *m, void *op, int argc, const char *const *argv,
  * has all been written, or when the mux fails or is freed. */
 vk_status vk__mux_submit_secret(vk_mux *m, void *op, int argc, const char *const *argv,
                                 const size_t *argvlen, bool secret);
+/* Already encoded requests (len bytes, copied) that expect `replies`
+ * replies: the completion runs once per reply, in order (the last one
+ * takes op out of the line); a failure completes op once. */
+vk_status vk__mux_submit_encoded(vk_mux *m, void *op, const char *bytes, size_t len,
+                                 size_t replies, bool secret);
+/* Sets the function told of dropped operations (none by default). */
+void vk__mux_set_drop(vk_mux *m, vk_mux_drop_fn drop);
 /* Room for another request under the in-flight bound. */
 bool vk__mux_can_submit(const vk_mux *m);
 /* Requests submitted and not yet answered, cancelled ones still in line

@@ -18,6 +18,7 @@
 #include "client.h"
 #include "cluster.h"
 #include "conn.h"
+#include "pipeline.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ struct vk_pipeline {
     size_t count, count_cap;
     const char *refusal;   /* an append was refused: exec refuses, with this text */
     bool in_multi;         /* a MULTI waits for its EXEC or DISCARD */
+    void *owner;           /* an event-loop client's: vk_pipeline_exec refuses it */
     size_t *ends;          /* per transaction: the index of its EXEC or DISCARD */
     size_t ends_len, ends_cap;
 };
@@ -76,6 +78,19 @@ VK_API vk_status vk_pipeline_new(vk_pipeline **out, vk_client *client)
     p->formatted = client->cluster == NULL;
     *out = p;
     return VK_OK;
+}
+
+vk_status vk__pipeline_new_detached(vk_pipeline **out, vk_client *client, void *owner)
+{
+    vk_status st = vk_pipeline_new(out, client);
+    if (st == VK_OK)
+        (*out)->owner = owner;
+    return st;
+}
+
+void *vk__pipeline_owner(const vk_pipeline *p)
+{
+    return vk__client_alive(p->client) ? p->owner : NULL;
 }
 
 VK_API void vk_pipeline_free(vk_pipeline *pipeline)
@@ -237,7 +252,7 @@ static void reset(vk_pipeline *p)
 
 /* An array reply built the way hiredis builds its own, so vk_reply_free
  * (vk__reply_free) releases it and every element. */
-static redisReply *new_array_reply(size_t count)
+redisReply *vk__array_reply_new(size_t count)
 {
     redisReply *r = calloc(1, sizeof *r);
     if (r == NULL)
@@ -276,14 +291,24 @@ static vk_status exec_on(vk_pipeline *p, vk_conn *conn, redisReply *array, vk_co
  * discarded it), or its DISCARD with OK. Any other error (a server that
  * refused the EXEC or DISCARD itself) may have left the connection inside
  * MULTI. */
-static bool transactions_ended(const vk_pipeline *p, const redisReply *array)
+static bool ends_answered(const size_t *ends, size_t ends_len, const redisReply *array)
 {
-    for (size_t i = 0; i < p->ends_len; i++) {
-        const redisReply *r = array->element[p->ends[i]];
+    for (size_t i = 0; i < ends_len; i++) {
+        const redisReply *r = array->element[ends[i]];
         if (r->type == REDIS_REPLY_ERROR && (r->len < 9 || memcmp(r->str, "EXECABORT", 9) != 0))
             return false;
     }
     return true;
+}
+
+static bool transactions_ended(const vk_pipeline *p, const redisReply *array)
+{
+    return ends_answered(p->ends, p->ends_len, array);
+}
+
+bool vk__pipeline_batch_ended(const vk_pipeline_batch *batch, const redisReply *array)
+{
+    return ends_answered(batch->ends, batch->ends_len, array);
 }
 
 /* Takes a connection from the client's current pool, following swaps. */
@@ -327,6 +352,49 @@ static vk_status exec_cluster(vk_pipeline *p, redisReply *array, vk_context *ctx
     return st;
 }
 
+/* A refused append, or a MULTI left open, refuses the whole pipeline
+ * (which empties). */
+static vk_status check_refusals(vk_pipeline *p)
+{
+    if (VK_LIKELY(p->refusal == NULL && !p->in_multi))
+        return VK_OK;
+    const char *reason = p->refusal != NULL ? p->refusal : multi_open;
+    reset(p);
+    return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
+}
+
+vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch)
+{
+    memset(batch, 0, sizeof *batch);
+    vk_status st = check_refusals(p);
+    if (st != VK_OK)
+        return st;
+    if (p->count == 0)
+        return VK_OK;
+    if (p->ends_len > 0) {
+        batch->ends = malloc(p->ends_len * sizeof *batch->ends);
+        if (batch->ends == NULL)
+            return vk__fail_nomem();
+        memcpy(batch->ends, p->ends, p->ends_len * sizeof *batch->ends);
+        batch->ends_len = p->ends_len;
+    }
+    /* The request bytes change hands: the pipeline starts a new buffer. */
+    batch->requests = p->requests;
+    batch->len = p->requests_len;
+    batch->count = p->count;
+    p->requests = NULL;
+    p->requests_cap = 0;
+    reset(p);
+    return VK_OK;
+}
+
+void vk__pipeline_batch_free(vk_pipeline_batch *batch)
+{
+    free(batch->requests);
+    free(batch->ends);
+    memset(batch, 0, sizeof *batch);
+}
+
 VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx)
 {
     if (out == NULL)
@@ -340,13 +408,16 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
         vk__misuse("vk_pipeline_exec", "redis client is nil");
         return vk__fail(VK_ERR_NIL_CLIENT, NULL);
     }
-    if (VK_UNLIKELY(pipeline->refusal != NULL || pipeline->in_multi)) {
-        const char *reason = pipeline->refusal != NULL ? pipeline->refusal : multi_open;
-        reset(pipeline);
-        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
+    if (VK_UNLIKELY(pipeline->owner != NULL)) {
+        vk__misuse("vk_pipeline_exec", "the pipeline belongs to an event-loop client");
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "the pipeline belongs to an event-loop "
+                                                 "client: run it with vk_async_pipeline_exec");
     }
+    vk_status st = check_refusals(pipeline);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
     vk__client_check_fork(c);
-    redisReply *array = new_array_reply(pipeline->count);
+    redisReply *array = vk__array_reply_new(pipeline->count);
     if (array == NULL)
         return vk__fail_nomem();
     if (pipeline->count == 0) {
@@ -355,8 +426,8 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
     }
     vk_pool *pool;
     vk_conn *conn;
-    vk_status st = c->cluster != NULL ? exec_cluster(pipeline, array, ctx)
-                                      : take_conn(c, &pool, &conn, ctx);
+    st = c->cluster != NULL ? exec_cluster(pipeline, array, ctx)
+                            : take_conn(c, &pool, &conn, ctx);
     if (st == VK_OK && c->cluster == NULL) {
         st = exec_on(pipeline, conn, array, ctx);
         if (st != VK_OK && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&

@@ -53,3 +53,33 @@ int64_t vk__retry_backoff_ms(const vk_config *cfg, int attempt)
     int64_t d = lo + vk__jitter(span);
     return d > hi || d < lo ? hi : d;
 }
+
+#define VK_RECONNECT_BASE_MS 500
+#define VK_RECONNECT_CAP_MS 30000
+
+vk_status vk__reconnect_gate_check(const vk_reconnect_gate *g, int64_t now_ms)
+{
+    if (g->failures == 0)
+        return VK_OK;
+    int64_t elapsed = now_ms - g->last_attempt_ms;
+    if (elapsed >= g->wait_ms)
+        return VK_OK;
+    char remaining[32];
+    vk__format_duration_ms(remaining, sizeof remaining, g->wait_ms - elapsed);
+    return vk__fail_msg(VK_ERR_RECONNECT_RATE_LIMITED,
+                        "redis reconnect: rate-limited (next attempt in %s)", remaining);
+}
+
+int64_t vk__reconnect_gate_opens_at(const vk_reconnect_gate *g)
+{
+    return g->failures == 0 ? INT64_MIN : g->last_attempt_ms + g->wait_ms;
+}
+
+void vk__reconnect_gate_failed(vk_reconnect_gate *g, int64_t now_ms)
+{
+    int k = ++g->failures;
+    int shift = k < 20 ? k : 20;
+    int64_t d = vk__jitter((int64_t)VK_RECONNECT_BASE_MS << shift);
+    g->wait_ms = d < VK_RECONNECT_CAP_MS ? d : VK_RECONNECT_CAP_MS;
+    g->last_attempt_ms = now_ms;
+}

@@ -21,4 +21,25 @@ bool vk__retry_after_failure(const vk_config *cfg, int retries, vk_status st, bo
  * [min, min << attempt), capped at max, as go-redis). */
 int64_t vk__retry_backoff_ms(const vk_config *cfg, int attempt);
 
+/* The reconnect rate limit (SEMANTICS §2): after k consecutive failed
+ * reconnects the next may start only once min(d, 30 s) has passed since
+ * the last, d drawn from [0, 500 ms << k). Times are monotonic ms given by
+ * the caller. */
+typedef struct vk_reconnect_gate {
+    int failures;                 /* k: consecutive failed reconnects */
+    int64_t last_attempt_ms;      /* time of the last failed attempt */
+    int64_t wait_ms;              /* min(d, 30 s) drawn after that failure */
+} vk_reconnect_gate;
+
+/* VK_OK when a reconnect may start at now_ms, else
+ * VK_ERR_RECONNECT_RATE_LIMITED with "(next attempt in <duration>)". */
+vk_status vk__reconnect_gate_check(const vk_reconnect_gate *g, int64_t now_ms);
+/* When the next reconnect may start (now_ms or earlier when it may now). */
+int64_t vk__reconnect_gate_opens_at(const vk_reconnect_gate *g);
+void vk__reconnect_gate_failed(vk_reconnect_gate *g, int64_t now_ms);
+static inline void vk__reconnect_gate_passed(vk_reconnect_gate *g)
+{
+    g->failures = 0;
+}
+
 #endif /* VK_RETRY_H */

@@ -51,7 +51,7 @@ static void set_timeout_opt(int fd, int opt, int64_t ms)
     (void)setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof tv);
 }
 
-static void tune_tcp(int fd)
+void vk__transport_tune_tcp(int fd)
 {
     int on = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
@@ -136,7 +136,7 @@ static vk_status connect_tcp(vk_transport *t, const vk_endpoint *ep, int64_t dea
     }
     freeaddrinfo(list);
     if (st == VK_OK)
-        tune_tcp(*out);
+        vk__transport_tune_tcp(*out);
     return st;
 }
 

@@ -34,6 +34,8 @@ vk_status vk__transport_write_all(vk_transport *t, const char *buf, size_t len,
 /* Reads at least one byte (at most cap) into buf. */
 vk_status vk__transport_read_some(vk_transport *t, char *buf, size_t cap, size_t *got,
                                   vk_context *ctx);
+/* TCP_NODELAY and keep-alive probes on a connected TCP socket. */
+void vk__transport_tune_tcp(int fd);
 /* Changes the read timeout (0: none) of later reads, the socket's included. */
 void vk__transport_set_read_timeout(vk_transport *t, int64_t ms);
 /* False when the peer closed the connection or sent unsolicited data;

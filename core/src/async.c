@@ -1,0 +1,732 @@
+/*
+ * The event-loop client (vkclient_async.h): the driver that runs the engine
+ * (engine.c) on the host's loop. It owns the socket and the TLS session,
+ * moves bytes between them and the engine, and turns the engine's wishes
+ * (open, write, close, wake me at T) into non-blocking system calls and the
+ * adapter's watch and timer requests. Every decision is the engine's.
+ *
+ * Writes are coalesced: requests submitted while the client handles an
+ * event (typically from completions) are written in one go when the
+ * handler returns; requests submitted from outside a handler ask the loop
+ * for write readiness, so that those submitted in the same loop iteration
+ * go out together.
+ */
+#include "client.h"
+#include "engine.h"
+#include "pipeline.h"
+#include "transport.h"
+
+#include "vkclient_async.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Read per readiness event at most, so that one busy connection cannot
+ * hold the loop. */
+#define VK_ASYNC_READ_CHUNK (64 * 1024)
+#define VK_ASYNC_READS_PER_EVENT 16
+
+static const char wrong_thread[] = "an event-loop client is used only on its loop's thread";
+
+typedef enum net_state {
+    NET_CONNECTING,     /* the TCP (or unix) connect is in progress */
+    NET_TLS,            /* the TLS handshake is in progress */
+    NET_OPEN
+} net_state;
+
+struct vk_async_io {
+    vk_async *client;
+    int fd;
+    int events;          /* watched now */
+    void *slot;          /* the adapter's */
+    vk_async_io *next;   /* among the released, until no handler runs */
+};
+
+struct vk_async {
+    vk_client *core;     /* config, TLS, credentials, IAM refresh; never connects */
+    vk_loop_adapter loop;
+    void *timer_slot;
+    pthread_t owner;
+    vk_engine *engine;
+    vk_endpoint endpoint;
+    char peer[300];
+
+    /* The connection: io NULL when there is none. */
+    vk_async_io *io;
+    SSL *ssl;
+    net_state net;
+    struct addrinfo *addrs, *next_addr;
+
+    int depth;           /* public calls running (completions may re-enter) */
+    bool in_handler;     /* handle_io / handle_timer runs: flush when it returns */
+    bool flush_wanted;
+    bool free_requested; /* vk_async_free from inside a completion */
+    bool closing;
+    vk_async_io *released;
+    char *rbuf;
+};
+
+/* ---- the watch ---------------------------------------------------------------- */
+
+static void watch(vk_async *a, int events)
+{
+    vk_async_io *io = a->io;
+    if (io == NULL || io->events == events)
+        return;
+    if (a->loop.watch(a->loop.data, io, io->fd, events, &io->slot) != 0) {
+        vk__fail(VK_ERR_IO, "%s: the event loop refused to watch the connection", a->peer);
+        vk__engine_lost(a->engine, VK_ERR_IO, vk__now_ms());
+        return;
+    }
+    io->events = events;
+}
+
+/* Closes the socket; its io is freed once no handler can be using it. */
+static void close_socket(vk_async *a)
+{
+    vk_async_io *io = a->io;
+    if (io == NULL)
+        return;
+    a->io = NULL;
+    a->loop.watch(a->loop.data, io, io->fd, 0, &io->slot);
+    if (a->ssl != NULL) {
+        /* No close_notify: the socket may be anything but writable. */
+        SSL_free(a->ssl);
+        a->ssl = NULL;
+    }
+    close(io->fd);
+    io->fd = -1;
+    io->next = a->released;
+    a->released = io;
+}
+
+static void forget_addresses(vk_async *a)
+{
+    if (a->addrs != NULL)
+        freeaddrinfo(a->addrs);
+    a->addrs = a->next_addr = NULL;
+}
+
+static void close_connection(vk_async *a)
+{
+    forget_addresses(a);
+    close_socket(a);
+}
+
+/* ---- opening ---------------------------------------------------------------- */
+
+static void opened(vk_async *a);
+static void open_failed(vk_async *a, vk_status st)
+{
+    close_connection(a);
+    vk__engine_open_failed(a->engine, st, vk__now_ms());
+}
+
+static vk_status new_io(vk_async *a, int fd)
+{
+    vk_async_io *io = calloc(1, sizeof *io);
+    if (io == NULL) {
+        close(fd);
+        return vk__fail_nomem();
+    }
+    io->client = a;
+    io->fd = fd;
+    a->io = io;
+    return VK_OK;
+}
+
+/* Starts a connect to the next address: VK_OK when one is under way (or
+ * done), else the reason the last one failed. */
+static vk_status connect_next(vk_async *a, const struct sockaddr *sa, socklen_t len, int family)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return vk__fail(VK_ERR_IO, "dial %s: socket: %s", a->peer, strerror(errno));
+    if (connect(fd, sa, len) < 0 && errno != EINPROGRESS && errno != EAGAIN) {
+        int err = errno;
+        close(fd);
+        return vk__fail(VK_ERR_IO, "dial %s: %s", a->peer, strerror(err));
+    }
+    vk_status st = new_io(a, fd);
+    if (st != VK_OK)
+        return st;
+    a->net = NET_CONNECTING;
+    watch(a, VK_EV_WRITE);
+    return VK_OK;
+}
+
+/* Tries the addresses left, in order, until a connect is under way. */
+static void dial_next_address(vk_async *a, vk_status last)
+{
+    vk_status st = last;
+    while (a->next_addr != NULL) {
+        struct addrinfo *ai = a->next_addr;
+        a->next_addr = ai->ai_next;
+        st = connect_next(a, ai->ai_addr, ai->ai_addrlen, ai->ai_family);
+        if (st == VK_OK)
+            return;
+    }
+    open_failed(a, st);
+}
+
+static void drv_open(void *userdata)
+{
+    vk_async *a = userdata;
+    const vk_endpoint *ep = &a->endpoint;
+    if (ep->is_unix) {
+        struct sockaddr_un sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sun_family = AF_UNIX;
+        if (strlen(ep->path) >= sizeof sa.sun_path) {
+            open_failed(a, vk__fail(VK_ERR_IO, "dial %s: socket path too long", a->peer));
+            return;
+        }
+        memcpy(sa.sun_path, ep->path, strlen(ep->path) + 1);
+        vk_status st = connect_next(a, (const struct sockaddr *)&sa, sizeof sa, AF_UNIX);
+        if (st != VK_OK)
+            open_failed(a, st);
+        return;
+    }
+    /* A numeric address needs no lookup; a name is looked up within the
+     * dial timeout (the loop waits for it: give addresses for a loop that
+     * must never wait). */
+    const vk_config *cfg = vk__client_config(a->core);
+    int64_t deadline_us = vk__now_us() + cfg->dial_timeout_ms * 1000;
+    int rc = 0;
+    vk_status st = vk__resolve(a->peer, ep->host, ep->port, deadline_us, NULL, &a->addrs, &rc);
+    if (st == VK_OK && rc != 0)
+        st = vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", a->peer, ep->host, gai_strerror(rc));
+    if (st != VK_OK) {
+        a->addrs = NULL;
+        open_failed(a, st);
+        return;
+    }
+    a->next_addr = a->addrs;
+    dial_next_address(a, vk__fail(VK_ERR_IO, "dial %s: no address", a->peer));
+}
+
+static void tls_step(vk_async *a)
+{
+    ERR_clear_error();
+    int rc = SSL_connect(a->ssl);
+    if (rc == 1) {
+        opened(a);
+        return;
+    }
+    int err = SSL_get_error(a->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ) {
+        watch(a, VK_EV_READ);
+        return;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        watch(a, VK_EV_WRITE);
+        return;
+    }
+    char why[256];
+    vk__tls_describe_failure(a->ssl, why, sizeof why);
+    ERR_clear_error();
+    open_failed(a, vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", a->peer, why));
+}
+
+/* The connect finished: its outcome, then TLS or the engine. */
+static void connect_done(vk_async *a)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(a->io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err != 0) {
+        /* This address failed: its socket goes, the next one is tried. */
+        vk_status st = vk__fail(VK_ERR_IO, "dial %s: %s", a->peer, strerror(err));
+        close_socket(a);
+        dial_next_address(a, st);
+        return;
+    }
+    if (!a->endpoint.is_unix)
+        vk__transport_tune_tcp(a->io->fd);
+    if (a->core->tls == NULL) {
+        opened(a);
+        return;
+    }
+    const vk_config *cfg = vk__client_config(a->core);
+    const char *name = cfg->tls_server_name != NULL && cfg->tls_server_name[0] != '\0'
+                           ? cfg->tls_server_name
+                           : a->endpoint.host;
+    vk_status st = vk__tls_session_new(a->core->tls, a->io->fd, name, &a->ssl);
+    if (st != VK_OK) {
+        open_failed(a, st);
+        return;
+    }
+    /* The engine's output may move between a write that would block and
+     * its retry, and a write may take part of it. */
+    SSL_set_mode(a->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    a->net = NET_TLS;
+    tls_step(a);
+}
+
+static void opened(vk_async *a)
+{
+    forget_addresses(a);
+    a->net = NET_OPEN;
+    watch(a, VK_EV_READ);
+    vk__engine_opened(a->engine, vk__now_ms());
+}
+
+/* ---- moving bytes ------------------------------------------------------------ */
+
+static vk_status io_failure(vk_async *a, const char *op, int rc)
+{
+    if (a->ssl != NULL) {
+        int err = SSL_get_error(a->ssl, rc);
+        if (err == SSL_ERROR_ZERO_RETURN)
+            return vk__fail(VK_ERR_IO, "%s %s: connection closed by peer", op, a->peer);
+        if (err == SSL_ERROR_SYSCALL) {
+            if (errno == 0)
+                return vk__fail(VK_ERR_IO, "%s %s: EOF", op, a->peer);
+            return vk__fail(VK_ERR_IO, "%s %s: %s", op, a->peer, strerror(errno));
+        }
+        char why[256];
+        vk__tls_describe_failure(a->ssl, why, sizeof why);
+        ERR_clear_error();
+        return vk__fail(VK_ERR_TLS, "%s %s: %s", op, a->peer, why);
+    }
+    if (rc == 0)
+        return vk__fail(VK_ERR_IO, "%s %s: EOF", op, a->peer);
+    return vk__fail(VK_ERR_IO, "%s %s: %s", op, a->peer, strerror(errno));
+}
+
+/* -1: would block; 0: failed (detail set); else the bytes moved. */
+static ssize_t send_some(vk_async *a, const char *buf, size_t len)
+{
+    if (a->ssl != NULL) {
+        ERR_clear_error();
+        int n = SSL_write(a->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n > 0)
+            return n;
+        int err = SSL_get_error(a->ssl, n);
+        if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
+            return -1;
+        io_failure(a, "write", n);
+        return 0;
+    }
+    for (;;) {
+        ssize_t n = send(a->io->fd, buf, len, MSG_NOSIGNAL);
+        if (n > 0)
+            return n;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return -1;
+        io_failure(a, "write", 1);
+        return 0;
+    }
+}
+
+static ssize_t recv_some(vk_async *a, char *buf, size_t cap)
+{
+    if (a->ssl != NULL) {
+        ERR_clear_error();
+        int n = SSL_read(a->ssl, buf, (int)cap);
+        if (n > 0)
+            return n;
+        int err = SSL_get_error(a->ssl, n);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            return -1;
+        io_failure(a, "read", n);
+        return 0;
+    }
+    for (;;) {
+        ssize_t n = recv(a->io->fd, buf, cap, 0);
+        if (n > 0)
+            return n;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return -1;
+        if (n == 0)
+            errno = 0;
+        io_failure(a, "read", (int)n);
+        return 0;
+    }
+}
+
+/* Writes what the engine has until it is all out or the socket is full;
+ * then watches for write readiness only if something is left. */
+static void flush(vk_async *a)
+{
+    a->flush_wanted = false;
+    if (a->io == NULL || a->net != NET_OPEN)
+        return;
+    vk_async_io *io = a->io;
+    for (;;) {
+        size_t len;
+        const char *out = vk__engine_output(a->engine, &len);
+        if (len == 0) {
+            watch(a, VK_EV_READ);
+            return;
+        }
+        ssize_t n = send_some(a, out, len);
+        if (n < 0) {
+            watch(a, VK_EV_READ | VK_EV_WRITE);
+            return;
+        }
+        if (n == 0) {
+            vk__engine_lost(a->engine, vk_last_status(), vk__now_ms());
+            return;
+        }
+        vk__engine_wrote(a->engine, (size_t)n, vk__now_ms());
+        if (a->io != io)
+            return;   /* the connection went meanwhile */
+    }
+}
+
+static void read_ready(vk_async *a)
+{
+    vk_async_io *io = a->io;
+    for (int i = 0; i < VK_ASYNC_READS_PER_EVENT && a->io == io && !a->free_requested; i++) {
+        ssize_t n = recv_some(a, a->rbuf, VK_ASYNC_READ_CHUNK);
+        if (n < 0)
+            return;
+        if (n == 0) {
+            vk__engine_lost(a->engine, vk_last_status(), vk__now_ms());
+            return;
+        }
+        vk__engine_feed(a->engine, a->rbuf, (size_t)n, vk__now_ms());
+        /* A short read emptied the socket; TLS may still hold a record. */
+        if ((size_t)n < VK_ASYNC_READ_CHUNK && (a->ssl == NULL || SSL_pending(a->ssl) == 0))
+            return;
+    }
+}
+
+/* ---- the engine's driver functions --------------------------------------------- */
+
+static void drv_close(void *userdata)
+{
+    close_connection(userdata);
+}
+
+static void drv_want_write(void *userdata)
+{
+    vk_async *a = userdata;
+    if (a->in_handler)
+        a->flush_wanted = true;
+    else if (a->io != NULL && a->net == NET_OPEN)
+        watch(a, VK_EV_READ | VK_EV_WRITE);
+}
+
+static void drv_wake(void *userdata, int64_t at_ms)
+{
+    vk_async *a = userdata;
+    int64_t ms = -1;
+    if (at_ms != VK_ENGINE_NEVER) {
+        ms = at_ms - vk__now_ms();
+        if (ms < 0)
+            ms = 0;
+    }
+    a->loop.timer(a->loop.data, a, ms, 0, &a->timer_slot);
+}
+
+static void drv_complete(void *userdata, vk_async_fn fn, void *op_userdata, vk_status st,
+                         redisReply *reply)
+{
+    (void)userdata;
+    if (fn != NULL)
+        fn(op_userdata, st, (vk_reply *)reply);
+    else
+        vk__reply_free(reply);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+static bool on_loop_thread(const vk_async *a)
+{
+    return pthread_equal(pthread_self(), a->owner) != 0;
+}
+
+static void release_ios(vk_async *a)
+{
+    while (a->released != NULL) {
+        vk_async_io *io = a->released;
+        a->released = io->next;
+        free(io);
+    }
+}
+
+static void destroy(vk_async *a)
+{
+    a->closing = true;
+    a->depth++;
+    vk__fail(VK_ERR_CANCELLED, "client closed");
+    vk__engine_free(a->engine, "client closed");
+    a->engine = NULL;
+    close_connection(a);
+    a->loop.timer(a->loop.data, a, -1, 1, &a->timer_slot);
+    release_ios(a);
+    vk_client_free(a->core);
+    free(a->rbuf);
+    free(a);
+}
+
+/* Every public entry: enter() ... leave(). The outermost leave frees what
+ * was released meanwhile, and the client when its free was asked for from
+ * inside a completion. */
+static void enter(vk_async *a)
+{
+    a->depth++;
+}
+
+static void leave(vk_async *a)
+{
+    if (--a->depth > 0)
+        return;
+    if (a->free_requested) {
+        destroy(a);
+        return;
+    }
+    release_ios(a);
+}
+
+VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
+                              const vk_loop_adapter *adapter)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (cfg == NULL)
+        return vk__fail(VK_ERR_INVALID_CONFIG, "config is NULL");
+    if (adapter == NULL || adapter->version != VK_LOOP_ADAPTER_VERSION ||
+        adapter->watch == NULL || adapter->timer == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT,
+                        "the loop adapter is NULL, of another version, or lacks watch/timer");
+    vk_async *a = calloc(1, sizeof *a);
+    if (a == NULL || (a->rbuf = malloc(VK_ASYNC_READ_CHUNK)) == NULL) {
+        free(a);
+        return vk__fail_nomem();
+    }
+    a->loop = *adapter;
+    a->owner = pthread_self();
+    vk_status st = vk__client_new_detached(
+        &a->core, cfg, VK_TOPO_STANDALONE,
+        "the event-loop client serves the standalone topology only (Sentinel and Cluster "
+        "are not supported by it yet)");
+    if (st == VK_OK) {
+        a->endpoint = a->core->endpoint;
+        vk__format_endpoint(a->peer, sizeof a->peer, &a->endpoint);
+        const vk_engine_driver driver = {
+            .userdata = a,
+            .open = drv_open,
+            .close = drv_close,
+            .want_write = drv_want_write,
+            .wake = drv_wake,
+            .complete = drv_complete,
+        };
+        st = vk__engine_new(&a->engine, vk__client_config(a->core), &a->core->credentials,
+                            a->peer, &driver);
+    }
+    if (st != VK_OK) {
+        char *cause = vk__error_dup();
+        vk_client_free(a->core);
+        free(a->rbuf);
+        free(a);
+        vk__fail_restore(st, cause);
+        free(cause);
+        return st;
+    }
+    *out = a;
+    return VK_OK;
+}
+
+VK_API void vk_async_free(vk_async *client)
+{
+    if (client == NULL)
+        return;
+    if (!on_loop_thread(client)) {
+        vk__misuse("vk_async_free", wrong_thread);
+        return;
+    }
+    if (client->depth > 0) {
+        client->free_requested = true;
+        return;
+    }
+    destroy(client);
+}
+
+VK_API void vk_async_handle_io(vk_async_io *io, int events)
+{
+    if (io == NULL)
+        return;
+    vk_async *a = io->client;
+    if (!on_loop_thread(a)) {
+        vk__misuse("vk_async_handle_io", wrong_thread);
+        return;
+    }
+    if (a->io != io || a->free_requested)
+        return;   /* a connection closed since the loop saw it ready */
+    enter(a);
+    bool outer = !a->in_handler;
+    a->in_handler = true;
+    switch (a->net) {
+    case NET_CONNECTING:
+        connect_done(a);
+        break;
+    case NET_TLS:
+        tls_step(a);
+        break;
+    case NET_OPEN:
+        if (events & VK_EV_READ)
+            read_ready(a);
+        if (a->io == io && (events & VK_EV_WRITE))
+            a->flush_wanted = true;
+        break;
+    }
+    if (outer) {
+        if (a->flush_wanted && !a->free_requested)
+            flush(a);
+        a->in_handler = false;
+    }
+    leave(a);
+}
+
+VK_API void vk_async_handle_timer(vk_async *client)
+{
+    if (client == NULL)
+        return;
+    if (!on_loop_thread(client)) {
+        vk__misuse("vk_async_handle_timer", wrong_thread);
+        return;
+    }
+    if (client->free_requested)
+        return;
+    enter(client);
+    bool outer = !client->in_handler;
+    client->in_handler = true;
+    vk__engine_tick(client->engine, vk__now_ms());
+    if (outer) {
+        if (client->flush_wanted && !client->free_requested)
+            flush(client);
+        client->in_handler = false;
+    }
+    leave(client);
+}
+
+/* ---- operations ------------------------------------------------------------------- */
+
+/* The checks every operation call makes first. */
+static vk_status usable(vk_async *a, const char *function)
+{
+    if (a == NULL || a->closing || a->free_requested) {
+        vk__misuse(function, "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    if (!on_loop_thread(a)) {
+        vk__misuse(function, wrong_thread);
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "%s", wrong_thread);
+    }
+    return VK_OK;
+}
+
+VK_API vk_status vk_async_command(vk_async *client, int argc, const char *const *argv,
+                                  const size_t *argvlen, vk_async_fn fn, void *userdata,
+                                  uint64_t *id)
+{
+    if (id != NULL)
+        *id = 0;
+    vk_status st = usable(client, "vk_async_command");
+    if (st != VK_OK)
+        return st;
+    if (argc <= 0 || argv == NULL || argvlen == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
+    for (int i = 0; i < argc; i++) {
+        if (argv[i] == NULL && argvlen[i] != 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
+    }
+    vk_command cmd;
+    vk__command_classify(&cmd, argc, argv, argvlen);
+    if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE))
+        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
+    uint64_t op_id;
+    enter(client);
+    st = vk__engine_command(client->engine, &cmd, fn, userdata, vk__now_ms(), &op_id);
+    leave(client);
+    if (st == VK_OK && id != NULL)
+        *id = op_id;
+    return st;
+}
+
+VK_API vk_status vk_async_pipeline_new(vk_pipeline **out, vk_async *client)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    vk_status st = usable(client, "vk_async_pipeline_new");
+    if (st != VK_OK)
+        return st;
+    return vk__pipeline_new_detached(out, client->core, client);
+}
+
+VK_API vk_status vk_async_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
+                                        void *userdata, uint64_t *id)
+{
+    if (id != NULL)
+        *id = 0;
+    if (pipeline == NULL) {
+        vk__misuse("vk_async_pipeline_exec", "pipeline is nil");
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "pipeline is nil");
+    }
+    vk_async *a = vk__pipeline_owner(pipeline);
+    vk_status st = usable(a, "vk_async_pipeline_exec");
+    if (st != VK_OK)
+        return st;
+    vk_pipeline_batch batch;
+    if ((st = vk__pipeline_take(pipeline, &batch)) != VK_OK)
+        return st;
+    uint64_t op_id = 0;
+    enter(a);
+    if (batch.count == 0) {
+        /* Nothing to send: the empty array completes at once. */
+        redisReply *array = vk__array_reply_new(0);
+        if (array == NULL)
+            st = vk__fail_nomem();
+        else if (fn != NULL)
+            fn(userdata, VK_OK, (vk_reply *)array);
+        else
+            vk__reply_free(array);
+    } else {
+        st = vk__engine_pipeline(a->engine, &batch, fn, userdata, vk__now_ms(), &op_id);
+        vk__pipeline_batch_free(&batch);
+    }
+    leave(a);
+    if (st == VK_OK && id != NULL)
+        *id = op_id;
+    return st;
+}
+
+VK_API vk_status vk_async_cancel(vk_async *client, uint64_t id)
+{
+    vk_status st = usable(client, "vk_async_cancel");
+    if (st != VK_OK)
+        return st;
+    enter(client);
+    st = vk__engine_cancel(client->engine, id, vk__now_ms());
+    leave(client);
+    return st;
+}
+
+VK_API int vk_async_is_connected(const vk_async *client)
+{
+    return client != NULL && client->engine != NULL && vk__engine_ready(client->engine);
+}
+
+VK_API size_t vk_async_pending(const vk_async *client)
+{
+    return client != NULL && client->engine != NULL ? vk__engine_pending(client->engine) : 0;
+}
