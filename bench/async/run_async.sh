@@ -133,12 +133,26 @@ node_ready() {
   fi
 }
 
-# npm_get DIR PACKAGE: installs PACKAGE into DIR/node_modules; the npm cache
-# stays in the temporary folder too.
+# npm_get DIR PACKAGE: installs PACKAGE into DIR/node_modules (log in
+# DIR.log); the npm cache stays in the temporary folder too.
 npm_get() {
   mkdir -p "$1"
+  local rc=0
   timeout 300 npm install --prefix "$1" --cache "$TMP/npm-cache" --no-audit --no-fund \
-    --loglevel=error "$2" >"$1.log" 2>&1
+    --loglevel=error "$2" >"$1.log" 2>&1 || rc=$?
+  [ "$rc" -ne 124 ] || echo "npm error timed out after 300 s" >>"$1.log"
+  return "$rc"
+}
+
+# Why an npm run failed, in one line: its error code and first message
+# (npm 7+ writes "npm error", older ones "npm ERR!").
+npm_reason() {
+  local code msg
+  code=$(sed -nE 's/^npm (error|ERR!) code //p' "$1" | head -n 1)
+  msg=$(sed -nE 's/^npm (error|ERR!) //p' "$1" |
+    grep -vE '^(code|syscall|errno) |^ +at |^A complete log|^[[:space:]]*$' | head -n 1)
+  [ -n "$msg" ] || msg=$(grep -v '^[[:space:]]*$' "$1" | tail -n 1)
+  echo "${code:+$code: }$msg"
 }
 
 # reference NAME PACKAGE MODULE SCRIPT: PACKAGE is what npm installs
@@ -146,7 +160,7 @@ npm_get() {
 reference() {
   local name=$1 package=$2 module=$3 script=$4 dir=$TMP/$1 version
   if ! npm_get "$dir" "$package"; then
-    skip "$name: npm install $package failed: $(grep -v '^\s*$' "$dir.log" | tail -n 1)"
+    skip "$name: npm install $package failed: $(npm_reason "$dir.log")"
     return 0
   fi
   version=$(node -p 'require(process.argv[1]).version' "$dir/node_modules/$module/package.json" \
