@@ -11,9 +11,7 @@
  * for write readiness, so that those submitted in the same loop iteration
  * go out together.
  */
-#include "client.h"
-#include "engine.h"
-#include "pipeline.h"
+#include "driven.h"
 #include "transport.h"
 
 #include "vkclient_async.h"
@@ -35,8 +33,6 @@
 #define VK_ASYNC_READ_CHUNK (64 * 1024)
 #define VK_ASYNC_READS_PER_EVENT 16
 
-static const char wrong_thread[] = "an event-loop client is used only on its loop's thread";
-
 typedef enum net_state {
     NET_CONNECTING,     /* the TCP (or unix) connect is in progress */
     NET_TLS,            /* the TLS handshake is in progress */
@@ -52,13 +48,9 @@ struct vk_async_io {
 };
 
 struct vk_async {
-    vk_client *core;     /* config, TLS, credentials, IAM refresh; never connects */
+    vk_driven d;         /* first: the engine, the core, the thread */
     vk_loop_adapter loop;
     void *timer_slot;
-    pthread_t owner;
-    vk_engine *engine;
-    vk_endpoint endpoint;
-    char peer[300];
 
     /* The connection: io NULL when there is none. */
     vk_async_io *io;
@@ -66,11 +58,8 @@ struct vk_async {
     net_state net;
     struct addrinfo *addrs, *next_addr;
 
-    int depth;           /* public calls running (completions may re-enter) */
     bool in_handler;     /* handle_io / handle_timer runs: flush when it returns */
     bool flush_wanted;
-    bool free_requested; /* vk_async_free from inside a completion */
-    bool closing;
     vk_async_io *released;
     char *rbuf;
 };
@@ -83,8 +72,8 @@ static void watch(vk_async *a, int events)
     if (io == NULL || io->events == events)
         return;
     if (a->loop.watch(a->loop.data, io, io->fd, events, &io->slot) != 0) {
-        vk__fail(VK_ERR_IO, "%s: the event loop refused to watch the connection", a->peer);
-        vk__engine_lost(a->engine, VK_ERR_IO, vk__now_ms());
+        vk__fail(VK_ERR_IO, "%s: the event loop refused to watch the connection", a->d.peer);
+        vk__engine_lost(a->d.engine, VK_ERR_IO, vk__now_ms());
         return;
     }
     io->events = events;
@@ -128,7 +117,7 @@ static void opened(vk_async *a);
 static void open_failed(vk_async *a, vk_status st)
 {
     close_connection(a);
-    vk__engine_open_failed(a->engine, st, vk__now_ms());
+    vk__engine_open_failed(a->d.engine, st, vk__now_ms());
 }
 
 static vk_status new_io(vk_async *a, int fd)
@@ -150,11 +139,11 @@ static vk_status connect_next(vk_async *a, const struct sockaddr *sa, socklen_t 
 {
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return vk__fail(VK_ERR_IO, "dial %s: socket: %s", a->peer, strerror(errno));
+        return vk__fail(VK_ERR_IO, "dial %s: socket: %s", a->d.peer, strerror(errno));
     if (connect(fd, sa, len) < 0 && errno != EINPROGRESS && errno != EAGAIN) {
         int err = errno;
         close(fd);
-        return vk__fail(VK_ERR_IO, "dial %s: %s", a->peer, strerror(err));
+        return vk__fail(VK_ERR_IO, "dial %s: %s", a->d.peer, strerror(err));
     }
     vk_status st = new_io(a, fd);
     if (st != VK_OK)
@@ -181,13 +170,13 @@ static void dial_next_address(vk_async *a, vk_status last)
 static void drv_open(void *userdata)
 {
     vk_async *a = userdata;
-    const vk_endpoint *ep = &a->endpoint;
+    const vk_endpoint *ep = &a->d.endpoint;
     if (ep->is_unix) {
         struct sockaddr_un sa;
         memset(&sa, 0, sizeof sa);
         sa.sun_family = AF_UNIX;
         if (strlen(ep->path) >= sizeof sa.sun_path) {
-            open_failed(a, vk__fail(VK_ERR_IO, "dial %s: socket path too long", a->peer));
+            open_failed(a, vk__fail(VK_ERR_IO, "dial %s: socket path too long", a->d.peer));
             return;
         }
         memcpy(sa.sun_path, ep->path, strlen(ep->path) + 1);
@@ -199,19 +188,19 @@ static void drv_open(void *userdata)
     /* A numeric address needs no lookup; a name is looked up within the
      * dial timeout (the loop waits for it: give addresses for a loop that
      * must never wait). */
-    const vk_config *cfg = vk__client_config(a->core);
+    const vk_config *cfg = vk__client_config(a->d.core);
     int64_t deadline_us = vk__now_us() + cfg->dial_timeout_ms * 1000;
     int rc = 0;
-    vk_status st = vk__resolve(a->peer, ep->host, ep->port, deadline_us, NULL, &a->addrs, &rc);
+    vk_status st = vk__resolve(a->d.peer, ep->host, ep->port, deadline_us, NULL, &a->addrs, &rc);
     if (st == VK_OK && rc != 0)
-        st = vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", a->peer, ep->host, gai_strerror(rc));
+        st = vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", a->d.peer, ep->host, gai_strerror(rc));
     if (st != VK_OK) {
         a->addrs = NULL;
         open_failed(a, st);
         return;
     }
     a->next_addr = a->addrs;
-    dial_next_address(a, vk__fail(VK_ERR_IO, "dial %s: no address", a->peer));
+    dial_next_address(a, vk__fail(VK_ERR_IO, "dial %s: no address", a->d.peer));
 }
 
 static void tls_step(vk_async *a)
@@ -234,7 +223,7 @@ static void tls_step(vk_async *a)
     char why[256];
     vk__tls_describe_failure(a->ssl, why, sizeof why);
     ERR_clear_error();
-    open_failed(a, vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", a->peer, why));
+    open_failed(a, vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", a->d.peer, why));
 }
 
 /* The connect finished: its outcome, then TLS or the engine. */
@@ -246,22 +235,22 @@ static void connect_done(vk_async *a)
         err = errno;
     if (err != 0) {
         /* This address failed: its socket goes, the next one is tried. */
-        vk_status st = vk__fail(VK_ERR_IO, "dial %s: %s", a->peer, strerror(err));
+        vk_status st = vk__fail(VK_ERR_IO, "dial %s: %s", a->d.peer, strerror(err));
         close_socket(a);
         dial_next_address(a, st);
         return;
     }
-    if (!a->endpoint.is_unix)
+    if (!a->d.endpoint.is_unix)
         vk__transport_tune_tcp(a->io->fd);
-    if (a->core->tls == NULL) {
+    if (a->d.core->tls == NULL) {
         opened(a);
         return;
     }
-    const vk_config *cfg = vk__client_config(a->core);
+    const vk_config *cfg = vk__client_config(a->d.core);
     const char *name = cfg->tls_server_name != NULL && cfg->tls_server_name[0] != '\0'
                            ? cfg->tls_server_name
-                           : a->endpoint.host;
-    vk_status st = vk__tls_session_new(a->core->tls, a->io->fd, name, &a->ssl);
+                           : a->d.endpoint.host;
+    vk_status st = vk__tls_session_new(a->d.core->tls, a->io->fd, name, &a->ssl);
     if (st != VK_OK) {
         open_failed(a, st);
         return;
@@ -278,7 +267,7 @@ static void opened(vk_async *a)
     forget_addresses(a);
     a->net = NET_OPEN;
     watch(a, VK_EV_READ);
-    vk__engine_opened(a->engine, vk__now_ms());
+    vk__engine_opened(a->d.engine, vk__now_ms());
 }
 
 /* ---- moving bytes ------------------------------------------------------------ */
@@ -288,20 +277,20 @@ static vk_status io_failure(vk_async *a, const char *op, int rc)
     if (a->ssl != NULL) {
         int err = SSL_get_error(a->ssl, rc);
         if (err == SSL_ERROR_ZERO_RETURN)
-            return vk__fail(VK_ERR_IO, "%s %s: connection closed by peer", op, a->peer);
+            return vk__fail(VK_ERR_IO, "%s %s: connection closed by peer", op, a->d.peer);
         if (err == SSL_ERROR_SYSCALL) {
             if (errno == 0)
-                return vk__fail(VK_ERR_IO, "%s %s: EOF", op, a->peer);
-            return vk__fail(VK_ERR_IO, "%s %s: %s", op, a->peer, strerror(errno));
+                return vk__fail(VK_ERR_IO, "%s %s: EOF", op, a->d.peer);
+            return vk__fail(VK_ERR_IO, "%s %s: %s", op, a->d.peer, strerror(errno));
         }
         char why[256];
         vk__tls_describe_failure(a->ssl, why, sizeof why);
         ERR_clear_error();
-        return vk__fail(VK_ERR_TLS, "%s %s: %s", op, a->peer, why);
+        return vk__fail(VK_ERR_TLS, "%s %s: %s", op, a->d.peer, why);
     }
     if (rc == 0)
-        return vk__fail(VK_ERR_IO, "%s %s: EOF", op, a->peer);
-    return vk__fail(VK_ERR_IO, "%s %s: %s", op, a->peer, strerror(errno));
+        return vk__fail(VK_ERR_IO, "%s %s: EOF", op, a->d.peer);
+    return vk__fail(VK_ERR_IO, "%s %s: %s", op, a->d.peer, strerror(errno));
 }
 
 /* -1: would block; 0: failed (detail set); else the bytes moved. */
@@ -369,7 +358,7 @@ static void flush(vk_async *a)
     vk_async_io *io = a->io;
     for (;;) {
         size_t len;
-        const char *out = vk__engine_output(a->engine, &len);
+        const char *out = vk__engine_output(a->d.engine, &len);
         if (len == 0) {
             watch(a, VK_EV_READ);
             return;
@@ -380,10 +369,10 @@ static void flush(vk_async *a)
             return;
         }
         if (n == 0) {
-            vk__engine_lost(a->engine, vk_last_status(), vk__now_ms());
+            vk__engine_lost(a->d.engine, vk_last_status(), vk__now_ms());
             return;
         }
-        vk__engine_wrote(a->engine, (size_t)n, vk__now_ms());
+        vk__engine_wrote(a->d.engine, (size_t)n, vk__now_ms());
         if (a->io != io)
             return;   /* the connection went meanwhile */
     }
@@ -392,15 +381,15 @@ static void flush(vk_async *a)
 static void read_ready(vk_async *a)
 {
     vk_async_io *io = a->io;
-    for (int i = 0; i < VK_ASYNC_READS_PER_EVENT && a->io == io && !a->free_requested; i++) {
+    for (int i = 0; i < VK_ASYNC_READS_PER_EVENT && a->io == io && !a->d.free_requested; i++) {
         ssize_t n = recv_some(a, a->rbuf, VK_ASYNC_READ_CHUNK);
         if (n < 0)
             return;
         if (n == 0) {
-            vk__engine_lost(a->engine, vk_last_status(), vk__now_ms());
+            vk__engine_lost(a->d.engine, vk_last_status(), vk__now_ms());
             return;
         }
-        vk__engine_feed(a->engine, a->rbuf, (size_t)n, vk__now_ms());
+        vk__engine_feed(a->d.engine, a->rbuf, (size_t)n, vk__now_ms());
         /* A short read emptied the socket; TLS may still hold a record. */
         if ((size_t)n < VK_ASYNC_READ_CHUNK && (a->ssl == NULL || SSL_pending(a->ssl) == 0))
             return;
@@ -435,22 +424,7 @@ static void drv_wake(void *userdata, int64_t at_ms)
     a->loop.timer(a->loop.data, a, ms, 0, &a->timer_slot);
 }
 
-static void drv_complete(void *userdata, vk_async_fn fn, void *op_userdata, vk_status st,
-                         redisReply *reply)
-{
-    (void)userdata;
-    if (fn != NULL)
-        fn(op_userdata, st, (vk_reply *)reply);
-    else
-        vk__reply_free(reply);
-}
-
 /* ---- lifecycle ------------------------------------------------------------------ */
-
-static bool on_loop_thread(const vk_async *a)
-{
-    return pthread_equal(pthread_self(), a->owner) != 0;
-}
 
 static void release_ios(vk_async *a)
 {
@@ -461,38 +435,29 @@ static void release_ios(vk_async *a)
     }
 }
 
-static void destroy(vk_async *a)
+/* After the engine (which closed the connection) and the core are gone. */
+static void release(vk_driven *d)
 {
-    a->closing = true;
-    a->depth++;
-    vk__fail(VK_ERR_CANCELLED, "client closed");
-    vk__engine_free(a->engine, "client closed");
-    a->engine = NULL;
+    vk_async *a = (vk_async *)d;
     close_connection(a);
     a->loop.timer(a->loop.data, a, -1, 1, &a->timer_slot);
     release_ios(a);
-    vk_client_free(a->core);
     free(a->rbuf);
     free(a);
 }
 
-/* Every public entry: enter() ... leave(). The outermost leave frees what
- * was released meanwhile, and the client when its free was asked for from
- * inside a completion. */
+/* Every entry from the loop: enter() ... leave(). The outermost leave
+ * frees what was released meanwhile, or the client when its free was asked
+ * for from inside a completion. */
 static void enter(vk_async *a)
 {
-    a->depth++;
+    vk__driven_enter(&a->d);
 }
 
 static void leave(vk_async *a)
 {
-    if (--a->depth > 0)
-        return;
-    if (a->free_requested) {
-        destroy(a);
-        return;
-    }
-    release_ios(a);
+    if (!vk__driven_leave(&a->d) && a->d.depth == 0)
+        release_ios(a);
 }
 
 VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
@@ -513,32 +478,20 @@ VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
         return vk__fail_nomem();
     }
     a->loop = *adapter;
-    a->owner = pthread_self();
-    vk_status st = vk__client_new_detached(
-        &a->core, cfg, VK_TOPO_STANDALONE,
-        "the event-loop client serves the standalone topology only (Sentinel and Cluster "
-        "are not supported by it yet)");
-    if (st == VK_OK) {
-        a->endpoint = a->core->endpoint;
-        vk__format_endpoint(a->peer, sizeof a->peer, &a->endpoint);
-        const vk_engine_driver driver = {
-            .userdata = a,
-            .open = drv_open,
-            .close = drv_close,
-            .want_write = drv_want_write,
-            .wake = drv_wake,
-            .complete = drv_complete,
-        };
-        st = vk__engine_new(&a->engine, vk__client_config(a->core), &a->core->credentials,
-                            a->peer, &driver);
-    }
+    a->d.kind = VK_DRIVEN_ASYNC;
+    a->d.release = release;
+    const vk_engine_driver driver = {
+        .userdata = a,
+        .open = drv_open,
+        .close = drv_close,
+        .want_write = drv_want_write,
+        .wake = drv_wake,
+        .complete = vk__driven_complete,
+    };
+    vk_status st = vk__driven_init(&a->d, cfg, &driver);
     if (st != VK_OK) {
-        char *cause = vk__error_dup();
-        vk_client_free(a->core);
         free(a->rbuf);
         free(a);
-        vk__fail_restore(st, cause);
-        free(cause);
         return st;
     }
     *out = a;
@@ -547,17 +500,8 @@ VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
 
 VK_API void vk_async_free(vk_async *client)
 {
-    if (client == NULL)
-        return;
-    if (!on_loop_thread(client)) {
-        vk__misuse("vk_async_free", wrong_thread);
-        return;
-    }
-    if (client->depth > 0) {
-        client->free_requested = true;
-        return;
-    }
-    destroy(client);
+    if (client != NULL)
+        vk__driven_free(&client->d, "vk_async_free");
 }
 
 VK_API void vk_async_handle_io(vk_async_io *io, int events)
@@ -565,11 +509,9 @@ VK_API void vk_async_handle_io(vk_async_io *io, int events)
     if (io == NULL)
         return;
     vk_async *a = io->client;
-    if (!on_loop_thread(a)) {
-        vk__misuse("vk_async_handle_io", wrong_thread);
+    if (!vk__driven_on_thread(&a->d, "vk_async_handle_io"))
         return;
-    }
-    if (a->io != io || a->free_requested)
+    if (a->io != io || a->d.free_requested)
         return;   /* a connection closed since the loop saw it ready */
     enter(a);
     bool outer = !a->in_handler;
@@ -589,7 +531,7 @@ VK_API void vk_async_handle_io(vk_async_io *io, int events)
         break;
     }
     if (outer) {
-        if (a->flush_wanted && !a->free_requested)
+        if (a->flush_wanted && !a->d.free_requested)
             flush(a);
         a->in_handler = false;
     }
@@ -600,18 +542,16 @@ VK_API void vk_async_handle_timer(vk_async *client)
 {
     if (client == NULL)
         return;
-    if (!on_loop_thread(client)) {
-        vk__misuse("vk_async_handle_timer", wrong_thread);
+    if (!vk__driven_on_thread(&client->d, "vk_async_handle_timer"))
         return;
-    }
-    if (client->free_requested)
+    if (client->d.free_requested)
         return;
     enter(client);
     bool outer = !client->in_handler;
     client->in_handler = true;
-    vk__engine_tick(client->engine, vk__now_ms());
+    vk__engine_tick(client->d.engine, vk__now_ms());
     if (outer) {
-        if (client->flush_wanted && !client->free_requested)
+        if (client->flush_wanted && !client->d.free_requested)
             flush(client);
         client->in_handler = false;
     }
@@ -620,113 +560,39 @@ VK_API void vk_async_handle_timer(vk_async *client)
 
 /* ---- operations ------------------------------------------------------------------- */
 
-/* The checks every operation call makes first. */
-static vk_status usable(vk_async *a, const char *function)
-{
-    if (a == NULL || a->closing || a->free_requested) {
-        vk__misuse(function, "redis client is nil");
-        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
-    }
-    if (!on_loop_thread(a)) {
-        vk__misuse(function, wrong_thread);
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "%s", wrong_thread);
-    }
-    return VK_OK;
-}
-
 VK_API vk_status vk_async_command(vk_async *client, int argc, const char *const *argv,
                                   const size_t *argvlen, vk_async_fn fn, void *userdata,
                                   uint64_t *id)
 {
-    if (id != NULL)
-        *id = 0;
-    vk_status st = usable(client, "vk_async_command");
-    if (st != VK_OK)
-        return st;
-    if (argc <= 0 || argv == NULL || argvlen == NULL)
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
-    for (int i = 0; i < argc; i++) {
-        if (argv[i] == NULL && argvlen[i] != 0)
-            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
-    }
-    vk_command cmd;
-    vk__command_classify(&cmd, argc, argv, argvlen);
-    if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE))
-        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
-    uint64_t op_id;
-    enter(client);
-    st = vk__engine_command(client->engine, &cmd, fn, userdata, vk__now_ms(), &op_id);
-    leave(client);
-    if (st == VK_OK && id != NULL)
-        *id = op_id;
-    return st;
+    return vk__driven_command(client != NULL ? &client->d : NULL, "vk_async_command", argc,
+                              argv, argvlen, fn, userdata, id);
 }
 
 VK_API vk_status vk_async_pipeline_new(vk_pipeline **out, vk_async *client)
 {
-    if (out == NULL)
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
-    *out = NULL;
-    vk_status st = usable(client, "vk_async_pipeline_new");
-    if (st != VK_OK)
-        return st;
-    return vk__pipeline_new_detached(out, client->core, client);
+    return vk__driven_pipeline_new(client != NULL ? &client->d : NULL, "vk_async_pipeline_new",
+                                   out);
 }
 
 VK_API vk_status vk_async_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
                                         void *userdata, uint64_t *id)
 {
-    if (id != NULL)
-        *id = 0;
-    if (pipeline == NULL) {
-        vk__misuse("vk_async_pipeline_exec", "pipeline is nil");
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "pipeline is nil");
-    }
-    vk_async *a = vk__pipeline_owner(pipeline);
-    vk_status st = usable(a, "vk_async_pipeline_exec");
-    if (st != VK_OK)
-        return st;
-    vk_pipeline_batch batch;
-    if ((st = vk__pipeline_take(pipeline, &batch)) != VK_OK)
-        return st;
-    uint64_t op_id = 0;
-    enter(a);
-    if (batch.count == 0) {
-        /* Nothing to send: the empty array completes at once. */
-        redisReply *array = vk__array_reply_new(0);
-        if (array == NULL)
-            st = vk__fail_nomem();
-        else if (fn != NULL)
-            fn(userdata, VK_OK, (vk_reply *)array);
-        else
-            vk__reply_free(array);
-    } else {
-        st = vk__engine_pipeline(a->engine, &batch, fn, userdata, vk__now_ms(), &op_id);
-        vk__pipeline_batch_free(&batch);
-    }
-    leave(a);
-    if (st == VK_OK && id != NULL)
-        *id = op_id;
-    return st;
+    return vk__driven_pipeline_exec(VK_DRIVEN_ASYNC, "vk_async_pipeline_exec", pipeline, fn,
+                                    userdata, id);
 }
 
 VK_API vk_status vk_async_cancel(vk_async *client, uint64_t id)
 {
-    vk_status st = usable(client, "vk_async_cancel");
-    if (st != VK_OK)
-        return st;
-    enter(client);
-    st = vk__engine_cancel(client->engine, id, vk__now_ms());
-    leave(client);
-    return st;
+    return vk__driven_cancel(client != NULL ? &client->d : NULL, "vk_async_cancel", id);
 }
 
 VK_API int vk_async_is_connected(const vk_async *client)
 {
-    return client != NULL && client->engine != NULL && vk__engine_ready(client->engine);
+    return client != NULL && client->d.engine != NULL && vk__engine_ready(client->d.engine);
 }
 
 VK_API size_t vk_async_pending(const vk_async *client)
 {
-    return client != NULL && client->engine != NULL ? vk__engine_pending(client->engine) : 0;
+    return client != NULL && client->d.engine != NULL ? vk__engine_pending(client->d.engine)
+                                                      : 0;
 }

@@ -828,3 +828,41 @@ void vk__engine_tick(vk_engine *e, int64_t now_ms)
     e->pump_again = true;
     end(e);
 }
+
+vk_status vk__engine_submit(vk_engine *e, int argc, const char *const *argv,
+                            const size_t *argvlen, vk_async_fn fn, void *op_userdata,
+                            int64_t now_ms, uint64_t *id)
+{
+    if (argc <= 0 || argv == NULL || argvlen == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
+    for (int i = 0; i < argc; i++) {
+        if (argv[i] == NULL && argvlen[i] != 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
+    }
+    vk_command cmd;
+    vk__command_classify(&cmd, argc, argv, argvlen);
+    /* The connection is shared by every operation: nothing may change it. */
+    if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE))
+        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
+    return vk__engine_command(e, &cmd, fn, op_userdata, now_ms, id);
+}
+
+vk_status vk__engine_submit_pipeline(vk_engine *e, vk_pipeline *pipeline, vk_async_fn fn,
+                                     void *op_userdata, int64_t now_ms, uint64_t *id)
+{
+    vk_pipeline_batch batch;
+    vk_status st = vk__pipeline_take(pipeline, &batch);
+    if (st != VK_OK)
+        return st;
+    if (batch.count > 0) {
+        st = vk__engine_pipeline(e, &batch, fn, op_userdata, now_ms, id);
+        vk__pipeline_batch_free(&batch);
+        return st;
+    }
+    /* Nothing to send: the empty array completes at once. */
+    redisReply *array = vk__array_reply_new(0);
+    if (array == NULL)
+        return vk__fail_nomem();
+    e->drv.complete(e->drv.userdata, fn, op_userdata, VK_OK, array);
+    return VK_OK;
+}

@@ -61,6 +61,18 @@ vk_status vk__engine_command(vk_engine *e, const vk_command *cmd, vk_async_fn fn
                              void *op_userdata, int64_t now_ms, uint64_t *id);
 vk_status vk__engine_pipeline(vk_engine *e, vk_pipeline_batch *batch, vk_async_fn fn,
                               void *op_userdata, int64_t now_ms, uint64_t *id);
+/* A caller's command: arguments checked (VK_ERR_INVALID_ARGUMENT),
+ * classified, refused when it would change the shared connection
+ * (VK_ERR_COMMAND_NOT_ALLOWED), then queued; nothing completes on a
+ * refusal. */
+vk_status vk__engine_submit(vk_engine *e, int argc, const char *const *argv,
+                            const size_t *argvlen, vk_async_fn fn, void *op_userdata,
+                            int64_t now_ms, uint64_t *id);
+/* A pipeline's commands as one operation, after its refusals (those of
+ * vk_pipeline_exec); the pipeline empties. An empty one completes (empty
+ * array) before this returns. */
+vk_status vk__engine_submit_pipeline(vk_engine *e, vk_pipeline *pipeline, vk_async_fn fn,
+                                     void *op_userdata, int64_t now_ms, uint64_t *id);
 /* VK_OK when id was in flight: it completed with VK_ERR_CANCELLED. */
 vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms);
 size_t vk__engine_pending(const vk_engine *e);
