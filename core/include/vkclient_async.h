@@ -157,9 +157,11 @@ VK_API size_t vk_async_pending(const vk_async *client);
  * replies) is the client's, as in vk_async. Same config, same operations,
  * same completions and texts; standalone topology; one thread.
  *
- * The host's loop: after any call, read the wants (vk_hosted_get_wants)
- * and act on them:
- *   - conn changed: close the socket of any older connection;
+ * The host's loop: after any call, read what the client wants of each of
+ * its connections (vk_hosted_connection_count, vk_hosted_get_wants; one
+ * connection in the standalone topology, more where a client talks to
+ * several nodes) and act on it:
+ *   - a socket whose connection id is no longer wanted: close it;
  *   - connect: open `conn` to host:port (or the unix path), with TLS when
  *     tls is set (verifying server_name), then vk_hosted_connected() or
  *     vk_hosted_connect_failed();
@@ -167,34 +169,39 @@ VK_API size_t vk_async_pending(const vk_async *client);
  *     with how many went out;
  *   - read: conn is open: read from it and give what arrives to
  *     vk_hosted_received(); a failed or closed socket goes to
- *     vk_hosted_lost();
- *   - tick_in_ms >= 0: call vk_hosted_tick() within that many ms.
- * Events that name a connection other than the current one are ignored,
- * so a reader that finishes after its connection was replaced is harmless.
+ *     vk_hosted_lost().
+ * And call vk_hosted_tick() within vk_hosted_tick_in_ms() (-1: no need).
+ * Events that name a connection no longer wanted are ignored, so a reader
+ * that finishes after its connection was replaced is harmless.
  */
 typedef struct vk_hosted vk_hosted;
 
 typedef struct vk_hosted_wants {
-    uint64_t conn;              /* the connection wanted (0: none) */
-    int connect;                /* 1: conn is to be opened */
+    uint64_t conn;              /* the connection's id (never 0, never reused) */
+    int connect;                /* 1: it is to be opened */
     const char *host;           /* its node: host and port, or ... */
     int port;
     const char *path;           /* ... a unix socket path (NULL otherwise) */
     int tls;                    /* 1: TLS over it */
     const char *server_name;    /* the name to verify (TLS) */
-    const char *output;         /* bytes to write on conn now */
+    const char *output;         /* bytes to write on it now */
     size_t output_len;
-    int read;                   /* 1: conn is open: keep reading it */
-    int64_t tick_in_ms;         /* call vk_hosted_tick within this; -1: no need */
+    int read;                   /* 1: it is open: keep reading it */
 } vk_hosted_wants;
 
 /* As vk_async_new(), without a loop. */
 VK_API vk_status vk_hosted_new(vk_hosted **out, const vk_config *cfg);
 /* As vk_async_free(). */
 VK_API void vk_hosted_free(vk_hosted *client);
-/* What the client wants now; the pointers stay valid until the next call
- * on it. */
-VK_API void vk_hosted_get_wants(const vk_hosted *client, vk_hosted_wants *wants);
+/* The connections the client wants now. */
+VK_API size_t vk_hosted_connection_count(const vk_hosted *client);
+/* What the client wants of its connection number i (< the count); the
+ * pointers stay valid until the next call on the client.
+ * VK_ERR_INVALID_ARGUMENT when there is no such connection. */
+VK_API vk_status vk_hosted_get_wants(const vk_hosted *client, size_t i,
+                                     vk_hosted_wants *wants);
+/* Call vk_hosted_tick() within this many ms; -1: no need. */
+VK_API int64_t vk_hosted_tick_in_ms(const vk_hosted *client);
 
 VK_API void vk_hosted_connected(vk_hosted *client, uint64_t conn);
 /* status VK_ERR_IO, VK_ERR_TLS or VK_ERR_TIMEOUT; why says what failed

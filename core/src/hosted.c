@@ -91,14 +91,21 @@ VK_API void vk_hosted_free(vk_hosted *client)
         vk__driven_free(&client->d, "vk_hosted_free");
 }
 
-VK_API void vk_hosted_get_wants(const vk_hosted *client, vk_hosted_wants *wants)
+VK_API size_t vk_hosted_connection_count(const vk_hosted *client)
+{
+    return client != NULL && client->conn != 0 ? 1 : 0;
+}
+
+VK_API vk_status vk_hosted_get_wants(const vk_hosted *client, size_t i,
+                                     vk_hosted_wants *wants)
 {
     if (wants == NULL)
-        return;
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "wants is NULL");
     memset(wants, 0, sizeof *wants);
-    wants->tick_in_ms = -1;
     if (client == NULL || client->d.engine == NULL)
-        return;
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    if (i >= vk_hosted_connection_count(client))
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "no connection %zu", i);
     const vk_hosted *h = client;
     const vk_endpoint *ep = &h->d.endpoint;
     const vk_config *cfg = vk__client_config(h->d.core);
@@ -117,10 +124,15 @@ VK_API void vk_hosted_get_wants(const vk_hosted *client, vk_hosted_wants *wants)
     wants->read = h->open;
     if (h->open)
         wants->output = vk__engine_output(h->d.engine, &wants->output_len);
-    if (h->wake_at_ms != VK_ENGINE_NEVER) {
-        int64_t ms = h->wake_at_ms - vk__now_ms();
-        wants->tick_in_ms = ms > 0 ? ms : 0;
-    }
+    return VK_OK;
+}
+
+VK_API int64_t vk_hosted_tick_in_ms(const vk_hosted *client)
+{
+    if (client == NULL || client->wake_at_ms == VK_ENGINE_NEVER)
+        return -1;
+    int64_t ms = client->wake_at_ms - vk__now_ms();
+    return ms > 0 ? ms : 0;
 }
 
 /* ---- the host's events ---------------------------------------------------------- */

@@ -62,11 +62,12 @@ static int dial(const char *ip, int port)
     return -1;
 }
 
-/* One round of what the client wants. */
+/* One round of what the client wants (one connection: standalone). */
 static void host_step(host *h)
 {
-    vk_hosted_wants w;
-    vk_hosted_get_wants(h->client, &w);
+    vk_hosted_wants w = {0};
+    if (vk_hosted_connection_count(h->client) == 1)
+        CHECK_OK(vk_hosted_get_wants(h->client, 0, &w));
     if (w.conn != h->conn) {
         drop_socket(h);
         h->conn = w.conn;
@@ -92,7 +93,8 @@ static void host_step(host *h)
             vk_hosted_lost(h->client, w.conn, VK_ERR_IO, strerror(errno));
         return;
     }
-    int wait_ms = w.tick_in_ms >= 0 && w.tick_in_ms < 20 ? (int)w.tick_in_ms : 20;
+    int64_t tick_in = vk_hosted_tick_in_ms(h->client);
+    int wait_ms = tick_in >= 0 && tick_in < 20 ? (int)tick_in : 20;
     if (w.read && h->fd >= 0) {
         struct pollfd p = {.fd = h->fd, .events = POLLIN};
         if (poll(&p, 1, wait_ms) == 1) {
@@ -107,9 +109,7 @@ static void host_step(host *h)
     } else if (wait_ms > 0) {
         vkt_sleep_ms(wait_ms);
     }
-    vk_hosted_wants now;
-    vk_hosted_get_wants(h->client, &now);
-    if (now.tick_in_ms == 0)
+    if (vk_hosted_tick_in_ms(h->client) == 0)
         vk_hosted_tick(h->client);
 }
 

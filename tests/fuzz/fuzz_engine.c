@@ -35,7 +35,8 @@ static void serve_wants(vk_hosted *c)
 {
     vk_hosted_wants w;
     for (int rounds = 0; rounds < 8; rounds++) {
-        vk_hosted_get_wants(c, &w);
+        if (vk_hosted_get_wants(c, 0, &w) != VK_OK)
+            return;
         if (w.connect)
             vk_hosted_connected(c, w.conn);
         else if (w.output_len > 0)
@@ -94,8 +95,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t pieces = 0;
     while (size > 0) {
         serve_wants(c);
-        vk_hosted_wants w;
-        vk_hosted_get_wants(c, &w);
+        vk_hosted_wants w = {0};
+        vk_hosted_get_wants(c, 0, &w);
         size_t n = (size_t)(1 + (data[0] % max_piece));
         if (n > size)
             n = size;
@@ -107,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             vk_hosted_lost(c, w.conn, VK_ERR_IO, "EOF");
         if (pieces == 2 && cancel < commands && ids[cancel] != 0)
             vk_hosted_cancel(c, ids[cancel]);
-        if (w.tick_in_ms == 0)
+        if (vk_hosted_tick_in_ms(c) == 0)
             vk_hosted_tick(c);
     }
     vk_pipeline_free(p);
