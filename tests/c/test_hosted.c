@@ -495,6 +495,27 @@ static void test_free_cancels(void)
     }
 }
 
+/* Success leaves the thread's last error alone: connecting, replies and
+ * freeing a client with nothing pending set none. */
+static void test_success_keeps_last_error(void)
+{
+    CHECK(vk_config_set_db(NULL, 1) != VK_OK);
+    char before[200];
+    snprintf(before, sizeof before, "%s", vk_last_error());
+    host h;
+    host_init(&h, hosted_new(NULL), 0);
+    result r = {0};
+    tally t = {0, &r};
+    slot s0 = {&t, 0};
+    const char *ping[] = {"PING"};
+    CHECK_OK(submit(h.client, &s0, 1, ping, NULL));
+    CHECK(host_run(&h, &t.done, 1, 5000));
+    CHECK_EQ_STR(r.text, "PONG");
+    CHECK_EQ_STR(vk_last_error(), before);
+    host_done(&h);
+    CHECK_EQ_STR(vk_last_error(), before);
+}
+
 int main(void)
 {
     /* VKTEST_NEEDS_SERVER */
@@ -511,6 +532,7 @@ int main(void)
     RUN(test_wrong_password);
     RUN(test_cancel_after_write_and_stale_events);
     RUN(test_free_cancels);
+    RUN(test_success_keeps_last_error);
     vkt_server_stop(server);
     return vkt_finish();
 }

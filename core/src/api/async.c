@@ -153,7 +153,8 @@ static vk_status connect_next(vk_async *a, const struct sockaddr *sa, socklen_t 
     return VK_OK;
 }
 
-/* Tries the addresses left, in order, until a connect is under way. */
+/* Tries the addresses left, in order, until a connect is under way; last
+ * is the failure of the one before (VK_OK: none was tried). */
 static void dial_next_address(vk_async *a, vk_status last)
 {
     vk_status st = last;
@@ -164,6 +165,8 @@ static void dial_next_address(vk_async *a, vk_status last)
         if (st == VK_OK)
             return;
     }
+    if (st == VK_OK)
+        st = vk__fail(VK_ERR_IO, "dial %s: no address", a->d.peer);
     open_failed(a, st);
 }
 
@@ -200,7 +203,7 @@ static void drv_open(void *userdata)
         return;
     }
     a->next_addr = a->addrs;
-    dial_next_address(a, vk__fail(VK_ERR_IO, "dial %s: no address", a->d.peer));
+    dial_next_address(a, VK_OK);
 }
 
 static void tls_step(vk_async *a)

@@ -629,9 +629,12 @@ void vk__engine_free(vk_engine *e, const char *why)
         e->drv.close(e->drv.userdata);
     }
     if (e->mux != NULL) {
-        /* Cancelled, whatever the retry policy would say. */
-        vk__fail(VK_ERR_CANCELLED, "%s", why);
-        vk__mux_fail(e->mux, VK_ERR_CANCELLED);
+        /* Cancelled, whatever the retry policy would say; the detail is
+         * set only when there is something to cancel. */
+        if (vk__mux_in_flight(e->mux) > 0) {
+            vk__fail(VK_ERR_CANCELLED, "%s", why);
+            vk__mux_fail(e->mux, VK_ERR_CANCELLED);
+        }
         vk__mux_free(e->mux);
         e->mux = NULL;
     }
