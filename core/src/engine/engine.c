@@ -55,6 +55,16 @@ struct engine_op {
     size_t req_len;
 };
 
+/* A completion held back until a later turn (see complete()). */
+typedef struct deferred {
+    struct deferred *next;
+    vk_async_fn fn;
+    void *userdata;
+    vk_status status;
+    redisReply *reply;
+    char *detail;               /* vk_last_error() for it */
+} deferred;
+
 typedef struct op_list {
     engine_op *head, *tail;
     size_t count;
@@ -93,6 +103,12 @@ struct vk_engine {
     int blocking_in_line;
     int unbounded_in_line;      /* of which wait without limit */
     int64_t block_sum_ms;
+
+    /* Completions reached while an operation is being queued wait for the
+     * next turn: the caller must never see its completion run before the
+     * call that queued it returns. */
+    bool submitting;
+    deferred *deferred_head, *deferred_tail;
 
     vk_reconnect_gate gate;
     int64_t wake_at_ms;         /* the last wake-up asked for */
@@ -186,7 +202,37 @@ static void complete(vk_engine *e, engine_op *op, vk_status st, redisReply *repl
         op->array = NULL;
     }
     free_op(op);
+    if (VK_UNLIKELY(e->submitting)) {
+        deferred *d = calloc(1, sizeof *d);
+        if (d != NULL) {
+            *d = (deferred){.fn = fn, .userdata = userdata, .status = st, .reply = reply,
+                            .detail = st != VK_OK ? vk__error_dup() : NULL};
+            if (e->deferred_tail != NULL)
+                e->deferred_tail->next = d;
+            else
+                e->deferred_head = d;
+            e->deferred_tail = d;
+            return;
+        }
+        /* Out of memory: better now than never. */
+    }
     e->drv.complete(e->drv.userdata, fn, userdata, st, reply);
+}
+
+/* Runs the completions held back by a queueing call, in order. */
+static void deliver_deferred(vk_engine *e)
+{
+    while (e->deferred_head != NULL) {
+        deferred *d = e->deferred_head;
+        e->deferred_head = d->next;
+        if (e->deferred_head == NULL)
+            e->deferred_tail = NULL;
+        if (d->status != VK_OK)
+            vk__fail_restore(d->status, d->detail);
+        e->drv.complete(e->drv.userdata, d->fn, d->userdata, d->status, d->reply);
+        free(d->detail);
+        free(d);
+    }
 }
 
 static vk_status new_op(vk_engine *e, op_kind kind, size_t req_len, vk_async_fn fn,
@@ -539,7 +585,7 @@ static void pump(vk_engine *e, int64_t now_ms)
 static int64_t next_wake(const vk_engine *e, int64_t now_ms)
 {
     int64_t at = VK_ENGINE_NEVER;
-    if (e->pump_again)
+    if (e->pump_again || e->deferred_head != NULL)
         return INT64_MIN;   /* at once: a later turn has work */
     if (e->state == CONN_DIALING)
         at = e->dial_deadline_ms;
@@ -571,6 +617,8 @@ static void end(vk_engine *e)
         return;
     }
     int64_t now_ms = e->now_ms;
+    if (!e->submitting)
+        deliver_deferred(e);
     /* A bounded number of passes: completions that keep submitting work
      * that fails at once get their answers on later turns. */
     for (int pass = 0; pass < 4; pass++) {
@@ -624,6 +672,8 @@ void vk__engine_free(vk_engine *e, const char *why)
     if (e == NULL)
         return;
     e->depth++;   /* no turn ends here: nothing is sent or scheduled again */
+    e->submitting = false;
+    deliver_deferred(e);
     if (e->state != CONN_DOWN) {
         e->state = CONN_DOWN;
         e->drv.close(e->drv.userdata);
@@ -647,6 +697,26 @@ void vk__engine_free(vk_engine *e, const char *why)
     free(e);
 }
 
+/* A new operation joins the queue and goes out now if it can; whatever
+ * completes during this turn is delivered on the next one. */
+static void queue_op(vk_engine *e, engine_op *op, int64_t now_ms)
+{
+    bool outermost = e->depth == 0;
+    if (outermost)
+        e->submitting = true;
+    begin(e, now_ms);
+    list_push(&e->queue, op);
+    e->pump_again = true;
+    end(e);
+    if (outermost) {
+        e->submitting = false;
+        if (e->deferred_head != NULL) {
+            e->wake_at_ms = INT64_MIN;
+            e->drv.wake(e->drv.userdata, now_ms);
+        }
+    }
+}
+
 vk_status vk__engine_command(vk_engine *e, const vk_command *cmd, vk_async_fn fn,
                              void *op_userdata, int64_t now_ms, uint64_t *id)
 {
@@ -661,10 +731,7 @@ vk_status vk__engine_command(vk_engine *e, const vk_command *cmd, vk_async_fn fn
     op->flags = cmd->flags;
     op->block_ms = cmd->block_ms;
     *id = op->id;
-    begin(e, now_ms);
-    list_push(&e->queue, op);
-    e->pump_again = true;
-    end(e);
+    queue_op(e, op, now_ms);
     return VK_OK;
 }
 
@@ -683,10 +750,7 @@ vk_status vk__engine_pipeline(vk_engine *e, vk_pipeline_batch *batch, vk_async_f
     op->batch = *batch;
     *batch = (vk_pipeline_batch){0};
     *id = op->id;
-    begin(e, now_ms);
-    list_push(&e->queue, op);
-    e->pump_again = true;
-    end(e);
+    queue_op(e, op, now_ms);
     return VK_OK;
 }
 
