@@ -74,6 +74,30 @@ static bool server_saw(const char *name)
     return seen;
 }
 
+/* Turns the loop until the server has a client blocked (a BLPOP was
+ * written and waits). */
+static bool server_has_blocked_client(void *loop)
+{
+    vkt_loop_run_for(loop, 5);
+    const char *info[] = {"INFO", "clients"};
+    vk_reply *r = NULL;
+    long long n = 0;
+    if (blocking_run(checker, &r, 2, info) == VK_OK) {
+        size_t len = 0;
+        const char *s = vk_reply_get_string(r, &len);
+        const char *at = s != NULL ? memmem(s, len, "blocked_clients:", 16) : NULL;
+        if (at != NULL)
+            n = atoll(at + 16);
+    }
+    vk_reply_free(r);
+    return n >= 1;
+}
+
+static bool wait_blocked(vkt_loop *loop)
+{
+    return vkt_loop_run_until(loop, server_has_blocked_client, loop, 5000);
+}
+
 static vk_async *new_client(vkt_loop *loop)
 {
     vk_config *cfg = vkt_async_config(vkt_server_address(server));
@@ -924,7 +948,7 @@ static void test_cancel_pipelines(vkt_loop *loop)
     CHECK_OK(append(p, 3, (const char *[]){"SET", "pipe:after", "set"}));
     vkt_op second = {0}, get = {0};
     CHECK_OK(vkt_pipeline_submit(p, vkt_op_fn, &second, &id));
-    vkt_loop_run_for(loop, 200);   /* written, waiting on the server */
+    CHECK(wait_blocked(loop));   /* written, waiting on the server */
     CHECK_EQ_INT(second.calls, 0);
     CHECK_OK(vk_async_cancel(c, id));
     CHECK(second.calls == 1 && second.status == VK_ERR_CANCELLED);
