@@ -5,8 +5,9 @@
  * operations are in flight (each completes once, with its own reply or an
  * error, and a write whose reply was lost is never sent again), the
  * reconnect rate limit while the server is down and recovery once it is
- * back, the read timeout (and a blocking command that outlasts it), and a
- * dial to a port nobody listens on, with the blocking client's texts.
+ * back, the read timeout (and a blocking command that outlasts it), a dial
+ * to a port nobody listens on, a dial nobody answers and a handshake
+ * nobody answers, with the blocking client's texts.
  */
 #include "vktest.h"
 #include "servers.h"
@@ -14,7 +15,11 @@
 #include "vkclient.h"
 #include "vkclient_async.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static vkt_server *server;
 static vk_client *checker;   /* a blocking client, to look at the server */
@@ -410,6 +415,16 @@ static void test_server_killed_and_back(vkt_loop *loop)
             VKT_CHECK_(strncmp(error, RATE_LIMITED_PREFIX, strlen(RATE_LIMITED_PREFIX)) == 0 &&
                            error[strlen(error) - 1] == ')',
                        "rate-limited text: \"%s\"", error);
+            /* A pipeline at once after it fails the same way. */
+            vk_pipeline *p = NULL;
+            vkt_op piped = {0};
+            CHECK_OK(vk_async_pipeline_new(&p, c));
+            CHECK_OK(vk_pipeline_append(p, 1, (const char *[]){"PING"}, (const size_t[]){4}));
+            CHECK_OK(vkt_pipeline_submit(p, vkt_op_fn, &piped, NULL));
+            vk_pipeline_free(p);
+            CHECK(vkt_loop_run_until(loop, vkt_op_done, &piped, 10000));
+            CHECK(piped.status == VK_ERR_RECONNECT_RATE_LIMITED || piped.status == VK_ERR_IO);
+            vkt_op_clear(&piped);
         } else if (st != VK_OK) {
             VKT_CHECK_(st == VK_ERR_IO, "PING while down: %d (%s)", (int)st, error);
         }
@@ -467,7 +482,10 @@ static void test_read_timeout(vkt_loop *loop)
     CHECK_EQ_INT(ping.status, VK_OK);
     vkt_op_clear(&ping);
 
-    pause_server("1000");
+    long long pause_ms = vkt_scaled_ms(1000);
+    char pause_text[32];
+    snprintf(pause_text, sizeof pause_text, "%lld", pause_ms);
+    pause_server(pause_text);
     int64_t paused_at = vkt_now_ms();
     vk_reply *r = NULL;
     const char *incr[] = {"INCR", "timeout:ctr"};
@@ -483,7 +501,7 @@ static void test_read_timeout(vkt_loop *loop)
     CHECK(vkt_loop_run_until(loop, vkt_op_done, &behind, 5000));
     CHECK_EQ_INT(behind.calls, 1);
     /* Once the pause is over the client works again. */
-    int64_t left = 1100 - (vkt_now_ms() - paused_at);
+    int64_t left = pause_ms + 100 - (vkt_now_ms() - paused_at);
     if (left > 0)
         vkt_loop_run_for(loop, left);
     vkt_op after = {0};
@@ -568,6 +586,86 @@ static void test_dial_refused(vkt_loop *loop)
     vk_async_free(c);
 }
 
+/* A listening socket on the loopback that never accepts: with a backlog
+ * of 0 and one connection already queued, a further connect is not
+ * answered (the dial times out); with room in the backlog a connect
+ * succeeds but nothing ever answers (the handshake times out). */
+static int silent_listener(int backlog, int *port, int *filler)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, backlog) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    *filler = -1;
+    if (backlog == 0) {
+        *filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (*filler < 0 || connect(*filler, (struct sockaddr *)&sa, sizeof sa) != 0) {
+            if (*filler >= 0)
+                close(*filler);
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+static void check_silent(vkt_loop *loop, int backlog)
+{
+    int port = 0, filler = -1;
+    int fd = silent_listener(backlog, &port, &filler);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    char address[64];
+    snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    vk_config *cfg = vkt_async_config(address);
+    vk_config_set_max_retries(cfg, -1);
+    vk_config_set_dial_timeout_ms(cfg, 300);
+    vk_config_set_read_timeout_ms(cfg, 300);
+    vk_config_set_write_timeout_ms(cfg, 300);
+    vk_client *blocking = NULL;
+    vk_status code = vk_client_new(&blocking, cfg);
+    char text[512];
+    snprintf(text, sizeof text, "%s", vk_last_error());
+    CHECK_EQ_INT(code, VK_ERR_TIMEOUT);
+    vk_async *c = vkt_async_new(loop, cfg);
+    vk_config_free(cfg);
+    if (c != NULL) {
+        vkt_op op = {0};
+        if (vkt_call(loop, c, &op, 1, (const char *[]){"PING"})) {
+            CHECK_EQ_INT(op.status, code);
+            CHECK_EQ_STR(op.error, text);
+        }
+        CHECK_EQ_INT(vk_async_is_connected(c), 0);
+        vkt_op_clear(&op);
+        vk_async_free(c);
+    }
+    if (filler >= 0)
+        close(filler);
+    close(fd);
+}
+
+/* Nothing answers the connect: the dial timeout, with the blocking
+ * client's code and text. */
+static void test_dial_timeout(vkt_loop *loop)
+{
+    check_silent(loop, 0);
+}
+
+/* Connected, but nothing answers the handshake: the same as the blocking
+ * client. */
+static void test_handshake_unanswered(vkt_loop *loop)
+{
+    check_silent(loop, 8);
+}
+
 int main(void)
 {
     /* VKTEST_NEEDS_SERVER */
@@ -584,6 +682,8 @@ int main(void)
     RUN_ON_LOOPS(test_read_timeout);
     RUN_ON_LOOPS(test_blocking_command_outlasts_read_timeout);
     RUN_ON_LOOPS(test_dial_refused);
+    RUN_ON_LOOPS(test_dial_timeout);
+    RUN_ON_LOOPS(test_handshake_unanswered);
     vk_client_free(checker);
     vkt_server_stop(server);
     return vkt_finish();
