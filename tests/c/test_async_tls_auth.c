@@ -4,8 +4,9 @@
  * password, a wrong or missing one (the blocking client's code and text),
  * an ACL user with a database; and TLS with the harness CA: many
  * operations and a large value over one TLS connection, a free with
- * operations in flight, a wrong server name and a wrong CA refused with
- * the blocking client's texts.
+ * operations in flight, a large reply cancelled after write, the
+ * connection killed mid-stream, a wrong server name and a wrong CA refused
+ * with the blocking client's texts.
  */
 #include "vktest.h"
 #include "servers.h"
@@ -252,6 +253,92 @@ static void test_tls_commands(vkt_loop *loop)
     CHECK_EQ_INT(wrong, 0);
 }
 
+/* Over TLS: a large reply cancelled after its request was written is read
+ * and dropped; then the connection is killed with operations in flight,
+ * and each completes once, with its own reply or a connection error. */
+static void test_tls_cancel_and_kill(vkt_loop *loop)
+{
+    vk_config *cfg = tls_config();
+    vk_async *c = vkt_async_new(loop, cfg);
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    const size_t size = 4u << 20;
+    char *value = malloc(size);
+    CHECK(value != NULL);
+    if (value == NULL) {
+        vk_async_free(c);
+        return;
+    }
+    memset(value, 'x', size);
+    vkt_op set = {0}, big = {0}, small = {0};
+    const char *set_argv[] = {"SET", "tls:big4", value};
+    const size_t set_lens[] = {3, 8, size};
+    CHECK_OK(vkt_submitv(c, vkt_op_fn, &set, NULL, 3, set_argv, set_lens));
+    free(value);
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &set, 20000));
+    CHECK(set.status == VK_OK && vkt_reply_is(set.reply, "OK"));
+    /* The server holds the GET while paused: written, not yet answered. */
+    char pause_ms[32];
+    snprintf(pause_ms, sizeof pause_ms, "%lld", vkt_scaled_ms(300));
+    const char *pause[] = {"CLIENT", "PAUSE", pause_ms, "ALL"};
+    char *line = vkt_server_cmd(tls_server, pause, 4);
+    CHECK_EQ_STR(line, "+OK");
+    free(line);
+    uint64_t id = 0;
+    CHECK_OK(vkt_submit(c, &big, &id, 2, (const char *[]){"GET", "tls:big4"}));
+    CHECK_OK(vkt_submit(c, &small, NULL, 2, (const char *[]){"ECHO", "after the big one"}));
+    vkt_loop_run_for(loop, 100);
+    CHECK_EQ_INT(big.calls, 0);
+    CHECK_OK(vk_async_cancel(c, id));
+    CHECK(big.calls == 1 && big.status == VK_ERR_CANCELLED);
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &small, 20000));
+    CHECK(small.status == VK_OK && vkt_reply_is(small.reply, "after the big one"));
+    vkt_op_clear(&set);
+    vkt_op_clear(&big);
+    vkt_op_clear(&small);
+
+    enum { N = 300 };
+    static echo_op ops[N];
+    memset(ops, 0, sizeof ops);
+    int done = 0;
+    for (int i = 0; i < N; i++) {
+        ops[i].done = &done;
+        snprintf(ops[i].want, sizeof ops[i].want, "kill-%d", i);
+        if (i == N / 2)
+            CHECK_OK(vkt_submit(c, &big, NULL, 3, (const char *[]){"BLPOP", "tls:none", "5"}));
+        const char *argv[] = {"ECHO", ops[i].want};
+        const size_t lens[] = {4, strlen(ops[i].want)};
+        CHECK_OK(vkt_submitv(c, echo_fn, &ops[i], NULL, 2, argv, lens));
+    }
+    target half = {&done, N / 2};
+    CHECK(vkt_loop_run_until(loop, target_reached, &half, 10000));
+    vkt_loop_run_for(loop, 50);
+    const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
+    line = vkt_server_cmd(tls_server, kill, 4);
+    CHECK(line != NULL && line[0] == ':' && atoi(line + 1) >= 1);
+    free(line);
+    target all = {&done, N};
+    CHECK(vkt_loop_run_until(loop, target_reached, &all, 20000));
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &big, 10000));
+    CHECK_EQ_INT(big.status, VK_ERR_IO);
+    int wrong = 0;
+    for (int i = 0; i < N; i++) {
+        if (ops[i].calls != 1)
+            wrong++;
+        else if (i < N / 2 && !ops[i].matched)
+            wrong++;
+    }
+    CHECK_EQ_INT(wrong, 0);
+    vkt_op_clear(&big);
+    /* And the client goes on over a new TLS connection. */
+    vkt_op again = {0};
+    if (vkt_call(loop, c, &again, 2, (const char *[]){"ECHO", "again"}))
+        CHECK(again.status == VK_OK && vkt_reply_is(again.reply, "again"));
+    vkt_op_clear(&again);
+    vk_async_free(c);
+}
+
 static void test_tls_refusals(vkt_loop *loop)
 {
     vk_config *cfg = tls_config();
@@ -304,6 +391,7 @@ int main(void)
     RUN_ON_LOOPS(test_wrong_or_missing_password);
     RUN_ON_LOOPS(test_acl_user_with_db);
     RUN_ON_LOOPS(test_tls_commands);
+    RUN_ON_LOOPS(test_tls_cancel_and_kill);
     RUN_ON_LOOPS(test_tls_refusals);
     vkt_server_stop(secured);
     vkt_server_stop(tls_server);
