@@ -19,8 +19,10 @@
  * commands, retry policy (a write whose reply was lost is never re-sent)
  * and reconnect rate limit, and the same error codes and texts. The
  * operations waiting for a connection that cannot be opened fail with the
- * reason; inside the rate limit's window they fail at once with
- * VK_ERR_RECONNECT_RATE_LIMITED. Operations run in the order they were
+ * reason; inside the rate limit's window they fail without a connection
+ * attempt, with VK_ERR_RECONNECT_RATE_LIMITED. A completion never runs
+ * inside the call that queued its operation (it waits for the loop's next
+ * turn), except for an empty pipeline. Operations run in the order they were
  * queued, a retried one included. The read timeout applies to the
  * connection: no reply for that long while replies are awaited fails it.
  * This version serves the standalone topology; Sentinel and Cluster
