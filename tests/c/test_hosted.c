@@ -11,6 +11,9 @@
 #include "servers.h"
 
 #include "vkclient_async.h"
+/* Below the API: the credentials a client hands its connections, as the
+ * IAM refresh loop replaces them. */
+#include "api/driven.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -495,6 +498,84 @@ static void test_free_cancels(void)
     }
 }
 
+/* Everything the host wrote, for a look at the bytes on the wire. */
+typedef struct capture {
+    char bytes[8192];
+    size_t len;
+} capture;
+
+/* host_step that also keeps what it writes. */
+static void host_step_capturing(host *h, capture *cap)
+{
+    vk_hosted_wants w = {0};
+    if (vk_hosted_connection_count(h->client) == 1 &&
+        vk_hosted_get_wants(h->client, 0, &w) == VK_OK && !w.connect && w.output_len > 0 &&
+        h->fd >= 0 && w.conn == h->conn) {
+        size_t n = w.output_len < sizeof cap->bytes - cap->len ? w.output_len
+                                                               : sizeof cap->bytes - cap->len;
+        memcpy(cap->bytes + cap->len, w.output, n);
+        cap->len += n;
+        ssize_t sent = send(h->fd, w.output, w.output_len, MSG_NOSIGNAL);
+        if (sent > 0)
+            vk_hosted_wrote(h->client, w.conn, (size_t)sent);
+        return;
+    }
+    host_step(h);
+}
+
+/* New credentials (as the IAM refresh loop hands over a new token) go to
+ * the open connection as an AUTH in line, written before the next command
+ * and on the same connection: no reconnect, no command without it. */
+static void test_new_credentials_authenticate_in_line(void)
+{
+    vkt_server_opts opts = {.requirepass = "first-token"};
+    vkt_server *locked = vkt_server_start(&opts);
+    CHECK(locked != NULL);
+    if (locked == NULL)
+        return;
+    vk_config *cfg = NULL;
+    vk_config_new(&cfg);
+    vk_config_set_standalone(cfg, vkt_server_address(locked));
+    vk_config_set_static_password(cfg, NULL, "first-token");
+    vk_hosted *c = NULL;
+    CHECK_OK(vk_hosted_new(&c, cfg));
+    vk_config_free(cfg);
+    host h;
+    host_init(&h, c, 0);
+    result results[2] = {0};
+    tally t = {0, results};
+    slot s0 = {&t, 0}, s1 = {&t, 1};
+    const char *ping[] = {"PING"};
+    CHECK_OK(submit(c, &s0, 1, ping, NULL));
+    CHECK(host_run(&h, &t.done, 1, 5000));
+    CHECK_EQ_STR(results[0].text, "PONG");
+
+    /* The server takes the new token, then the client is handed it. */
+    const char *rotate[] = {"CONFIG", "SET", "requirepass", "second-token"};
+    char *ok = vkt_server_cmd(locked, rotate, 4);
+    CHECK(ok != NULL && strcmp(ok, "+OK") == 0);
+    free(ok);
+    vk_driven *d = (vk_driven *)c;
+    CHECK_OK(vk__credentials_set(&d->core->credentials, NULL, "second-token"));
+
+    capture cap = {{0}, 0};
+    const char *echo[] = {"ECHO", "after-rotation"};
+    CHECK_OK(submit(c, &s1, 2, echo, NULL));
+    int64_t deadline = vkt_now_ms() + 5000;
+    while (t.done < 2 && vkt_now_ms() < deadline)
+        host_step_capturing(&h, &cap);
+    CHECK_EQ_INT(results[1].status, VK_OK);
+    CHECK_EQ_STR(results[1].text, "after-rotation");
+    const char auth[] = "*2\r\n$4\r\nAUTH\r\n$12\r\nsecond-token\r\n";
+    const char echo_bytes[] = "*2\r\n$4\r\nECHO\r\n";
+    const char *at_auth = memmem(cap.bytes, cap.len, auth, sizeof auth - 1);
+    const char *at_echo = memmem(cap.bytes, cap.len, echo_bytes, sizeof echo_bytes - 1);
+    CHECK(at_auth != NULL && at_echo != NULL && at_auth < at_echo);
+    CHECK_EQ_INT(h.connects, 1);
+    host_done(&h);
+    vkt_server_stop(locked);
+}
+
 /* Success leaves the thread's last error alone: connecting, replies and
  * freeing a client with nothing pending set none. */
 static void test_success_keeps_last_error(void)
@@ -533,6 +614,7 @@ int main(void)
     RUN(test_cancel_after_write_and_stale_events);
     RUN(test_free_cancels);
     RUN(test_success_keeps_last_error);
+    RUN(test_new_credentials_authenticate_in_line);
     vkt_server_stop(server);
     return vkt_finish();
 }
