@@ -294,9 +294,31 @@ static void on_mux_drop(void *userdata, void *op);
  * the next attempt waits for the rate limit. */
 static void open_failed(vk_engine *e, vk_status st, int64_t now_ms);
 
-/* Fails the connection (the detail set): every request in the line
- * completes, or goes back for a retry, by the retry policy; the driver
- * closes it. */
+/* Takes the connection down (the detail of st set): the driver closes it,
+ * and every request in the line completes, or goes back for a retry, by
+ * the retry policy. Completions may re-enter: the mux is freed when the
+ * turn ends. The detail is set again afterwards. */
+static void connection_down(vk_engine *e, vk_status st)
+{
+    char *detail = vk__error_dup();
+    if (e->state != CONN_DOWN) {
+        e->state = CONN_DOWN;
+        e->drv.close(e->drv.userdata);
+    }
+    e->reauth_in_line = false;
+    e->exclusive_in_line = false;
+    if (e->mux != NULL) {
+        e->dead_mux = e->mux;
+        e->mux = NULL;
+        vk__fail_restore(st, detail);
+        vk__mux_fail(e->dead_mux, st);
+    }
+    vk__fail_restore(st, detail);
+    free(detail);
+}
+
+/* Fails the connection (the detail set): see connection_down; before it
+ * was ready, that is a failed open. */
 static void fail_connection(vk_engine *e, vk_status st, int64_t now_ms)
 {
     if (e->state == CONN_DOWN)
@@ -305,20 +327,8 @@ static void fail_connection(vk_engine *e, vk_status st, int64_t now_ms)
         open_failed(e, st, now_ms);
         return;
     }
-    char *detail = vk__error_dup();
-    e->state = CONN_DOWN;
-    e->drv.close(e->drv.userdata);
-    e->reauth_in_line = false;
-    e->exclusive_in_line = false;
+    connection_down(e, st);
     e->pump_again = true;
-    if (e->mux != NULL) {
-        /* Completions may re-enter: the mux is freed when the turn ends. */
-        e->dead_mux = e->mux;
-        e->mux = NULL;
-        vk__fail_restore(st, detail);
-        vk__mux_fail(e->dead_mux, st);
-    }
-    free(detail);
 }
 
 /* A retry of op after `failures`-th failure (st): back to the front of the
@@ -497,23 +507,9 @@ static void fail_due(vk_engine *e, vk_status st, int64_t now_ms)
 
 static void open_failed(vk_engine *e, vk_status st, int64_t now_ms)
 {
-    char *detail = vk__error_dup();
-    if (e->state != CONN_DOWN) {
-        e->state = CONN_DOWN;
-        e->drv.close(e->drv.userdata);
-    }
+    /* Only the handshake's own requests can be in the mux. */
+    connection_down(e, st);
     vk__reconnect_gate_failed(&e->gate, now_ms);
-    e->reauth_in_line = false;
-    e->exclusive_in_line = false;
-    if (e->mux != NULL) {
-        /* Only the handshake's own requests were in it. */
-        e->dead_mux = e->mux;
-        e->mux = NULL;
-        vk__fail_restore(st, detail);
-        vk__mux_fail(e->dead_mux, st);
-    }
-    vk__fail_restore(st, detail);
-    free(detail);
     fail_due(e, st, now_ms);
 }
 
