@@ -271,6 +271,8 @@ fi
 if stage "build ASan+UBSan" vk_build gcc "$BUILD_ASAN" -DVK_SANITIZE=address,undefined \
      -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF \
      -DVK_BUILD_BENCH=OFF -DVK_BUILD_EXAMPLES=OFF; then
+  # Instrumented code runs slower: time bounds stretch (vkt_scaled_ms).
+  VK_TEST_TIME_SCALE=2 \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     stage "C suite under ASan+UBSan" run_ctest "$BUILD_ASAN"

@@ -3,7 +3,7 @@
 The extension vkclient._native is compiled from:
   - the SWIG wrapper, generated here from swig/vkclient.i (never committed),
   - the hand-written half of the binding (bindings/python/src/*.c),
-  - the core itself (core/src/*.c), so nothing else needs installing;
+  - the core itself (core/src/<layer>/*.c), so nothing else needs installing;
 and linked against the system libraries the core uses (found with
 pkg-config): hiredis, OpenSSL, libcurl, cJSON.
 
@@ -80,7 +80,7 @@ class BuildWithSwig(build_ext):
         # The sources are named here, not in setup(): setuptools' metadata
         # step refuses paths outside this directory.
         ext.sources = ([wrapper] + sorted(glob.glob(os.path.join(BINDING_SRC, "*.c")))
-                       + sorted(glob.glob(os.path.join(CORE_SRC, "*.c"))))
+                       + sorted(glob.glob(os.path.join(CORE_SRC, "*", "*.c"))))
         super().build_extension(ext)
 
 

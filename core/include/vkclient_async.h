@@ -19,8 +19,10 @@
  * commands, retry policy (a write whose reply was lost is never re-sent)
  * and reconnect rate limit, and the same error codes and texts. The
  * operations waiting for a connection that cannot be opened fail with the
- * reason; inside the rate limit's window they fail at once with
- * VK_ERR_RECONNECT_RATE_LIMITED. Operations run in the order they were
+ * reason; inside the rate limit's window they fail without a connection
+ * attempt, with VK_ERR_RECONNECT_RATE_LIMITED. A completion never runs
+ * inside the call that queued its operation (it waits for the loop's next
+ * turn), except for an empty pipeline. Operations run in the order they were
  * queued, a retried one included. The read timeout applies to the
  * connection: no reply for that long while replies are awaited fails it.
  * This version serves the standalone topology; Sentinel and Cluster
@@ -144,6 +146,90 @@ VK_API vk_status vk_async_cancel(vk_async *client, uint64_t id);
 VK_API int vk_async_is_connected(const vk_async *client);
 /* Operations queued and not yet complete. */
 VK_API size_t vk_async_pending(const vk_async *client);
+
+/* ------------------------------------------------------------------------ */
+/* Bytes mode: the host owns the sockets                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A vk_hosted is the same client for a host that does its own I/O (an
+ * OpenResty worker with cosockets, a test driver): the client never makes
+ * a system call for the connection; it says what it wants done and takes
+ * the bytes back. Every decision (handshake, retries, timeouts, matching
+ * replies) is the client's, as in vk_async. Same config, same operations,
+ * same completions and texts; standalone topology; one thread.
+ *
+ * The host's loop: after any call, read what the client wants of each of
+ * its connections (vk_hosted_connection_count, vk_hosted_get_wants; one
+ * connection in the standalone topology, more where a client talks to
+ * several nodes) and act on it:
+ *   - a socket whose connection id is no longer wanted: close it;
+ *   - connect: open `conn` to host:port (or the unix path), with TLS when
+ *     tls is set (verifying server_name), then vk_hosted_connected() or
+ *     vk_hosted_connect_failed();
+ *   - output_len > 0: write those bytes on conn, then vk_hosted_wrote()
+ *     with how many went out;
+ *   - read: conn is open: read from it and give what arrives to
+ *     vk_hosted_received(); a failed or closed socket goes to
+ *     vk_hosted_lost().
+ * And call vk_hosted_tick() within vk_hosted_tick_in_ms() (-1: no need).
+ * Events that name a connection no longer wanted are ignored, so a reader
+ * that finishes after its connection was replaced is harmless.
+ */
+typedef struct vk_hosted vk_hosted;
+
+typedef struct vk_hosted_wants {
+    uint64_t conn;              /* the connection's id (never 0, never reused) */
+    int connect;                /* 1: it is to be opened */
+    const char *host;           /* its node: host and port, or ... */
+    int port;
+    const char *path;           /* ... a unix socket path (NULL otherwise) */
+    int tls;                    /* 1: TLS over it */
+    const char *server_name;    /* the name to verify (TLS) */
+    const char *output;         /* bytes to write on it now */
+    size_t output_len;
+    int read;                   /* 1: it is open: keep reading it */
+} vk_hosted_wants;
+
+/* As vk_async_new(), without a loop. */
+VK_API vk_status vk_hosted_new(vk_hosted **out, const vk_config *cfg);
+/* As vk_async_free(). */
+VK_API void vk_hosted_free(vk_hosted *client);
+/* The connections the client wants now. */
+VK_API size_t vk_hosted_connection_count(const vk_hosted *client);
+/* What the client wants of its connection number i (< the count); the
+ * pointers stay valid until the next call on the client.
+ * VK_ERR_INVALID_ARGUMENT when there is no such connection. */
+VK_API vk_status vk_hosted_get_wants(const vk_hosted *client, size_t i,
+                                     vk_hosted_wants *wants);
+/* Call vk_hosted_tick() within this many ms; -1: no need. */
+VK_API int64_t vk_hosted_tick_in_ms(const vk_hosted *client);
+
+VK_API void vk_hosted_connected(vk_hosted *client, uint64_t conn);
+/* status VK_ERR_IO, VK_ERR_TLS or VK_ERR_TIMEOUT; why says what failed
+ * ("connection refused"); the operations waiting for the connection get
+ * "<status text>: dial <node>: <why>" (TLS: "handshake with <node> failed:
+ * <why>"), as from the blocking client. */
+VK_API void vk_hosted_connect_failed(vk_hosted *client, uint64_t conn, vk_status status,
+                                     const char *why);
+VK_API void vk_hosted_wrote(vk_hosted *client, uint64_t conn, size_t n);
+VK_API void vk_hosted_received(vk_hosted *client, uint64_t conn, const char *bytes,
+                               size_t len);
+/* The connection failed or closed ("read <node>: <why>"). */
+VK_API void vk_hosted_lost(vk_hosted *client, uint64_t conn, vk_status status,
+                           const char *why);
+VK_API void vk_hosted_tick(vk_hosted *client);
+
+/* As the vk_async_ functions of the same names. */
+VK_API vk_status vk_hosted_command(vk_hosted *client, int argc, const char *const *argv,
+                                   const size_t *argvlen, vk_async_fn fn, void *userdata,
+                                   uint64_t *id);
+VK_API vk_status vk_hosted_pipeline_new(vk_pipeline **out, vk_hosted *client);
+VK_API vk_status vk_hosted_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
+                                         void *userdata, uint64_t *id);
+VK_API vk_status vk_hosted_cancel(vk_hosted *client, uint64_t id);
+VK_API int vk_hosted_is_connected(const vk_hosted *client);
+VK_API size_t vk_hosted_pending(const vk_hosted *client);
 
 #ifdef __cplusplus
 }

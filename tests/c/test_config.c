@@ -3,7 +3,7 @@
  * message, every default of the normalisation, URLs, addresses, redaction
  * and the NULL-handle behaviour of every setter.
  */
-#include "internal.h"
+#include "config.h"
 #include "vktest.h"
 
 #include <hiredis/hiredis.h>

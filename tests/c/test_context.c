@@ -4,7 +4,7 @@
  * command or a lock acquire uses), so no server is needed here; the
  * connection tests cover contexts on real sockets.
  */
-#include "internal.h"
+#include "config.h"
 #include "support/vktest.h"
 
 #include <poll.h>

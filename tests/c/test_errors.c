@@ -2,7 +2,7 @@
  * Status codes and texts, the thread-local detail, versions, and Go-style
  * duration formatting.
  */
-#include "internal.h"
+#include "config.h"
 #include "vktest.h"
 
 #include <hiredis/hiredis.h>

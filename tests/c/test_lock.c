@@ -7,7 +7,7 @@
 #include "contention.h"
 #include "vktest.h"
 #include "servers.h"
-#include "internal.h"
+#include "config.h"
 #include "cluster.h"
 
 #include <pthread.h>

@@ -9,6 +9,7 @@
  */
 #include "vktest.h"
 #include "servers.h"
+#include "handshake.h"
 #include "mux.h"
 
 #include <arpa/inet.h>

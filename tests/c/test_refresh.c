@@ -16,7 +16,8 @@
 #include "servers.h"
 #include "fake_google.h"
 #include "vkclient.h"
-#include "internal.h"
+#include "config.h"
+#include "auth.h"
 #include "gcp_iam.h"
 
 #include <pthread.h>

@@ -940,7 +940,9 @@ static bool make_replica(vkt_server *node, int port)
  * the sentinels refuse for now or abort is asked for again. */
 static int ordered_failover(vkt_sentinel_group *g, const char *name, int from)
 {
-    int64_t deadline = now_us() + vkt_scaled_ms(20000) * MS;
+    /* A failover the sentinels start may take their failover-timeout (5 s)
+     * to finish or give up under load: room for a few of them. */
+    int64_t deadline = now_us() + vkt_scaled_ms(40000) * MS;
     while (now_us() < deadline) {
         const char *argv[] = {"SENTINEL", "FAILOVER", name};
         char *reply = vkt_server_cmd(vkt_sentinel_group_sentinel(g, 0), argv, 3);
@@ -950,7 +952,7 @@ static int ordered_failover(vkt_sentinel_group *g, const char *name, int from)
             usleep(200 * 1000);
             continue;
         }
-        int promoted = vkt_sentinel_group_wait_agreed_master(g, from, (int)vkt_scaled_ms(5000));
+        int promoted = vkt_sentinel_group_wait_agreed_master(g, from, (int)vkt_scaled_ms(10000));
         if (promoted >= 0)
             return promoted;
     }

@@ -9,7 +9,7 @@
 #include "vktest.h"
 #include "servers.h"
 #include "vkclient.h"
-#include "internal.h"
+#include "config.h"
 
 #include <errno.h>
 #include <stdlib.h>

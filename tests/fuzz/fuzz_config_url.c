@@ -5,7 +5,7 @@
  * a config's description.
  */
 #include "vkclient.h"
-#include "internal.h"
+#include "config.h"
 
 #include <stdint.h>
 #include <stdlib.h>

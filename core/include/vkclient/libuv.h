@@ -51,10 +51,14 @@ static inline void vk_libuv_on_poll_(uv_poll_t *handle, int status, int events)
     vk_libuv_io_ *w = (vk_libuv_io_ *)handle->data;
     int ready = 0;
     if (status < 0) {
-        /* libuv stopped the handle; the client finds the error itself when
-         * it reads or writes, and asks again for what it still needs. */
-        w->events = 0;
+        /* An error on the socket: the client finds it itself when it reads
+         * or writes. libuv has stopped the handle, but the client counts on
+         * its watch: a read that returns data still queued before the error
+         * leaves the error pending, so watch again and it is reported on
+         * the next turn. */
         ready = VK_EV_READ | VK_EV_WRITE;
+        if (w->events != 0 && uv_poll_start(&w->poll, w->events, vk_libuv_on_poll_) != 0)
+            w->events = 0;
     } else {
         if (events & UV_READABLE)
             ready |= VK_EV_READ;

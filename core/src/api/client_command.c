@@ -1,0 +1,143 @@
+/*
+ * The command path: pool → connection → reply, with the retry policy
+ * documented above vk_client_command() in vkclient.h. The command is
+ * classified once (command.c) and its descriptor goes down with it; those
+ * that would change the pooled connection for its next caller are refused
+ * first. The success path allocates nothing but the reply, reads no clock
+ * unless a metrics sink wants the latency, and logs nothing.
+ */
+#include "api/client.h"
+#include "topology/cluster.h"
+
+/* One attempt on one pooled connection. *sent tells whether the request
+ * fully reached the socket. */
+static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx,
+                          const vk_command *cmd, bool *sent)
+{
+    *sent = false;
+    for (;;) {
+        vk_pool *pool;
+        vk_status st = vk__client_acquire_pool(c, &pool, ctx);
+        if (st != VK_OK)
+            return st;
+        vk_conn *conn;
+        bool pool_closed;
+        st = vk__pool_get(pool, &conn, ctx, &pool_closed);
+        if (VK_UNLIKELY(st != VK_OK)) {
+            vk__pool_unref(pool);
+            if (pool_closed)
+                continue;   /* swapped out meanwhile: take the new pool */
+            if (st == VK_ERR_IO || st == VK_ERR_AUTH || st == VK_ERR_TLS)
+                vk__client_mark_disconnected(c);
+            return st;
+        }
+        st = vk__conn_user_command(conn, reply, cmd, ctx, sent);
+        if (VK_UNLIKELY(st != VK_OK) && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
+            st != VK_ERR_CANCELLED)
+            vk__client_mark_disconnected(c);
+        vk__pool_put(pool, conn);
+        vk__pool_unref(pool);
+        return st;
+    }
+}
+
+static void observe_latency(vk_client *c, const vk_command *cmd, int64_t started_us)
+{
+    char name[VK_COMMAND_LABEL_MAX];
+    vk__command_label(cmd, name);
+    const vk_field label[] = {{"command", name}};
+    double seconds = (double)(vk__now_us() - started_us) / 1e6;
+    vk__metric(c->events, "redis_command_duration_seconds", VK_METRIC_HISTOGRAM, seconds,
+               label, 1);
+}
+
+static vk_status check_args(vk_reply **out, int argc, const char *const *argv,
+                            const size_t *argvlen)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (argc <= 0 || argv == NULL || argvlen == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
+    for (int i = 0; i < argc; i++) {
+        if (argv[i] == NULL && argvlen[i] != 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
+    }
+    return VK_OK;
+}
+
+static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_context *ctx,
+                                      const vk_command *cmd)
+{
+    int max_retries = c->cfg->max_retries > 0 ? c->cfg->max_retries : 0;
+    for (int attempt = 0;; attempt++) {
+        bool sent;
+        vk_status st = run_once(c, reply, ctx, cmd, &sent);
+        bool retry;
+        if (VK_UNLIKELY(st == VK_OK && vk__client_follows_master(c) &&
+                        vk__reply_demands_rediscovery(*reply))) {
+            /* The node is not (or no longer) the master and did not run the
+             * command: find the master again and retry there. */
+            vk__client_mark_disconnected(c);
+            retry = attempt < max_retries;
+        } else if (VK_LIKELY(st == VK_OK))
+            retry = VK_UNLIKELY(vk__reply_is_refusal(*reply)) && attempt < max_retries;
+        else
+            retry = vk__retry_after_failure(c->cfg, attempt, st, sent, cmd);
+        if (VK_LIKELY(!retry))
+            return st;
+        if (st == VK_OK) {
+            vk__reply_free(*reply);
+            *reply = NULL;
+        }
+        /* A deadline or cancel of the caller ends the retries at once. */
+        vk_status wait = vk__ctx_sleep_ms(ctx, vk__retry_backoff_ms(c->cfg, attempt));
+        if (wait != VK_OK)
+            return wait;
+    }
+}
+
+/* Cluster mode: the topology picks the node, follows redirects and applies
+ * the retry policy; the client only reconnects (loads the slot map from
+ * the seeds again) when it is not connected, under the same rate limit. */
+static vk_status cluster_command(vk_client *c, redisReply **reply, vk_context *ctx,
+                                 vk_command *cmd)
+{
+    vk_status st = vk__client_ensure_connected(c, ctx);
+    if (st != VK_OK)
+        return st;
+    return vk__cluster_command(c->cluster, reply, cmd, ctx);
+}
+
+VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context *ctx,
+                                   int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (VK_UNLIKELY(client == NULL || !vk__client_alive(client))) {
+        if (out != NULL)
+            *out = NULL;
+        vk__misuse("vk_client_command", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    vk_status st = check_args(out, argc, argv, argvlen);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    /* Before anything is sent: the pooled connection stays as it was. A
+     * lone MULTI or EXEC is refused too; a transaction needs a pipeline. */
+    vk_command cmd;
+    vk__command_classify(&cmd, argc, argv, argvlen);
+    if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE))
+        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
+    vk__client_check_fork(client);
+
+    bool timed = vk__events_has_metrics(client->events);
+    int64_t started_us = timed ? vk__now_us() : 0;
+    redisReply *reply = NULL;
+    if (client->cluster != NULL)
+        st = cluster_command(client, &reply, ctx, &cmd);
+    else
+        st = command_with_retries(client, &reply, ctx, &cmd);
+    if (timed)
+        observe_latency(client, &cmd, started_us);
+    *out = (vk_reply *)reply;
+    return st;
+}

@@ -1,0 +1,73 @@
+/*
+ * What every driver of the engine shares (driven.c): the client prepared
+ * without connecting (config, TLS, credentials, the IAM refresh loop),
+ * the engine, the thread the client belongs to, and the rule for calls
+ * that come back in from a completion (a free asked for there waits until
+ * the outermost call returns). The event-loop client (async.c) and the
+ * bytes mode (hosted.c) embed one as their first member.
+ */
+#ifndef VK_DRIVEN_H
+#define VK_DRIVEN_H
+
+#include "api/client.h"
+#include "engine/engine.h"
+#include "api/pipeline.h"
+
+#include <pthread.h>
+
+typedef enum vk_driven_kind {
+    VK_DRIVEN_ASYNC = 1,    /* vk_async */
+    VK_DRIVEN_HOSTED        /* vk_hosted */
+} vk_driven_kind;
+
+typedef struct vk_driven vk_driven;
+struct vk_driven {
+    vk_driven_kind kind;
+    vk_client *core;          /* config, TLS, credentials, IAM refresh; never connects */
+    vk_engine *engine;
+    pthread_t owner;          /* every call comes from this thread */
+    vk_endpoint endpoint;     /* the node */
+    char peer[300];           /* the node, for messages */
+    int depth;                /* public calls running (completions may re-enter) */
+    bool free_requested;      /* freed from inside a call: done when it returns */
+    bool closing;
+    /* Releases the driver's own state and the struct (after the engine
+     * and core are gone). */
+    void (*release)(vk_driven *d);
+};
+
+/* Prepares d (kind and release set by the caller) for cfg, standalone
+ * only; the engine talks to driver. */
+vk_status vk__driven_init(vk_driven *d, const vk_config *cfg, const vk_engine_driver *driver);
+/* Cancels every operation ("client closed"), frees the engine and the
+ * core, then d->release(d). */
+void vk__driven_destroy(vk_driven *d);
+
+/* The checks of every operation call: a live client (VK_ERR_NIL_CLIENT)
+ * on its own thread (VK_ERR_INVALID_ARGUMENT). */
+vk_status vk__driven_usable(vk_driven *d, const char *function);
+bool vk__driven_on_thread(const vk_driven *d, const char *function);
+static inline void vk__driven_enter(vk_driven *d)
+{
+    d->depth++;
+}
+/* Ends a call; at the outermost level a requested free happens now (then
+ * true: d is gone). */
+bool vk__driven_leave(vk_driven *d);
+/* A vk_X_free: destroys d now, or once the running call returns. */
+void vk__driven_free(vk_driven *d, const char *function);
+
+/* The operations, as the public functions of both drivers give them. */
+vk_status vk__driven_command(vk_driven *d, const char *function, int argc,
+                             const char *const *argv, const size_t *argvlen, vk_async_fn fn,
+                             void *userdata, uint64_t *id);
+vk_status vk__driven_pipeline_new(vk_driven *d, const char *function, vk_pipeline **out);
+vk_status vk__driven_pipeline_exec(vk_driven_kind kind, const char *function,
+                                   vk_pipeline *pipeline, vk_async_fn fn, void *userdata,
+                                   uint64_t *id);
+vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id);
+/* The completion every driver gives the engine. */
+void vk__driven_complete(void *userdata, vk_async_fn fn, void *op_userdata, vk_status st,
+                         redisReply *reply);
+
+#endif /* VK_DRIVEN_H */

@@ -1,0 +1,410 @@
+/*
+ * Pipelines. With one node to talk to (standalone, sentinel) each appended
+ * command is formatted at once into the pipeline's request buffer, which
+ * exec writes in one go before reading the replies in order. In cluster
+ * mode the commands are kept as arguments (their bytes in one arena), for
+ * the topology to split by node. A pipeline is never retried once any of
+ * it was written: some of its commands may have run.
+ *
+ * Each command is classified once, at append (command.c). Commands that
+ * change the state of a connection are refused there, and then the whole
+ * pipeline is refused at exec, so nothing of it is sent. A transaction is
+ * the exception where it can be kept on one connection, that is outside
+ * cluster mode: MULTI, then EXEC or DISCARD, in the same pipeline. Every
+ * reply then comes back as the server sent it (OK, QUEUED..., EXEC's
+ * array), and a connection whose transaction may not have ended is closed
+ * rather than pooled.
+ */
+#include "api/client.h"
+#include "topology/cluster.h"
+#include "engine/conn.h"
+#include "api/pipeline.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A request buffer larger than this is released after exec rather than
+ * kept for the next pipeline. */
+#define VK_PIPELINE_KEEP_BYTES (1024 * 1024)
+
+struct vk_pipeline {
+    vk_client *client;     /* a reference: the pipeline may outlive vk_client_free */
+    bool formatted;        /* one node: commands go to `requests`; cluster: to the arena */
+    char *requests;        /* RESP of every command, back to back */
+    size_t requests_len, requests_cap;
+    char *bytes;           /* every argument's bytes, back to back */
+    size_t bytes_len, bytes_cap;
+    size_t *arg_offset;    /* per argument: where it starts in bytes */
+    size_t *arg_len;
+    size_t args_len, offsets_cap, lens_cap;
+    vk_command *commands;  /* cluster: per command, classified at append; its argv is set
+                            * at exec, once the arena no longer moves */
+    size_t count, count_cap;
+    const char *refusal;   /* an append was refused: exec refuses, with this text */
+    bool in_multi;         /* a MULTI waits for its EXEC or DISCARD */
+    void *owner;           /* an event-loop client's: vk_pipeline_exec refuses it */
+    size_t *ends;          /* per transaction: the index of its EXEC or DISCARD */
+    size_t ends_len, ends_cap;
+};
+
+/* Details of VK_ERR_COMMAND_NOT_ALLOWED that only pipelines give. */
+static const char nested_multi[] = "MULTI inside MULTI; transactions cannot be nested";
+static const char multi_arguments[] = "MULTI, EXEC and DISCARD take no arguments";
+static const char multi_open[] =
+    "MULTI without EXEC or DISCARD; end the transaction in the same pipeline";
+static const char cluster_multi[] =
+    "MULTI, EXEC and DISCARD in a cluster pipeline, which is split by node: a transaction "
+    "cannot be kept on one connection (a transaction API is to come)";
+
+static vk_status invalid_pipeline(const char *function)
+{
+    vk__misuse(function, "pipeline is nil");
+    return vk__fail(VK_ERR_INVALID_ARGUMENT, "pipeline is nil");
+}
+
+VK_API vk_status vk_pipeline_new(vk_pipeline **out, vk_client *client)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (client == NULL || !vk__client_alive(client)) {
+        vk__misuse("vk_pipeline_new", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    vk_pipeline *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return vk__fail_nomem();
+    p->client = vk__client_ref(client);
+    p->formatted = client->cluster == NULL;
+    *out = p;
+    return VK_OK;
+}
+
+vk_status vk__pipeline_new_detached(vk_pipeline **out, vk_client *client, void *owner)
+{
+    vk_status st = vk_pipeline_new(out, client);
+    if (st == VK_OK)
+        (*out)->owner = owner;
+    return st;
+}
+
+void *vk__pipeline_owner(const vk_pipeline *p)
+{
+    return vk__client_alive(p->client) ? p->owner : NULL;
+}
+
+VK_API void vk_pipeline_free(vk_pipeline *pipeline)
+{
+    if (pipeline == NULL)
+        return;
+    vk__client_unref(pipeline->client);
+    free(pipeline->requests);
+    free(pipeline->bytes);
+    free(pipeline->arg_offset);
+    free(pipeline->arg_len);
+    free(pipeline->commands);
+    free(pipeline->ends);
+    free(pipeline);
+}
+
+/* Grows *buf (of elements of size `size`) so that `need` elements fit. */
+static bool grow(void **buf, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return true;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *grown = realloc(*buf, n * size);
+    if (grown == NULL)
+        return false;
+    *buf = grown;
+    *cap = n;
+    return true;
+}
+
+static bool reserve(vk_pipeline *p, int argc, size_t total)
+{
+    size_t need_args = p->args_len + (size_t)argc;
+    return grow((void **)&p->bytes, &p->bytes_cap, p->bytes_len + total + 1, 1) &&
+           grow((void **)&p->arg_offset, &p->offsets_cap, need_args, sizeof(size_t)) &&
+           grow((void **)&p->arg_len, &p->lens_cap, need_args, sizeof(size_t)) &&
+           grow((void **)&p->commands, &p->count_cap, p->count + 1, sizeof(vk_command));
+}
+
+/* One node: the command (len bytes encoded) is written now, straight into
+ * the request bytes. */
+static vk_status append_formatted(vk_pipeline *p, int argc, const char *const *argv,
+                                  const size_t *argvlen, size_t len)
+{
+    if (len > SIZE_MAX - p->requests_len)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    if (!grow((void **)&p->requests, &p->requests_cap, p->requests_len + len, 1))
+        return vk__fail_nomem();
+    vk__request_encode(p->requests + p->requests_len, argc, argv, argvlen);
+    p->requests_len += len;
+    p->count++;
+    return VK_OK;
+}
+
+/* Decides whether the command may join the pipeline, given the
+ * transaction it may open, end or sit in. A refusal is remembered for
+ * exec. */
+static vk_status check_state(vk_pipeline *p, const vk_command *cmd)
+{
+    if (VK_LIKELY(cmd->effect == VK_EFFECT_NONE))
+        return VK_OK;
+    const char *reason = cmd->refusal;
+    if (cmd->effect != VK_EFFECT_STATEFUL) {
+        if (!p->formatted)
+            reason = cluster_multi;
+        else if (cmd->argc != 1)
+            reason = multi_arguments;   /* an arity error would not end a transaction */
+        else if (cmd->effect == VK_EFFECT_OPENS_MULTI)
+            reason = p->in_multi ? nested_multi : NULL;
+        else if (p->in_multi)
+            reason = NULL;
+        if (reason == NULL)
+            return grow((void **)&p->ends, &p->ends_cap, p->ends_len + 1, sizeof(size_t))
+                       ? VK_OK
+                       : vk__fail_nomem();
+    }
+    p->refusal = reason;
+    return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
+}
+
+/* Records the transaction state of the command just appended. */
+static void record_state(vk_pipeline *p, vk_conn_effect effect)
+{
+    if (VK_LIKELY(effect == VK_EFFECT_NONE))
+        return;
+    p->in_multi = effect == VK_EFFECT_OPENS_MULTI;
+    if (effect == VK_EFFECT_CLOSES_MULTI)
+        p->ends[p->ends_len++] = p->count - 1;
+}
+
+VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char *const *argv,
+                                    const size_t *argvlen)
+{
+    if (pipeline == NULL)
+        return invalid_pipeline("vk_pipeline_append");
+    if (argc <= 0 || argv == NULL || argvlen == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
+    size_t total = 0;
+    for (int i = 0; i < argc; i++) {
+        if (argv[i] == NULL && argvlen[i] != 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
+        total += argvlen[i];
+    }
+    /* The encoded size bounds the argument bytes too (no overflow below). */
+    size_t request;
+    if (!vk__request_size(argc, argvlen, &request))
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    vk_command cmd;
+    vk__command_classify(&cmd, argc, argv, argvlen);
+    vk_status st = check_state(pipeline, &cmd);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    if (pipeline->formatted) {
+        st = append_formatted(pipeline, argc, argv, argvlen, request);
+        if (st == VK_OK)
+            record_state(pipeline, cmd.effect);
+        return st;
+    }
+    if (!reserve(pipeline, argc, total))
+        return vk__fail_nomem();
+    for (int i = 0; i < argc; i++) {
+        if (argvlen[i] > 0)
+            memcpy(pipeline->bytes + pipeline->bytes_len, argv[i], argvlen[i]);
+        pipeline->arg_offset[pipeline->args_len] = pipeline->bytes_len;
+        pipeline->arg_len[pipeline->args_len] = argvlen[i];
+        pipeline->args_len++;
+        pipeline->bytes_len += argvlen[i];
+    }
+    /* The caller's argv is not ours to keep: exec points the descriptor at
+     * the copies. */
+    cmd.argv = NULL;
+    cmd.argvlen = NULL;
+    pipeline->commands[pipeline->count++] = cmd;
+    return VK_OK;
+}
+
+VK_API size_t vk_pipeline_length(const vk_pipeline *pipeline)
+{
+    return pipeline != NULL ? pipeline->count : 0;
+}
+
+static void reset(vk_pipeline *p)
+{
+    p->requests_len = 0;
+    if (p->requests_cap > VK_PIPELINE_KEEP_BYTES) {
+        free(p->requests);
+        p->requests = NULL;
+        p->requests_cap = 0;
+    }
+    p->bytes_len = 0;
+    p->args_len = 0;
+    p->count = 0;
+    p->refusal = NULL;
+    p->in_multi = false;
+    p->ends_len = 0;
+}
+
+/* Writes the commands on one connection and reads every reply in order. */
+static vk_status exec_on(vk_pipeline *p, vk_conn *conn, redisReply *array, vk_context *ctx)
+{
+    vk_status st = vk__conn_write(conn, p->requests, p->requests_len, ctx);
+    for (size_t i = 0; i < p->count && st == VK_OK; i++) {
+        redisReply *reply;
+        if ((st = vk__conn_read(conn, &reply, ctx)) == VK_OK)
+            array->element[i] = reply;
+    }
+    /* Sentinel mode: a node that is no longer the master sends the client
+     * back to discovery (the pipeline itself is not retried). */
+    for (size_t i = 0; i < p->count && st == VK_OK && vk__client_follows_master(p->client); i++) {
+        if (vk__reply_demands_rediscovery(array->element[i])) {
+            vk__client_mark_disconnected(p->client);
+            break;
+        }
+    }
+    return st;
+}
+
+static bool transactions_ended(const vk_pipeline *p, const redisReply *array)
+{
+    return vk__transactions_ended(p->ends, p->ends_len, array);
+}
+
+/* Takes a connection from the client's current pool, following swaps. */
+static vk_status take_conn(vk_client *c, vk_pool **pool, vk_conn **conn, vk_context *ctx)
+{
+    for (;;) {
+        vk_status st = vk__client_acquire_pool(c, pool, ctx);
+        if (st != VK_OK)
+            return st;
+        bool closed;
+        st = vk__pool_get(*pool, conn, ctx, &closed);
+        if (st == VK_OK)
+            return VK_OK;
+        vk__pool_unref(*pool);
+        if (!closed)
+            return st;
+    }
+}
+
+/* Cluster mode: the topology splits the commands by node and puts each
+ * reply back at its command's place in array. */
+static vk_status exec_cluster(vk_pipeline *p, redisReply *array, vk_context *ctx)
+{
+    vk_status st = vk__client_ensure_connected(p->client, ctx);
+    if (st != VK_OK)
+        return st;
+    /* Per command: where its arguments and their lengths start. */
+    const char **args = malloc(p->args_len * sizeof *args);
+    if (args == NULL)
+        return vk__fail_nomem();
+    size_t arg = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        vk_command *cmd = &p->commands[i];
+        cmd->argv = args + arg;
+        cmd->argvlen = p->arg_len + arg;
+        for (int j = 0; j < cmd->argc; j++, arg++)
+            args[arg] = p->bytes + p->arg_offset[arg];
+    }
+    st = vk__cluster_pipeline(p->client->cluster, p->count, p->commands, array->element, ctx);
+    free((void *)args);
+    return st;
+}
+
+/* A refused append, or a MULTI left open, refuses the whole pipeline
+ * (which empties). */
+static vk_status check_refusals(vk_pipeline *p)
+{
+    if (VK_LIKELY(p->refusal == NULL && !p->in_multi))
+        return VK_OK;
+    const char *reason = p->refusal != NULL ? p->refusal : multi_open;
+    reset(p);
+    return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
+}
+
+vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch)
+{
+    memset(batch, 0, sizeof *batch);
+    vk_status st = check_refusals(p);
+    if (st != VK_OK)
+        return st;
+    if (p->count == 0)
+        return VK_OK;
+    if (p->ends_len > 0) {
+        batch->ends = malloc(p->ends_len * sizeof *batch->ends);
+        if (batch->ends == NULL)
+            return vk__fail_nomem();
+        memcpy(batch->ends, p->ends, p->ends_len * sizeof *batch->ends);
+        batch->ends_len = p->ends_len;
+    }
+    /* The request bytes change hands: the pipeline starts a new buffer. */
+    batch->requests = p->requests;
+    batch->len = p->requests_len;
+    batch->count = p->count;
+    p->requests = NULL;
+    p->requests_cap = 0;
+    reset(p);
+    return VK_OK;
+}
+
+VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (pipeline == NULL)
+        return invalid_pipeline("vk_pipeline_exec");
+    vk_client *c = pipeline->client;
+    if (!vk__client_alive(c)) {
+        reset(pipeline);
+        vk__misuse("vk_pipeline_exec", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    if (VK_UNLIKELY(pipeline->owner != NULL)) {
+        vk__misuse("vk_pipeline_exec", "the pipeline belongs to an event-loop client");
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "the pipeline belongs to an event-loop "
+                                                 "client: run it with vk_async_pipeline_exec");
+    }
+    vk_status st = check_refusals(pipeline);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    vk__client_check_fork(c);
+    redisReply *array = vk__array_reply_new(pipeline->count);
+    if (array == NULL)
+        return vk__fail_nomem();
+    if (pipeline->count == 0) {
+        *out = (vk_reply *)array;
+        return VK_OK;
+    }
+    vk_pool *pool;
+    vk_conn *conn;
+    st = c->cluster != NULL ? exec_cluster(pipeline, array, ctx)
+                            : take_conn(c, &pool, &conn, ctx);
+    if (st == VK_OK && c->cluster == NULL) {
+        st = exec_on(pipeline, conn, array, ctx);
+        if (st != VK_OK && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
+            st != VK_ERR_CANCELLED)
+            vk__client_mark_disconnected(c);
+        /* A failed exec broke the connection, and the pool closes it. */
+        if (VK_UNLIKELY(st == VK_OK && !transactions_ended(pipeline, array)))
+            vk__pool_discard(pool, conn);
+        else
+            vk__pool_put(pool, conn);
+        vk__pool_unref(pool);
+    }
+    reset(pipeline);
+    if (st != VK_OK) {
+        char *cause = vk__error_dup();
+        vk__reply_free(array);
+        vk__fail_restore(st, cause);
+        free(cause);
+        return st;
+    }
+    *out = (vk_reply *)array;
+    return VK_OK;
+}

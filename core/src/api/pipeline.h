@@ -1,0 +1,19 @@
+/*
+ * What the engine's drivers need of a pipeline (pipeline.c): its commands
+ * taken out as one encoded batch (batch.h).
+ */
+#ifndef VK_PIPELINE_H
+#define VK_PIPELINE_H
+
+#include "engine/batch.h"
+
+/* A pipeline of client that only vk_async_pipeline_exec() runs, for owner
+ * (the event-loop client, which frees client last). */
+vk_status vk__pipeline_new_detached(vk_pipeline **out, vk_client *client, void *owner);
+/* The owner of a detached pipeline while its client lives, else NULL. */
+void *vk__pipeline_owner(const vk_pipeline *p);
+/* The pipeline's refusals, as vk_pipeline_exec() gives them; then its
+ * commands move into batch (count 0: nothing to send). */
+vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch);
+
+#endif /* VK_PIPELINE_H */

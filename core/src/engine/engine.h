@@ -1,0 +1,92 @@
+/*
+ * The engine of one node's multiplexed connection, without I/O: it takes
+ * operations (commands and pipelines), decides when the connection is
+ * opened, sends the handshake and a new token's AUTH in line with the
+ * requests, matches replies (through the mux), applies the retry policy
+ * and the reconnect rate limit, and watches the read and write timeouts.
+ * It makes no system call, reads no clock (every entry point takes the
+ * current monotonic time) and starts no thread.
+ *
+ * What it needs done, it asks of its driver through vk_engine_driver:
+ * open a connection, close it, write (the bytes are in vk__engine_output),
+ * wake it at a time, and an operation completed. The driver answers with
+ * vk__engine_opened / _open_failed / _wrote / _feed / _lost / _tick.
+ * Driver functions may be called from inside any entry point; a completion
+ * may call back into the engine (submit, cancel), but must not free it.
+ */
+#ifndef VK_ENGINE_H
+#define VK_ENGINE_H
+
+#include "proto/command.h"
+#include "engine/batch.h"
+#include "engine/pool.h"
+
+#include "vkclient_async.h"
+
+typedef struct vk_engine vk_engine;
+
+/* No wake-up wanted. */
+#define VK_ENGINE_NEVER INT64_MAX
+
+typedef struct vk_engine_driver {
+    void *userdata;
+    /* Start opening a connection to the node (TCP, then TLS when the
+     * config has it); answer with vk__engine_opened or _open_failed. */
+    void (*open)(void *userdata);
+    /* Close the connection at once (it failed, or the engine is done with
+     * it); no answer. */
+    void (*close)(void *userdata);
+    /* vk__engine_output has bytes to write. */
+    void (*want_write)(void *userdata);
+    /* Call vk__engine_tick at (or after) at_ms; VK_ENGINE_NEVER: no
+     * wake-up. Replaces the previous request. */
+    void (*wake)(void *userdata, int64_t at_ms);
+    /* An operation completed: the driver calls fn(op_userdata, ...) with
+     * status VK_OK and its reply (fn owns it), or a failure (the
+     * vk_last_error() detail set). */
+    void (*complete)(void *userdata, vk_async_fn fn, void *op_userdata, vk_status status,
+                     redisReply *reply);
+} vk_engine_driver;
+
+/* All borrowed: they outlive the engine. */
+vk_status vk__engine_new(vk_engine **out, const vk_config *cfg, vk_credentials *credentials,
+                         const char *peer, const vk_engine_driver *driver);
+/* Every operation not complete completes with VK_ERR_CANCELLED and the
+ * detail `why`; the connection is closed. NULL-safe. */
+void vk__engine_free(vk_engine *e, const char *why);
+
+/* Queues a command (its arguments are encoded at once) or a pipeline's
+ * batch (taken over, freed by the engine). *id names it for cancel. */
+vk_status vk__engine_command(vk_engine *e, const vk_command *cmd, vk_async_fn fn,
+                             void *op_userdata, int64_t now_ms, uint64_t *id);
+vk_status vk__engine_pipeline(vk_engine *e, vk_pipeline_batch *batch, vk_async_fn fn,
+                              void *op_userdata, int64_t now_ms, uint64_t *id);
+/* A caller's command: arguments checked (VK_ERR_INVALID_ARGUMENT),
+ * classified, refused when it would change the shared connection
+ * (VK_ERR_COMMAND_NOT_ALLOWED), then queued; nothing completes on a
+ * refusal. */
+vk_status vk__engine_submit(vk_engine *e, int argc, const char *const *argv,
+                            const size_t *argvlen, vk_async_fn fn, void *op_userdata,
+                            int64_t now_ms, uint64_t *id);
+/* VK_OK when id was in flight: it completed with VK_ERR_CANCELLED. */
+vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms);
+size_t vk__engine_pending(const vk_engine *e);
+bool vk__engine_ready(const vk_engine *e);
+
+/* ---- from the driver ---------------------------------------------------- */
+
+/* The connection is open (TLS done): the handshake starts. */
+void vk__engine_opened(vk_engine *e, int64_t now_ms);
+/* The connection could not be opened (status and detail set). */
+void vk__engine_open_failed(vk_engine *e, vk_status status, int64_t now_ms);
+/* The bytes to write now; *len 0 when none. Valid until the next call. */
+const char *vk__engine_output(const vk_engine *e, size_t *len);
+void vk__engine_wrote(vk_engine *e, size_t n, int64_t now_ms);
+/* Bytes read from the connection. */
+void vk__engine_feed(vk_engine *e, const char *bytes, size_t len, int64_t now_ms);
+/* The open connection failed or closed (status and detail set). */
+void vk__engine_lost(vk_engine *e, vk_status status, int64_t now_ms);
+/* The time asked for through wake() has come. */
+void vk__engine_tick(vk_engine *e, int64_t now_ms);
+
+#endif /* VK_ENGINE_H */
