@@ -22,49 +22,13 @@ static vk_client *checker;   /* a blocking client, to look at the server */
 
 /* ---- the blocking side, for comparisons ---------------------------------- */
 
-static vk_status blocking_run(vk_client *c, vk_reply **out, int argc, const char *const *argv)
-{
-    size_t lens[16];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    return vk_client_command(out, c, NULL, argc, argv, lens);
-}
-
-/* The server's reply to a command of the checker, as text ("(nil)", the
- * integer, or the bytes). */
-static const char *check_text(char *buf, size_t cap, int argc, const char *const *argv)
-{
-    vk_reply *r = NULL;
-    if (blocking_run(checker, &r, argc, argv) != VK_OK) {
-        snprintf(buf, cap, "failed: %s", vk_last_error());
-        return buf;
-    }
-    size_t len = 0;
-    const char *s = vk_reply_get_string(r, &len);
-    if (vk_reply_get_type(r) == VK_REPLY_INTEGER)
-        snprintf(buf, cap, "%lld", vk_reply_get_integer(r));
-    else if (s == NULL)
-        snprintf(buf, cap, "(nil)");
-    else
-        snprintf(buf, cap, "%.*s", (int)len, s);
-    vk_reply_free(r);
-    return buf;
-}
-
-static void checker_do(int argc, const char *const *argv)
-{
-    vk_reply *r = NULL;
-    CHECK_OK(blocking_run(checker, &r, argc, argv));
-    vk_reply_free(r);
-}
-
 /* True when INFO commandstats has a line for the command (lower case,
  * e.g. "select" or "client|reply"): the server was sent it. */
 static bool server_saw(const char *name)
 {
     const char *info[] = {"INFO", "commandstats"};
     vk_reply *r = NULL;
-    CHECK_OK(blocking_run(checker, &r, 2, info));
+    CHECK_OK(vkt_blocking_run(checker, &r, 2, info));
     size_t len = 0;
     const char *s = vk_reply_get_string(r, &len);
     char line[64];
@@ -82,7 +46,7 @@ static bool server_has_blocked_client(void *loop)
     const char *info[] = {"INFO", "clients"};
     vk_reply *r = NULL;
     long long n = 0;
-    if (blocking_run(checker, &r, 2, info) == VK_OK) {
+    if (vkt_blocking_run(checker, &r, 2, info) == VK_OK) {
         size_t len = 0;
         const char *s = vk_reply_get_string(r, &len);
         const char *at = s != NULL ? memmem(s, len, "blocked_clients:", 16) : NULL;
@@ -167,7 +131,7 @@ static vk_loop_adapter counting_adapter(counting *k, vkt_loop *loop)
 
 static void test_commands_and_replies(vkt_loop *loop)
 {
-    checker_do(3, (const char *[]){"DEL", "basic:k", "basic:missing"});
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "basic:k", "basic:missing"});
     counting k;
     vk_loop_adapter adapter = counting_adapter(&k, loop);
     vk_config *cfg = vkt_async_config(vkt_server_address(server));
@@ -507,7 +471,7 @@ static void test_invalid_arguments(vkt_loop *loop)
     vkt_loop_run_for(loop, 50);
     CHECK_EQ_INT(unexpected_completions, 0);
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"EXISTS", "args:k"}), "0");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"EXISTS", "args:k"}), "0");
     /* An empty argument is an argument (NULL with length 0). */
     const char *empty[] = {"ECHO", NULL};
     const size_t empty_lens[] = {4, 0};
@@ -570,7 +534,7 @@ static void test_refused_commands(vkt_loop *loop)
     const char *ping_argv[] = {"PING"};
     vkt_call(loop, c, &ping, 1, ping_argv);   /* connected: a refusal drops nothing */
     vkt_op_clear(&ping);
-    checker_do(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    vkt_blocking_do(checker, 2, (const char *[]){"CONFIG", "RESETSTAT"});
     unexpected_completions = 0;
     for (size_t i = 0; i < REFUSED_COUNT; i++) {
         const refused *t = &every_refused[i];
@@ -619,7 +583,7 @@ static const vk_reply *element(const vk_reply *r, size_t i)
 
 static void test_pipeline_replies_and_reuse(vkt_loop *loop)
 {
-    checker_do(3, (const char *[]){"DEL", "pipe:k", "pipe:none"});
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "pipe:k", "pipe:none"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -712,8 +676,8 @@ static bool count_reached(void *arg)
 
 static void test_pipeline_transaction_kept_whole(vkt_loop *loop)
 {
-    checker_do(4, (const char *[]){"DEL", "tx:count", "tx:in", "tx:k"});
-    checker_do(3, (const char *[]){"SET", "tx:k", "plain"});
+    vkt_blocking_do(checker, 4, (const char *[]){"DEL", "tx:count", "tx:in", "tx:k"});
+    vkt_blocking_do(checker, 3, (const char *[]){"SET", "tx:k", "plain"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -763,7 +727,7 @@ static void test_pipeline_transaction_kept_whole(vkt_loop *loop)
         CHECK(before[i].seq < tx.seq && tx.seq < after[i].seq);
     }
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "tx:in"}), "2");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "tx:in"}), "2");
     vkt_op_clear(&tx);
     vk_pipeline_free(p);
     vk_async_free(c);
@@ -771,7 +735,7 @@ static void test_pipeline_transaction_kept_whole(vkt_loop *loop)
 
 static void test_pipeline_refusals(vkt_loop *loop)
 {
-    checker_do(2, (const char *[]){"DEL", "refused:pipe"});
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "refused:pipe"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -842,7 +806,7 @@ static void test_pipeline_refusals(vkt_loop *loop)
     vkt_loop_run_for(loop, 50);
     CHECK_EQ_INT(unexpected_completions, 0);
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "refused:pipe"}),
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "refused:pipe"}),
                  "(nil)");
 
     /* A pipeline outlives its client and then fails as the blocking one. */
@@ -859,7 +823,7 @@ static void test_pipeline_refusals(vkt_loop *loop)
  * place, with single operations before and after it. */
 static void test_large_pipeline(vkt_loop *loop)
 {
-    checker_do(3, (const char *[]){"DEL", "pipe:many", "pipe:side"});
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "pipe:many", "pipe:side"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -923,7 +887,7 @@ static bool self_cancel_done(void *arg)
 
 static void test_cancel_pipelines(vkt_loop *loop)
 {
-    checker_do(4, (const char *[]){"DEL", "pipe:cancelled", "pipe:list", "pipe:after"});
+    vkt_blocking_do(checker, 4, (const char *[]){"DEL", "pipe:cancelled", "pipe:list", "pipe:after"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -956,9 +920,9 @@ static void test_cancel_pipelines(vkt_loop *loop)
     CHECK(vkt_loop_run_until(loop, vkt_op_done, &get, 10000));
     CHECK(get.status == VK_OK && vkt_reply_is(get.reply, "set"));
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "pipe:cancelled"}),
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "pipe:cancelled"}),
                  "(nil)");
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "pipe:cancelled:n"}),
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "pipe:cancelled:n"}),
                  "(nil)");
 
     /* A completion cannot cancel its own operation. */
@@ -1023,7 +987,7 @@ static void test_protocol_3(vkt_loop *loop)
         CHECK_EQ_STR(vk_last_error(), text);
         return;
     }
-    checker_do(4, (const char *[]){"HSET", "resp3:h", "f", "v"});
+    vkt_blocking_do(checker, 4, (const char *[]){"HSET", "resp3:h", "f", "v"});
     vkt_op op = {0};
     if (vkt_call(loop, c, &op, 2, (const char *[]){"HGETALL", "resp3:h"})) {
         if (blocking == VK_OK) {

@@ -26,37 +26,6 @@ static vk_client *checker;   /* a blocking client, to look at the server */
 
 #define RATE_LIMITED_PREFIX "redis reconnect: rate-limited (next attempt in "
 
-static vk_status blocking_run(vk_client *c, vk_reply **out, int argc, const char *const *argv)
-{
-    size_t lens[16];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    return vk_client_command(out, c, NULL, argc, argv, lens);
-}
-
-static void checker_do(int argc, const char *const *argv)
-{
-    vk_reply *r = NULL;
-    CHECK_OK(blocking_run(checker, &r, argc, argv));
-    vk_reply_free(r);
-}
-
-static long long checker_integer(int argc, const char *const *argv)
-{
-    vk_reply *r = NULL;
-    long long v = -1;
-    if (blocking_run(checker, &r, argc, argv) == VK_OK) {
-        if (vk_reply_get_type(r) == VK_REPLY_INTEGER)
-            v = vk_reply_get_integer(r);
-        else if (vk_reply_get_type(r) == VK_REPLY_STRING)
-            v = atoll(vk_reply_get_string(r, &(size_t){0}));
-        else if (vk_reply_get_type(r) == VK_REPLY_NIL)
-            v = 0;
-    }
-    vk_reply_free(r);
-    return v;
-}
-
 /* The server (asked through probe) has a client blocked: the BLPOP was
  * written and waits. */
 static bool blocked_on(vk_client *probe)
@@ -64,7 +33,7 @@ static bool blocked_on(vk_client *probe)
     const char *info[] = {"INFO", "clients"};
     vk_reply *r = NULL;
     long long n = 0;
-    if (blocking_run(probe, &r, 2, info) == VK_OK) {
+    if (vkt_blocking_run(probe, &r, 2, info) == VK_OK) {
         size_t len = 0;
         const char *s = vk_reply_get_string(r, &len);
         const char *at = s != NULL ? memmem(s, len, "blocked_clients:", 16) : NULL;
@@ -238,12 +207,12 @@ static outcome tally(const stream_op *ops)
 
 static void prepare_keys(void)
 {
-    checker_do(3, (const char *[]){"DEL", "fail:ctr", "fail:empty"});
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "fail:ctr", "fail:empty"});
     for (int i = 0; i < KEYS; i++) {
         char key[32], value[32];
         snprintf(key, sizeof key, "fail:%d", i);
         snprintf(value, sizeof value, "value-%d", i);
-        checker_do(3, (const char *[]){"SET", key, value});
+        vkt_blocking_do(checker, 3, (const char *[]){"SET", key, value});
     }
 }
 
@@ -276,7 +245,7 @@ static void test_connection_killed_mid_stream(vkt_loop *loop)
     CHECK_OK(vkt_pipeline_submit(p, vkt_op_fn, &piped, NULL));
     vk_pipeline_free(p);
     vkt_loop_run_for(loop, 20);
-    CHECK(checker_integer(4, (const char *[]){"CLIENT", "KILL", "TYPE", "normal"}) >= 1);
+    CHECK(vkt_blocking_integer(checker, 4, (const char *[]){"CLIENT", "KILL", "TYPE", "normal"}) >= 1);
     target all = {&done, STREAM};
     CHECK(vkt_loop_run_until(loop, target_reached, &all, 20000));
     CHECK(vkt_loop_run_until(loop, vkt_op_done, &piped, 10000));
@@ -319,7 +288,7 @@ static void test_connection_killed_mid_stream(vkt_loop *loop)
     CHECK_EQ_INT(out.distinct_incr_values, out.incr_ok);
     CHECK_EQ_INT(out.max_incr, out.incr_ok);
     /* Each INCR ran at most once: the counter is exactly the answered ones. */
-    CHECK_EQ_INT(checker_integer(2, (const char *[]){"GET", "fail:ctr"}), out.incr_ok);
+    CHECK_EQ_INT(vkt_blocking_integer(checker, 2, (const char *[]){"GET", "fail:ctr"}), out.incr_ok);
     CHECK_EQ_INT(vk_async_pending(c), 0);
 
     /* The client reconnects for what comes next. */
@@ -365,7 +334,7 @@ static void test_server_killed_and_back(vkt_loop *loop)
         snprintf(key, sizeof key, "fail:%d", i);
         snprintf(value, sizeof value, "value-%d", i);
         vk_reply *r = NULL;
-        CHECK_OK(blocking_run(direct, &r, 3, (const char *[]){"SET", key, value}));
+        CHECK_OK(vkt_blocking_run(direct, &r, 3, (const char *[]){"SET", key, value}));
         vk_reply_free(r);
     }
     vk_config_set_dial_timeout_ms(cfg, 300);
@@ -464,7 +433,7 @@ static void pause_server(const char *ms)
 
 static void test_read_timeout(vkt_loop *loop)
 {
-    checker_do(2, (const char *[]){"DEL", "timeout:ctr"});
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "timeout:ctr"});
     vk_config *cfg = config_for(server);
     vk_config_set_read_timeout_ms(cfg, 200);
     vk_config_set_max_retries(cfg, -1);
@@ -489,7 +458,7 @@ static void test_read_timeout(vkt_loop *loop)
     int64_t paused_at = vkt_now_ms();
     vk_reply *r = NULL;
     const char *incr[] = {"INCR", "timeout:ctr"};
-    CHECK_EQ_INT(blocking_run(blocking, &r, 2, incr), VK_ERR_TIMEOUT);
+    CHECK_EQ_INT(vkt_blocking_run(blocking, &r, 2, incr), VK_ERR_TIMEOUT);
     char text[512];
     snprintf(text, sizeof text, "%s", vk_last_error());
     vkt_op op = {0}, behind = {0};
@@ -517,8 +486,8 @@ static void test_read_timeout(vkt_loop *loop)
 /* A blocking command waits for its own timeout plus the read timeout. */
 static void test_blocking_command_outlasts_read_timeout(vkt_loop *loop)
 {
-    checker_do(4, (const char *[]){"DEL", "timeout:list", "timeout:forever", "timeout:k"});
-    checker_do(3, (const char *[]){"SET", "timeout:k", "kv"});
+    vkt_blocking_do(checker, 4, (const char *[]){"DEL", "timeout:list", "timeout:forever", "timeout:k"});
+    vkt_blocking_do(checker, 3, (const char *[]){"SET", "timeout:k", "kv"});
     vk_config *cfg = config_for(server);
     vk_config_set_read_timeout_ms(cfg, 200);
     vk_config_set_max_retries(cfg, -1);
@@ -544,7 +513,7 @@ static void test_blocking_command_outlasts_read_timeout(vkt_loop *loop)
     vkt_loop_run_for(loop, 700);
     CHECK_EQ_INT(pop.calls, 0);
     CHECK_EQ_INT(get.calls, 0);
-    checker_do(3, (const char *[]){"RPUSH", "timeout:forever", "pushed"});
+    vkt_blocking_do(checker, 3, (const char *[]){"RPUSH", "timeout:forever", "pushed"});
     CHECK(vkt_loop_run_until(loop, vkt_op_done, &get, 10000));
     CHECK_EQ_INT(pop.status, VK_OK);
     CHECK(vk_reply_get_length(pop.reply) == 2 &&

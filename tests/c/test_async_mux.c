@@ -24,47 +24,12 @@ static vk_client *checker;   /* a blocking client, to look at the server */
 #define CANCELLED_TEXT "operation cancelled"
 #define THREAD_TEXT "invalid argument: an event-loop client is used only on its loop's thread"
 
-static vk_status blocking_run(vk_client *c, vk_reply **out, int argc, const char *const *argv)
-{
-    size_t lens[16];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    return vk_client_command(out, c, NULL, argc, argv, lens);
-}
-
-static void checker_do(int argc, const char *const *argv)
-{
-    vk_reply *r = NULL;
-    CHECK_OK(blocking_run(checker, &r, argc, argv));
-    vk_reply_free(r);
-}
-
-/* The checker's reply as text: "(nil)", the integer, or the bytes. */
-static const char *check_text(char *buf, size_t cap, int argc, const char *const *argv)
-{
-    vk_reply *r = NULL;
-    if (blocking_run(checker, &r, argc, argv) != VK_OK) {
-        snprintf(buf, cap, "failed: %s", vk_last_error());
-        return buf;
-    }
-    size_t len = 0;
-    const char *s = vk_reply_get_string(r, &len);
-    if (vk_reply_get_type(r) == VK_REPLY_INTEGER)
-        snprintf(buf, cap, "%lld", vk_reply_get_integer(r));
-    else if (s == NULL)
-        snprintf(buf, cap, "(nil)");
-    else
-        snprintf(buf, cap, "%.*s", (int)len, s);
-    vk_reply_free(r);
-    return buf;
-}
-
 static long long info_clients_field(const char *field)
 {
     const char *info[] = {"INFO", "clients"};
     vk_reply *r = NULL;
     long long n = -1;
-    if (blocking_run(checker, &r, 2, info) == VK_OK) {
+    if (vkt_blocking_run(checker, &r, 2, info) == VK_OK) {
         size_t len = 0;
         const char *s = vk_reply_get_string(r, &len);
         const char *at = s != NULL ? memmem(s, len, field, strlen(field)) : NULL;
@@ -157,8 +122,8 @@ static vk_status submit_checked(vk_async *c, checked *o, uint64_t *id, int argc,
 
 static void test_thousand_in_flight_with_errors(vkt_loop *loop)
 {
-    checker_do(3, (const char *[]){"DEL", "mux:ctr", "mux:str"});
-    checker_do(3, (const char *[]){"SET", "mux:str", "not a number"});
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "mux:ctr", "mux:str"});
+    vkt_blocking_do(checker, 3, (const char *[]){"SET", "mux:str", "not a number"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -209,7 +174,7 @@ static void test_thousand_in_flight_with_errors(vkt_loop *loop)
     CHECK_EQ_INT(out_of_order, 0);
     CHECK_EQ_INT(vk_async_pending(c), 0);
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "mux:ctr"}), "250");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "mux:ctr"}), "250");
     vk_async_free(c);
 }
 
@@ -344,7 +309,7 @@ static void test_large_value_among_small_ones(vkt_loop *loop)
     vkt_op_clear(&set);
     vkt_op_clear(&get);
     free(value);
-    checker_do(2, (const char *[]){"DEL", "mux:big"});
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "mux:big"});
     vk_async_free(c);
     vk_async_free(other);
 }
@@ -390,7 +355,7 @@ static void submit_many(vk_async *c, const char *key, int *done)
 
 static void test_back_pressure(vkt_loop *loop)
 {
-    checker_do(2, (const char *[]){"DEL", "mux:bp"});
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "mux:bp"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -406,7 +371,7 @@ static void test_back_pressure(vkt_loop *loop)
     CHECK_EQ_INT(wrong, 0);
     CHECK_EQ_INT(vk_async_pending(c), 0);
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "mux:bp"}), "20000");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "mux:bp"}), "20000");
     vk_async_free(c);
 }
 
@@ -420,7 +385,7 @@ static bool cancelled(const vkt_op *op)
 
 static void test_cancel_before_ready(vkt_loop *loop)
 {
-    checker_do(3, (const char *[]){"DEL", "cancel:ctr", "cancel:k"});
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "cancel:ctr", "cancel:k"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -468,8 +433,8 @@ static void test_cancel_before_ready(vkt_loop *loop)
     CHECK_EQ_INT(ops[0].calls, 1);
     /* The cancelled commands did not run. */
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "cancel:ctr"}), "8");
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "cancel:k"}), "(nil)");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "cancel:ctr"}), "8");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "cancel:k"}), "(nil)");
     for (int i = 0; i < N; i++)
         vkt_op_clear(&ops[i]);
     vkt_op_clear(&set);
@@ -480,7 +445,7 @@ static void test_cancel_before_ready(vkt_loop *loop)
  * bound: cancelled there, they are never sent. */
 static void test_cancel_behind_the_bound(vkt_loop *loop)
 {
-    checker_do(2, (const char *[]){"DEL", "cancel:bp"});
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "cancel:bp"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -503,7 +468,7 @@ static void test_cancel_behind_the_bound(vkt_loop *loop)
     CHECK_EQ_INT(wrong, 0);
     vkt_loop_run_for(loop, 50);
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "cancel:bp"}), "19900");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "cancel:bp"}), "19900");
     vk_async_free(c);
 }
 
@@ -511,8 +476,8 @@ static void test_cancel_behind_the_bound(vkt_loop *loop)
  * operations behind it get their own replies. */
 static void test_cancel_after_write(vkt_loop *loop)
 {
-    checker_do(4, (const char *[]){"DEL", "cancel:list", "cancel:a", "cancel:b"});
-    checker_do(5, (const char *[]){"MSET", "cancel:a", "va", "cancel:b", "vb"});
+    vkt_blocking_do(checker, 4, (const char *[]){"DEL", "cancel:list", "cancel:a", "cancel:b"});
+    vkt_blocking_do(checker, 5, (const char *[]){"MSET", "cancel:a", "va", "cancel:b", "vb"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -531,7 +496,7 @@ static void test_cancel_after_write(vkt_loop *loop)
         CHECK_EQ_INT(vk_async_pending(c), 0);
         CHECK_EQ_INT(vk_async_cancel(c, id), VK_ERR_INVALID_ARGUMENT);
         CHECK_OK(vkt_submit(c, &a, NULL, 2, get_a));
-        checker_do(3, (const char *[]){"LPUSH", "cancel:list", "x"});
+        vkt_blocking_do(checker, 3, (const char *[]){"LPUSH", "cancel:list", "x"});
         CHECK_OK(vkt_submit(c, &b, NULL, 2, get_b));
         CHECK(vkt_loop_run_until(loop, vkt_op_done, &b, 10000));
         CHECK(a.status == VK_OK && vkt_reply_is(a.reply, "va"));
@@ -539,7 +504,7 @@ static void test_cancel_after_write(vkt_loop *loop)
         CHECK_EQ_INT(pop.calls, 1);
         /* It ran: the element was taken. */
         char buf[64];
-        CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"LLEN", "cancel:list"}),
+        CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"LLEN", "cancel:list"}),
                      "0");
     }
     vkt_op_clear(&pop);
@@ -591,7 +556,7 @@ static bool canceller_done(void *arg)
 
 static void test_cancel_from_a_completion(vkt_loop *loop)
 {
-    checker_do(3, (const char *[]){"SET", "cancel:c", "vc"});
+    vkt_blocking_do(checker, 3, (const char *[]){"SET", "cancel:c", "vc"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -815,7 +780,7 @@ static void *intrude(void *arg)
 
 static void test_other_thread_refused(vkt_loop *loop)
 {
-    checker_do(2, (const char *[]){"DEL", "thread:k"});
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "thread:k"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
@@ -846,7 +811,7 @@ static void test_other_thread_refused(vkt_loop *loop)
     vkt_loop_run_for(loop, 50);
     CHECK_EQ_INT(t.completions, 0);
     char buf[64];
-    CHECK_EQ_STR(check_text(buf, sizeof buf, 2, (const char *[]){"GET", "thread:k"}), "(nil)");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "thread:k"}), "(nil)");
     vkt_op_clear(&victim);
     vk_pipeline_free(p);
     vk_async_free(c);

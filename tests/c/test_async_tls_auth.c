@@ -22,14 +22,6 @@
 static vkt_server *secured;      /* requirepass, and an ACL user */
 static vkt_server *tls_server;   /* TLS only, the harness CA */
 
-static vk_status blocking_run(vk_client *c, vk_reply **out, int argc, const char *const *argv)
-{
-    size_t lens[16];
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    return vk_client_command(out, c, NULL, argc, argv, lens);
-}
-
 /* The blocking client's result for cfg: its code, and its text in text. */
 static vk_status blocking_new(const vk_config *cfg, char *text, size_t cap)
 {
@@ -140,11 +132,11 @@ static void test_acl_user_with_db(vkt_loop *loop)
     vk_config_free(cfg);
     vk_reply *r = NULL;
     const char *get[] = {"GET", "auth:db"};
-    if (b3 != NULL && blocking_run(b3, &r, 2, get) == VK_OK)
+    if (b3 != NULL && vkt_blocking_run(b3, &r, 2, get) == VK_OK)
         CHECK(vkt_reply_is(r, "in db 3"));
     vk_reply_free(r);
     r = NULL;
-    if (b0 != NULL && blocking_run(b0, &r, 2, get) == VK_OK)
+    if (b0 != NULL && vkt_blocking_run(b0, &r, 2, get) == VK_OK)
         CHECK(vk_reply_get_type(r) == VK_REPLY_NIL);
     vk_reply_free(r);
     vk_client_free(b3);

@@ -9,6 +9,7 @@
 #include "vkclient/libuv.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -285,4 +286,57 @@ bool vkt_async_drain(vkt_loop *loop, vk_async *c)
     bool done = vkt_loop_run_until(loop, nothing_pending, c, CALL_TIMEOUT_MS);
     VKT_CHECK_(done, "%zu operations still pending", vk_async_pending(c));
     return done;
+}
+
+/* ---- a blocking client beside the one under test ------------------------ */
+
+vk_status vkt_blocking_run(vk_client *c, vk_reply **out, int argc, const char *const *argv)
+{
+    size_t lens[16];
+    for (int i = 0; i < argc && i < 16; i++)
+        lens[i] = strlen(argv[i]);
+    return vk_client_command(out, c, NULL, argc, argv, lens);
+}
+
+void vkt_blocking_do(vk_client *c, int argc, const char *const *argv)
+{
+    vk_reply *r = NULL;
+    CHECK_OK(vkt_blocking_run(c, &r, argc, argv));
+    vk_reply_free(r);
+}
+
+const char *vkt_blocking_text(vk_client *c, char *buf, size_t cap, int argc,
+                              const char *const *argv)
+{
+    vk_reply *r = NULL;
+    if (vkt_blocking_run(c, &r, argc, argv) != VK_OK) {
+        snprintf(buf, cap, "failed: %s", vk_last_error());
+        return buf;
+    }
+    size_t len = 0;
+    const char *s = vk_reply_get_string(r, &len);
+    if (vk_reply_get_type(r) == VK_REPLY_INTEGER)
+        snprintf(buf, cap, "%lld", vk_reply_get_integer(r));
+    else if (s == NULL)
+        snprintf(buf, cap, "(nil)");
+    else
+        snprintf(buf, cap, "%.*s", (int)len, s);
+    vk_reply_free(r);
+    return buf;
+}
+
+long long vkt_blocking_integer(vk_client *c, int argc, const char *const *argv)
+{
+    vk_reply *r = NULL;
+    long long v = -1;
+    if (vkt_blocking_run(c, &r, argc, argv) == VK_OK) {
+        if (vk_reply_get_type(r) == VK_REPLY_INTEGER)
+            v = vk_reply_get_integer(r);
+        else if (vk_reply_get_type(r) == VK_REPLY_STRING)
+            v = atoll(vk_reply_get_string(r, &(size_t){0}));
+        else if (vk_reply_get_type(r) == VK_REPLY_NIL)
+            v = 0;
+    }
+    vk_reply_free(r);
+    return v;
 }

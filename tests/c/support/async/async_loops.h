@@ -98,4 +98,18 @@ vk_async *vkt_async_new(vkt_loop *loop, const vk_config *cfg);
 /* Turns the loop until the client has nothing pending (10 s at most). */
 bool vkt_async_drain(vkt_loop *loop, vk_async *c);
 
+/* ---- a blocking client beside the one under test ---------------------- */
+
+/* vk_client_command with NUL-terminated words (at most 16). */
+vk_status vkt_blocking_run(vk_client *c, vk_reply **out, int argc, const char *const *argv);
+/* Runs words on c, with a check that it succeeds. */
+void vkt_blocking_do(vk_client *c, int argc, const char *const *argv);
+/* The reply to words on c as text into buf: "(nil)", the integer, the
+ * bytes, or "failed: <error>". */
+const char *vkt_blocking_text(vk_client *c, char *buf, size_t cap, int argc,
+                              const char *const *argv);
+/* The reply to words on c as an integer (a nil is 0, a numeric string its
+ * value); -1 when the command failed or the reply is anything else. */
+long long vkt_blocking_integer(vk_client *c, int argc, const char *const *argv);
+
 #endif
