@@ -111,7 +111,8 @@ struct vk_engine {
     deferred *deferred_head, *deferred_tail;
 
     vk_reconnect_gate gate;
-    int64_t wake_at_ms;         /* the last wake-up asked for */
+    int64_t wake_at_ms;         /* the wake-up asked for and not yet come
+                                 * (VK_ENGINE_NEVER: none) */
     int depth;                  /* entry points running (completions may re-enter) */
     int64_t now_ms;             /* the time of the outermost one */
     engine_op *cancelling;      /* being cancelled in the mux ... */
@@ -628,8 +629,11 @@ static void end(vk_engine *e)
             break;
     }
     e->depth--;
+    /* A wake-up already asked for an earlier time is kept: when it comes,
+     * the tick finds nothing due yet and asks again. So a deadline that
+     * moves later with every reply costs no timer call per request. */
     int64_t at = next_wake(e, now_ms);
-    if (at != e->wake_at_ms || at == INT64_MIN) {
+    if (at < e->wake_at_ms) {
         e->wake_at_ms = at;
         e->drv.wake(e->drv.userdata, at == INT64_MIN ? now_ms : at);
     }
@@ -878,7 +882,7 @@ void vk__engine_lost(vk_engine *e, vk_status status, int64_t now_ms)
 void vk__engine_tick(vk_engine *e, int64_t now_ms)
 {
     begin(e, now_ms);
-    e->wake_at_ms = INT64_MIN + 1;   /* the timer fired: ask again whatever comes next */
+    e->wake_at_ms = VK_ENGINE_NEVER;   /* the wake-up came: ask again for whatever is next */
     if (e->state == CONN_DIALING && now_ms >= e->dial_deadline_ms) {
         vk__fail(VK_ERR_TIMEOUT, "dial %s", e->peer);
         open_failed(e, VK_ERR_TIMEOUT, now_ms);
