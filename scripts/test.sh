@@ -154,7 +154,7 @@ check_rock() {
   rm -rf "$work"
   mkdir -p "$work/bindings/lua"
   # luarocks make builds in the current folder: give it a copy.
-  cp "$ROOT/bindings/lua/vklua_client.c" "$work/bindings/lua/"
+  cp "$ROOT"/bindings/lua/vklua.h "$ROOT"/bindings/lua/vklua_*.c "$work/bindings/lua/"
   cp "$ROOT"/bindings/lua/*.rockspec "$work/"
   for version in 5.1 5.4; do
     (cd "$work" && luarocks --lua-version="$version" --tree="$work/tree" \

@@ -1,5 +1,6 @@
--- The Lua binding as a rock. It builds the one C source against the
--- installed core (libvkclient.so and vkclient.h, from the CMake install):
+-- The Lua binding as a rock. It builds the C sources (vklua_*.c, which
+-- include vklua.h from their folder) against the installed core
+-- (libvkclient.so and vkclient.h, from the CMake install):
 --
 --   luarocks make bindings/lua/vkclient-1.1.0-1.rockspec \
 --     VKCLIENT_DIR=/usr/local          # where the core is installed
@@ -40,7 +41,16 @@ build = {
    type = "builtin",
    modules = {
       vkclient = {
-         sources = { "bindings/lua/vklua_client.c" },
+         sources = {
+            "bindings/lua/vklua_common.c",
+            "bindings/lua/vklua_sinks.c",
+            "bindings/lua/vklua_config.c",
+            "bindings/lua/vklua_reply.c",
+            "bindings/lua/vklua_client.c",
+            "bindings/lua/vklua_pipeline.c",
+            "bindings/lua/vklua_lock.c",
+            "bindings/lua/vklua_module.c",
+         },
          libraries = { "vkclient" },
          incdirs = { "$(VKCLIENT_INCDIR)" },
          libdirs = { "$(VKCLIENT_LIBDIR)" },
