@@ -231,6 +231,69 @@ VK_API vk_status vk_hosted_cancel(vk_hosted *client, uint64_t id);
 VK_API int vk_hosted_is_connected(const vk_hosted *client);
 VK_API size_t vk_hosted_pending(const vk_hosted *client);
 
+/* ------------------------------------------------------------------------ */
+/* Distributed lock on event-loop and hosted clients                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The lock of vkclient.h (SEMANTICS §4), driven without blocking: the same
+ * keys, values, fencing counters, scripts, quorum, drift allowance, retry
+ * rule and texts, decided by the same code, so a lock taken here excludes
+ * holders of the blocking API in every language and the other way round.
+ *
+ * A manager spans one client (a lock on one node) or n independent ones
+ * (a Redlock quorum, majority of n). Each node's part runs on its client's
+ * connection, multiplexed with everything else on it; the nodes of one
+ * attempt are asked at once, not one after the other. The waits between
+ * tries and automatic renewal run on the first client's timer.
+ *
+ * Threads and lifetime: as the clients: everything on the loop's thread.
+ * Free the handles and the manager before the clients; an operation still
+ * running when a client is freed completes with that client's failure.
+ * The handles are vk_lock (vkclient.h): vk_lock_validity_ms,
+ * vk_lock_fencing_token, vk_lock_key, vk_lock_is_lost, vk_lock_auto_renew
+ * and vk_lock_free serve them; vk_lock_unlock and vk_lock_extend refuse
+ * them (VK_ERR_INVALID_ARGUMENT), as the vk_async_lock_ functions refuse
+ * handles of a blocking manager.
+ */
+typedef struct vk_async_lock_manager vk_async_lock_manager;
+
+/* A manager over n event-loop clients (n >= 1, all on one thread). */
+VK_API vk_status vk_async_lock_manager_new(vk_async_lock_manager **out,
+                                           vk_async *const *clients, size_t n);
+/* The same over hosted (bytes mode) clients. */
+VK_API vk_status vk_hosted_lock_manager_new(vk_async_lock_manager **out,
+                                            vk_hosted *const *clients, size_t n);
+/* Handles and running operations keep what they need. NULL-safe. */
+VK_API void vk_async_lock_manager_free(vk_async_lock_manager *manager);
+
+/* An acquisition's completion. status VK_OK: lock is the handle, owned by
+ * the function (vk_lock_free), or NULL when a try found the lock taken.
+ * Otherwise lock is NULL and vk_last_error() has the full text. */
+typedef void (*vk_async_lock_fn)(void *userdata, vk_status status, vk_lock *lock);
+/* An unlock's or extend's completion. */
+typedef void (*vk_async_done_fn)(void *userdata, vk_status status);
+
+/* One attempt with the default options (vk_lock_manager_try_lock):
+ * contention completes with VK_OK and a NULL lock. Argument errors (a NULL
+ * manager or fn, an empty key) are returned at once, without a completion;
+ * otherwise the completion runs exactly once, never inside this call. */
+VK_API vk_status vk_async_lock_try(vk_async_lock_manager *manager, const char *key,
+                                   size_t keylen, vk_async_lock_fn fn, void *userdata);
+/* Tries per opts (NULL: defaults), waiting retry_delay_ms (jittered)
+ * between tries on the loop; contention after the last try is
+ * VK_ERR_LOCK_ACQUIRE (vk_lock_manager_acquire). With opts->auto_renew the
+ * handle comes back renewing. Invalid options are returned at once. */
+VK_API vk_status vk_async_lock_acquire(vk_async_lock_manager *manager, const char *key,
+                                       size_t keylen, const vk_lock_options *opts,
+                                       vk_async_lock_fn fn, void *userdata);
+/* vk_lock_unlock's release and results (VK_ERR_LOCK_NOT_HELD when it
+ * expired or was taken over); renewal stops at once. */
+VK_API vk_status vk_async_lock_unlock(vk_lock *lock, vk_async_done_fn fn, void *userdata);
+/* vk_lock_extend's reset of the expiry to expiry_ms, only while it is ours. */
+VK_API vk_status vk_async_lock_extend(vk_lock *lock, int64_t expiry_ms,
+                                      vk_async_done_fn fn, void *userdata);
+
 #ifdef __cplusplus
 }
 #endif

@@ -597,6 +597,146 @@ static void test_success_keeps_last_error(void)
     CHECK_EQ_STR(vk_last_error(), before);
 }
 
+/* ---- the distributed lock through a hosted client ------------------------------- */
+
+static int lock_call_depth;   /* vk_async_lock_* calls in progress */
+
+typedef struct lock_result {
+    size_t done;
+    vk_status status;
+    vk_lock *lock;
+    char text[256];
+} lock_result;
+
+static void on_lock(void *userdata, vk_status status, vk_lock *lock)
+{
+    lock_result *r = userdata;
+    VKT_CHECK_(lock_call_depth == 0, "a lock completion ran inside the call that started it");
+    r->done++;
+    VKT_CHECK_(r->done == 1, "a lock completion ran %zu times", r->done);
+    r->status = status;
+    r->lock = lock;
+    snprintf(r->text, sizeof r->text, "%s", status == VK_OK ? "" : vk_last_error());
+}
+
+static void on_lock_done(void *userdata, vk_status status)
+{
+    on_lock(userdata, status, NULL);
+}
+
+/* The value a server holds under key ("" when none). */
+static void server_value(const char *key, char *out, size_t cap)
+{
+    const char *get[] = {"GET", key};
+    char *head = vkt_server_cmd(server, get, 2);
+    char *value = head != NULL && strcmp(head, "$-1") != 0
+                      ? vkt_server_cmd_line(server, get, 2, 1) : NULL;
+    snprintf(out, cap, "%s", value != NULL ? value : "");
+    free(head);
+    free(value);
+}
+
+/* A lock manager over a hosted client: try, contention and unlock, an
+ * acquire that waits between tries on the client's ticks, with the bytes
+ * moved in small random pieces. The value the client wrote is the one
+ * the server holds. */
+static void test_lock_through_hosted_client(void)
+{
+    const char *key = "hosted:lock";
+    const char *del[] = {"DEL", key, "{hosted:lock}:fencing"};
+    free(vkt_server_cmd(server, del, 3));
+    host h;
+    host_init(&h, hosted_new(NULL), 17);
+    vk_async_lock_manager *m = NULL;
+    CHECK_OK(vk_hosted_lock_manager_new(&m, &h.client, 1));
+    if (m == NULL) {
+        host_done(&h);
+        return;
+    }
+
+    lock_result got = {0};
+    lock_call_depth++;
+    CHECK_OK(vk_async_lock_try(m, key, strlen(key), on_lock, &got));
+    lock_call_depth--;
+    CHECK_EQ_INT(got.done, 0);
+    capture cap = {{0}, 0};
+    int64_t deadline = vkt_now_ms() + vkt_scaled_ms(5000);
+    while (got.done < 1 && vkt_now_ms() < deadline)
+        host_step_capturing(&h, &cap);
+    CHECK_EQ_INT(got.done, 1);
+    CHECK_EQ_INT(got.status, VK_OK);
+    CHECK(got.lock != NULL);
+    if (got.lock == NULL) {
+        vk_async_lock_manager_free(m);
+        host_done(&h);
+        return;
+    }
+    int64_t token = vk_lock_fencing_token(got.lock);
+    CHECK(token > 0);
+    CHECK(vk_lock_validity_ms(got.lock) > 0 && vk_lock_validity_ms(got.lock) <= 10000);
+    char value[128], wire[160];
+    server_value(key, value, sizeof value);
+    CHECK_EQ_INT(strlen(value), 32);
+    snprintf(wire, sizeof wire, "\r\n$32\r\n%s\r\n", value);
+    CHECK(memmem(cap.bytes, cap.len, wire, strlen(wire)) != NULL);
+    char counter[32];
+    server_value("{hosted:lock}:fencing", counter, sizeof counter);
+    CHECK_EQ_INT(atoll(counter), token);
+
+    /* Taken: a second try completes with VK_OK and no handle. */
+    lock_result again = {0};
+    lock_call_depth++;
+    CHECK_OK(vk_async_lock_try(m, key, strlen(key), on_lock, &again));
+    lock_call_depth--;
+    CHECK(host_run(&h, &again.done, 1, vkt_scaled_ms(5000)));
+    CHECK_EQ_INT(again.status, VK_OK);
+    CHECK(again.lock == NULL);
+
+    /* Released through the hosted client. */
+    lock_result released = {0};
+    lock_call_depth++;
+    CHECK_OK(vk_async_lock_unlock(got.lock, on_lock_done, &released));
+    lock_call_depth--;
+    CHECK_EQ_INT(released.done, 0);
+    CHECK(host_run(&h, &released.done, 1, vkt_scaled_ms(5000)));
+    CHECK_EQ_INT(released.status, VK_OK);
+    server_value(key, value, sizeof value);
+    CHECK_EQ_STR(value, "");
+    CHECK_EQ_INT(vk_lock_validity_ms(got.lock), 0);
+    vk_lock_free(got.lock);
+
+    /* Someone holds it for 300 ms: an acquire waits on the ticks. */
+    const char *set[] = {"SET", key, "someone-else", "PX", "300"};
+    free(vkt_server_cmd(server, set, 5));
+    int64_t started = vkt_now_ms();
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 40;
+    opts.retry_delay_ms = 25;
+    lock_result waited = {0};
+    lock_call_depth++;
+    CHECK_OK(vk_async_lock_acquire(m, key, strlen(key), &opts, on_lock, &waited));
+    lock_call_depth--;
+    CHECK(host_run(&h, &waited.done, 1, vkt_scaled_ms(5000)));
+    CHECK_EQ_INT(waited.status, VK_OK);
+    CHECK(waited.lock != NULL);
+    VKT_CHECK_(vkt_now_ms() - started >= 290, "acquired after %lld ms",
+               (long long)(vkt_now_ms() - started));
+    if (waited.lock != NULL) {
+        CHECK(vk_lock_fencing_token(waited.lock) > token);
+        lock_result out = {0};
+        lock_call_depth++;
+        CHECK_OK(vk_async_lock_unlock(waited.lock, on_lock_done, &out));
+        lock_call_depth--;
+        CHECK(host_run(&h, &out.done, 1, vkt_scaled_ms(5000)));
+        CHECK_EQ_INT(out.status, VK_OK);
+        server_value(key, value, sizeof value);
+        CHECK_EQ_STR(value, "");
+        vk_lock_free(waited.lock);
+    }
+    vk_async_lock_manager_free(m);
+    host_done(&h);
+}
+
 int main(void)
 {
     /* VKTEST_NEEDS_SERVER */
@@ -615,6 +755,7 @@ int main(void)
     RUN(test_free_cancels);
     RUN(test_success_keeps_last_error);
     RUN(test_new_credentials_authenticate_in_line);
+    RUN(test_lock_through_hosted_client);
     vkt_server_stop(server);
     return vkt_finish();
 }

@@ -156,6 +156,22 @@ vk_status vk__driven_pipeline_exec(vk_driven_kind kind, const char *function,
     return st;
 }
 
+vk_status vk__driven_after(vk_driven *d, const char *function, int64_t delay_ms,
+                           vk_async_fn fn, void *userdata, uint64_t *id)
+{
+    vk_status st = vk__driven_usable(d, function);
+    if (st != VK_OK)
+        return st;
+    uint64_t op_id = 0;
+    int64_t now_ms = vk__now_ms();
+    vk__driven_enter(d);
+    st = vk__engine_after(d->engine, now_ms + (delay_ms > 0 ? delay_ms : 0), fn, userdata,
+                          now_ms, &op_id);
+    if (!vk__driven_leave(d) && st == VK_OK && id != NULL)
+        *id = op_id;
+    return st;
+}
+
 vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id)
 {
     vk_status st = vk__driven_usable(d, function);

@@ -66,6 +66,10 @@ vk_status vk__driven_pipeline_exec(vk_driven_kind kind, const char *function,
                                    vk_pipeline *pipeline, vk_async_fn fn, void *userdata,
                                    uint64_t *id);
 vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id);
+/* A wait of delay_ms on the client's timer: fn(userdata, VK_OK, NULL) then
+ * (VK_ERR_CANCELLED when cancelled or the client is freed first). */
+vk_status vk__driven_after(vk_driven *d, const char *function, int64_t delay_ms,
+                           vk_async_fn fn, void *userdata, uint64_t *id);
 /* The completion every driver gives the engine. */
 void vk__driven_complete(void *userdata, vk_async_fn fn, void *op_userdata, vk_status st,
                          redisReply *reply);

@@ -27,7 +27,8 @@
 typedef enum op_kind {
     OP_COMMAND,
     OP_PIPELINE,
-    OP_HANDSHAKE      /* a step of the handshake, or a new token's AUTH */
+    OP_HANDSHAKE,     /* a step of the handshake, or a new token's AUTH */
+    OP_TIMER          /* completes at not_before_ms; never on the wire */
 } op_kind;
 
 typedef struct engine_op engine_op;
@@ -87,6 +88,7 @@ struct vk_engine {
     op_list queue;              /* not yet given to the mux */
     op_list line;               /* the mux holds their requests */
     op_list retries;            /* failed in this turn, to go back in front of queue */
+    op_list timers;             /* OP_TIMER, earliest first */
 
     conn_state state;
     vk_mux *mux;
@@ -595,6 +597,8 @@ static int64_t next_wake(const vk_engine *e, int64_t now_ms)
     if (head != NULL && (e->state == CONN_DOWN || e->state == CONN_READY) &&
         head->not_before_ms > now_ms && head->not_before_ms < at)
         at = head->not_before_ms;
+    if (e->timers.head != NULL && e->timers.head->not_before_ms < at)
+        at = e->timers.head->not_before_ms;
     return at;
 }
 
@@ -692,6 +696,7 @@ void vk__engine_free(vk_engine *e, const char *why)
         vk__mux_free(e->dead_mux);
     cancel_list(e, &e->retries, why);
     cancel_list(e, &e->queue, why);
+    cancel_list(e, &e->timers, why);
     if (e->wake_at_ms != VK_ENGINE_NEVER)
         e->drv.wake(e->drv.userdata, VK_ENGINE_NEVER);
     free(e);
@@ -761,7 +766,17 @@ static engine_op *find_op(const vk_engine *e, uint64_t id)
         op = list_find(&e->retries, id);
     if (op == NULL)
         op = list_find(&e->line, id);
+    if (op == NULL)
+        op = list_find(&e->timers, id);
     return op;
+}
+
+/* The list holding an operation that is not in the mux. */
+static op_list *list_of(vk_engine *e, const engine_op *op)
+{
+    if (op->kind == OP_TIMER)
+        return &e->timers;
+    return list_find(&e->queue, op->id) == op ? &e->queue : &e->retries;
 }
 
 vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms)
@@ -772,7 +787,7 @@ vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms)
                         (unsigned long long)id);
     begin(e, now_ms);
     if (!op->in_mux) {
-        list_remove(op == list_find(&e->queue, id) ? &e->queue : &e->retries, op);
+        list_remove(list_of(e, op), op);
         vk__fail(VK_ERR_CANCELLED, NULL);
         complete(e, op, VK_ERR_CANCELLED, NULL);
     } else {
@@ -801,7 +816,56 @@ vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms)
 
 size_t vk__engine_pending(const vk_engine *e)
 {
-    return e->queue.count + e->retries.count + e->line.count;
+    return e->queue.count + e->retries.count + e->line.count + e->timers.count;
+}
+
+vk_status vk__engine_after(vk_engine *e, int64_t at_ms, vk_async_fn fn, void *op_userdata,
+                           int64_t now_ms, uint64_t *id)
+{
+    engine_op *op = NULL;
+    vk_status st = new_op(e, OP_TIMER, 0, fn, op_userdata, &op);
+    if (st != VK_OK)
+        return st;
+    op->not_before_ms = at_ms;
+    *id = op->id;
+    begin(e, now_ms);
+    /* Earliest first; equal times keep their order. Few timers are ever
+     * pending at once (a lock's next try, its renewal). */
+    engine_op *after = e->timers.tail;
+    while (after != NULL && after->not_before_ms > at_ms)
+        after = after->prev;
+    if (after == NULL) {
+        op->prev = NULL;
+        op->next = e->timers.head;
+        if (e->timers.head != NULL)
+            e->timers.head->prev = op;
+        else
+            e->timers.tail = op;
+        e->timers.head = op;
+        e->timers.count++;
+    } else if (after == e->timers.tail) {
+        list_push(&e->timers, op);
+    } else {
+        op->prev = after;
+        op->next = after->next;
+        after->next->prev = op;
+        after->next = op;
+        e->timers.count++;
+    }
+    end(e);
+    return VK_OK;
+}
+
+/* The timers that are due complete (those due when called: one a
+ * completion sets for now waits for the next tick). */
+static void fire_timers(vk_engine *e, int64_t now_ms)
+{
+    size_t n = e->timers.count;
+    while (n-- > 0 && e->timers.head != NULL && e->timers.head->not_before_ms <= now_ms) {
+        engine_op *op = e->timers.head;
+        list_remove(&e->timers, op);
+        complete(e, op, VK_OK, NULL);
+    }
 }
 
 bool vk__engine_ready(const vk_engine *e)
@@ -892,6 +956,7 @@ void vk__engine_tick(vk_engine *e, int64_t now_ms)
         vk__fail(VK_ERR_TIMEOUT, "%s %s", unwritten > 0 ? "write" : "read", e->peer);
         fail_connection(e, VK_ERR_TIMEOUT, now_ms);
     }
+    fire_timers(e, now_ms);
     e->pump_again = true;
     end(e);
 }

@@ -68,6 +68,10 @@ vk_status vk__engine_pipeline(vk_engine *e, vk_pipeline_batch *batch, vk_async_f
 vk_status vk__engine_submit(vk_engine *e, int argc, const char *const *argv,
                             const size_t *argvlen, vk_async_fn fn, void *op_userdata,
                             int64_t now_ms, uint64_t *id);
+/* A wait: completes with VK_OK and no reply at (or after) at_ms, on a
+ * tick; no connection is involved. Cancelled like any operation. */
+vk_status vk__engine_after(vk_engine *e, int64_t at_ms, vk_async_fn fn, void *op_userdata,
+                           int64_t now_ms, uint64_t *id);
 /* VK_OK when id was in flight: it completed with VK_ERR_CANCELLED. */
 vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms);
 size_t vk__engine_pending(const vk_engine *e);
