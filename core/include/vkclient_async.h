@@ -245,12 +245,15 @@ VK_API size_t vk_hosted_pending(const vk_hosted *client);
  * (a Redlock quorum, majority of n). Each node's part runs on its client's
  * connection, multiplexed with everything else on it; the nodes of one
  * attempt are asked at once, not one after the other. The waits between
- * tries and automatic renewal run on the first client's timer.
+ * tries and automatic renewal run on the first (live) client's timer.
  *
  * Threads and lifetime: as the clients: everything on the loop's thread.
- * Free the handles and the manager before the clients; an operation still
- * running when a client is freed completes with that client's failure.
- * The handles are vk_lock (vkclient.h): vk_lock_validity_ms,
+ * The manager, its handles and its running operations keep what they
+ * need, so they may be freed in any order. A client may be freed while
+ * the manager lives: from then on its node fails as a freed client does
+ * (VK_ERR_NIL_CLIENT; a majority of the others still decides), and an
+ * acquisition waiting between tries on its timer ends with
+ * VK_ERR_CANCELLED; waits then run on the next client. The handles are vk_lock (vkclient.h): vk_lock_validity_ms,
  * vk_lock_fencing_token, vk_lock_key, vk_lock_is_lost, vk_lock_auto_renew
  * and vk_lock_free serve them; vk_lock_unlock and vk_lock_extend refuse
  * them (VK_ERR_INVALID_ARGUMENT), as the vk_async_lock_ functions refuse

@@ -1427,6 +1427,97 @@ out:
     }
 }
 
+/* Clients of a quorum freed while the manager lives: each freed node fails
+ * as a freed client does, a wait on a freed client's timer ends its
+ * operation, and the manager goes on with the clients that are left. */
+static void test_quorum_clients_freed(vkt_loop *loop)
+{
+    char key[64], fkey[80];
+    key_name(key, sizeof key, "quorum-freed", loop);
+    fencing_key(fkey, sizeof fkey, key);
+    vk_async *cs[NODES] = {NULL};
+    vk_client *bcs[NODES] = {NULL};
+    vk_async_lock_manager *m = NULL;
+    vk_lock_manager *bm = NULL;
+    bool ready = true;
+    for (int i = 0; i < NODES; i++) {
+        cs[i] = async_client(loop, nodes[i], true);
+        bcs[i] = blocking_client(nodes[i], true);
+        ready = ready && cs[i] != NULL && bcs[i] != NULL;
+    }
+    if (ready) {
+        CHECK_OK(vk_async_lock_manager_new(&m, cs, NODES));
+        CHECK_OK(vk_lock_manager_new_quorum(&bm, bcs, NODES));
+    }
+    vk_lock *holder = NULL;
+    if (m != NULL && bm != NULL)
+        CHECK_OK(vk_lock_manager_try_lock(&holder, bm, NULL, key, strlen(key)));
+    if (holder == NULL)
+        goto out;
+
+    /* Client 0's timer serves the waits between tries: freeing it ends
+     * the acquire that waits there, once, with the cancellation. */
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 100;
+    opts.retry_delay_ms = 300;   /* a wait of 150 ms at least: the window below */
+    lock_op waiting = {0};
+    long long before[NODES];
+    for (int i = 0; i < NODES; i++)
+        before[i] = counter_value(bcs[i], fkey);
+    CHECK_OK(start_acquire(m, key, &opts, lock_fn, &waiting));
+    /* Every node answered the first try (its counter moved): the replies
+     * are read within a few turns, and then the acquire waits. */
+    for (int i = 0; i < NODES; i++) {
+        counter_wait tried = {bcs[i], fkey, before[i] + 1};
+        CHECK(vkt_loop_run_until(loop, counter_reached, &tried, 5000));
+    }
+    vkt_loop_run_for(loop, 30);
+    CHECK_EQ_INT(waiting.calls, 0);
+    vk_async_free(cs[0]);
+    cs[0] = NULL;
+    CHECK(vkt_loop_run_until(loop, lock_op_done, &waiting, 5000));
+    CHECK_EQ_INT(waiting.status, VK_ERR_CANCELLED);
+    CHECK(waiting.lock == NULL);
+
+    /* Two of three are left, a majority: acquisitions wait on client 1's
+     * timer now and still take the lock once the holder lets go. */
+    lock_op second = {0};
+    opts.retry_delay_ms = 40;
+    CHECK_OK(start_acquire(m, key, &opts, lock_fn, &second));
+    vkt_loop_run_for(loop, 100);
+    CHECK_EQ_INT(second.calls, 0);
+    CHECK_OK(vk_lock_unlock(holder, NULL));
+    CHECK(vkt_loop_run_until(loop, lock_op_done, &second, 10000));
+    CHECK_EQ_INT(second.status, VK_OK);
+    if (second.lock != NULL) {
+        CHECK(vk_lock_fencing_token(second.lock) > vk_lock_fencing_token(holder));
+        CHECK(!node_has_no_key(1, key));
+        CHECK(!node_has_no_key(2, key));
+        CHECK_OK(run_unlock(loop, second.lock, NULL, 0));
+        CHECK(node_has_no_key(1, key));
+        CHECK(node_has_no_key(2, key));
+        vk_lock_free(second.lock);
+    }
+
+    /* One of three: no majority; the freed clients' own failure. */
+    vk_async_free(cs[1]);
+    cs[1] = NULL;
+    lock_op lone = {0};
+    CHECK(run_lock(loop, m, key, true, NULL, &lone));
+    CHECK_EQ_INT(lone.status, VK_ERR_NIL_CLIENT);
+    CHECK(lone.lock == NULL);
+    CHECK(node_has_no_key(2, key));   /* what node 2 granted was given back */
+
+out:
+    vk_lock_free(holder);
+    vk_async_lock_manager_free(m);
+    vk_lock_manager_free(bm);
+    for (int i = 0; i < NODES; i++) {
+        vk_async_free(cs[i]);
+        vk_client_free(bcs[i]);
+    }
+}
+
 /* ---- 6. automatic renewal on the loop ------------------------------------------ */
 
 typedef struct pttl_wait {
@@ -1556,6 +1647,7 @@ int main(void)
         RUN_ON_LOOPS(test_crossed_handles);
         RUN_ON_LOOPS(test_freed_while_waiting);
         RUN_ON_LOOPS(test_quorum);
+        RUN_ON_LOOPS(test_quorum_clients_freed);
         RUN_ON_LOOPS(test_auto_renew);
     }
     vk_lock_manager_free(bmanager);

@@ -31,9 +31,32 @@ vk_status vk__driven_init(vk_driven *d, const vk_config *cfg, const vk_engine_dr
     return st;
 }
 
+void vk__driven_watch(vk_driven *d, vk_driven_watch *w)
+{
+    w->next = d->watches;
+    d->watches = w;
+}
+
+void vk__driven_unwatch(vk_driven *d, vk_driven_watch *w)
+{
+    for (vk_driven_watch **at = &d->watches; *at != NULL; at = &(*at)->next) {
+        if (*at == w) {
+            *at = w->next;
+            return;
+        }
+    }
+}
+
 void vk__driven_destroy(vk_driven *d)
 {
     d->closing = true;
+    vk_driven_watch *w = d->watches;
+    d->watches = NULL;
+    while (w != NULL) {
+        vk_driven_watch *next = w->next;
+        w->gone(w);
+        w = next;
+    }
     d->depth++;   /* completions that call back in are refused, not re-entered */
     vk__engine_free(d->engine, "client closed");
     d->engine = NULL;

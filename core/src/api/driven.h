@@ -21,6 +21,16 @@ typedef enum vk_driven_kind {
 } vk_driven_kind;
 
 typedef struct vk_driven vk_driven;
+
+/* Whoever keeps a pointer to a client beyond one call (a lock manager)
+ * hears when it goes: gone() runs first thing in its free, before its
+ * operations are cancelled, and must only forget the pointer. */
+typedef struct vk_driven_watch vk_driven_watch;
+struct vk_driven_watch {
+    vk_driven_watch *next;
+    void (*gone)(vk_driven_watch *w);
+};
+
 struct vk_driven {
     vk_driven_kind kind;
     vk_client *core;          /* config, TLS, credentials, IAM refresh; never connects */
@@ -31,6 +41,7 @@ struct vk_driven {
     int depth;                /* public calls running (completions may re-enter) */
     bool free_requested;      /* freed from inside a call: done when it returns */
     bool closing;
+    vk_driven_watch *watches;
     /* Releases the driver's own state and the struct (after the engine
      * and core are gone). */
     void (*release)(vk_driven *d);
@@ -42,6 +53,10 @@ vk_status vk__driven_init(vk_driven *d, const vk_config *cfg, const vk_engine_dr
 /* Cancels every operation ("client closed"), frees the engine and the
  * core, then d->release(d). */
 void vk__driven_destroy(vk_driven *d);
+
+void vk__driven_watch(vk_driven *d, vk_driven_watch *w);
+/* Before the watcher goes itself (d still live). */
+void vk__driven_unwatch(vk_driven *d, vk_driven_watch *w);
 
 /* The checks of every operation call: a live client (VK_ERR_NIL_CLIENT)
  * on its own thread (VK_ERR_INVALID_ARGUMENT). */

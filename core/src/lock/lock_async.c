@@ -21,11 +21,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The manager hears when one of its clients is freed: that node is then
+ * NULL, and every request for it fails as a freed client's would. */
+typedef struct node_watch {
+    vk_driven_watch base;     /* first: the watch is the node_watch */
+    struct vk_async_lock_manager *m;
+    size_t index;
+} node_watch;
+
 struct vk_async_lock_manager {
     int refs;                 /* the owner, each handle, each running operation */
     size_t count;
     size_t quorum;            /* count / 2 + 1 */
-    vk_driven *nodes[];       /* borrowed: the clients outlive the manager */
+    vk_driven **nodes;        /* borrowed; NULL once that client is freed */
+    node_watch *watches;
 };
 
 /* A handle's event-loop state: it is freed only when no operation runs
@@ -35,6 +44,8 @@ typedef struct vk_async_lock_state {
     bool free_requested;
     bool renewing;
     uint64_t renew_timer;     /* the next renewal's wait, 0 while one runs */
+    size_t renew_node;        /* the client whose timer it is (live while it waits:
+                               * a freed client cancels its waits) */
 } handle_state;
 
 typedef enum op_kind { OP_TRY, OP_ACQUIRE, OP_UNLOCK, OP_EXTEND, OP_RENEW } op_kind;
@@ -88,13 +99,61 @@ static void renewal_schedule(vk_lock *lock);
 
 static vk_events *manager_events(const vk_async_lock_manager *m)
 {
-    return vk__client_events(m->nodes[0]->core);
+    for (size_t i = 0; i < m->count; i++)
+        if (m->nodes[i] != NULL)
+            return vk__client_events(m->nodes[i]->core);
+    return NULL;
+}
+
+static void node_gone(vk_driven_watch *w)
+{
+    node_watch *nw = (node_watch *)w;
+    nw->m->nodes[nw->index] = NULL;
+}
+
+/* The client whose timer serves the manager's waits: the first live one
+ * (NULL when every client is gone). */
+static vk_driven *timer_node(const vk_async_lock_manager *m, size_t *index)
+{
+    for (size_t i = 0; i < m->count; i++) {
+        if (m->nodes[i] != NULL) {
+            if (index != NULL)
+                *index = i;
+            return m->nodes[i];
+        }
+    }
+    return NULL;
+}
+
+/* A wait of delay_ms on the manager's timer; VK_ERR_NIL_CLIENT when no
+ * client is left. */
+static vk_status wait_on_loop(const vk_async_lock_manager *m, const char *function,
+                              int64_t delay_ms, vk_async_fn fn, void *userdata, uint64_t *id,
+                              size_t *index)
+{
+    vk_driven *d = timer_node(m, index);
+    if (d == NULL)
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    return vk__driven_after(d, function, delay_ms, fn, userdata, id);
+}
+
+/* The clients' thread (any live client's: they share it). */
+static bool on_thread(const vk_async_lock_manager *m, const char *function)
+{
+    for (size_t i = 0; i < m->count; i++)
+        if (m->nodes[i] != NULL)
+            return vk__driven_on_thread(m->nodes[i], function);
+    return true;   /* every client is gone: the requests fail as such */
 }
 
 static void manager_unref(vk_async_lock_manager *m)
 {
-    if (m != NULL && --m->refs == 0)
-        free(m);
+    if (m == NULL || --m->refs > 0)
+        return;
+    for (size_t i = 0; i < m->count; i++)
+        if (m->nodes[i] != NULL)
+            vk__driven_unwatch(m->nodes[i], &m->watches[i].base);
+    free(m);
 }
 
 static vk_status new_manager(vk_async_lock_manager **out, vk_driven *const *nodes, size_t n,
@@ -113,13 +172,20 @@ static vk_status new_manager(vk_async_lock_manager **out, vk_driven *const *node
         if (st != VK_OK)
             return st;
     }
-    vk_async_lock_manager *m = malloc(sizeof *m + n * sizeof m->nodes[0]);
+    /* One allocation: the manager, its nodes and their watches. */
+    vk_async_lock_manager *m = malloc(sizeof *m + n * (sizeof m->nodes[0] + sizeof *m->watches));
     if (m == NULL)
         return vk__fail_nomem();
     m->refs = 1;
     m->count = n;
     m->quorum = n / 2 + 1;
-    memcpy(m->nodes, nodes, n * sizeof nodes[0]);
+    m->watches = (node_watch *)(m + 1);
+    m->nodes = (vk_driven **)(m->watches + n);
+    for (size_t i = 0; i < n; i++) {
+        m->nodes[i] = nodes[i];
+        m->watches[i] = (node_watch){ .base = { .gone = node_gone }, .m = m, .index = i };
+        vk__driven_watch(nodes[i], &m->watches[i].base);
+    }
     *out = m;
     return VK_OK;
 }
@@ -164,7 +230,8 @@ static void renewal_stop(vk_lock *lock)
     /* The wait completes (cancelled) inside the cancel, and lets go of the
      * handle: the caller still holds it through its own reference. */
     if (timer != 0)
-        vk__driven_cancel(lock->async_manager->nodes[0], "vk_lock_auto_renew", timer);
+        vk__driven_cancel(lock->async_manager->nodes[hs->renew_node], "vk_lock_auto_renew",
+                          timer);
 }
 
 void vk__async_lock_free(vk_lock *lock)
@@ -257,7 +324,7 @@ static vk_status started(lock_op *op, const char *function)
     op->starting = false;
     if (!op->done)
         return VK_OK;
-    vk_status st = vk__driven_after(op->m->nodes[0], function, 0, deliver_later, op, NULL);
+    vk_status st = wait_on_loop(op->m, function, 0, deliver_later, op, NULL, NULL);
     if (st == VK_OK)
         return VK_OK;
     /* Ended at once: nothing was acquired (result_lock is NULL), and the
@@ -271,6 +338,17 @@ static vk_status started(lock_op *op, const char *function)
 }
 
 /* ---- node calls ---------------------------------------------------------------- */
+
+/* A request to node i; a freed client fails it as vk_async_command would
+ * have, without the misuse report (the caller did nothing wrong). */
+static vk_status node_command(lock_op *op, size_t i, int argc, const char *const *argv,
+                              const size_t *argvlen, vk_async_fn fn, node_call *c)
+{
+    vk_driven *d = op->m->nodes[i];
+    if (d == NULL)
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    return vk__driven_command(d, "vk_async_lock", argc, argv, argvlen, fn, c, NULL);
+}
 
 static void call_done(node_call *c)
 {
@@ -321,22 +399,19 @@ static void grant_incr_reply(void *userdata, vk_status st, vk_reply *reply)
 static void send_grant(node_call *c)
 {
     lock_op *op = c->op;
-    vk_driven *d = op->m->nodes[c->index];
     const char *set[VK_LOCK_SET_ARGC], *incr[VK_LOCK_INCR_ARGC];
     size_t set_len[VK_LOCK_SET_ARGC], incr_len[VK_LOCK_INCR_ARGC];
     vk__lock_grant_argv(op->lock, op->expiry, set, set_len, incr, incr_len);
     c->fault = VK_OK;
     c->replies_left = 0;
-    vk_status st = vk__driven_command(d, "vk_async_lock_acquire", VK_LOCK_SET_ARGC, set, set_len,
-                                      grant_set_reply, c, NULL);
+    vk_status st = node_command(op, c->index, VK_LOCK_SET_ARGC, set, set_len, grant_set_reply, c);
     if (st != VK_OK) {
         vk__lock_attempt_grant(&op->attempt, c->index, st, 0);
         return;
     }
     c->replies_left = 1;
     op->waiting++;
-    st = vk__driven_command(d, "vk_async_lock_acquire", VK_LOCK_INCR_ARGC, incr, incr_len,
-                            grant_incr_reply, c, NULL);
+    st = node_command(op, c->index, VK_LOCK_INCR_ARGC, incr, incr_len, grant_incr_reply, c);
     if (st != VK_OK) {
         /* The SET's reply settles the node: a fault whatever it says. */
         c->fault = st;
@@ -394,8 +469,7 @@ static void send_script(node_call *c)
     const char *argv[VK_LOCK_SCRIPT_MAX_ARGC];
     size_t argvlen[VK_LOCK_SCRIPT_MAX_ARGC];
     int argc = vk__lock_script_argv(op->lock, c->script, c->by_sha, nargs, args, argv, argvlen);
-    vk_status st = vk__driven_command(op->m->nodes[c->index], "vk_async_lock", argc, argv,
-                                      argvlen, script_reply, c, NULL);
+    vk_status st = node_command(op, c->index, argc, argv, argvlen, script_reply, c);
     if (st != VK_OK) {
         script_voted(c, st, 0);
         op->waiting--;   /* counted by the caller; settled now */
@@ -499,8 +573,8 @@ static void attempt_over(lock_op *op)
     int64_t delay = op->opts.retry_delay_ms > 0
                         ? vk__lock_jittered_delay_ms(op->opts.retry_delay_ms)
                         : 0;
-    vk_status st = vk__driven_after(op->m->nodes[0], "vk_async_lock_acquire", delay,
-                                    retry_wait_over, op, NULL);
+    vk_status st = wait_on_loop(op->m, "vk_async_lock_acquire", delay, retry_wait_over, op,
+                                NULL, NULL);
     if (st != VK_OK) {
         vk__lock_tries_note(&op->tries, VK_LOCK_FAULT, st);
         attempts_over(op);
@@ -592,7 +666,7 @@ static vk_status check_manager(vk_async_lock_manager *m, const char *key, size_t
     if (fn == NULL)
         return vk__fail_msg(VK_ERR_NIL_LOCK_FN, "lock function is nil");
     for (size_t i = 0; i < m->count; i++) {
-        if (!vk__driven_on_thread(m->nodes[i], function))
+        if (m->nodes[i] != NULL && !vk__driven_on_thread(m->nodes[i], function))
             return vk__fail(VK_ERR_INVALID_ARGUMENT, "an event-loop client is used only on "
                                                      "its loop's thread");
     }
@@ -665,7 +739,7 @@ static vk_status check_handle(const vk_lock *lock, const void *fn, const char *f
         return vk__lock_fail_nil_handle(function);
     if (fn == NULL)
         return vk__fail_msg(VK_ERR_NIL_LOCK_FN, "lock function is nil");
-    if (!vk__driven_on_thread(lock->async_manager->nodes[0], function))
+    if (!on_thread(lock->async_manager, function))
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "an event-loop client is used only on its "
                                                  "loop's thread");
     return VK_OK;
@@ -751,8 +825,9 @@ static void renewal_schedule(vk_lock *lock)
 {
     handle_state *hs = state_of(lock);
     uint64_t id = 0;
-    vk_status st = vk__driven_after(lock->async_manager->nodes[0], "vk_lock_auto_renew",
-                                    vk__lock_renew_interval_ms(lock), renewal_due, lock, &id);
+    vk_status st = wait_on_loop(lock->async_manager, "vk_lock_auto_renew",
+                                vk__lock_renew_interval_ms(lock), renewal_due, lock, &id,
+                                &hs->renew_node);
     if (st != VK_OK) {
         atomic_store(&lock->lost, 1);
         hs->renewing = false;
@@ -769,7 +844,7 @@ vk_status vk__async_lock_auto_renew(vk_lock *lock)
         return vk__lock_fail_nil_handle("vk_lock_auto_renew");
     if (lock->released)
         return vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
-    if (!vk__driven_on_thread(lock->async_manager->nodes[0], "vk_lock_auto_renew"))
+    if (!on_thread(lock->async_manager, "vk_lock_auto_renew"))
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "an event-loop client is used only on its "
                                                  "loop's thread");
     if (hs->renewing)
