@@ -7,11 +7,15 @@ set -euo pipefail
 ROUNDS=5
 export VK_DEMO_ADDR=$VK_TEST_ADDR
 C_DEMO=$VK_BUILD_DIR/examples/c/lock_demo
+C_LOOP_DEMO=$VK_BUILD_DIR/examples/c/async_lock_demo
 
 declare -a NAMES=() COMMANDS=()
 add() { NAMES+=("$1"); COMMANDS+=("$2"); }
 
 add C "\"$C_DEMO\" \"$VK_DEMO_ADDR\" $ROUNDS"
+if [ -x "$C_LOOP_DEMO" ]; then
+  add "C (event loop)" "\"$C_LOOP_DEMO\" \"$VK_DEMO_ADDR\" $ROUNDS"
+fi
 if [ -f "$ROOT/examples/python/lock_demo.py" ]; then
   add Python "PYTHONPATH=\"$VK_BUILD_DIR/bindings/python\" /usr/bin/python3 \"$ROOT/examples/python/lock_demo.py\" \"$VK_DEMO_ADDR\" $ROUNDS"
 fi
