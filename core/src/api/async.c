@@ -20,6 +20,7 @@
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -32,6 +33,7 @@
 #define VK_ASYNC_READS_PER_EVENT 16
 
 typedef enum net_state {
+    NET_RESOLVING,      /* the host name is looked up (io: the lookup's descriptor) */
     NET_CONNECTING,     /* the TCP (or unix) connect is in progress */
     NET_TLS,            /* the TLS handshake is in progress */
     NET_OPEN
@@ -54,6 +56,8 @@ struct vk_async {
     vk_async_io *io;
     SSL *ssl;
     net_state net;
+    vk_lookup *lookup;   /* NET_RESOLVING: owns io's descriptor */
+    char stage[320];     /* drv_dial_stage's text */
     struct addrinfo *addrs, *next_addr;
 
     bool in_handler;     /* handle_io / handle_timer runs: flush when it returns */
@@ -90,7 +94,14 @@ static void close_socket(vk_async *a)
         SSL_free(a->ssl);
         a->ssl = NULL;
     }
-    close(io->fd);
+    if (a->lookup != NULL) {
+        /* The descriptor is the lookup's: it goes with it (a lookup still
+         * running finishes alone). */
+        vk__lookup_release(a->lookup);
+        a->lookup = NULL;
+    } else {
+        close(io->fd);
+    }
     io->fd = -1;
     io->next = a->released;
     a->released = io;
@@ -122,7 +133,12 @@ static vk_status new_io(vk_async *a, int fd)
 {
     vk_async_io *io = calloc(1, sizeof *io);
     if (io == NULL) {
-        close(fd);
+        if (a->lookup != NULL) {
+            vk__lookup_release(a->lookup);
+            a->lookup = NULL;
+        } else {
+            close(fd);
+        }
         return vk__fail_nomem();
     }
     io->client = a;
@@ -168,6 +184,19 @@ static void dial_next_address(vk_async *a, vk_status last)
     open_failed(a, st);
 }
 
+/* The node's addresses are known (list, or the lookup's failure rc):
+ * dial them in order. */
+static void addresses_ready(vk_async *a, struct addrinfo *list, int rc)
+{
+    if (rc != 0) {
+        open_failed(a, vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", a->d.peer,
+                                a->d.endpoint.host, gai_strerror(rc)));
+        return;
+    }
+    a->addrs = a->next_addr = list;
+    dial_next_address(a, VK_OK);
+}
+
 static void drv_open(void *userdata)
 {
     vk_async *a = userdata;
@@ -186,22 +215,37 @@ static void drv_open(void *userdata)
             open_failed(a, st);
         return;
     }
-    /* A numeric address needs no lookup; a name is looked up within the
-     * dial timeout (the loop waits for it: give addresses for a loop that
-     * must never wait). */
-    const vk_config *cfg = vk__client_config(a->d.core);
-    int64_t deadline_us = vk__now_us() + cfg->dial_timeout_ms * 1000;
+    /* A numeric address needs no lookup. A name is looked up on a resolver
+     * thread whose descriptor the loop watches: the loop never waits for
+     * it, and the engine's dial timeout bounds it. */
     int rc = 0;
-    vk_status st = vk__resolve(a->d.peer, ep->host, ep->port, deadline_us, NULL, &a->addrs, &rc);
-    if (st == VK_OK && rc != 0)
-        st = vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", a->d.peer, ep->host, gai_strerror(rc));
+    struct addrinfo *list = NULL;
+    vk_lookup *pending = NULL;
+    vk_status st = vk__resolve_start(a->d.peer, ep->host, ep->port, &pending, &list, &rc);
+    if (st == VK_OK && pending != NULL) {
+        a->lookup = pending;
+        if ((st = new_io(a, vk__lookup_fd(pending))) == VK_OK) {
+            a->net = NET_RESOLVING;
+            watch(a, VK_EV_READ);
+            return;
+        }
+    }
     if (st != VK_OK) {
-        a->addrs = NULL;
         open_failed(a, st);
         return;
     }
-    a->next_addr = a->addrs;
-    dial_next_address(a, VK_OK);
+    addresses_ready(a, list, rc);
+}
+
+/* The lookup's descriptor is readable: its addresses, then the dial. */
+static void lookup_done(vk_async *a)
+{
+    int rc = 0;
+    struct addrinfo *list = NULL;
+    if (!vk__lookup_take(a->lookup, &list, &rc))
+        return;
+    close_socket(a);   /* the lookup's descriptor, and the lookup */
+    addresses_ready(a, list, rc);
 }
 
 static void tls_step(vk_async *a)
@@ -413,6 +457,18 @@ static void drv_want_write(void *userdata)
         watch(a, VK_EV_READ | VK_EV_WRITE);
 }
 
+/* A dial that runs out of time while the name is looked up says so, as
+ * the blocking client's does. */
+static const char *drv_dial_stage(void *userdata)
+{
+    vk_async *a = userdata;
+    if (a->lookup == NULL)
+        return NULL;
+    snprintf(a->stage, sizeof a->stage, "lookup %s: name resolution timed out",
+             a->d.endpoint.host);
+    return a->stage;
+}
+
 static void drv_wake(void *userdata, int64_t at_ms)
 {
     vk_async *a = userdata;
@@ -488,6 +544,7 @@ VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
         .want_write = drv_want_write,
         .wake = drv_wake,
         .complete = vk__driven_complete,
+        .dial_stage = drv_dial_stage,
     };
     vk_status st = vk__driven_init(&a->d, cfg, &driver);
     if (st != VK_OK) {
@@ -518,6 +575,9 @@ VK_API void vk_async_handle_io(vk_async_io *io, int events)
     bool outer = !a->in_handler;
     a->in_handler = true;
     switch (a->net) {
+    case NET_RESOLVING:
+        lookup_done(a);
+        break;
     case NET_CONNECTING:
         connect_done(a);
         break;

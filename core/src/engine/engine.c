@@ -948,7 +948,9 @@ void vk__engine_tick(vk_engine *e, int64_t now_ms)
     begin(e, now_ms);
     e->wake_at_ms = VK_ENGINE_NEVER;   /* the wake-up came: ask again for whatever is next */
     if (e->state == CONN_DIALING && now_ms >= e->dial_deadline_ms) {
-        vk__fail(VK_ERR_TIMEOUT, "dial %s", e->peer);
+        const char *stage = e->drv.dial_stage != NULL ? e->drv.dial_stage(e->drv.userdata) : NULL;
+        vk__fail(VK_ERR_TIMEOUT, "dial %s%s%s", e->peer, stage != NULL ? ": " : "",
+                 stage != NULL ? stage : "");
         open_failed(e, VK_ERR_TIMEOUT, now_ms);
     } else if (now_ms >= stall_deadline(e)) {
         size_t unwritten;

@@ -46,6 +46,9 @@ typedef struct vk_engine_driver {
      * vk_last_error() detail set). */
     void (*complete)(void *userdata, vk_async_fn fn, void *op_userdata, vk_status status,
                      redisReply *reply);
+    /* Optional: what a dial that runs out of time is still doing, for its
+     * message ("lookup <host>: name resolution timed out"), or NULL. */
+    const char *(*dial_stage)(void *userdata);
 } vk_engine_driver;
 
 /* All borrowed: they outlive the engine. */

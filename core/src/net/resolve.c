@@ -10,6 +10,9 @@
  *
  * Numeric addresses never need a resolver: they are converted inline
  * first, so connecting to 127.0.0.1 or ::1 costs no thread.
+ *
+ * An event loop starts a lookup and watches its descriptor instead of
+ * waiting (vk__resolve_start): the loop never waits on a resolver.
  */
 #include "net/transport.h"
 
@@ -24,7 +27,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-typedef struct lookup {
+struct vk_lookup {
     atomic_int refs;         /* the caller and the resolver thread */
     atomic_bool done;        /* rc and list are set */
     int done_fd;             /* eventfd, readable once done */
@@ -32,7 +35,8 @@ typedef struct lookup {
     struct addrinfo *list;
     char port[8];
     char host[];
-} lookup;
+};
+typedef vk_lookup lookup;
 
 static int getaddrinfo_stream(const char *host, const char *port, int flags,
                               struct addrinfo **out)
@@ -119,6 +123,68 @@ static vk_status lookup_new(lookup **out, const char *peer, const char *host,
     return VK_OK;
 }
 
+/* A numeric host converted at once (VK_OK, *numeric true), else nothing
+ * done. */
+static void convert_numeric(const char *host, const char *service, struct addrinfo **out,
+                            int *gai_rc, bool *numeric)
+{
+    int rc = getaddrinfo_stream(host, service, AI_NUMERICHOST | AI_NUMERICSERV, out);
+    *numeric = rc != EAI_NONAME;
+    *gai_rc = *numeric ? rc : 0;
+}
+
+/* A lookup of host on its own thread. */
+static vk_status lookup_start(lookup **out, const char *peer, const char *host,
+                              const char *service)
+{
+    lookup *l = NULL;
+    vk_status st = lookup_new(&l, peer, host, service);
+    if (st != VK_OK)
+        return st;
+    int rc = start_resolver(l);
+    if (rc != 0) {
+        close(l->done_fd);
+        free(l);
+        return vk__fail(VK_ERR_IO, "dial %s: lookup %s: cannot start a resolver thread: %s",
+                        peer, host, strerror(rc));
+    }
+    *out = l;
+    return VK_OK;
+}
+
+vk_status vk__resolve_start(const char *peer, const char *host, int port, vk_lookup **pending,
+                            struct addrinfo **out, int *gai_rc)
+{
+    *pending = NULL;
+    *out = NULL;
+    char service[8];
+    snprintf(service, sizeof service, "%d", port);
+    bool numeric;
+    convert_numeric(host, service, out, gai_rc, &numeric);
+    return numeric ? VK_OK : lookup_start(pending, peer, host, service);
+}
+
+int vk__lookup_fd(const vk_lookup *l)
+{
+    return l->done_fd;
+}
+
+bool vk__lookup_take(vk_lookup *l, struct addrinfo **out, int *gai_rc)
+{
+    if (!atomic_load(&l->done))
+        return false;
+    *gai_rc = l->rc;
+    *out = l->list;
+    l->list = NULL;
+    return true;
+}
+
+void vk__lookup_release(vk_lookup *l)
+{
+    if (l != NULL)
+        lookup_release(l);
+}
+
 vk_status vk__resolve(const char *peer, const char *host, int port, int64_t deadline_us,
                       vk_context *ctx, struct addrinfo **out, int *gai_rc)
 {
@@ -126,36 +192,25 @@ vk_status vk__resolve(const char *peer, const char *host, int port, int64_t dead
     *gai_rc = 0;
     char service[8];
     snprintf(service, sizeof service, "%d", port);
-    int rc = getaddrinfo_stream(host, service, AI_NUMERICHOST | AI_NUMERICSERV, out);
-    if (rc != EAI_NONAME) {
-        *gai_rc = rc;
+    bool numeric;
+    convert_numeric(host, service, out, gai_rc, &numeric);
+    if (numeric)
         return VK_OK;
-    }
 
     /* No thread for a call that is already over. */
     vk_status st = vk__ctx_check(ctx);
     if (st != VK_OK)
         return st;
     lookup *l = NULL;
-    st = lookup_new(&l, peer, host, service);
+    st = lookup_start(&l, peer, host, service);
     if (st != VK_OK)
         return st;
-    rc = start_resolver(l);
-    if (rc != 0) {
-        close(l->done_fd);
-        free(l);
-        return vk__fail(VK_ERR_IO, "dial %s: lookup %s: cannot start a resolver thread: %s",
-                        peer, host, strerror(rc));
-    }
     st = vk__ctx_wait_fd(ctx, l->done_fd, POLLIN, deadline_us);
     if (st == VK_ERR_TIMEOUT && vk__ctx_deadline_us(ctx) > deadline_us)
         st = vk__fail(VK_ERR_TIMEOUT, "dial %s: lookup %s: name resolution timed out", peer,
                       host);
-    if (st == VK_OK && atomic_load(&l->done)) {
-        *gai_rc = l->rc;
-        *out = l->list;
-        l->list = NULL;
-    }
+    if (st == VK_OK)
+        vk__lookup_take(l, out, gai_rc);
     lookup_release(l);
     return st;
 }

@@ -77,6 +77,19 @@ struct addrinfo;
 vk_status vk__resolve(const char *peer, const char *host, int port, int64_t deadline_us,
                       vk_context *ctx, struct addrinfo **out, int *gai_rc);
 
+/* The same without waiting, for an event loop: a numeric host is
+ * converted at once (*pending NULL, *out and *gai_rc as above); a name
+ * starts a lookup (*pending) whose descriptor becomes readable when it is
+ * done. Take its result then, and release it in any case (a lookup
+ * released early finishes alone). */
+typedef struct vk_lookup vk_lookup;
+vk_status vk__resolve_start(const char *peer, const char *host, int port, vk_lookup **pending,
+                            struct addrinfo **out, int *gai_rc);
+int vk__lookup_fd(const vk_lookup *l);
+/* false while it runs; then the addresses (or NULL and *gai_rc). */
+bool vk__lookup_take(vk_lookup *l, struct addrinfo **out, int *gai_rc);
+void vk__lookup_release(vk_lookup *l);
+
 /* ---- tls.c: a TLS session on a connected socket ------------------------- */
 
 /* A new SSL for fd, set up for SNI (names only) and host-name or IP
