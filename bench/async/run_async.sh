@@ -15,7 +15,8 @@
 # Cases with many requests in flight send more GETs (EV_SCALE, BLOCKING_SCALE
 # times ops) so that each lasts about as long as the others.
 #
-# For reference only (no target): GLIDE for Node.js and ioredis, 64 GETs in
+# For reference only (no target): lock pairs on the event loop (one key at a
+# time, and 64 keys at once), and GLIDE for Node.js and ioredis, 64 GETs in
 # flight on one client, installed with npm into a temporary folder that is
 # removed at the end. When node or npm is missing, Debian's nodejs and npm
 # are installed only when running as root; any failure there prints
@@ -106,6 +107,21 @@ row "valkey-benchmark -c 1 -P 16 -t get ($EV_OPS)" "${vb[@]}"
 target evloop_64_vs_blocking_64threads 4.0 "${ev64[@]}" -- "${blk64[@]}"
 target evloop_64_vs_valkey_benchmark_P16 0.5 "${ev64[@]}" -- "${vb[@]}"
 target evloop_1_vs_blocking 0.9 "${ev1[@]}" -- "${blk1[@]}"
+
+# ---- reference: the lock on the event loop ---------------------------------
+# Lock pairs (vk_async_lock_try + vk_async_lock_unlock, two round trips):
+# one key at a time, and 64 keys at once on the same connection.
+lk1=() lk64=()
+for (( run = 0; run < RUNS; run++ )); do
+  v=$(run_c evlock 1 "$OPS") || { echo "run_async: no figure for lock pairs" >&2; exit 1; }
+  lk1+=("$v")
+  v=$(run_c evlock "$INFLIGHT" "$BLOCKING_OPS") || { echo "run_async: no figure for lock pairs" >&2; exit 1; }
+  lk64+=("$v")
+done
+echo
+echo "reference (no target): lock pairs on the event loop (try + unlock), median of $RUNS runs"
+row "evloop lock pairs, 1 key at a time ($OPS pairs)" "${lk1[@]}"
+row "evloop lock pairs, $INFLIGHT keys at once ($BLOCKING_OPS pairs)" "${lk64[@]}"
 
 # ---- reference: Node.js clients --------------------------------------------
 echo

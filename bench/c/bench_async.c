@@ -6,13 +6,16 @@
  *
  *   bench_async HOST PORT evloop   INFLIGHT TOTAL [runs]
  *   bench_async HOST PORT blocking THREADS  TOTAL [runs]
+ *   bench_async HOST PORT evlock   INFLIGHT TOTAL [runs]
  *
  * evloop: one vk_async keeps INFLIGHT GETs outstanding; each completion
  * queues the next until TOTAL GETs were queued, and the run ends when the
  * last one completes. blocking: THREADS threads share one vk_client (pool
  * size THREADS) and take GETs from a shared count until TOTAL were sent.
  * Every GET reads the same key, set once before the runs, and must come
- * back as that value. A warm-up run (a tenth of TOTAL, at least a few per
+ * back as that value. evlock: lock pairs (vk_async_lock_try, then
+ * vk_async_lock_unlock) on the event-loop lock, INFLIGHT keys at once, each
+ * key's pairs one after the other; every try must take its lock. A warm-up run (a tenth of TOTAL, at least a few per
  * request slot) opens the connections first.
  *
  * Output: one line per run, then the median:
@@ -168,6 +171,110 @@ static double evloop_measure(uv_loop_t *loop, vk_async *client, long inflight, l
     return (double)total / elapsed;
 }
 
+/* ---- event-loop lock pairs ------------------------------------------------- */
+
+typedef struct evlock_run evlock_run;
+typedef struct evlock_slot {
+    evlock_run *run;
+    char key[48];
+    vk_lock *lock;
+} evlock_slot;
+
+struct evlock_run {
+    uv_loop_t *loop;
+    vk_async_lock_manager *locks;
+    long total;      /* pairs of this run */
+    long started;
+    long completed;
+    int failed;
+    char error[256];
+    evlock_slot *slots;
+};
+
+static void evlock_start(evlock_slot *slot);
+
+static void evlock_fail(evlock_run *r, const char *detail)
+{
+    if (!r->failed) {
+        r->failed = 1;
+        snprintf(r->error, sizeof r->error, "%s", detail);
+    }
+    uv_stop(r->loop);
+}
+
+static void evlock_unlocked(void *userdata, vk_status status)
+{
+    evlock_slot *slot = userdata;
+    evlock_run *r = slot->run;
+    vk_lock_free(slot->lock);
+    slot->lock = NULL;
+    r->completed++;
+    if (status != VK_OK)
+        evlock_fail(r, vk_last_error());
+    if (r->failed)
+        return;
+    if (r->started < r->total)
+        evlock_start(slot);
+    else if (r->completed == r->total)
+        uv_stop(r->loop);
+}
+
+static void evlock_locked(void *userdata, vk_status status, vk_lock *lock)
+{
+    evlock_slot *slot = userdata;
+    evlock_run *r = slot->run;
+    if (status != VK_OK || lock == NULL) {
+        r->completed++;
+        evlock_fail(r, status != VK_OK ? vk_last_error() : "a try found its key taken");
+        return;
+    }
+    slot->lock = lock;
+    if (vk_async_lock_unlock(lock, evlock_unlocked, slot) != VK_OK) {
+        r->completed++;
+        evlock_fail(r, vk_last_error());
+    }
+}
+
+static void evlock_start(evlock_slot *slot)
+{
+    evlock_run *r = slot->run;
+    r->started++;
+    if (vk_async_lock_try(r->locks, slot->key, strlen(slot->key), evlock_locked, slot) !=
+        VK_OK) {
+        r->completed++;
+        evlock_fail(r, vk_last_error());
+    }
+}
+
+/* One run: `inflight` keys, each locked and unlocked in turn. */
+static double evlock_measure(uv_loop_t *loop, vk_async_lock_manager *locks, long inflight,
+                             long total)
+{
+    evlock_run r;
+    memset(&r, 0, sizeof r);
+    r.loop = loop;
+    r.locks = locks;
+    r.total = total;
+    r.slots = calloc((size_t)inflight, sizeof *r.slots);
+    if (r.slots == NULL)
+        die("evlock", "out of memory");
+    double t0 = now_s();
+    for (long i = 0; i < inflight && r.started < total && !r.failed; i++) {
+        r.slots[i].run = &r;
+        snprintf(r.slots[i].key, sizeof r.slots[i].key, "bench:async:lock:%ld", i);
+        evlock_start(&r.slots[i]);
+    }
+    if (!r.failed)
+        uv_run(loop, UV_RUN_DEFAULT);
+    double elapsed = now_s() - t0;
+    free(r.slots);
+    if (r.failed)
+        die("event-loop lock pair", r.error);
+    if (r.completed != total)
+        die("event-loop lock pair", "the loop stopped before every pair completed");
+    return (double)total / elapsed;
+}
+
 /* ---- blocking client from threads ------------------------------------------ */
 
 typedef struct blocking_run {
@@ -250,7 +357,8 @@ static double median(const double *values, int n)
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_async HOST PORT evloop INFLIGHT TOTAL [runs]\n"
-                    "       bench_async HOST PORT blocking THREADS TOTAL [runs]\n");
+                    "       bench_async HOST PORT blocking THREADS TOTAL [runs]\n"
+                    "       bench_async HOST PORT evlock INFLIGHT TOTAL [runs]\n");
     exit(2);
 }
 
@@ -264,7 +372,8 @@ int main(int argc, char **argv)
     long n = atol(argv[4]);
     long total = atol(argv[5]);
     int runs = argc > 6 ? atoi(argv[6]) : 5;
-    int evloop = strcmp(mode, "evloop") == 0;
+    int evlock = strcmp(mode, "evlock") == 0;
+    int evloop = evlock || strcmp(mode, "evloop") == 0;
     if (!evloop && strcmp(mode, "blocking") != 0)
         usage();
     long max_n = evloop ? MAX_INFLIGHT : MAX_THREADS;
@@ -291,11 +400,19 @@ int main(int argc, char **argv)
         if (vk_async_new(&client, cfg, &adapter) != VK_OK)
             die("vk_async_new", vk_last_error());
         vk_config_free(cfg);
-        evloop_measure(&loop, client, n, warmup);
+        vk_async_lock_manager *locks = NULL;
+        if (evlock && vk_async_lock_manager_new(&locks, &client, 1) != VK_OK)
+            die("vk_async_lock_manager_new", vk_last_error());
+        if (evlock)
+            evlock_measure(&loop, locks, n, warmup);
+        else
+            evloop_measure(&loop, client, n, warmup);
         for (int i = 0; i < runs; i++) {
-            ops[i] = evloop_measure(&loop, client, n, total);
+            ops[i] = evlock ? evlock_measure(&loop, locks, n, total)
+                            : evloop_measure(&loop, client, n, total);
             printf("run %d: %.0f ops/s\n", i + 1, ops[i]);
         }
+        vk_async_lock_manager_free(locks);
         vk_async_free(client);
         /* Let libuv close the handles the adapter released. */
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -314,7 +431,7 @@ int main(int argc, char **argv)
         }
         vk_client_free(vk);
     }
-    printf("%s %ld: %.0f ops/s (median of %d runs of %ld GETs)\n", mode, n, median(ops, runs),
-           runs, total);
+    printf("%s %ld: %.0f ops/s (median of %d runs of %ld %s)\n", mode, n, median(ops, runs),
+           runs, total, evlock ? "lock pairs" : "GETs");
     return 0;
 }
