@@ -16,6 +16,8 @@
 #include "vkclient_async.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
 
 static vkt_server *server;
@@ -372,6 +374,85 @@ static void test_back_pressure(vkt_loop *loop)
     CHECK_EQ_INT(vk_async_pending(c), 0);
     char buf[64];
     CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "mux:bp"}), "20000");
+    vk_async_free(c);
+}
+
+/* A reader that stops: the server is stopped (SIGSTOP) while 12 MB of
+ * SETs are queued, more than the sockets can hold. The client never
+ * blocks its loop on a full socket: the loop keeps turning, everything
+ * waits in the client, and once the server reads again every SET and the
+ * GET behind them complete in order with their own replies. */
+#define SLOW_SETS 200
+#define SLOW_VALUE (64 * 1024)
+
+typedef struct slow_op {
+    int calls;
+    vk_status status;
+    bool ok;
+    long seq;
+} slow_op;
+
+static void slow_fn(void *userdata, vk_status status, vk_reply *reply)
+{
+    slow_op *o = userdata;
+    o->seq = vkt_note_completion();
+    o->calls++;
+    o->status = status;
+    o->ok = status == VK_OK && reply != NULL && vk_reply_get_type(reply) != VK_REPLY_ERROR;
+    vk_reply_free(reply);
+}
+
+static bool slow_all_done(void *arg)
+{
+    slow_op *ops = arg;
+    for (int i = 0; i <= SLOW_SETS; i++)
+        if (ops[i].calls == 0)
+            return false;
+    return true;
+}
+
+static void test_slow_reader(vkt_loop *loop)
+{
+    vk_async *c = new_client(loop);
+    vkt_op ping = {0};
+    if (c == NULL || !vkt_call(loop, c, &ping, 1, (const char *[]){"PING"})) {
+        vk_async_free(c);
+        return;
+    }
+    vkt_op_clear(&ping);
+    static char value[SLOW_VALUE];
+    memset(value, 'v', sizeof value);
+    static slow_op ops[SLOW_SETS + 1];
+    memset(ops, 0, sizeof ops);
+
+    pid_t pid = vkt_server_pid(server);
+    CHECK_EQ_INT(kill(pid, SIGSTOP), 0);
+    for (int i = 0; i < SLOW_SETS; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "mux:slow:%d", i);
+        const char *argv[] = {"SET", key, value};
+        const size_t lens[] = {3, strlen(key), sizeof value};
+        CHECK_OK(vkt_submitv(c, slow_fn, &ops[i], NULL, 3, argv, lens));
+    }
+    const char *get[] = {"GET", "mux:slow:0"};
+    const size_t get_lens[] = {3, 10};
+    CHECK_OK(vkt_submitv(c, slow_fn, &ops[SLOW_SETS], NULL, 2, get, get_lens));
+    /* The loop turns while nothing can be written or read. */
+    vkt_loop_run_for(loop, 300);
+    CHECK_EQ_INT(vk_async_pending(c), SLOW_SETS + 1);
+    CHECK(!slow_all_done(ops));
+    CHECK_EQ_INT(kill(pid, SIGCONT), 0);
+
+    CHECK(vkt_loop_run_until(loop, slow_all_done, ops, 30000));
+    int wrong = 0;
+    for (int i = 0; i <= SLOW_SETS; i++)
+        if (ops[i].calls != 1 || !ops[i].ok || (i > 0 && ops[i].seq <= ops[i - 1].seq))
+            wrong++;
+    CHECK_EQ_INT(wrong, 0);
+    char buf[64];
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2,
+                                   (const char *[]){"STRLEN", "mux:slow:199"}),
+                 "65536");
     vk_async_free(c);
 }
 
@@ -831,6 +912,7 @@ int main(void)
     RUN_ON_LOOPS(test_thousand_in_flight_with_errors);
     RUN_ON_LOOPS(test_large_value_among_small_ones);
     RUN_ON_LOOPS(test_back_pressure);
+    RUN_ON_LOOPS(test_slow_reader);
     RUN_ON_LOOPS(test_cancel_before_ready);
     RUN_ON_LOOPS(test_cancel_behind_the_bound);
     RUN_ON_LOOPS(test_cancel_after_write);
