@@ -4,7 +4,9 @@
 # reference, and the lock pairs also against redis-py's Lock (Debian's
 # python3-redis); then the event-loop client against the blocking client
 # and valkey-benchmark -c 1 -P 16, with GLIDE for Node.js and ioredis for
-# reference (bench/async/run_async.sh). Client and server are pinned to the
+# reference (bench/async/run_async.sh); then vkclient.asyncio against
+# redis.asyncio and the blocking client from threads
+# (bench/python/bench_asyncio.py). Client and server are pinned to the
 # same core, so the numbers show each client's own cost rather than the
 # cross-core loopback latency.
 #
@@ -23,12 +25,17 @@ BENCH_BUILD=$BUILD_ROOT/bench
 
 vk_build gcc "$BENCH_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF \
   -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF >/dev/null
+# The Python binding, optimised, for the asyncio benchmark.
+BENCH_PY_BUILD=$BUILD_ROOT/bench-python
+vk_build gcc "$BENCH_PY_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF \
+  -DVK_BUILD_BENCH=OFF -DVK_BUILD_EXAMPLES=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF >/dev/null
 
 # taskset on the harness pins everything it starts: the server (started on
 # a free port and stopped by PID when the benchmark ends) and the clients.
 export BENCH_BIN=$BENCH_BUILD/bench/c/bench_core LOCK_BENCH_BIN=$BENCH_BUILD/bench/c/bench_lock
 export RP_LOCK_BENCH=$ROOT/bench/python/redis_py_lock_pairs.py
 export BENCH_ASYNC_BIN=$BENCH_BUILD/bench/c/bench_async ASYNC_RUN=$ROOT/bench/async/run_async.sh
+export ASYNCIO_BENCH=$ROOT/bench/python/bench_asyncio.py ASYNCIO_PYTHONPATH=$BENCH_PY_BUILD/bindings/python
 export OPS RUNS CPU
 exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$SERVER" -- bash -c '
   set -euo pipefail
@@ -61,4 +68,6 @@ exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$S
   fi
   echo
   bash "$ASYNC_RUN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS"
+  echo
+  PYTHONPATH=$ASYNCIO_PYTHONPATH /usr/bin/python3 "$ASYNCIO_BENCH" --ops "$OPS" --runs "$RUNS"
 '

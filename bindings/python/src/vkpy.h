@@ -106,6 +106,18 @@ int vkpy_init_module(PyObject *module);
 int vkpy_lock_options_from_python(PyObject *obj, vk_lock_options *opts);
 PyObject *vkpy_lock_options_to_python(const vk_lock_options *opts);
 extern PyMethodDef vkpy_lock_methods[];
+/* SET's argv from set(key, value, px=None, nx=False) (FASTCALL arguments);
+ * 0, or -1 with an exception. vkpy_argv_release() must follow either way. */
+int vkpy_set_argv(vkpy_argv *a, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+/* set()'s result for SET's reply: True, None when NX prevented it; an error
+ * reply raises ResponseError. */
+PyObject *vkpy_set_result(const vk_reply *reply);
+
+/* ---- the event-loop client (vkpy_async.c) ------------------------------- */
+
+/* Adds AsyncClientCore, AsyncPipelineCore, AsyncLockManagerCore and the
+ * async_* functions. Returns 0, or -1 with an exception set. */
+int vkpy_async_init(PyObject *module);
 
 /* Bridges to SWIG's pointer objects, defined in swig/vkclient.i where the
  * SWIG runtime lives. NULL with an exception set on a wrong type; None

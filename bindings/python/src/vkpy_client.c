@@ -165,19 +165,20 @@ static PyObject *milliseconds(PyObject *px)
     return PyLong_FromLongLong((long long)(value * 1000.0 + 0.5));
 }
 
-PyDoc_STRVAR(client_set_doc,
-             "set(key, value, px=None, nx=False)\n--\n\n"
-             "SET key value [PX px] [NX]. px is the expiry in milliseconds (int) or a\n"
-             "datetime.timedelta; nx=True sets only when the key does not exist.\n"
-             "Returns True when the value was set, None when NX prevented it.");
-static PyObject *client_set(vkpy_client *self, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames)
+/* SET's arguments from set(key, value, px=None, nx=False), shared with the
+ * event-loop client (vkpy_async.c). */
+int vkpy_set_argv(vkpy_argv *a, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"key", "value", "px", "nx"};
     PyObject *values[4] = {NULL, NULL, Py_None, Py_False};
+    a->argc = 0;
+    a->argv = a->small_argv;
+    a->lens = a->small_lens;
+    a->numbers = a->small_numbers;
+    a->keep = NULL;
     if (nargs > 4) {
         PyErr_SetString(PyExc_TypeError, "set() takes at most 4 positional arguments");
-        return NULL;
+        return -1;
     }
     for (Py_ssize_t i = 0; i < nargs; i++)
         values[i] = args[i];
@@ -191,13 +192,13 @@ static PyObject *client_set(vkpy_client *self, PyObject *const *args, Py_ssize_t
         if (slot < 0 || slot < nargs) {
             PyErr_Format(PyExc_TypeError, "set() got an unexpected or repeated argument '%s'",
                          name ? name : "?");
-            return NULL;
+            return -1;
         }
         values[slot] = args[nargs + k];
     }
     if (!values[0] || !values[1]) {
         PyErr_SetString(PyExc_TypeError, "set() needs a key and a value");
-        return NULL;
+        return -1;
     }
 
     PyObject *items[5] = {values[0], values[1]};
@@ -205,42 +206,51 @@ static PyObject *client_set(vkpy_client *self, PyObject *const *args, Py_ssize_t
     PyObject *px_ms = NULL;
     if (values[2] != Py_None) {
         if (!(px_ms = milliseconds(values[2])))
-            return NULL;
+            return -1;
         items[n++] = text_px;
         items[n++] = px_ms;
     }
     int nx = PyObject_IsTrue(values[3]);
     if (nx < 0) {
         Py_XDECREF(px_ms);
-        return NULL;
+        return -1;
     }
     if (nx)
         items[n++] = text_nx;
+    /* An int argument is copied into a's own buffer: px_ms may go now. */
+    int rc = vkpy_argv_fill(a, "SET", items, n);
+    Py_XDECREF(px_ms);
+    return rc;
+}
 
+PyObject *vkpy_set_result(const vk_reply *reply)
+{
+    if (vk_reply_get_type(reply) == VK_REPLY_NIL)
+        Py_RETURN_NONE;
+    PyObject *result = vkpy_reply_to_python(reply, 1);
+    if (!result)
+        return NULL;
+    Py_DECREF(result);
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(client_set_doc,
+             "set(key, value, px=None, nx=False)\n--\n\n"
+             "SET key value [PX px] [NX]. px is the expiry in milliseconds (int) or a\n"
+             "datetime.timedelta; nx=True sets only when the key does not exist.\n"
+             "Returns True when the value was set, None when NX prevented it.");
+static PyObject *client_set(vkpy_client *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
     vkpy_argv a;
-    int rc = vkpy_argv_fill(&a, "SET", items, n);
-    if (rc < 0) {
+    if (vkpy_set_argv(&a, args, nargs, kwnames) < 0) {
         vkpy_argv_release(&a);
-        Py_XDECREF(px_ms);
         return NULL;
     }
     vk_reply *reply = NULL;
-    rc = run_command(self->client, &a, &reply);
-    Py_XDECREF(px_ms);
-    if (rc < 0)
+    if (run_command(self->client, &a, &reply) < 0)
         return NULL;
-    PyObject *result;
-    if (vk_reply_get_type(reply) == VK_REPLY_NIL) {
-        result = Py_None;
-        Py_INCREF(result);
-    } else {
-        result = vkpy_reply_to_python(reply, 1);
-        if (result) {
-            Py_DECREF(result);
-            result = Py_True;
-            Py_INCREF(result);
-        }
-    }
+    PyObject *result = vkpy_set_result(reply);
     vk_reply_free(reply);
     return result;
 }
@@ -553,7 +563,8 @@ int vkpy_init_module(PyObject *module)
     Py_INCREF(&vkpy_pipeline_type);
     if (PyModule_AddObject(module, "PipelineCore", (PyObject *)&vkpy_pipeline_type) < 0)
         return -1;
-    if (PyModule_AddFunctions(module, module_methods) < 0)
+    if (PyModule_AddFunctions(module, module_methods) < 0 ||
+        PyModule_AddFunctions(module, vkpy_lock_methods) < 0)
         return -1;
-    return PyModule_AddFunctions(module, vkpy_lock_methods);
+    return vkpy_async_init(module);
 }
