@@ -1,0 +1,55 @@
+"""vkclient.asyncio with GCP IAM auth over TLS: tokens rotated every second
+(the harness's stand-in for Google's endpoints installs each in the
+server's ACL and removes it when it expires) while tasks keep commands in
+flight on the client's one connection: none fails."""
+
+import asyncio
+
+import pytest
+
+import vkclient
+import vkclient.asyncio as vka
+
+from test_iam import iam, iam_config, issued  # noqa: F401  (iam is a fixture)
+
+
+@pytest.mark.asyncio
+async def test_tokens_rotate_under_async_load_with_no_failed_command(iam):  # noqa: F811
+    server, google, _ = iam
+    cfg = iam_config(iam, token_lifetime=3.0, refresh_every=1.0, refresh_check_interval=0.1)
+    client = vka.Client(cfg)   # the first token is fetched on first use
+    assert await client.execute("ACL", "WHOAMI") == b"default"
+    first_tokens = len(issued(google))
+    done = asyncio.Event()
+    counts, failures = [0] * 16, []
+
+    async def writer(i):
+        while not done.is_set():
+            try:
+                await client.execute("INCR", "vkpy:async-iam:%d" % i)
+                counts[i] += 1
+            except vkclient.Error as err:  # counted: there must be none
+                failures.append(err)
+
+    tasks = [asyncio.ensure_future(writer(i)) for i in range(16)]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while len(issued(google)) < first_tokens + 5 and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    done.set()
+    await asyncio.gather(*tasks)
+    assert len(issued(google)) >= first_tokens + 5   # five rotations and more
+    assert failures == []
+    for i, n in enumerate(counts):
+        assert n > 0
+        assert await client.execute("GET", "vkpy:async-iam:%d" % i) == str(n).encode()
+    # The refresh state is the blocking client's to report.
+    with pytest.raises(NotImplementedError) as info:
+        client.status()
+    assert "token refresh state" in str(info.value)
+    with pytest.raises(NotImplementedError):
+        client.last_refresh_error()
+    # A new connection logs in with the token in service (the first expired).
+    await client.close()
+    assert await client.ping() is True
+    await client.close()
