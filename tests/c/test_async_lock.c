@@ -1601,15 +1601,24 @@ static void test_auto_renew(vkt_loop *loop)
         vkt_op_clear(&ping);
     }
 
-    /* Renewal asked for on a try's handle (default 10 s expiry, renewed
-     * every third): the expiry is reset by the loop. */
-    vk_lock *mine = must_try(loop, s.m, key);
+    /* Renewal asked for afterwards on a handle taken without it (600 ms
+     * expiry, renewed every third): the loop keeps resetting the expiry
+     * well past the first one. */
+    vk_lock_options plain = VK_LOCK_OPTIONS_INIT;
+    plain.expiry_ms = 600;
+    lock_op taken;
+    vk_lock *mine = NULL;
+    if (run_lock(loop, s.m, key, false, &plain, &taken)) {
+        CHECK_EQ_INT(taken.status, VK_OK);
+        mine = taken.lock;
+    }
     if (mine != NULL) {
         CHECK_OK(vk_lock_auto_renew(mine));
-        vkt_loop_run_for(loop, 3500);   /* a renewal is due at ~3.3 s */
-        pttl_wait renewed = {key, 8000};
-        CHECK(vkt_loop_run_until(loop, pttl_above, &renewed, 2000));
-        CHECK(vk_lock_validity_ms(mine) > 8000);
+        vkt_loop_run_for(loop, 1500);   /* over twice the expiry */
+        CHECK(key_exists(checker, key));
+        pttl_wait renewed = {key, 300};
+        CHECK(vkt_loop_run_until(loop, pttl_above, &renewed, 1000));
+        CHECK(vk_lock_validity_ms(mine) > 0);
         CHECK_EQ_INT(vk_lock_is_lost(mine), 0);
         CHECK_OK(run_unlock(loop, mine, NULL, 0));
         CHECK(!key_exists(checker, key));
