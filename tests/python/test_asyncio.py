@@ -327,6 +327,22 @@ async def test_pipeline(aclient, blocking, key):
 
 
 @pytest.mark.asyncio
+async def test_pipeline_with_a_blocking_command(aclient, blocking, key):
+    # It runs on a connection of its own, as the command alone would: a
+    # wait_for timeout ends the server's wait and holds nobody up.
+    p = aclient.pipeline()
+    p.execute("SET", key + ":a", "1").execute("BLPOP", key, 0)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(p.run(), 0.1)
+    assert len(p) == 0
+    assert await aclient.ping()
+    assert wait_until(lambda: blocked_clients(blocking) == 0)
+    p.execute("RPUSH", key, "x").execute("BLPOP", key, 0).execute("ECHO", "after")
+    assert await p.run() == [1, [key.encode(), b"x"], b"after"]
+    assert await aclient.execute("EXISTS", key) == 0
+
+
+@pytest.mark.asyncio
 async def test_pipelines_from_many_tasks(aclient, key):
     async def one(i):
         p = aclient.pipeline()

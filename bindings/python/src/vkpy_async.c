@@ -17,10 +17,12 @@
  * reference: the client holds its shared connection, and so do the lock
  * managers and pipelines made on it, so that close() never leaves them
  * with a freed vk_async (the connection then closes when the last of them
- * goes). A blocking command (BLPOP k 0, XREAD BLOCK ...) runs on a
- * connection of its own, closed when it completes: cancelling it closes
- * that connection, which ends the wait on the server, instead of leaving
- * the shared connection waiting for a reply nobody wants.
+ * goes). A blocking command (BLPOP k 0, XREAD BLOCK ...), or a pipeline
+ * holding one, runs on a connection of its own, closed when it completes:
+ * cancelling it closes that connection, which ends the wait on the server,
+ * instead of stalling the shared connection (the core keeps a cancelled
+ * request's reply due, and a BLPOP k 0 has none to give) until its read
+ * timeout takes it down.
  *
  * A conn is never freed while one of its handlers runs (busy): a
  * completion that drops the last reference leaves the freeing to the
@@ -888,11 +890,16 @@ static PyObject *py_async_cancel(PyObject *module, PyObject *const *args, Py_ssi
 
 /* ---- AsyncPipelineCore ------------------------------------------------------- */
 
+/* A pipeline queues on the shared connection. One with a blocking command
+ * in it runs on a connection of its own, as that command alone would: its
+ * commands are kept (args) to be queued again there. */
 typedef struct vkpy_apipeline {
     PyObject_HEAD
     vk_pipeline *pipeline;
     conn *c;
     vkpy_aclient *owner;
+    PyObject *args;     /* list: the argument tuple of each queued command */
+    bool blocking;      /* a blocking command is queued */
 } vkpy_apipeline;
 
 static PyObject *apipeline_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -912,6 +919,11 @@ static PyObject *apipeline_new(PyTypeObject *type, PyObject *args, PyObject *kwa
         vk_pipeline_free(pipeline);
         return NULL;
     }
+    if (!(self->args = PyList_New(0))) {
+        vk_pipeline_free(pipeline);
+        Py_DECREF(self);
+        return NULL;
+    }
     self->pipeline = pipeline;
     self->c = c;
     c->refs++;
@@ -927,6 +939,7 @@ static void apipeline_dealloc(vkpy_apipeline *self)
     conn_release(self->c);
     self->c = NULL;
     Py_CLEAR(self->owner);
+    Py_CLEAR(self->args);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -938,11 +951,62 @@ static PyObject *apipeline_execute(vkpy_apipeline *self, PyObject *const *args, 
         return NULL;
     }
     vk_status st = vk_pipeline_append(self->pipeline, a.argc, a.argv, a.lens);
+    bool blocking = st == VK_OK && vk_command_is_blocking(a.argc, a.argv, a.lens);
     vkpy_argv_release(&a);
     if (st != VK_OK)
         return vkpy_raise(st);
+    PyObject *tuple = PyTuple_New(nargs);
+    if (tuple == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(tuple, i, args[i]);
+    }
+    int rc = PyList_Append(self->args, tuple);
+    Py_DECREF(tuple);
+    if (rc < 0)
+        return NULL;
+    self->blocking = self->blocking || blocking;
     Py_INCREF(self);
     return (PyObject *)self;
+}
+
+/* The queued commands on a new connection of their own (*c, *pipeline),
+ * the shared pipeline emptied. 0, or -1 with an exception. */
+static int own_pipeline(vkpy_apipeline *self, conn **c, vk_pipeline **pipeline)
+{
+    conn *own = conn_new(self->owner->loop, self->owner->cfg);
+    if (own == NULL)
+        return -1;
+    vk_pipeline *p = NULL;
+    vk_status st = vk_async_pipeline_new(&p, own->async);
+    for (Py_ssize_t i = 0; st == VK_OK && i < PyList_GET_SIZE(self->args); i++) {
+        PyObject *tuple = PyList_GET_ITEM(self->args, i);
+        vkpy_argv a;
+        if (vkpy_argv_fill(&a, NULL, &PyTuple_GET_ITEM(tuple, 0), PyTuple_GET_SIZE(tuple)) < 0) {
+            vkpy_argv_release(&a);
+            vk_pipeline_free(p);
+            conn_release(own);
+            return -1;
+        }
+        st = vk_pipeline_append(p, a.argc, a.argv, a.lens);
+        vkpy_argv_release(&a);
+    }
+    /* Emptied as a run empties it: a fresh one on the shared connection. */
+    vk_pipeline *fresh = NULL;
+    if (st == VK_OK)
+        st = vk_async_pipeline_new(&fresh, self->c->async);
+    if (st != VK_OK) {
+        vkpy_raise(st);
+        vk_pipeline_free(p);
+        conn_release(own);
+        return -1;
+    }
+    vk_pipeline_free(self->pipeline);
+    self->pipeline = fresh;
+    *c = own;
+    *pipeline = p;
+    return 0;
 }
 
 static PyObject *apipeline_run(vkpy_apipeline *self, PyObject *unused)
@@ -965,16 +1029,32 @@ static PyObject *apipeline_run(vkpy_apipeline *self, PyObject *unused)
         Py_DECREF(r);
         return future;
     }
-    aop *op = new_op(owner, future, self->c, OP_PIPELINE, false);
+    conn *c = self->c;
+    vk_pipeline *pipeline = self->pipeline;
+    bool own = self->blocking;
+    if (own && own_pipeline(self, &c, &pipeline) < 0) {
+        Py_DECREF(future);
+        return NULL;
+    }
+    if (PyList_SetSlice(self->args, 0, PyList_GET_SIZE(self->args), NULL) < 0)
+        PyErr_Clear();
+    self->blocking = false;
+    aop *op = new_op(owner, future, c, OP_PIPELINE, own);
     if (op == NULL || track(owner, future, op) < 0) {
         if (op)
             drop_op(op);
         Py_DECREF(future);
+        if (own) {
+            vk_pipeline_free(pipeline);
+            conn_release(c);
+        }
         return NULL;
     }
-    begin_submit(self->c);
-    vk_status st = vk_async_pipeline_exec(self->pipeline, on_complete, op, &op->id);
-    end_submit(self->c);
+    begin_submit(c);
+    vk_status st = vk_async_pipeline_exec(pipeline, on_complete, op, &op->id);
+    end_submit(c);
+    if (own)
+        vk_pipeline_free(pipeline);   /* exec took its commands */
     if (st != VK_OK) {
         vkpy_raise(st);
         PyObject *type, *value, *tb;
@@ -983,6 +1063,8 @@ static PyObject *apipeline_run(vkpy_apipeline *self, PyObject *unused)
             PyErr_Clear();
         drop_op(op);
         Py_DECREF(future);
+        if (own)
+            conn_release(c);
         PyErr_Restore(type, value, tb);
         return NULL;
     }

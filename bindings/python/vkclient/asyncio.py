@@ -58,8 +58,9 @@ class Client(_native.AsyncClientCore):
     ``ping``, with the blocking client's replies and exceptions. Many tasks
     may use one client at once; their requests share the connection.
     Cancelling a task cancels its operation, and the client stays usable.
-    A blocking command (BLPOP, XREAD BLOCK, ...) runs on a connection of
-    its own, so it delays nobody and cancelling it ends the server's wait.
+    A blocking command (BLPOP, XREAD BLOCK, ...), or a pipeline holding
+    one, runs on a connection of its own, so it delays nobody and
+    cancelling it ends the server's wait.
     """
 
     __slots__ = ("config", "__weakref__")
