@@ -139,7 +139,10 @@ VK_API vk_status vk_async_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
 /*
  * Cancels an operation: its completion runs with VK_ERR_CANCELLED before
  * this returns. When its request was already written, its reply is read
- * and dropped when it comes, so the connection stays in step. An id that
+ * and dropped when it comes, so the connection stays in step; a written
+ * command that waits without a limit (BLPOP k 0) closes the connection
+ * instead, and the requests behind it are sent again or fail (VK_ERR_IO)
+ * by the retry policy. An id that
  * is not in flight (completed, or never given) is VK_ERR_INVALID_ARGUMENT.
  */
 VK_API vk_status vk_async_cancel(vk_async *client, uint64_t id);

@@ -610,6 +610,61 @@ static void test_cancel_after_write(vkt_loop *loop)
     vk_async_free(c);
 }
 
+/* A written BLPOP without a timeout is cancelled: the server might never
+ * answer it, so the connection goes at once. The GET behind it is sent
+ * again on a new connection; the INCR behind it was written and is not
+ * sent again: it fails with the reason. */
+static void test_cancel_unbounded_blocking(vkt_loop *loop)
+{
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "cancel:forever", "cancel:n"});
+    vkt_blocking_do(checker, 3, (const char *[]){"SET", "cancel:a", "va"});
+    /* A read timeout far beyond the bounds below: only the cancel can free
+     * the line in time. */
+    vk_config *cfg = vkt_async_config(vkt_server_address(server));
+    CHECK_OK(vk_config_set_read_timeout_ms(cfg, 600000));
+    vk_async *c = vkt_async_new(loop, cfg);
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    const char *blpop[] = {"BLPOP", "cancel:forever", "0"};
+    const char *get_a[] = {"GET", "cancel:a"};
+    const char *incr[] = {"INCR", "cancel:n"};
+    vkt_op pop = {0}, a = {0}, n = {0};
+    uint64_t id = 0;
+    CHECK_OK(vkt_submit(c, &pop, &id, 3, blpop));
+    if (wait_blocked(loop)) {
+        CHECK_OK(vkt_submit(c, &a, NULL, 2, get_a));
+        CHECK_OK(vkt_submit(c, &n, NULL, 2, incr));
+        vkt_loop_run_for(loop, 50);   /* both written behind the BLPOP */
+        CHECK_EQ_INT(a.calls + n.calls, 0);
+        CHECK_OK(vk_async_cancel(c, id));
+        CHECK(cancelled(&pop));
+        CHECK(vkt_loop_run_until(loop, vkt_op_done, &a, 5000));
+        CHECK(vkt_loop_run_until(loop, vkt_op_done, &n, 5000));
+        CHECK(a.status == VK_OK && vkt_reply_is(a.reply, "va"));
+        CHECK_EQ_INT(n.status, VK_ERR_IO);
+        char want[160];
+        snprintf(want, sizeof want,
+                 "connection error: %s: connection closed: a blocking command without a timeout "
+                 "was cancelled after it was sent",
+                 vkt_server_address(server));
+        CHECK_EQ_STR(n.error, want);
+        char buf[64];
+        CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2,
+                                       (const char *[]){"GET", "cancel:n"}),
+                     "(nil)");
+        /* The client goes on. */
+        vkt_op again = {0};
+        if (vkt_call(loop, c, &again, 2, get_a))
+            CHECK(again.status == VK_OK && vkt_reply_is(again.reply, "va"));
+        vkt_op_clear(&again);
+    }
+    vkt_op_clear(&pop);
+    vkt_op_clear(&a);
+    vkt_op_clear(&n);
+    vk_async_free(c);
+}
+
 /* A completion cancels another operation: that completion runs inside it. */
 typedef struct canceller {
     vk_async *client;
@@ -916,6 +971,7 @@ int main(void)
     RUN_ON_LOOPS(test_cancel_before_ready);
     RUN_ON_LOOPS(test_cancel_behind_the_bound);
     RUN_ON_LOOPS(test_cancel_after_write);
+    RUN_ON_LOOPS(test_cancel_unbounded_blocking);
     RUN_ON_LOOPS(test_cancel_from_a_completion);
     RUN_ON_LOOPS(test_free_with_operations_pending);
     RUN_ON_LOOPS(test_free_inside_a_completion);

@@ -798,6 +798,7 @@ vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms)
         vk__mux_cancel(e->mux, op);
         e->cancelling = NULL;
         if (!e->cancel_completed) {
+            bool waits_forever = (op->flags & VK_COMMAND_BLOCKING) && op->block_ms == 0;
             list_remove(&e->line, op);
             op->dropped = true;
             if (op->exclusive) {
@@ -808,6 +809,17 @@ vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms)
                 reset_replies(op);
             vk__fail(VK_ERR_CANCELLED, NULL);
             e->drv.complete(e->drv.userdata, op->fn, op->userdata, VK_ERR_CANCELLED, NULL);
+            /* A written command that waits without a limit (BLPOP k 0) may
+             * never be answered, and every request behind it waits for its
+             * reply: the connection goes now, and those requests are sent
+             * again or fail by the retry policy, instead of waiting for the
+             * server or the read timeout. */
+            if (waits_forever && e->state == CONN_READY) {
+                vk__fail(VK_ERR_IO, "%s: connection closed: a blocking command without a "
+                                    "timeout was cancelled after it was sent",
+                         e->peer);
+                fail_connection(e, VK_ERR_IO, now_ms);
+            }
         }
     }
     end(e);
