@@ -26,7 +26,7 @@ from . import _native
 from .client import Status
 from .config import Config, build_native, to_ms
 from .errors import LockLostError, LockNotHeldError
-from .lock import LockOptions
+from .lock import LockOptions, _HandleView
 
 __all__ = ["Client", "Pipeline", "LockManager", "LockHandle"]
 
@@ -167,14 +167,12 @@ class Pipeline(_native.AsyncPipelineCore):
         return "<vkclient.asyncio.Pipeline queued=%d>" % (len(self),)
 
 
-class LockHandle:
+class LockHandle(_HandleView):
     """A held lock (see vkclient.LockHandle); unlock and extend are awaited."""
 
-    __slots__ = ("_lock", "_manager", "__weakref__")
-
-    def __init__(self, native_lock, manager):
-        self._lock = native_lock
-        self._manager = manager
+    __slots__ = ()
+    _free = staticmethod(_native.async_lock_free)
+    _repr_name = "vkclient.asyncio.LockHandle"
 
     async def unlock(self):
         """Releases the lock (only if still ours); LockNotHeldError otherwise."""
@@ -183,40 +181,6 @@ class LockHandle:
     async def extend(self, expiry):
         """Resets the expiry to `expiry` seconds, only while the lock is ours."""
         await self._manager._core().extend(self._lock, to_ms(expiry, "expiry"))
-
-    @property
-    def validity(self):
-        """Remaining validity in seconds (0.0 once expired or released)."""
-        return _native.vk_lock_validity_ms(self._lock) / 1000.0
-
-    @property
-    def fencing_token(self):
-        """Strictly increasing per key across every holder, in every language."""
-        return _native.vk_lock_fencing_token(self._lock)
-
-    @property
-    def key(self):
-        """The lock key (str; bytes when it is not valid UTF-8)."""
-        raw = _native.lock_key(self._lock)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw
-
-    @property
-    def lost(self):
-        """True when automatic renewal failed and the lock can no longer be trusted."""
-        return bool(_native.vk_lock_is_lost(self._lock))
-
-    def __del__(self):
-        lock = getattr(self, "_lock", None)
-        self._lock = None
-        if lock is not None and _native is not None:
-            _native.async_lock_free(lock)
-
-    def __repr__(self):
-        return "<vkclient.asyncio.LockHandle key=%r fencing_token=%d validity=%.3fs>" % (
-            self.key, self.fencing_token, self.validity)
 
 
 class _HeldLock:

@@ -86,25 +86,17 @@ class LockOptions:
 _DEFAULTS = LockOptions.default()
 
 
-class LockHandle:
-    """A held lock. Release it with unlock() (or use LockManager.lock(...) as a
-    context manager). The handle stays usable after unlock: validity is
-    then 0, and unlocking again raises LockNotHeldError."""
+class _HandleView:
+    """What every lock handle reads without the network (blocking and
+    asyncio): validity, fencing token, key, lost; and its release."""
 
     __slots__ = ("_lock", "_manager", "__weakref__")
+    _free = None          # how the native handle is released
+    _repr_name = None
 
     def __init__(self, native_lock, manager):
         self._lock = native_lock
         self._manager = manager
-
-    def unlock(self):
-        """Releases the lock (compare-and-delete: only if it is still ours).
-        Raises LockNotHeldError when it expired or was taken over."""
-        _native.vk_lock_unlock(self._lock, None)
-
-    def extend(self, expiry):
-        """Resets the expiry to `expiry` seconds, only while the lock is still ours."""
-        _native.vk_lock_extend(self._lock, None, to_ms(expiry, "expiry"))
 
     @property
     def validity(self):
@@ -134,11 +126,30 @@ class LockHandle:
         lock = getattr(self, "_lock", None)
         self._lock = None
         if lock is not None and _native is not None:
-            _native.vk_lock_free(lock)
+            type(self)._free(lock)
 
     def __repr__(self):
-        return "<vkclient.LockHandle key=%r fencing_token=%d validity=%.3fs>" % (
-            self.key, self.fencing_token, self.validity)
+        return "<%s key=%r fencing_token=%d validity=%.3fs>" % (
+            self._repr_name, self.key, self.fencing_token, self.validity)
+
+
+class LockHandle(_HandleView):
+    """A held lock. Release it with unlock() (or use LockManager.lock(...) as a
+    context manager). The handle stays usable after unlock: validity is
+    then 0, and unlocking again raises LockNotHeldError."""
+
+    __slots__ = ()
+    _free = staticmethod(_native.vk_lock_free)
+    _repr_name = "vkclient.LockHandle"
+
+    def unlock(self):
+        """Releases the lock (compare-and-delete: only if it is still ours).
+        Raises LockNotHeldError when it expired or was taken over."""
+        _native.vk_lock_unlock(self._lock, None)
+
+    def extend(self, expiry):
+        """Resets the expiry to `expiry` seconds, only while the lock is still ours."""
+        _native.vk_lock_extend(self._lock, None, to_ms(expiry, "expiry"))
 
 
 class _HeldLock:
