@@ -589,6 +589,24 @@ static int track(vkpy_aclient *self, PyObject *future, aop *op)
     return rc;
 }
 
+/* A submission the client refused (status st, detail set): the error is
+ * raised, and the operation, its future and its tracking are undone. */
+static PyObject *refused(vkpy_aclient *self, vk_status st, PyObject *future, aop *op,
+                         conn *c, int own)
+{
+    vkpy_raise(st);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyDict_DelItem(self->pending, future) < 0)
+        PyErr_Clear();
+    drop_op(op);
+    Py_DECREF(future);
+    if (own)
+        conn_release(c);
+    PyErr_Restore(type, value, tb);
+    return NULL;
+}
+
 /* Queues the command in `a` (released here); its future, or NULL. */
 static PyObject *submit(vkpy_aclient *self, vkpy_argv *a, int kind)
 {
@@ -617,19 +635,8 @@ static PyObject *submit(vkpy_aclient *self, vkpy_argv *a, int kind)
     vk_status st = vk_async_command(c->async, a->argc, a->argv, a->lens, on_complete, op, &op->id);
     end_submit(c);
     vkpy_argv_release(a);
-    if (st != VK_OK) {
-        vkpy_raise(st);
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (PyDict_DelItem(self->pending, future) < 0)
-            PyErr_Clear();
-        drop_op(op);
-        Py_DECREF(future);
-        if (own)
-            conn_release(c);
-        PyErr_Restore(type, value, tb);
-        return NULL;
-    }
+    if (st != VK_OK)
+        return refused(self, st, future, op, c, own);
     return future;
 }
 
@@ -1055,19 +1062,8 @@ static PyObject *apipeline_run(vkpy_apipeline *self, PyObject *unused)
     end_submit(c);
     if (own)
         vk_pipeline_free(pipeline);   /* exec took its commands */
-    if (st != VK_OK) {
-        vkpy_raise(st);
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (PyDict_DelItem(owner->pending, future) < 0)
-            PyErr_Clear();
-        drop_op(op);
-        Py_DECREF(future);
-        if (own)
-            conn_release(c);
-        PyErr_Restore(type, value, tb);
-        return NULL;
-    }
+    if (st != VK_OK)
+        return refused(owner, st, future, op, c, own);
     return future;
 }
 
