@@ -1311,6 +1311,30 @@ static int lock_key_bytes(PyObject *key_obj, const char **key, size_t *keylen)
     return vkpy_as_bytes(key_obj, key, keylen);
 }
 
+/* A lock operation with its future (NULL with the error set). */
+static lock_op *start_lock_op(vkpy_alocks *self)
+{
+    PyObject *future = lock_future(self);
+    if (future == NULL)
+        return NULL;
+    lock_op *op = new_lock_op((PyObject *)self, future);
+    Py_DECREF(future);   /* the operation holds it */
+    return op;
+}
+
+/* After the core's call: the future to await, or NULL with the refusal
+ * raised (no completion comes then). */
+static PyObject *lock_op_submitted(lock_op *op, vk_status st)
+{
+    if (st != VK_OK) {
+        vkpy_raise(st);
+        drop_lock_op(op);
+        return NULL;
+    }
+    Py_INCREF(op->future);   /* completions never run inside the call */
+    return op->future;
+}
+
 /* try_lock(key) / acquire(key, options): a future for the lock pointer. */
 static PyObject *alocks_acquire_common(vkpy_alocks *self, PyObject *key_obj, PyObject *options,
                                        bool once)
@@ -1322,26 +1346,15 @@ static PyObject *alocks_acquire_common(vkpy_alocks *self, PyObject *key_obj, PyO
         return NULL;
     if (!once && vkpy_lock_options_from_python(options, &opts) < 0)
         return NULL;
-    PyObject *future = lock_future(self);
-    if (future == NULL)
+    lock_op *op = start_lock_op(self);
+    if (op == NULL)
         return NULL;
-    lock_op *op = new_lock_op((PyObject *)self, future);
-    if (op == NULL) {
-        Py_DECREF(future);
-        return NULL;
-    }
     begin_submit_all(self);
     vk_status st = once ? vk_async_lock_try(self->manager, key, keylen, on_lock, op)
                         : vk_async_lock_acquire(self->manager, key, keylen,
                                                 options == Py_None ? NULL : &opts, on_lock, op);
     end_submit_all(self);
-    if (st != VK_OK) {
-        vkpy_raise(st);
-        drop_lock_op(op);
-        Py_DECREF(future);
-        return NULL;
-    }
-    return future;
+    return lock_op_submitted(op, st);
 }
 
 static PyObject *alocks_try_lock(vkpy_alocks *self, PyObject *key)
@@ -1367,25 +1380,14 @@ static PyObject *alocks_unlock_or_extend(vkpy_alocks *self, PyObject *lock_obj, 
     long long ms = 0;
     if (ms_obj && (ms = PyLong_AsLongLong(ms_obj)) == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *future = lock_future(self);
-    if (future == NULL)
+    lock_op *op = start_lock_op(self);
+    if (op == NULL)
         return NULL;
-    lock_op *op = new_lock_op((PyObject *)self, future);
-    if (op == NULL) {
-        Py_DECREF(future);
-        return NULL;
-    }
     begin_submit_all(self);
     vk_status st = ms_obj ? vk_async_lock_extend(lock, (int64_t)ms, on_lock_done, op)
                           : vk_async_lock_unlock(lock, on_lock_done, op);
     end_submit_all(self);
-    if (st != VK_OK) {
-        vkpy_raise(st);
-        drop_lock_op(op);
-        Py_DECREF(future);
-        return NULL;
-    }
-    return future;
+    return lock_op_submitted(op, st);
 }
 
 static PyObject *alocks_unlock(vkpy_alocks *self, PyObject *lock)

@@ -73,15 +73,20 @@ bool vk__driven_on_thread(const vk_driven *d, const char *function)
     return false;
 }
 
+vk_status vk__driven_check_thread(const vk_driven *d, const char *function)
+{
+    if (!vk__driven_on_thread(d, function))
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "%s", wrong_thread);
+    return VK_OK;
+}
+
 vk_status vk__driven_usable(vk_driven *d, const char *function)
 {
     if (d == NULL || d->closing || d->free_requested) {
         vk__misuse(function, "redis client is nil");
         return vk__fail(VK_ERR_NIL_CLIENT, NULL);
     }
-    if (!vk__driven_on_thread(d, function))
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "%s", wrong_thread);
-    return VK_OK;
+    return vk__driven_check_thread(d, function);
 }
 
 bool vk__driven_leave(vk_driven *d)

@@ -62,6 +62,8 @@ void vk__driven_unwatch(vk_driven *d, vk_driven_watch *w);
  * on its own thread (VK_ERR_INVALID_ARGUMENT). */
 vk_status vk__driven_usable(vk_driven *d, const char *function);
 bool vk__driven_on_thread(const vk_driven *d, const char *function);
+/* The same as a failure: VK_ERR_INVALID_ARGUMENT off the client's thread. */
+vk_status vk__driven_check_thread(const vk_driven *d, const char *function);
 static inline void vk__driven_enter(vk_driven *d)
 {
     d->depth++;

@@ -137,13 +137,12 @@ static vk_status wait_on_loop(const vk_async_lock_manager *m, const char *functi
     return vk__driven_after(d, function, delay_ms, fn, userdata, id);
 }
 
-/* The clients' thread (any live client's: they share it). */
-static bool on_thread(const vk_async_lock_manager *m, const char *function)
+/* A call on the clients' thread (any live client's: they share it);
+ * with every client gone, the requests fail as such. */
+static vk_status check_thread(const vk_async_lock_manager *m, const char *function)
 {
-    for (size_t i = 0; i < m->count; i++)
-        if (m->nodes[i] != NULL)
-            return vk__driven_on_thread(m->nodes[i], function);
-    return true;   /* every client is gone: the requests fail as such */
+    vk_driven *d = timer_node(m, NULL);
+    return d != NULL ? vk__driven_check_thread(d, function) : VK_OK;
 }
 
 static void manager_unref(vk_async_lock_manager *m)
@@ -665,12 +664,7 @@ static vk_status check_manager(vk_async_lock_manager *m, const char *key, size_t
         return vk__fail_msg(VK_ERR_EMPTY_LOCK_KEY, "lock key cannot be empty");
     if (fn == NULL)
         return vk__fail_msg(VK_ERR_NIL_LOCK_FN, "lock function is nil");
-    for (size_t i = 0; i < m->count; i++) {
-        if (m->nodes[i] != NULL && !vk__driven_on_thread(m->nodes[i], function))
-            return vk__fail(VK_ERR_INVALID_ARGUMENT, "an event-loop client is used only on "
-                                                     "its loop's thread");
-    }
-    return VK_OK;
+    return check_thread(m, function);
 }
 
 static vk_status start_acquire(op_kind kind, vk_async_lock_manager *m, const char *key,
@@ -739,10 +733,7 @@ static vk_status check_handle(const vk_lock *lock, const void *fn, const char *f
         return vk__lock_fail_nil_handle(function);
     if (fn == NULL)
         return vk__fail_msg(VK_ERR_NIL_LOCK_FN, "lock function is nil");
-    if (!on_thread(lock->async_manager, function))
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "an event-loop client is used only on its "
-                                                 "loop's thread");
-    return VK_OK;
+    return check_thread(lock->async_manager, function);
 }
 
 /* Starts a vote (release or extend) on every node; a released handle ends
@@ -844,9 +835,9 @@ vk_status vk__async_lock_auto_renew(vk_lock *lock)
         return vk__lock_fail_nil_handle("vk_lock_auto_renew");
     if (lock->released)
         return vk__fail_msg(VK_ERR_LOCK_NOT_HELD, "lock was not held or already expired");
-    if (!on_thread(lock->async_manager, "vk_lock_auto_renew"))
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "an event-loop client is used only on its "
-                                                 "loop's thread");
+    vk_status st = check_thread(lock->async_manager, "vk_lock_auto_renew");
+    if (st != VK_OK)
+        return st;
     if (hs->renewing)
         return VK_OK;
     hs->renewing = true;
