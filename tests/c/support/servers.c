@@ -732,26 +732,43 @@ static void terminate(vkt_server *s, int sig)
     s->pid = 0;
 }
 
+/* A connection to the server's unix socket, logged in when the server has
+ * a password; -1 on failure. The AUTH reply is awaited before anything else
+ * is sent: a valkey-server (8.0) does not answer a failing AUTH that arrived
+ * in one write with the AUTH before it, so a test asking whether a password
+ * is refused would otherwise wait out the whole command timeout. */
+static int admin_connect(const vkt_server *s, int timeout_ms)
+{
+    int fd = connect_unix(s->sock_path, timeout_ms);
+    if (fd < 0 || s->requirepass == NULL)
+        return fd;
+    char *buf = NULL;
+    size_t len = 0;
+    const char *auth[] = { "AUTH", s->requirepass };
+    bool ok = append_command(&buf, &len, auth, 2) && send_all(fd, buf, len);
+    free(buf);
+    char *reply = ok ? read_line(fd, 0) : NULL;   /* an AUTH reply is always one line */
+    if (reply == NULL) {
+        close(fd);
+        return -1;
+    }
+    free(reply);
+    return fd;
+}
+
 /* The first reply line of argv run on the admin unix socket, after AUTH
  * when the server has a password. */
 static char *admin_command(const vkt_server *s, const char *const *argv, int argc,
                            int timeout_ms)
 {
-    int fd = connect_unix(s->sock_path, timeout_ms);
+    int fd = admin_connect(s, timeout_ms);
     if (fd < 0)
         return NULL;
     char *buf = NULL;
     size_t len = 0;
-    int skip = 0;
-    bool ok = true;
-    if (s->requirepass != NULL) {
-        const char *auth[] = { "AUTH", s->requirepass };
-        ok = append_command(&buf, &len, auth, 2);
-        skip = 1;   /* an AUTH reply is always one line */
-    }
-    ok = ok && append_command(&buf, &len, argv, argc) && send_all(fd, buf, len);
+    bool ok = append_command(&buf, &len, argv, argc) && send_all(fd, buf, len);
     free(buf);
-    char *line = ok ? read_line(fd, skip) : NULL;
+    char *line = ok ? read_line(fd, 0) : NULL;
     close(fd);
     return line;
 }
@@ -966,21 +983,14 @@ char *vkt_server_cmd_line(const vkt_server *s, const char *const *argv, int argc
 {
     if (s == NULL || s->pid <= 0 || argv == NULL || argc <= 0 || line < 0)
         return NULL;
-    int fd = connect_unix(s->sock_path, COMMAND_TIMEOUT_MS);
+    int fd = admin_connect(s, COMMAND_TIMEOUT_MS);
     if (fd < 0)
         return NULL;
     char *buf = NULL;
     size_t len = 0;
-    int skip = 0;
-    bool ok = true;
-    if (s->requirepass != NULL) {
-        const char *auth[] = { "AUTH", s->requirepass };
-        ok = append_command(&buf, &len, auth, 2);
-        skip = 1;
-    }
-    ok = ok && append_command(&buf, &len, argv, argc) && send_all(fd, buf, len);
+    bool ok = append_command(&buf, &len, argv, argc) && send_all(fd, buf, len);
     free(buf);
-    char *text = ok ? read_line(fd, skip + line) : NULL;
+    char *text = ok ? read_line(fd, line) : NULL;
     close(fd);
     return text;
 }
