@@ -25,8 +25,18 @@
  * turn), except for an empty pipeline. Operations run in the order they were
  * queued, a retried one included. The read timeout applies to the
  * connection: no reply for that long while replies are awaited fails it.
- * This version serves the standalone topology; Sentinel and Cluster
- * configs are refused with VK_ERR_INVALID_CONFIG.
+ *
+ * Topologies: standalone and Sentinel; a Cluster config is refused with
+ * VK_ERR_INVALID_CONFIG. In Sentinel mode the client asks the sentinels
+ * where the master is before each connection to it (on connections of its
+ * own, with the sentinels' credentials; the one that answers is asked first
+ * next time and its list of sentinels is merged in), checks that the node
+ * says it is a master (ROLE), asks the sentinels again about once a second
+ * while connected, and leaves a node that is no longer the master, or that
+ * answers READONLY or MASTERDOWN (that command is retried on the new
+ * master by the retry budget): requests already written get their replies,
+ * the next go to the new master. The texts of a failed discovery are the
+ * blocking client's; a switch is logged and counted as there.
  *
  * Threads: a vk_async belongs to the thread of its loop. Every function
  * must be called on that thread; a call from another thread is refused with
@@ -151,6 +161,11 @@ VK_API vk_status vk_async_cancel(vk_async *client, uint64_t id);
 VK_API int vk_async_is_connected(const vk_async *client);
 /* Operations queued and not yet complete. */
 VK_API size_t vk_async_pending(const vk_async *client);
+/* A status snapshot, read with the vk_snapshot_ functions of vkclient.h:
+ * connected, the mode ("standalone" or "sentinel"), the node (in Sentinel
+ * mode the master last found; NULL before), the master switches followed,
+ * and the token refresh state (GCP IAM). Free it with vk_snapshot_free. */
+VK_API vk_status vk_async_snapshot(vk_snapshot **out, vk_async *client);
 
 /* ------------------------------------------------------------------------ */
 /* Bytes mode: the host owns the sockets                                    */
@@ -162,7 +177,8 @@ VK_API size_t vk_async_pending(const vk_async *client);
  * a system call for the connection; it says what it wants done and takes
  * the bytes back. Every decision (handshake, retries, timeouts, matching
  * replies) is the client's, as in vk_async. Same config, same operations,
- * same completions and texts; standalone topology; one thread.
+ * same completions and texts; standalone and Sentinel topologies; one
+ * thread.
  *
  * The host's loop: after any call, read what the client wants of each of
  * its connections (vk_hosted_connection_count, vk_hosted_get_wants; one
@@ -234,6 +250,7 @@ VK_API vk_status vk_hosted_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
                                          void *userdata, uint64_t *id);
 VK_API vk_status vk_hosted_cancel(vk_hosted *client, uint64_t id);
 VK_API int vk_hosted_is_connected(const vk_hosted *client);
+VK_API vk_status vk_hosted_snapshot(vk_snapshot **out, vk_hosted *client);
 VK_API size_t vk_hosted_pending(const vk_hosted *client);
 
 /* ------------------------------------------------------------------------ */

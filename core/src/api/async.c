@@ -1,9 +1,14 @@
 /*
  * The event-loop client (vkclient_async.h): the driver that runs the engine
- * (engine.c) on the host's loop. It owns the socket and the TLS session,
- * moves bytes between them and the engine, and turns the engine's wishes
+ * (engine.c) on the host's loop. It owns the sockets and the TLS sessions,
+ * moves bytes between them and the engines, and turns the engines' wishes
  * (open, write, close, wake me at T) into non-blocking system calls and the
- * adapter's watch and timer requests. Every decision is the engine's.
+ * adapter's watch and timer requests. Every decision is the engines'.
+ *
+ * Each connection is a vk_async_conn with its engine: the node's, and in
+ * Sentinel mode the probes that ask the sentinels where the master is
+ * (sentinel_seek.c). The loop's one timer is set for the earliest wake-up
+ * any of them asked for.
  *
  * Writes are coalesced: requests submitted while the client handles an
  * event (typically from completions) are written in one go when the
@@ -39,20 +44,25 @@ typedef enum net_state {
     NET_OPEN
 } net_state;
 
+typedef struct vk_async_conn vk_async_conn;
+
 struct vk_async_io {
-    vk_async *client;
+    vk_async_conn *conn;
     int fd;
     int events;          /* watched now */
     void *slot;          /* the adapter's */
     vk_async_io *next;   /* among the released, until no handler runs */
 };
 
-struct vk_async {
-    vk_driven d;         /* first: the engine, the core, the thread */
-    vk_loop_adapter loop;
-    void *timer_slot;
+/* One connection and its engine. */
+struct vk_async_conn {
+    vk_async *client;
+    vk_engine *engine;   /* the node's is the client's d.engine */
+    bool is_node;
+    vk_endpoint endpoint;
+    char peer[300];      /* the endpoint, for messages */
 
-    /* The connection: io NULL when there is none. */
+    /* io NULL when there is no socket. */
     vk_async_io *io;
     SSL *ssl;
     net_state net;
@@ -60,45 +70,61 @@ struct vk_async {
     char stage[320];     /* drv_dial_stage's text */
     struct addrinfo *addrs, *next_addr;
 
-    bool in_handler;     /* handle_io / handle_timer runs: flush when it returns */
     bool flush_wanted;
+    int64_t wake_at_ms;  /* its engine's wake-up, VK_ENGINE_NEVER: none */
+    vk_async_conn *next; /* among the probes, then the released */
+};
+
+struct vk_async {
+    vk_driven d;         /* first: the engine, the core, the thread */
+    vk_loop_adapter loop;
+    void *timer_slot;
+    int64_t timer_at_ms; /* the loop's timer, VK_ENGINE_NEVER: none */
+
+    vk_async_conn node;
+    vk_async_conn *probes;          /* Sentinel: the sentinels being asked */
+    vk_async_conn *released_probes; /* freed once no handler runs */
+
+    bool in_handler;     /* a handler runs: flush when it returns */
     vk_async_io *released;
     char *rbuf;
 };
 
 /* ---- the watch ---------------------------------------------------------------- */
 
-static void watch(vk_async *a, int events)
+static void watch(vk_async_conn *c, int events)
 {
-    vk_async_io *io = a->io;
+    vk_async_io *io = c->io;
     if (io == NULL || io->events == events)
         return;
+    vk_async *a = c->client;
     if (a->loop.watch(a->loop.data, io, io->fd, events, &io->slot) != 0) {
-        vk__fail(VK_ERR_IO, "%s: the event loop refused to watch the connection", a->d.peer);
-        vk__engine_lost(a->d.engine, VK_ERR_IO, vk__now_ms());
+        vk__fail(VK_ERR_IO, "%s: the event loop refused to watch the connection", c->peer);
+        vk__engine_lost(c->engine, VK_ERR_IO, vk__now_ms());
         return;
     }
     io->events = events;
 }
 
 /* Closes the socket; its io is freed once no handler can be using it. */
-static void close_socket(vk_async *a)
+static void close_socket(vk_async_conn *c)
 {
-    vk_async_io *io = a->io;
+    vk_async_io *io = c->io;
     if (io == NULL)
         return;
-    a->io = NULL;
+    vk_async *a = c->client;
+    c->io = NULL;
     a->loop.watch(a->loop.data, io, io->fd, 0, &io->slot);
-    if (a->ssl != NULL) {
+    if (c->ssl != NULL) {
         /* No close_notify: the socket may be anything but writable. */
-        SSL_free(a->ssl);
-        a->ssl = NULL;
+        SSL_free(c->ssl);
+        c->ssl = NULL;
     }
-    if (a->lookup != NULL) {
+    if (c->lookup != NULL) {
         /* The descriptor is the lookup's: it goes with it (a lookup still
          * running finishes alone). */
-        vk__lookup_release(a->lookup);
-        a->lookup = NULL;
+        vk__lookup_release(c->lookup);
+        c->lookup = NULL;
     } else {
         close(io->fd);
     }
@@ -107,112 +133,113 @@ static void close_socket(vk_async *a)
     a->released = io;
 }
 
-static void forget_addresses(vk_async *a)
+static void forget_addresses(vk_async_conn *c)
 {
-    if (a->addrs != NULL)
-        freeaddrinfo(a->addrs);
-    a->addrs = a->next_addr = NULL;
+    if (c->addrs != NULL)
+        freeaddrinfo(c->addrs);
+    c->addrs = c->next_addr = NULL;
 }
 
-static void close_connection(vk_async *a)
+static void close_connection(vk_async_conn *c)
 {
-    forget_addresses(a);
-    close_socket(a);
+    forget_addresses(c);
+    close_socket(c);
 }
 
 /* ---- opening ---------------------------------------------------------------- */
 
-static void opened(vk_async *a);
-static void open_failed(vk_async *a, vk_status st)
+static void opened(vk_async_conn *c);
+static void open_failed(vk_async_conn *c, vk_status st)
 {
-    close_connection(a);
-    vk__engine_open_failed(a->d.engine, st, vk__now_ms());
+    close_connection(c);
+    vk__engine_open_failed(c->engine, st, vk__now_ms());
 }
 
-static vk_status new_io(vk_async *a, int fd)
+static vk_status new_io(vk_async_conn *c, int fd)
 {
     vk_async_io *io = calloc(1, sizeof *io);
     if (io == NULL) {
-        if (a->lookup != NULL) {
-            vk__lookup_release(a->lookup);
-            a->lookup = NULL;
+        if (c->lookup != NULL) {
+            vk__lookup_release(c->lookup);
+            c->lookup = NULL;
         } else {
             close(fd);
         }
         return vk__fail_nomem();
     }
-    io->client = a;
+    io->conn = c;
     io->fd = fd;
-    a->io = io;
+    c->io = io;
     return VK_OK;
 }
 
 /* Starts a connect to the next address: VK_OK when one is under way (or
  * done), else the reason the last one failed. */
-static vk_status connect_next(vk_async *a, const struct sockaddr *sa, socklen_t len, int family)
+static vk_status connect_next(vk_async_conn *c, const struct sockaddr *sa, socklen_t len,
+                              int family)
 {
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return vk__fail(VK_ERR_IO, "dial %s: socket: %s", a->d.peer, strerror(errno));
+        return vk__fail(VK_ERR_IO, "dial %s: socket: %s", c->peer, strerror(errno));
     if (connect(fd, sa, len) < 0 && errno != EINPROGRESS && errno != EAGAIN) {
         int err = errno;
         close(fd);
-        return vk__fail(VK_ERR_IO, "dial %s: %s", a->d.peer, strerror(err));
+        return vk__fail(VK_ERR_IO, "dial %s: %s", c->peer, strerror(err));
     }
-    vk_status st = new_io(a, fd);
+    vk_status st = new_io(c, fd);
     if (st != VK_OK)
         return st;
-    a->net = NET_CONNECTING;
-    watch(a, VK_EV_WRITE);
+    c->net = NET_CONNECTING;
+    watch(c, VK_EV_WRITE);
     return VK_OK;
 }
 
 /* Tries the addresses left, in order, until a connect is under way; last
  * is the failure of the one before (VK_OK: none was tried). */
-static void dial_next_address(vk_async *a, vk_status last)
+static void dial_next_address(vk_async_conn *c, vk_status last)
 {
     vk_status st = last;
-    while (a->next_addr != NULL) {
-        struct addrinfo *ai = a->next_addr;
-        a->next_addr = ai->ai_next;
-        st = connect_next(a, ai->ai_addr, ai->ai_addrlen, ai->ai_family);
+    while (c->next_addr != NULL) {
+        struct addrinfo *ai = c->next_addr;
+        c->next_addr = ai->ai_next;
+        st = connect_next(c, ai->ai_addr, ai->ai_addrlen, ai->ai_family);
         if (st == VK_OK)
             return;
     }
     if (st == VK_OK)
-        st = vk__fail(VK_ERR_IO, "dial %s: no address", a->d.peer);
-    open_failed(a, st);
+        st = vk__fail(VK_ERR_IO, "dial %s: no address", c->peer);
+    open_failed(c, st);
 }
 
 /* The node's addresses are known (list, or the lookup's failure rc):
  * dial them in order. */
-static void addresses_ready(vk_async *a, struct addrinfo *list, int rc)
+static void addresses_ready(vk_async_conn *c, struct addrinfo *list, int rc)
 {
     if (rc != 0) {
-        open_failed(a, vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", a->d.peer,
-                                a->d.endpoint.host, gai_strerror(rc)));
+        open_failed(c, vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", c->peer, c->endpoint.host,
+                                gai_strerror(rc)));
         return;
     }
-    a->addrs = a->next_addr = list;
-    dial_next_address(a, VK_OK);
+    c->addrs = c->next_addr = list;
+    dial_next_address(c, VK_OK);
 }
 
-static void drv_open(void *userdata)
+/* Dials c->endpoint. */
+static void dial(vk_async_conn *c)
 {
-    vk_async *a = userdata;
-    const vk_endpoint *ep = &a->d.endpoint;
+    const vk_endpoint *ep = &c->endpoint;
     if (ep->is_unix) {
         struct sockaddr_un sa;
         memset(&sa, 0, sizeof sa);
         sa.sun_family = AF_UNIX;
         if (strlen(ep->path) >= sizeof sa.sun_path) {
-            open_failed(a, vk__fail(VK_ERR_IO, "dial %s: socket path too long", a->d.peer));
+            open_failed(c, vk__fail(VK_ERR_IO, "dial %s: socket path too long", c->peer));
             return;
         }
         memcpy(sa.sun_path, ep->path, strlen(ep->path) + 1);
-        vk_status st = connect_next(a, (const struct sockaddr *)&sa, sizeof sa, AF_UNIX);
+        vk_status st = connect_next(c, (const struct sockaddr *)&sa, sizeof sa, AF_UNIX);
         if (st != VK_OK)
-            open_failed(a, st);
+            open_failed(c, st);
         return;
     }
     /* A numeric address needs no lookup. A name is looked up on a resolver
@@ -221,165 +248,166 @@ static void drv_open(void *userdata)
     int rc = 0;
     struct addrinfo *list = NULL;
     vk_lookup *pending = NULL;
-    vk_status st = vk__resolve_start(a->d.peer, ep->host, ep->port, &pending, &list, &rc);
+    vk_status st = vk__resolve_start(c->peer, ep->host, ep->port, &pending, &list, &rc);
     if (st == VK_OK && pending != NULL) {
-        a->lookup = pending;
-        if ((st = new_io(a, vk__lookup_fd(pending))) == VK_OK) {
-            a->net = NET_RESOLVING;
-            watch(a, VK_EV_READ);
+        c->lookup = pending;
+        if ((st = new_io(c, vk__lookup_fd(pending))) == VK_OK) {
+            c->net = NET_RESOLVING;
+            watch(c, VK_EV_READ);
             return;
         }
     }
     if (st != VK_OK) {
-        open_failed(a, st);
+        open_failed(c, st);
         return;
     }
-    addresses_ready(a, list, rc);
+    addresses_ready(c, list, rc);
 }
 
 /* The lookup's descriptor is readable: its addresses, then the dial. */
-static void lookup_done(vk_async *a)
+static void lookup_done(vk_async_conn *c)
 {
     int rc = 0;
     struct addrinfo *list = NULL;
-    if (!vk__lookup_take(a->lookup, &list, &rc))
+    if (!vk__lookup_take(c->lookup, &list, &rc))
         return;
-    close_socket(a);   /* the lookup's descriptor, and the lookup */
-    addresses_ready(a, list, rc);
+    close_socket(c);   /* the lookup's descriptor, and the lookup */
+    addresses_ready(c, list, rc);
 }
 
-static void tls_step(vk_async *a)
+static void tls_step(vk_async_conn *c)
 {
     ERR_clear_error();
-    int rc = SSL_connect(a->ssl);
+    int rc = SSL_connect(c->ssl);
     if (rc == 1) {
-        opened(a);
+        opened(c);
         return;
     }
-    int err = SSL_get_error(a->ssl, rc);
+    int err = SSL_get_error(c->ssl, rc);
     if (err == SSL_ERROR_WANT_READ) {
-        watch(a, VK_EV_READ);
+        watch(c, VK_EV_READ);
         return;
     }
     if (err == SSL_ERROR_WANT_WRITE) {
-        watch(a, VK_EV_WRITE);
+        watch(c, VK_EV_WRITE);
         return;
     }
     char why[256];
-    vk__tls_describe_failure(a->ssl, why, sizeof why);
+    vk__tls_describe_failure(c->ssl, why, sizeof why);
     ERR_clear_error();
-    open_failed(a, vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", a->d.peer, why));
+    open_failed(c, vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", c->peer, why));
 }
 
 /* The connect finished: its outcome, then TLS or the engine. */
-static void connect_done(vk_async *a)
+static void connect_done(vk_async_conn *c)
 {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(a->io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    if (getsockopt(c->io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err != 0) {
         /* This address failed: its socket goes, the next one is tried. */
-        vk_status st = vk__fail(VK_ERR_IO, "dial %s: %s", a->d.peer, strerror(err));
-        close_socket(a);
-        dial_next_address(a, st);
+        vk_status st = vk__fail(VK_ERR_IO, "dial %s: %s", c->peer, strerror(err));
+        close_socket(c);
+        dial_next_address(c, st);
         return;
     }
-    if (!a->d.endpoint.is_unix)
-        vk__transport_tune_tcp(a->io->fd);
+    if (!c->endpoint.is_unix)
+        vk__transport_tune_tcp(c->io->fd);
+    vk_async *a = c->client;
     if (a->d.core->tls == NULL) {
-        opened(a);
+        opened(c);
         return;
     }
     const vk_config *cfg = vk__client_config(a->d.core);
     const char *name = cfg->tls_server_name != NULL && cfg->tls_server_name[0] != '\0'
                            ? cfg->tls_server_name
-                           : a->d.endpoint.host;
-    vk_status st = vk__tls_session_new(a->d.core->tls, a->io->fd, name, &a->ssl);
+                           : c->endpoint.host;
+    vk_status st = vk__tls_session_new(a->d.core->tls, c->io->fd, name, &c->ssl);
     if (st != VK_OK) {
-        open_failed(a, st);
+        open_failed(c, st);
         return;
     }
     /* The engine's output may move between a write that would block and
      * its retry, and a write may take part of it. */
-    SSL_set_mode(a->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    a->net = NET_TLS;
-    tls_step(a);
+    SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    c->net = NET_TLS;
+    tls_step(c);
 }
 
-static void opened(vk_async *a)
+static void opened(vk_async_conn *c)
 {
-    forget_addresses(a);
-    a->net = NET_OPEN;
-    watch(a, VK_EV_READ);
-    vk__engine_opened(a->d.engine, vk__now_ms());
+    forget_addresses(c);
+    c->net = NET_OPEN;
+    watch(c, VK_EV_READ);
+    vk__engine_opened(c->engine, vk__now_ms());
 }
 
 /* ---- moving bytes ------------------------------------------------------------ */
 
-static vk_status io_failure(vk_async *a, const char *op, int rc)
+static vk_status io_failure(vk_async_conn *c, const char *op, int rc)
 {
-    if (a->ssl != NULL) {
-        int err = SSL_get_error(a->ssl, rc);
+    if (c->ssl != NULL) {
+        int err = SSL_get_error(c->ssl, rc);
         if (err == SSL_ERROR_ZERO_RETURN)
-            return vk__fail(VK_ERR_IO, "%s %s: connection closed by peer", op, a->d.peer);
+            return vk__fail(VK_ERR_IO, "%s %s: connection closed by peer", op, c->peer);
         if (err == SSL_ERROR_SYSCALL) {
             if (errno == 0)
-                return vk__fail(VK_ERR_IO, "%s %s: EOF", op, a->d.peer);
-            return vk__fail(VK_ERR_IO, "%s %s: %s", op, a->d.peer, strerror(errno));
+                return vk__fail(VK_ERR_IO, "%s %s: EOF", op, c->peer);
+            return vk__fail(VK_ERR_IO, "%s %s: %s", op, c->peer, strerror(errno));
         }
         char why[256];
-        vk__tls_describe_failure(a->ssl, why, sizeof why);
+        vk__tls_describe_failure(c->ssl, why, sizeof why);
         ERR_clear_error();
-        return vk__fail(VK_ERR_TLS, "%s %s: %s", op, a->d.peer, why);
+        return vk__fail(VK_ERR_TLS, "%s %s: %s", op, c->peer, why);
     }
     if (rc == 0)
-        return vk__fail(VK_ERR_IO, "%s %s: EOF", op, a->d.peer);
-    return vk__fail(VK_ERR_IO, "%s %s: %s", op, a->d.peer, strerror(errno));
+        return vk__fail(VK_ERR_IO, "%s %s: EOF", op, c->peer);
+    return vk__fail(VK_ERR_IO, "%s %s: %s", op, c->peer, strerror(errno));
 }
 
 /* -1: would block; 0: failed (detail set); else the bytes moved. */
-static ssize_t send_some(vk_async *a, const char *buf, size_t len)
+static ssize_t send_some(vk_async_conn *c, const char *buf, size_t len)
 {
-    if (a->ssl != NULL) {
+    if (c->ssl != NULL) {
         ERR_clear_error();
-        int n = SSL_write(a->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        int n = SSL_write(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
         if (n > 0)
             return n;
-        int err = SSL_get_error(a->ssl, n);
+        int err = SSL_get_error(c->ssl, n);
         if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
             return -1;
-        io_failure(a, "write", n);
+        io_failure(c, "write", n);
         return 0;
     }
     for (;;) {
-        ssize_t n = send(a->io->fd, buf, len, MSG_NOSIGNAL);
+        ssize_t n = send(c->io->fd, buf, len, MSG_NOSIGNAL);
         if (n > 0)
             return n;
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return -1;
-        io_failure(a, "write", 1);
+        io_failure(c, "write", 1);
         return 0;
     }
 }
 
-static ssize_t recv_some(vk_async *a, char *buf, size_t cap)
+static ssize_t recv_some(vk_async_conn *c, char *buf, size_t cap)
 {
-    if (a->ssl != NULL) {
+    if (c->ssl != NULL) {
         ERR_clear_error();
-        int n = SSL_read(a->ssl, buf, (int)cap);
+        int n = SSL_read(c->ssl, buf, (int)cap);
         if (n > 0)
             return n;
-        int err = SSL_get_error(a->ssl, n);
+        int err = SSL_get_error(c->ssl, n);
         if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
             return -1;
-        io_failure(a, "read", n);
+        io_failure(c, "read", n);
         return 0;
     }
     for (;;) {
-        ssize_t n = recv(a->io->fd, buf, cap, 0);
+        ssize_t n = recv(c->io->fd, buf, cap, 0);
         if (n > 0)
             return n;
         if (n < 0 && errno == EINTR)
@@ -388,103 +416,241 @@ static ssize_t recv_some(vk_async *a, char *buf, size_t cap)
             return -1;
         if (n == 0)
             errno = 0;
-        io_failure(a, "read", (int)n);
+        io_failure(c, "read", (int)n);
         return 0;
     }
 }
 
 /* Writes what the engine has until it is all out or the socket is full;
  * then watches for write readiness only if something is left. */
-static void flush(vk_async *a)
+static void flush(vk_async_conn *c)
 {
-    a->flush_wanted = false;
-    if (a->io == NULL || a->net != NET_OPEN)
+    c->flush_wanted = false;
+    if (c->io == NULL || c->net != NET_OPEN)
         return;
-    vk_async_io *io = a->io;
+    vk_async_io *io = c->io;
     for (;;) {
         size_t len;
-        const char *out = vk__engine_output(a->d.engine, &len);
+        const char *out = vk__engine_output(c->engine, &len);
         if (len == 0) {
-            watch(a, VK_EV_READ);
+            watch(c, VK_EV_READ);
             return;
         }
-        ssize_t n = send_some(a, out, len);
+        ssize_t n = send_some(c, out, len);
         if (n < 0) {
-            watch(a, VK_EV_READ | VK_EV_WRITE);
+            watch(c, VK_EV_READ | VK_EV_WRITE);
             return;
         }
         if (n == 0) {
-            vk__engine_lost(a->d.engine, vk_last_status(), vk__now_ms());
+            vk__engine_lost(c->engine, vk_last_status(), vk__now_ms());
             return;
         }
-        vk__engine_wrote(a->d.engine, (size_t)n, vk__now_ms());
-        if (a->io != io)
+        vk__engine_wrote(c->engine, (size_t)n, vk__now_ms());
+        if (c->io != io)
             return;   /* the connection went meanwhile */
     }
 }
 
-static void read_ready(vk_async *a)
+static void read_ready(vk_async_conn *c)
 {
-    vk_async_io *io = a->io;
-    for (int i = 0; i < VK_ASYNC_READS_PER_EVENT && a->io == io && !a->d.free_requested; i++) {
-        ssize_t n = recv_some(a, a->rbuf, VK_ASYNC_READ_CHUNK);
+    vk_async *a = c->client;
+    vk_async_io *io = c->io;
+    for (int i = 0; i < VK_ASYNC_READS_PER_EVENT && c->io == io && !a->d.free_requested; i++) {
+        ssize_t n = recv_some(c, a->rbuf, VK_ASYNC_READ_CHUNK);
         if (n < 0)
             return;
         if (n == 0) {
-            vk__engine_lost(a->d.engine, vk_last_status(), vk__now_ms());
+            vk__engine_lost(c->engine, vk_last_status(), vk__now_ms());
             return;
         }
-        vk__engine_feed(a->d.engine, a->rbuf, (size_t)n, vk__now_ms());
+        vk__engine_feed(c->engine, a->rbuf, (size_t)n, vk__now_ms());
         /* A short read emptied the socket; TLS may still hold a record. */
-        if ((size_t)n < VK_ASYNC_READ_CHUNK && (a->ssl == NULL || SSL_pending(a->ssl) == 0))
+        if ((size_t)n < VK_ASYNC_READ_CHUNK && (c->ssl == NULL || SSL_pending(c->ssl) == 0))
             return;
     }
 }
 
-/* ---- the engine's driver functions --------------------------------------------- */
+/* The connections whose engine wants its bytes written, at the end of a
+ * handler. */
+static void flush_wanted(vk_async *a)
+{
+    if (a->node.flush_wanted && !a->d.free_requested)
+        flush(&a->node);
+    for (vk_async_conn *c = a->probes; c != NULL && !a->d.free_requested; c = c->next) {
+        if (c->flush_wanted)
+            flush(c);
+    }
+}
+
+/* ---- the engines' driver functions --------------------------------------------- */
+
+static void drv_open(void *userdata)
+{
+    vk_async_conn *c = userdata;
+    if (c->is_node) {
+        vk_driven *d = &c->client->d;
+        if (vk__driven_locate(d))
+            return;   /* drv_located dials */
+        c->endpoint = d->endpoint;
+        snprintf(c->peer, sizeof c->peer, "%s", d->peer);
+    }
+    dial(c);
+}
+
+/* Sentinel mode: the master is known (or not) for the node's dial. */
+static void drv_located(vk_driven *d, vk_status st)
+{
+    vk_async *a = (vk_async *)d;
+    vk_async_conn *c = &a->node;
+    if (st != VK_OK) {
+        open_failed(c, st);
+        return;
+    }
+    c->endpoint = d->endpoint;
+    snprintf(c->peer, sizeof c->peer, "%s", d->peer);
+    vk__engine_dial_started(c->engine, vk__now_ms());
+    dial(c);
+}
 
 static void drv_close(void *userdata)
 {
-    close_connection(userdata);
+    vk_async_conn *c = userdata;
+    close_connection(c);
+    if (c->is_node)
+        vk__driven_node_closed(&c->client->d);
 }
 
 static void drv_want_write(void *userdata)
 {
-    vk_async *a = userdata;
-    if (a->in_handler)
-        a->flush_wanted = true;
-    else if (a->io != NULL && a->net == NET_OPEN)
-        watch(a, VK_EV_READ | VK_EV_WRITE);
+    vk_async_conn *c = userdata;
+    if (c->client->in_handler)
+        c->flush_wanted = true;
+    else if (c->io != NULL && c->net == NET_OPEN)
+        watch(c, VK_EV_READ | VK_EV_WRITE);
 }
 
 /* A dial that runs out of time while the name is looked up says so, as
  * the blocking client's does. */
 static const char *drv_dial_stage(void *userdata)
 {
-    vk_async *a = userdata;
-    if (a->lookup == NULL)
+    vk_async_conn *c = userdata;
+    if (c->lookup == NULL)
         return NULL;
-    snprintf(a->stage, sizeof a->stage, "lookup %s: name resolution timed out",
-             a->d.endpoint.host);
-    return a->stage;
+    snprintf(c->stage, sizeof c->stage, "lookup %s: name resolution timed out",
+             c->endpoint.host);
+    return c->stage;
 }
 
-static void drv_wake(void *userdata, int64_t at_ms)
+/* The loop's timer goes off at the earliest wake-up asked for. */
+static void schedule_timer(vk_async *a)
 {
-    vk_async *a = userdata;
+    int64_t at = a->node.wake_at_ms;
+    for (const vk_async_conn *c = a->probes; c != NULL; c = c->next) {
+        if (c->wake_at_ms < at)
+            at = c->wake_at_ms;
+    }
+    if (at == a->timer_at_ms)
+        return;
+    a->timer_at_ms = at;
     int64_t ms = -1;
-    if (at_ms != VK_ENGINE_NEVER) {
-        ms = at_ms - vk__now_ms();
+    if (at != VK_ENGINE_NEVER) {
+        ms = at - vk__now_ms();
         if (ms < 0)
             ms = 0;
     }
     a->loop.timer(a->loop.data, a, ms, 0, &a->timer_slot);
 }
 
+static void drv_wake(void *userdata, int64_t at_ms)
+{
+    vk_async_conn *c = userdata;
+    c->wake_at_ms = at_ms;
+    schedule_timer(c->client);
+}
+
+static void conn_init(vk_async_conn *c, vk_async *a, const vk_endpoint *ep, bool is_node)
+{
+    c->client = a;
+    c->is_node = is_node;
+    c->wake_at_ms = VK_ENGINE_NEVER;
+    if (ep != NULL) {
+        c->endpoint = *ep;
+        vk__format_endpoint(c->peer, sizeof c->peer, ep);
+    }
+}
+
+static void drv_check_master(void *userdata)
+{
+    vk_driven *d = &((vk_async_conn *)userdata)->client->d;
+    vk__driven_check_master(d);
+}
+
+static vk_engine_driver conn_driver(vk_async_conn *c)
+{
+    return (vk_engine_driver){
+        .userdata = c,
+        .open = drv_open,
+        .close = drv_close,
+        .want_write = drv_want_write,
+        .wake = drv_wake,
+        .complete = vk__driven_complete,
+        .check_master = c->is_node ? drv_check_master : NULL,
+        .dial_stage = drv_dial_stage,
+    };
+}
+
+/* Sentinel mode: a probe to the sentinel at ep (sentinel_seek.h). */
+static vk_status drv_probe_open(vk_driven *d, const vk_endpoint *ep, const vk_config *cfg,
+                                vk_credentials *credentials, vk_engine **out)
+{
+    vk_async *a = (vk_async *)d;
+    vk_async_conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return vk__fail_nomem();
+    conn_init(c, a, ep, false);
+    const vk_engine_driver driver = conn_driver(c);
+    vk_status st = vk__engine_new(&c->engine, cfg, credentials, c->peer, &driver);
+    if (st != VK_OK) {
+        free(c);
+        return st;
+    }
+    c->next = a->probes;
+    a->probes = c;
+    *out = c->engine;
+    return VK_OK;
+}
+
+/* The probe leaves the list now and is freed once no handler runs (the
+ * seek may be inside one of its engine's completions). */
+static void drv_probe_close(vk_driven *d, vk_engine *probe)
+{
+    vk_async *a = (vk_async *)d;
+    for (vk_async_conn **at = &a->probes; *at != NULL; at = &(*at)->next) {
+        vk_async_conn *c = *at;
+        if (c->engine == probe) {
+            *at = c->next;
+            c->next = a->released_probes;
+            a->released_probes = c;
+            close_connection(c);
+            c->wake_at_ms = VK_ENGINE_NEVER;
+            schedule_timer(a);
+            return;
+        }
+    }
+}
+
 /* ---- lifecycle ------------------------------------------------------------------ */
 
-static void release_ios(vk_async *a)
+/* What was released while handlers ran: sockets' ios and probes. */
+static void release_pending(vk_async *a)
 {
+    while (a->released_probes != NULL) {
+        vk_async_conn *c = a->released_probes;
+        a->released_probes = c->next;
+        vk__engine_free(c->engine, "the sentinel probe closed");
+        close_connection(c);
+        free(c);
+    }
     while (a->released != NULL) {
         vk_async_io *io = a->released;
         a->released = io->next;
@@ -492,13 +658,15 @@ static void release_ios(vk_async *a)
     }
 }
 
-/* After the engine (which closed the connection) and the core are gone. */
+/* After the engines (which closed their connections) and the core are gone. */
 static void release(vk_driven *d)
 {
     vk_async *a = (vk_async *)d;
-    close_connection(a);
+    while (a->probes != NULL)
+        drv_probe_close(d, a->probes->engine);
+    close_connection(&a->node);
+    release_pending(a);
     a->loop.timer(a->loop.data, a, -1, 1, &a->timer_slot);
-    release_ios(a);
     free(a->rbuf);
     free(a);
 }
@@ -514,7 +682,7 @@ static void enter(vk_async *a)
 static void leave(vk_async *a)
 {
     if (!vk__driven_leave(&a->d) && a->d.depth == 0)
-        release_ios(a);
+        release_pending(a);
 }
 
 VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
@@ -535,23 +703,22 @@ VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
         return vk__fail_nomem();
     }
     a->loop = *adapter;
+    a->timer_at_ms = VK_ENGINE_NEVER;
     a->d.kind = VK_DRIVEN_ASYNC;
     a->d.release = release;
-    const vk_engine_driver driver = {
-        .userdata = a,
-        .open = drv_open,
-        .close = drv_close,
-        .want_write = drv_want_write,
-        .wake = drv_wake,
-        .complete = vk__driven_complete,
-        .dial_stage = drv_dial_stage,
-    };
+    a->d.probe_open = drv_probe_open;
+    a->d.probe_close = drv_probe_close;
+    a->d.located = drv_located;
+    conn_init(&a->node, a, NULL, true);
+    const vk_engine_driver driver = conn_driver(&a->node);
     vk_status st = vk__driven_init(&a->d, cfg, &driver);
     if (st != VK_OK) {
+        release_pending(a);
         free(a->rbuf);
         free(a);
         return st;
     }
+    a->node.engine = a->d.engine;
     *out = a;
     return VK_OK;
 }
@@ -566,37 +733,46 @@ VK_API void vk_async_handle_io(vk_async_io *io, int events)
 {
     if (io == NULL)
         return;
-    vk_async *a = io->client;
+    vk_async_conn *c = io->conn;
+    vk_async *a = c->client;
     if (!vk__driven_on_thread(&a->d, "vk_async_handle_io"))
         return;
-    if (a->io != io || a->d.free_requested)
+    if (c->io != io || a->d.free_requested)
         return;   /* a connection closed since the loop saw it ready */
     enter(a);
     bool outer = !a->in_handler;
     a->in_handler = true;
-    switch (a->net) {
+    switch (c->net) {
     case NET_RESOLVING:
-        lookup_done(a);
+        lookup_done(c);
         break;
     case NET_CONNECTING:
-        connect_done(a);
+        connect_done(c);
         break;
     case NET_TLS:
-        tls_step(a);
+        tls_step(c);
         break;
     case NET_OPEN:
         if (events & VK_EV_READ)
-            read_ready(a);
-        if (a->io == io && (events & VK_EV_WRITE))
-            a->flush_wanted = true;
+            read_ready(c);
+        if (c->io == io && (events & VK_EV_WRITE))
+            c->flush_wanted = true;
         break;
     }
     if (outer) {
-        if (a->flush_wanted && !a->d.free_requested)
-            flush(a);
+        flush_wanted(a);
         a->in_handler = false;
     }
     leave(a);
+}
+
+/* Ticks the engine of c when its wake-up is due. */
+static void tick_if_due(vk_async_conn *c, int64_t now_ms)
+{
+    if (c->wake_at_ms > now_ms)
+        return;
+    c->wake_at_ms = VK_ENGINE_NEVER;
+    vk__engine_tick(c->engine, now_ms);
 }
 
 VK_API void vk_async_handle_timer(vk_async *client)
@@ -610,10 +786,18 @@ VK_API void vk_async_handle_timer(vk_async *client)
     enter(client);
     bool outer = !client->in_handler;
     client->in_handler = true;
-    vk__engine_tick(client->d.engine, vk__now_ms());
+    client->timer_at_ms = VK_ENGINE_NEVER;   /* it went off */
+    int64_t now_ms = vk__now_ms();
+    tick_if_due(&client->node, now_ms);
+    for (vk_async_conn *c = client->probes; c != NULL && !client->d.free_requested;) {
+        vk_async_conn *next = c->next;   /* a tick may close the probe */
+        tick_if_due(c, now_ms);
+        c = next;
+    }
+    if (!client->d.free_requested)
+        schedule_timer(client);
     if (outer) {
-        if (client->flush_wanted && !client->d.free_requested)
-            flush(client);
+        flush_wanted(client);
         client->in_handler = false;
     }
     leave(client);
@@ -645,6 +829,11 @@ VK_API vk_status vk_async_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
 VK_API vk_status vk_async_cancel(vk_async *client, uint64_t id)
 {
     return vk__driven_cancel(client != NULL ? &client->d : NULL, "vk_async_cancel", id);
+}
+
+VK_API vk_status vk_async_snapshot(vk_snapshot **out, vk_async *client)
+{
+    return vk__driven_snapshot(out, client != NULL ? &client->d : NULL, "vk_async_snapshot");
 }
 
 VK_API int vk_async_is_connected(const vk_async *client)

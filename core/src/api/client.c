@@ -97,16 +97,7 @@ static void count_reconnection(vk_client *c, const char *result)
 
 /* ---- connect: create, ping, swap ------------------------------------------ */
 
-bool vk__reply_demands_rediscovery(const redisReply *r)
-{
-    return r->type == REDIS_REPLY_ERROR &&
-           ((r->len >= 8 && memcmp(r->str, "READONLY", 8) == 0) ||
-            (r->len >= 10 && memcmp(r->str, "MASTERDOWN", 10) == 0));
-}
-
-/* Sentinel mode: a sentinel's word is not enough (it may be stale or
- * partitioned), the node itself must say it is a master, so that the
- * client never writes to a replica. */
+/* Sentinel mode: the node must say it is a master (handshake.h). */
 static vk_status verify_master(vk_client *c, vk_pool *pool, vk_context *ctx)
 {
     vk_conn *conn;
@@ -124,19 +115,7 @@ static vk_status verify_master(vk_client *c, vk_pool *pool, vk_context *ctx)
         return st;
     char address[300];
     vk__format_endpoint(address, sizeof address, &c->endpoint);
-    const redisReply *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0] : NULL;
-    if (role != NULL && role->type == REDIS_REPLY_STRING && role->len == 6 &&
-        memcmp(role->str, "master", 6) == 0)
-        st = VK_OK;
-    else if (role != NULL && role->type == REDIS_REPLY_STRING)
-        st = vk__fail_msg(VK_ERR_SERVER, "redis sentinel: %s is not a master (role: %.*s)",
-                          address, (int)role->len, role->str);
-    else if (r->type == REDIS_REPLY_ERROR)
-        st = vk__fail_msg(VK_ERR_SERVER, "redis sentinel: ROLE on %s failed: %.*s", address,
-                          (int)r->len, r->str);
-    else
-        st = vk__fail_msg(VK_ERR_PROTOCOL, "redis sentinel: unexpected reply to ROLE from %s",
-                          address);
+    st = vk__handshake_role_check(address, r);
     vk__reply_free(r);
     return st;
 }
@@ -258,6 +237,13 @@ static void announce_switch(vk_client *c, const master_switch *sw)
     const vk_field fields[] = {
         {"master", c->cfg->sentinel_master}, {"from", sw->from}, {"to", sw->to}};
     vk__log(c->events, VK_LOG_INFO, "redis sentinel: switched to the new master", fields, 3);
+}
+
+void vk__client_announce_switch(vk_client *c, const vk_endpoint *from, const vk_endpoint *to)
+{
+    master_switch sw;
+    note_switch(&sw, from, to);
+    announce_switch(c, &sw);
 }
 
 vk_status vk__client_follow_master(void *client, const vk_endpoint *master, vk_context *ctx)
@@ -601,6 +587,10 @@ vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigne
      * up), so the topology can be checked after validation. */
     if ((st = prepare_client(c)) == VK_OK && (c->cfg->topology_mask & ~topologies) != 0)
         st = vk__fail(VK_ERR_INVALID_CONFIG, "%s", refusal);
+    /* The driver follows the master itself, on its own connections: the
+     * blocking watcher thread is not for it. */
+    vk__sentinel_watch_free(c->watch);
+    c->watch = NULL;
     if (st == VK_OK && c->refresher != NULL &&
         (st = vk__refresher_fetch_now(c->refresher, NULL)) == VK_OK)
         st = vk__client_start_refresher(c);

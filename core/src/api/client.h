@@ -96,6 +96,9 @@ vk_status vk__client_apply_credentials(void *client, const char *username,
 /* Starts the background loops (IAM refresh, sentinel watcher) that the
  * client has and that are not running. */
 vk_status vk__client_start_refresher(vk_client *c);
+/* Sentinel mode: counts and logs a switch of master found by a driver of
+ * the engine, as the blocking client does its own. */
+void vk__client_announce_switch(vk_client *c, const vk_endpoint *from, const vk_endpoint *to);
 /* Sentinel mode, the watcher's vk_follow_master_fn: when master differs
  * from the current node (or the client is not connected), retires the
  * current pool at once, so that no command goes to a demoted node, and
@@ -114,8 +117,5 @@ static inline bool vk__client_follows_master(const vk_client *c)
  * (VK_TOPO_*) is refused with VK_ERR_INVALID_CONFIG and `refusal`. */
 vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigned topologies,
                                   const char *refusal);
-/* Sentinel mode: an error reply that says this node is not (or no longer)
- * a usable master. */
-bool vk__reply_demands_rediscovery(const redisReply *r);
 
 #endif /* VK_CLIENT_H */

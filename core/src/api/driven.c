@@ -8,21 +8,113 @@
 
 static const char wrong_thread[] = "an event-loop client is used only on its loop's thread";
 
+/* ---- Sentinel: the master, found before each dial ---------------------------------- */
+
+static vk_status seek_probe_open(void *userdata, const vk_endpoint *ep, const vk_config *cfg,
+                                 vk_credentials *credentials, vk_engine **out)
+{
+    vk_driven *d = userdata;
+    return d->probe_open(d, ep, cfg, credentials, out);
+}
+
+static void seek_probe_close(void *userdata, vk_engine *probe)
+{
+    vk_driven *d = userdata;
+    d->probe_close(d, probe);
+}
+
+static int64_t seek_now_ms(void *userdata)
+{
+    (void)userdata;
+    return vk__now_ms();
+}
+
+static void seek_found(void *userdata, vk_status st, const vk_endpoint *master)
+{
+    vk_driven *d = userdata;
+    if (!d->seek_locates) {
+        /* A check: a failure leaves things as they are (it was logged); a
+         * new master is followed through a new dial. */
+        if (st == VK_OK && d->has_endpoint && !vk__endpoint_equal(&d->endpoint, master))
+            vk__engine_leave_node(d->engine, vk__now_ms());
+        return;
+    }
+    d->seek_locates = false;
+    if (st == VK_OK) {
+        /* A master other than the one before is a failover followed. */
+        if (d->has_endpoint && !vk__endpoint_equal(&d->endpoint, master))
+            vk__client_announce_switch(d->core, &d->endpoint, master);
+        d->endpoint = *master;
+        d->has_endpoint = true;
+        vk__format_endpoint(d->peer, sizeof d->peer, &d->endpoint);
+        vk__engine_set_peer(d->engine, d->peer);
+    }
+    d->located(d, st);
+}
+
+static vk_status start_seeking(vk_driven *d)
+{
+    const vk_seek_driver seek = {
+        .userdata = d,
+        .probe_open = seek_probe_open,
+        .probe_close = seek_probe_close,
+        .found = seek_found,
+        .now_ms = seek_now_ms,
+    };
+    vk_status st = vk__seek_new(&d->seek, d->core->sentinel, vk__client_config(d->core), &seek);
+    if (st != VK_OK)
+        return st;
+    vk__engine_follow_master(d->engine);
+    snprintf(d->peer, sizeof d->peer, "sentinel master %s",
+             vk__client_config(d->core)->sentinel_master);
+    vk__engine_set_peer(d->engine, d->peer);
+    return VK_OK;
+}
+
+bool vk__driven_locate(vk_driven *d)
+{
+    if (d->seek == NULL)
+        return false;
+    /* A check that runs now serves the dial as well. */
+    d->seek_locates = true;
+    vk__seek_start(d->seek);
+    return true;
+}
+
+void vk__driven_node_closed(vk_driven *d)
+{
+    d->seek_locates = false;
+    vk__seek_stop(d->seek);
+}
+
+void vk__driven_check_master(vk_driven *d)
+{
+    if (d->seek != NULL && !vk__seek_running(d->seek))
+        vk__seek_start(d->seek);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
 vk_status vk__driven_init(vk_driven *d, const vk_config *cfg, const vk_engine_driver *driver)
 {
     d->owner = pthread_self();
     vk_status st = vk__client_new_detached(
-        &d->core, cfg, VK_TOPO_STANDALONE,
-        "the event-loop client serves the standalone topology only (Sentinel and Cluster "
-        "are not supported by it yet)");
+        &d->core, cfg, VK_TOPO_STANDALONE | VK_TOPO_SENTINEL,
+        "the event-loop client serves the standalone and Sentinel topologies (Cluster is "
+        "not supported by it yet)");
     if (st != VK_OK)
         return st;
     d->endpoint = d->core->endpoint;
+    d->has_endpoint = d->core->sentinel == NULL;
     vk__format_endpoint(d->peer, sizeof d->peer, &d->endpoint);
     st = vk__engine_new(&d->engine, vk__client_config(d->core), &d->core->credentials, d->peer,
                         driver);
+    if (st == VK_OK && d->core->sentinel != NULL)
+        st = start_seeking(d);
     if (st != VK_OK) {
         char *cause = vk__error_dup();
+        vk__engine_free(d->engine, "client closed");
+        d->engine = NULL;
         vk_client_free(d->core);
         d->core = NULL;
         vk__fail_restore(st, cause);
@@ -58,6 +150,8 @@ void vk__driven_destroy(vk_driven *d)
         w = next;
     }
     d->depth++;   /* completions that call back in are refused, not re-entered */
+    vk__seek_free(d->seek);
+    d->seek = NULL;
     vk__engine_free(d->engine, "client closed");
     d->engine = NULL;
     vk_client_free(d->core);

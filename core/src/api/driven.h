@@ -12,6 +12,7 @@
 #include "api/client.h"
 #include "engine/engine.h"
 #include "api/pipeline.h"
+#include "topology/sentinel_seek.h"
 
 #include <pthread.h>
 
@@ -36,8 +37,14 @@ struct vk_driven {
     vk_client *core;          /* config, TLS, credentials, IAM refresh; never connects */
     vk_engine *engine;
     pthread_t owner;          /* every call comes from this thread */
-    vk_endpoint endpoint;     /* the node */
+    vk_endpoint endpoint;     /* the node (Sentinel: the master last found) */
     char peer[300];           /* the node, for messages */
+    bool has_endpoint;        /* endpoint holds a node */
+    /* Sentinel mode: the walk that finds the master before each dial of
+     * the node (vk__driven_locate), and checks it while connected
+     * (vk__driven_check_master); NULL otherwise. */
+    vk_seek *seek;
+    bool seek_locates;        /* the walk running is for a dial */
     int depth;                /* public calls running (completions may re-enter) */
     bool free_requested;      /* freed from inside a call: done when it returns */
     bool closing;
@@ -45,14 +52,35 @@ struct vk_driven {
     /* Releases the driver's own state and the struct (after the engine
      * and core are gone). */
     void (*release)(vk_driven *d);
+    /* Sentinel mode, set by the driver: a connection of its own to a
+     * sentinel (vk_seek_driver's probe_open and probe_close) ... */
+    vk_status (*probe_open)(vk_driven *d, const vk_endpoint *ep, const vk_config *cfg,
+                            vk_credentials *credentials, vk_engine **out);
+    void (*probe_close)(vk_driven *d, vk_engine *probe);
+    /* ... and the end of a vk__driven_locate: VK_OK when endpoint and peer
+     * name the master (the driver dials it, after vk__engine_dial_started),
+     * else the failure for vk__engine_open_failed. */
+    void (*located)(vk_driven *d, vk_status st);
 };
 
-/* Prepares d (kind and release set by the caller) for cfg, standalone
- * only; the engine talks to driver. */
+/* Prepares d (kind, release and, for Sentinel, probe_open, probe_close and
+ * located set by the caller) for cfg, standalone or Sentinel; the engine
+ * talks to driver. */
 vk_status vk__driven_init(vk_driven *d, const vk_config *cfg, const vk_engine_driver *driver);
 /* Cancels every operation ("client closed"), frees the engine and the
  * core, then d->release(d). */
 void vk__driven_destroy(vk_driven *d);
+
+/* The engine asks to open the node's connection: standalone, the driver
+ * dials d->endpoint at once (false); Sentinel, the master is looked for
+ * first and located() follows (true). */
+bool vk__driven_locate(vk_driven *d);
+/* The node's connection is closed: a search for the master stops. */
+void vk__driven_node_closed(vk_driven *d);
+/* The engine's check_master: when the sentinels name another master, the
+ * node is left (vk__engine_leave_node) and the next dial finds the new
+ * one. */
+void vk__driven_check_master(vk_driven *d);
 
 void vk__driven_watch(vk_driven *d, vk_driven_watch *w);
 /* Before the watcher goes itself (d still live). */
@@ -87,6 +115,9 @@ vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id);
  * (VK_ERR_CANCELLED when cancelled or the client is freed first). */
 vk_status vk__driven_after(vk_driven *d, const char *function, int64_t delay_ms,
                            vk_async_fn fn, void *userdata, uint64_t *id);
+/* A status snapshot (vk_snapshot): connected, the mode, the node (the
+ * master last found), the switches followed and the token refresh state. */
+vk_status vk__driven_snapshot(vk_snapshot **out, vk_driven *d, const char *function);
 /* The completion every driver gives the engine. */
 void vk__driven_complete(void *userdata, vk_async_fn fn, void *op_userdata, vk_status st,
                          redisReply *reply);

@@ -3,6 +3,7 @@
  * probe of the server.
  */
 #include "api/client.h"
+#include "api/driven.h"
 #include "topology/cluster.h"
 
 #include <stdlib.h>
@@ -41,6 +42,18 @@ static vk_status take_topology(vk_snapshot *s, vk_client *c)
     return VK_OK;
 }
 
+/* The token refresh's part; a blocking client's failed reconnect counts
+ * too, as LastRefreshError in the original. */
+static vk_status take_refresh_state(vk_snapshot *s, const vk_client *c, bool reconnects)
+{
+    if (c->refresher != NULL)
+        vk__refresher_status(c->refresher, &s->last_refresh_error, &s->last_refresh_at_ms,
+                             &s->refresh_loop_running);
+    if (s->last_refresh_error == NULL && reconnects)
+        return vk_client_last_refresh_error(&s->last_refresh_error, c);
+    return VK_OK;
+}
+
 VK_API vk_status vk_client_snapshot(vk_snapshot **out, const vk_client *client)
 {
     if (out == NULL)
@@ -62,16 +75,33 @@ VK_API vk_status vk_client_snapshot(vk_snapshot **out, const vk_client *client)
         free(s);
         return st;
     }
-    if (c->refresher != NULL)
-        vk__refresher_status(c->refresher, &s->last_refresh_error, &s->last_refresh_at_ms,
-                             &s->refresh_loop_running);
-    if (s->last_refresh_error == NULL) {
-        /* A failed reconnect counts too, as LastRefreshError in the original. */
-        st = vk_client_last_refresh_error(&s->last_refresh_error, client);
-        if (st != VK_OK) {
-            vk_snapshot_free(s);
-            return st;
-        }
+    if ((st = take_refresh_state(s, c, true)) != VK_OK) {
+        vk_snapshot_free(s);
+        return st;
+    }
+    *out = s;
+    return VK_OK;
+}
+
+vk_status vk__driven_snapshot(vk_snapshot **out, vk_driven *d, const char *function)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    vk_status st = vk__driven_usable(d, function);
+    if (st != VK_OK)
+        return st;
+    vk_snapshot *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return vk__fail_nomem();
+    s->connected = vk__engine_ready(d->engine);
+    s->mode = mode_of(d->core);
+    s->master_switches = atomic_load(&d->core->master_switches);
+    if (d->has_endpoint)
+        vk__format_endpoint(s->master_address, sizeof s->master_address, &d->endpoint);
+    if ((st = take_refresh_state(s, d->core, false)) != VK_OK) {
+        vk_snapshot_free(s);
+        return st;
     }
     *out = s;
     return VK_OK;

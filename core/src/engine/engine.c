@@ -23,6 +23,10 @@
 
 /* Requests in flight on the connection at most; more wait in the queue. */
 #define VK_ENGINE_MAX_IN_FLIGHT 4096
+/* Sentinel mode: how often the driver is asked to check with the sentinels
+ * that the node is still the master (as the blocking client's driven mode
+ * does). */
+#define VK_ENGINE_MASTER_CHECK_MS 1000
 
 typedef enum op_kind {
     OP_COMMAND,
@@ -99,6 +103,14 @@ struct vk_engine {
     uint64_t auth_generation;   /* credentials the connection logged in with */
     bool reauth_in_line;        /* a new token's AUTH awaits its reply */
     bool exclusive_in_line;     /* a transaction is in the line */
+    /* Sentinel mode (vk__engine_follow_master): the handshake asks ROLE,
+     * the dial waits for the driver to locate the master, and a node that
+     * says it is no longer the master (READONLY, MASTERDOWN) is left: no
+     * request is sent to it any more, and once the line is empty the
+     * connection closes and the next open locates the master again. */
+    bool follows_master;
+    bool stale;
+    int64_t next_check_ms;      /* when the driver checks the master next */
     engine_op steps[VK_HANDSHAKE_MAX_STEPS + 1];
 
     /* Blocking commands in the line stretch the read timeout. */
@@ -310,6 +322,7 @@ static void connection_down(vk_engine *e, vk_status st)
     }
     e->reauth_in_line = false;
     e->exclusive_in_line = false;
+    e->stale = false;
     if (e->mux != NULL) {
         e->dead_mux = e->mux;
         e->mux = NULL;
@@ -354,6 +367,27 @@ static void retry_or_complete(vk_engine *e, engine_op *op, vk_status st, bool se
     complete(e, op, st, NULL);
 }
 
+/* Sentinel mode: this node is no longer the master; see follows_master. */
+static void leave_node(vk_engine *e)
+{
+    e->stale = true;
+    e->pump_again = true;
+}
+
+/* A stale connection with nothing left in it closes quietly (nothing
+ * fails); the queue dials again, and the driver locates the master. */
+static void retire_stale(vk_engine *e)
+{
+    if (e->reauth_in_line || vk__mux_in_flight(e->mux) > 0)
+        return;
+    e->stale = false;
+    e->state = CONN_DOWN;
+    e->drv.close(e->drv.userdata);
+    e->dead_mux = e->mux;
+    e->mux = NULL;
+    e->pump_again = true;
+}
+
 static void start_handshake(vk_engine *e, int64_t now_ms)
 {
     char *user = NULL, *pass = NULL;
@@ -369,6 +403,14 @@ static void start_handshake(vk_engine *e, int64_t now_ms)
             st = vk__mux_submit_secret(e->mux, op, s->argc, s->argv, s->lens, s->secret);
         }
         e->handshake_left = plan.count;
+        if (st == VK_OK && e->follows_master) {
+            static const char *const role[] = {"ROLE"};
+            static const size_t role_len[] = {4};
+            engine_op *op = &e->steps[plan.count];
+            *op = (engine_op){.kind = OP_HANDSHAKE, .step = role[0]};
+            st = vk__mux_submit_secret(e->mux, op, 1, role, role_len, false);
+            e->handshake_left++;
+        }
     }
     vk__free_secret(user);
     vk__free_secret(pass);
@@ -405,7 +447,9 @@ static void reauthenticate(vk_engine *e, int64_t now_ms)
 
 static void handshake_reply(vk_engine *e, engine_op *step, redisReply *reply, int64_t now_ms)
 {
-    vk_status st = vk__handshake_check(&(vk_handshake_step){.name = step->step}, reply);
+    vk_status st = strcmp(step->step, "ROLE") == 0
+                       ? vk__handshake_role_check(e->peer, reply)
+                       : vk__handshake_check(&(vk_handshake_step){.name = step->step}, reply);
     vk__reply_free(reply);
     if (st != VK_OK) {
         fail_connection(e, st, now_ms);
@@ -417,6 +461,7 @@ static void handshake_reply(vk_engine *e, engine_op *step, redisReply *reply, in
     }
     if (--e->handshake_left == 0) {
         e->state = CONN_READY;
+        e->next_check_ms = now_ms + VK_ENGINE_MASTER_CHECK_MS;
         vk__reconnect_gate_passed(&e->gate);
         e->pump_again = true;
     }
@@ -436,6 +481,14 @@ static void pipeline_reply(vk_engine *e, engine_op *op, redisReply *reply, int64
         e->pump_again = true;
     }
     bool ended = vk__pipeline_batch_ended(&op->batch, op->array);
+    /* Sentinel mode: a node that is no longer the master sends the client
+     * back to discovery (the pipeline itself is not retried). */
+    for (size_t i = 0; e->follows_master && i < op->array->elements; i++) {
+        if (vk__reply_demands_rediscovery(op->array->element[i])) {
+            leave_node(e);
+            break;
+        }
+    }
     complete(e, op, VK_OK, NULL);
     /* A transaction that may still be open would leak into every request
      * after it: the connection goes (nothing was sent behind it). */
@@ -469,7 +522,19 @@ static void on_mux_done(void *userdata, void *opp, vk_status st, redisReply *rep
     }
     if (st == VK_OK) {
         int max_retries = e->cfg->max_retries > 0 ? e->cfg->max_retries : 0;
-        if (VK_UNLIKELY(vk__reply_is_refusal(reply)) && op->retries < max_retries) {
+        if (VK_UNLIKELY(e->follows_master && vk__reply_demands_rediscovery(reply))) {
+            /* The node is not (or no longer) the master and did not run the
+             * command: find the master again and retry there. */
+            leave_node(e);
+            if (op->retries < max_retries) {
+                vk__reply_free(reply);
+                op->not_before_ms = now_ms + vk__retry_backoff_ms(e->cfg, op->retries);
+                op->retries++;
+                list_push(&e->retries, op);
+                e->pump_again = true;
+                return;
+            }
+        } else if (VK_UNLIKELY(vk__reply_is_refusal(reply)) && op->retries < max_retries) {
             vk__reply_free(reply);
             /* Refused without running: safe to send again. */
             retry_or_complete(e, op, VK_ERR_SERVER, false, now_ms);
@@ -518,6 +583,10 @@ static void open_failed(vk_engine *e, vk_status st, int64_t now_ms)
 
 static void send_queued(vk_engine *e, int64_t now_ms)
 {
+    if (VK_UNLIKELY(e->stale)) {
+        retire_stale(e);
+        return;
+    }
     if (e->credentials != NULL && !e->reauth_in_line &&
         atomic_load_explicit(&e->credentials->generation, memory_order_acquire) !=
             e->auth_generation) {
@@ -573,7 +642,10 @@ static void pump(vk_engine *e, int64_t now_ms)
             return;
         }
         e->state = CONN_DIALING;
-        e->dial_deadline_ms = now_ms + e->cfg->dial_timeout_ms;
+        /* Sentinel mode: the dial's time starts once the master is found
+         * (vk__engine_dial_started); each sentinel asked has its own. */
+        e->dial_deadline_ms =
+            e->follows_master ? VK_ENGINE_NEVER : now_ms + e->cfg->dial_timeout_ms;
         e->drv.open(e->drv.userdata);
         return;
     }
@@ -599,6 +671,8 @@ static int64_t next_wake(const vk_engine *e, int64_t now_ms)
         at = head->not_before_ms;
     if (e->timers.head != NULL && e->timers.head->not_before_ms < at)
         at = e->timers.head->not_before_ms;
+    if (e->follows_master && e->state == CONN_READY && !e->stale && e->next_check_ms < at)
+        at = e->next_check_ms;
     return at;
 }
 
@@ -897,6 +971,7 @@ void vk__engine_opened(vk_engine *e, int64_t now_ms)
         e->last_progress_ms = now_ms;
         e->reauth_in_line = false;
         e->exclusive_in_line = false;
+        e->stale = false;
         start_handshake(e, now_ms);
     } else {
         open_failed(e, st, now_ms);
@@ -971,6 +1046,11 @@ void vk__engine_tick(vk_engine *e, int64_t now_ms)
         fail_connection(e, VK_ERR_TIMEOUT, now_ms);
     }
     fire_timers(e, now_ms);
+    if (e->follows_master && e->state == CONN_READY && !e->stale && now_ms >= e->next_check_ms &&
+        e->drv.check_master != NULL) {
+        e->next_check_ms = now_ms + VK_ENGINE_MASTER_CHECK_MS;
+        e->drv.check_master(e->drv.userdata);
+    }
     e->pump_again = true;
     end(e);
 }
@@ -991,4 +1071,32 @@ vk_status vk__engine_submit(vk_engine *e, int argc, const char *const *argv,
     if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE))
         return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
     return vk__engine_command(e, &cmd, fn, op_userdata, now_ms, id);
+}
+
+void vk__engine_follow_master(vk_engine *e)
+{
+    e->follows_master = true;
+}
+
+void vk__engine_set_peer(vk_engine *e, const char *peer)
+{
+    snprintf(e->peer, sizeof e->peer, "%s", peer);
+}
+
+void vk__engine_dial_started(vk_engine *e, int64_t now_ms)
+{
+    if (e->state != CONN_DIALING)
+        return;
+    begin(e, now_ms);
+    e->dial_deadline_ms = now_ms + e->cfg->dial_timeout_ms;
+    end(e);
+}
+
+void vk__engine_leave_node(vk_engine *e, int64_t now_ms)
+{
+    if (e->state != CONN_READY && e->state != CONN_HANDSHAKE)
+        return;
+    begin(e, now_ms);
+    leave_node(e);
+    end(e);
 }

@@ -49,11 +49,28 @@ typedef struct vk_engine_driver {
     /* Optional: what a dial that runs out of time is still doing, for its
      * message ("lookup <host>: name resolution timed out"), or NULL. */
     const char *(*dial_stage)(void *userdata);
+    /* Sentinel mode: check with the sentinels that the node is still the
+     * master (about once a second while the connection is up); when it is
+     * not, the driver calls vk__engine_leave_node. */
+    void (*check_master)(void *userdata);
 } vk_engine_driver;
 
 /* All borrowed: they outlive the engine. */
 vk_status vk__engine_new(vk_engine **out, const vk_config *cfg, vk_credentials *credentials,
                          const char *peer, const vk_engine_driver *driver);
+/* Sentinel mode, before any operation: the handshake checks that the node
+ * is a master (ROLE); the driver's open() first locates the master (and
+ * names it with vk__engine_set_peer), then calls vk__engine_dial_started,
+ * from which the dial timeout counts; a node that answers READONLY or
+ * MASTERDOWN is left once its line is empty (the command is retried by
+ * the retry budget), and the next open locates the master again. */
+void vk__engine_follow_master(vk_engine *e);
+/* Sentinel mode: the node is no longer the master: as after READONLY. */
+void vk__engine_leave_node(vk_engine *e, int64_t now_ms);
+/* The node's name in messages, from now on. */
+void vk__engine_set_peer(vk_engine *e, const char *peer);
+/* Sentinel mode: the master is located, the dial starts now. */
+void vk__engine_dial_started(vk_engine *e, int64_t now_ms);
 /* Every operation not complete completes with VK_ERR_CANCELLED and the
  * detail `why`; the connection is closed. NULL-safe. */
 void vk__engine_free(vk_engine *e, const char *why);

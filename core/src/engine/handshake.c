@@ -107,3 +107,19 @@ vk_status vk__handshake_error(const char *step, const char *text, size_t len)
         return vk__fail(VK_ERR_PROTOCOL, "%s: %.*s", step, (int)len, text);
     return vk__fail(VK_ERR_SERVER, "%s: %.*s", step, (int)len, text);
 }
+
+vk_status vk__handshake_role_check(const char *address, const redisReply *r)
+{
+    const redisReply *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0] : NULL;
+    if (role != NULL && role->type == REDIS_REPLY_STRING && role->len == 6 &&
+        memcmp(role->str, "master", 6) == 0)
+        return VK_OK;
+    if (role != NULL && role->type == REDIS_REPLY_STRING)
+        return vk__fail_msg(VK_ERR_SERVER, "redis sentinel: %s is not a master (role: %.*s)",
+                            address, (int)role->len, role->str);
+    if (r->type == REDIS_REPLY_ERROR)
+        return vk__fail_msg(VK_ERR_SERVER, "redis sentinel: ROLE on %s failed: %.*s", address,
+                            (int)r->len, r->str);
+    return vk__fail_msg(VK_ERR_PROTOCOL, "redis sentinel: unexpected reply to ROLE from %s",
+                        address);
+}

@@ -14,7 +14,9 @@
 
 #include <hiredis/hiredis.h>
 
-#define VK_HANDSHAKE_MAX_STEPS 3
+/* HELLO or AUTH, SELECT, PING, and ROLE for a client that follows a
+ * master (vk__handshake_role_check). */
+#define VK_HANDSHAKE_MAX_STEPS 4
 
 typedef struct vk_handshake_step {
     const char *name;       /* "HELLO", "AUTH", "SELECT" or "PING", for messages */
@@ -49,5 +51,14 @@ vk_status vk__handshake_check(const vk_handshake_step *step, const redisReply *r
  * are VK_ERR_PROTOCOL, anything else VK_ERR_SERVER, both "<step>: <text>".
  * Arguments the server quotes back are cut off (they hold the password). */
 vk_status vk__handshake_error(const char *step, const char *text, size_t len);
+
+/* Sentinel mode: a sentinel's word is not enough (it may be stale or
+ * partitioned), the node itself must say it is a master, so that the
+ * client never writes to a replica. The meaning of the reply to ROLE from
+ * address: VK_OK for a master, else VK_ERR_SERVER "redis sentinel:
+ * <address> is not a master (role: <role>)" or "redis sentinel: ROLE on
+ * <address> failed: <error>", or VK_ERR_PROTOCOL "redis sentinel:
+ * unexpected reply to ROLE from <address>". */
+vk_status vk__handshake_role_check(const char *address, const redisReply *reply);
 
 #endif /* VK_HANDSHAKE_H */

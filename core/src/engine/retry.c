@@ -11,6 +11,13 @@
 
 /* Error replies with which the server refuses a command without running
  * it: retrying is always safe. */
+bool vk__reply_demands_rediscovery(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR &&
+           ((r->len >= 8 && memcmp(r->str, "READONLY", 8) == 0) ||
+            (r->len >= 10 && memcmp(r->str, "MASTERDOWN", 10) == 0));
+}
+
 bool vk__reply_is_refusal(const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ERROR)

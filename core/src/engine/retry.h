@@ -10,6 +10,9 @@
 
 /* -LOADING, -TRYAGAIN, -CLUSTERDOWN, -MASTERDOWN: refused without running. */
 bool vk__reply_is_refusal(const redisReply *r);
+/* Sentinel mode: -READONLY or -MASTERDOWN, an error reply that says the
+ * node is not (or no longer) a usable master and did not run the command. */
+bool vk__reply_demands_rediscovery(const redisReply *r);
 /* Failures that another attempt cannot fix. */
 bool vk__status_is_final(vk_status st);
 /* May a command that failed with st (after `retries` retries) run again?

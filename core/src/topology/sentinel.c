@@ -106,8 +106,7 @@ vk_events *vk__sentinel_events(const vk_sentinel *s)
     return s->events;
 }
 
-/* Moves ep to the front of the list: it is asked first next time. */
-static void promote(vk_sentinel *s, const vk_endpoint *ep)
+void vk__sentinel_promote(vk_sentinel *s, const vk_endpoint *ep)
 {
     pthread_mutex_lock(&s->lock);
     for (size_t i = 1; i < s->count; i++) {
@@ -141,27 +140,42 @@ static bool is_string(const redisReply *r)
     return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS;
 }
 
+void vk__sentinel_query(const vk_sentinel *s, const char *what, const char *argv[3])
+{
+    argv[0] = "SENTINEL";
+    argv[1] = what;
+    argv[2] = s->cfg->sentinel_master;
+}
+
+vk_status vk__sentinel_read_master(const char *peer, const redisReply *r, vk_endpoint *out,
+                                   bool *known)
+{
+    *known = false;
+    if (r->type == REDIS_REPLY_NIL)
+        return VK_OK;   /* this sentinel does not monitor that name */
+    if (r->type == REDIS_REPLY_ERROR)
+        return vk__fail(VK_ERR_SERVER, "sentinel %s: %.*s", peer, (int)r->len, r->str);
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && is_string(r->element[0]) &&
+        is_string(r->element[1]) &&
+        endpoint_from(out, r->element[0]->str, r->element[0]->len, r->element[1]->str)) {
+        *known = true;
+        return VK_OK;
+    }
+    return vk__fail(VK_ERR_PROTOCOL, "sentinel %s: unexpected reply to " VK_SENTINEL_ASK_MASTER,
+                    peer);
+}
+
 vk_status vk__sentinel_ask_master(vk_sentinel *s, vk_sentinel_link *link, vk_endpoint *out,
                                   bool *known, vk_context *ctx)
 {
     *known = false;
-    const char *argv[] = {"SENTINEL", "GET-MASTER-ADDR-BY-NAME", s->cfg->sentinel_master};
+    const char *argv[3];
+    vk__sentinel_query(s, VK_SENTINEL_ASK_MASTER, argv);
     redisReply *r = NULL;
     vk_status st = vk__sentinel_link_command(link, &r, 3, argv, ctx);
     if (st != VK_OK)
         return st;
-    if (r->type == REDIS_REPLY_NIL) {
-        st = VK_OK;   /* this sentinel does not monitor that name */
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        st = vk__fail(VK_ERR_SERVER, "sentinel %s: %.*s", link->t.peer, (int)r->len, r->str);
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && is_string(r->element[0]) &&
-               is_string(r->element[1]) &&
-               endpoint_from(out, r->element[0]->str, r->element[0]->len, r->element[1]->str)) {
-        *known = true;
-    } else {
-        st = vk__fail(VK_ERR_PROTOCOL, "sentinel %s: unexpected reply to GET-MASTER-ADDR-BY-NAME",
-                      link->t.peer);
-    }
+    st = vk__sentinel_read_master(link->t.peer, r, out, known);
     vk__reply_free(r);
     return st;
 }
@@ -186,10 +200,17 @@ static bool entry_endpoint(const redisReply *entry, vk_endpoint *out)
 
 void vk__sentinel_refresh_list(vk_sentinel *s, vk_sentinel_link *link, vk_context *ctx)
 {
-    const char *argv[] = {"SENTINEL", "SENTINELS", s->cfg->sentinel_master};
+    const char *argv[3];
+    vk__sentinel_query(s, VK_SENTINEL_LIST, argv);
     redisReply *r = NULL;
     if (vk__sentinel_link_command(link, &r, 3, argv, ctx) != VK_OK)
         return;   /* the list stays as it was; the next discovery tries again */
+    vk__sentinel_merge_list(s, r);
+    vk__reply_free(r);
+}
+
+void vk__sentinel_merge_list(vk_sentinel *s, const redisReply *r)
+{
     if (r->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < r->elements; i++) {
             vk_endpoint ep;
@@ -208,10 +229,9 @@ void vk__sentinel_refresh_list(vk_sentinel *s, vk_sentinel_link *link, vk_contex
             }
         }
     }
-    vk__reply_free(r);
 }
 
-static void warn_sentinel_failure(vk_sentinel *s, const vk_endpoint *ep, const char *cause)
+void vk__sentinel_warn_failure(vk_sentinel *s, const vk_endpoint *ep, const char *cause)
 {
     char address[300];
     vk__format_endpoint(address, sizeof address, ep);
@@ -233,7 +253,7 @@ vk_status vk__sentinel_discover(vk_sentinel *s, vk_endpoint *out, vk_context *ct
         if (st == VK_OK && known) {
             vk__sentinel_refresh_list(s, &link, ctx);
             vk__sentinel_link_close(&link, true);
-            promote(s, &ep);
+            vk__sentinel_promote(s, &ep);
             free(last_cause);
             return VK_OK;
         }
@@ -248,16 +268,19 @@ vk_status vk__sentinel_discover(vk_sentinel *s, vk_endpoint *out, vk_context *ct
         }
         free(last_cause);
         last_cause = vk__error_dup();
-        warn_sentinel_failure(s, &ep, last_cause);
+        vk__sentinel_warn_failure(s, &ep, last_cause);
     }
-    vk_status st;
-    if (answered)
-        st = vk__fail_msg(VK_ERR_SERVER,
-                          "redis sentinel: master \"%s\" is unknown to every reachable sentinel",
-                          s->cfg->sentinel_master);
-    else
-        st = vk__fail_msg(VK_ERR_IO, "redis sentinel: all sentinels are unreachable: %s",
-                          last_cause != NULL ? last_cause : "no sentinel address");
+    vk_status st = vk__sentinel_gave_up(s, answered, last_cause);
     free(last_cause);
     return st;
+}
+
+vk_status vk__sentinel_gave_up(const vk_sentinel *s, bool answered, const char *last_cause)
+{
+    if (answered)
+        return vk__fail_msg(VK_ERR_SERVER,
+                            "redis sentinel: master \"%s\" is unknown to every reachable sentinel",
+                            s->cfg->sentinel_master);
+    return vk__fail_msg(VK_ERR_IO, "redis sentinel: all sentinels are unreachable: %s",
+                        last_cause != NULL ? last_cause : "no sentinel address");
 }

@@ -66,6 +66,29 @@ vk_status vk__sentinel_ask_master(vk_sentinel *s, vk_sentinel_link *link, vk_end
                                   bool *known, vk_context *ctx);
 /* Merges the sentinels that the one on link knows (SENTINEL SENTINELS). */
 void vk__sentinel_refresh_list(vk_sentinel *s, vk_sentinel_link *link, vk_context *ctx);
+
+/* The rules of a discovery, shared with the engine's (sentinel_seek.c),
+ * which does the same walk without blocking. */
+#define VK_SENTINEL_ASK_MASTER "GET-MASTER-ADDR-BY-NAME"
+#define VK_SENTINEL_LIST "SENTINELS"
+/* SENTINEL <what> <master name>. */
+void vk__sentinel_query(const vk_sentinel *s, const char *what, const char *argv[3]);
+/* The meaning of a sentinel's (peer's) answer to GET-MASTER-ADDR-BY-NAME:
+ * VK_OK with *known false when it does not monitor the name; an error
+ * reply is VK_ERR_SERVER "sentinel <peer>: <error>", any other reply
+ * VK_ERR_PROTOCOL. */
+vk_status vk__sentinel_read_master(const char *peer, const redisReply *r, vk_endpoint *out,
+                                   bool *known);
+/* Merges the sentinels of a SENTINEL SENTINELS reply (new ones logged). */
+void vk__sentinel_merge_list(vk_sentinel *s, const redisReply *r);
+/* Moves ep to the front of the list: it is asked first next time. */
+void vk__sentinel_promote(vk_sentinel *s, const vk_endpoint *ep);
+/* Logs "redis sentinel query failed" for the sentinel at ep. */
+void vk__sentinel_warn_failure(vk_sentinel *s, const vk_endpoint *ep, const char *cause);
+/* The failure of a discovery in which every sentinel was asked: answered
+ * (some sentinel answered, none knew the name) or not (last_cause: the
+ * last sentinel's failure). */
+vk_status vk__sentinel_gave_up(const vk_sentinel *s, bool answered, const char *last_cause);
 /* A copy of the i-th known sentinel; false past the end. */
 bool vk__sentinel_address(vk_sentinel *s, size_t i, vk_endpoint *out);
 const char *vk__sentinel_master_name(const vk_sentinel *s);
