@@ -4,6 +4,7 @@ server's ACL and removes it when it expires) while tasks keep commands in
 flight on the client's one connection: none fails."""
 
 import asyncio
+import datetime
 
 import pytest
 
@@ -43,13 +44,45 @@ async def test_tokens_rotate_under_async_load_with_no_failed_command(iam):  # no
     for i, n in enumerate(counts):
         assert n > 0
         assert await client.execute("GET", "vkpy:async-iam:%d" % i) == str(n).encode()
-    # The refresh state is the blocking client's to report.
-    with pytest.raises(NotImplementedError) as info:
-        client.status()
-    assert "token refresh state" in str(info.value)
-    with pytest.raises(NotImplementedError):
-        client.last_refresh_error()
+    status = client.status()
+    assert status.connected is True and status.mode == "standalone"
+    assert status.refresh_loop_running is True
+    assert status.last_refresh_error is None and client.last_refresh_error() is None
+    assert status.last_refresh_at is not None
     # A new connection logs in with the token in service (the first expired).
     await client.close()
     assert await client.ping() is True
+    await client.close()
+
+
+@pytest.mark.asyncio
+async def test_refresh_state_is_reported(iam):  # noqa: F811
+    """status() and last_refresh_error() report the token refresh as the
+    blocking client's do: a failure while the old token stays in service,
+    then the recovery."""
+    server, google, _ = iam
+    cfg = iam_config(iam, token_lifetime=60.0, refresh_every=0.5, refresh_check_interval=0.1)
+    client = vka.Client(cfg)
+    assert client.status().connected is False and client.last_refresh_error() is None
+    before = datetime.datetime.now(datetime.timezone.utc)
+    assert await client.ping() is True
+    status = client.status()
+    assert status.refresh_loop_running is True and status.last_refresh_error is None
+    assert before - datetime.timedelta(seconds=1) <= status.last_refresh_at
+    google.control(status=503, message="unavailable")
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while client.last_refresh_error() is None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        error = client.status().last_refresh_error
+        assert isinstance(error, str) and error
+        assert google.key["private_pem"].splitlines()[1] not in error
+        assert await client.ping() is True   # still in service with the old token
+    finally:
+        google.control()
+    deadline = loop.time() + 20
+    while client.last_refresh_error() is not None and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert client.status().last_refresh_error is None
     await client.close()

@@ -67,6 +67,8 @@ int vkpy_as_bytes(PyObject *obj, const char **data, size_t *len);
  * raised as ResponseError when raise_error is set; nested error replies
  * become ResponseError instances in their container. */
 PyObject *vkpy_reply_to_python(const vk_reply *reply, int raise_error);
+/* A status snapshot as the tuple Client._snapshot() returns (vkpy_client.c). */
+PyObject *vkpy_snapshot_tuple(const vk_snapshot *snap);
 /* Interned "OK", the most common status reply. */
 int vkpy_reply_init(void);
 

@@ -822,6 +822,23 @@ static PyObject *aclient_is_connected(vkpy_aclient *self, PyObject *unused)
     return PyBool_FromLong(self->shared && vk_async_is_connected(self->shared->async));
 }
 
+PyDoc_STRVAR(aclient_snapshot_doc,
+             "_snapshot()\n--\n\n"
+             "The connection's status snapshot, as vkclient.Client._snapshot(); None\n"
+             "before the client was first used (internal).");
+static PyObject *aclient_snapshot(vkpy_aclient *self, PyObject *unused)
+{
+    if (self->shared == NULL)
+        Py_RETURN_NONE;
+    vk_snapshot *snap = NULL;
+    vk_status st = vk_async_snapshot(&snap, self->shared->async);
+    if (st != VK_OK)
+        return vkpy_raise(st);
+    PyObject *result = vkpy_snapshot_tuple(snap);
+    vk_snapshot_free(snap);
+    return result;
+}
+
 static PyObject *aclient_bound(vkpy_aclient *self, PyObject *unused)
 {
     return PyBool_FromLong(self->loop != NULL);
@@ -843,6 +860,7 @@ static PyMethodDef aclient_methods[] = {
     {"_close", (PyCFunction)aclient_close, METH_NOARGS, aclient_close_doc},
     {"is_connected", (PyCFunction)aclient_is_connected, METH_NOARGS,
      "is_connected()\n--\n\nWhether the connection is open and ready (no probe)."},
+    {"_snapshot", (PyCFunction)aclient_snapshot, METH_NOARGS, aclient_snapshot_doc},
     {"_bound", (PyCFunction)aclient_bound, METH_NOARGS,
      "_bound(): whether the client is bound to a loop (internal)."},
     {NULL, NULL, 0, NULL},

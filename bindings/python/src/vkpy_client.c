@@ -375,6 +375,21 @@ static PyObject *snapshot_nodes(const vk_snapshot *snap)
     return nodes;
 }
 
+PyObject *vkpy_snapshot_tuple(const vk_snapshot *snap)
+{
+    PyObject *nodes = snapshot_nodes(snap);
+    if (nodes == NULL)
+        return NULL;
+    return Py_BuildValue(
+        "(NzLNszKKKKN)", PyBool_FromLong(vk_snapshot_connected(snap)),
+        vk_snapshot_last_refresh_error(snap), (long long)vk_snapshot_last_refresh_at_ms(snap),
+        PyBool_FromLong(vk_snapshot_refresh_loop_running(snap)), vk_snapshot_mode(snap),
+        vk_snapshot_master_address(snap), (unsigned long long)vk_snapshot_master_switches(snap),
+        (unsigned long long)vk_snapshot_slot_map_refreshes(snap),
+        (unsigned long long)vk_snapshot_moved_redirects(snap),
+        (unsigned long long)vk_snapshot_ask_redirects(snap), nodes);
+}
+
 PyDoc_STRVAR(client_snapshot_doc,
              "_snapshot()\n--\n\n"
              "(connected, last_refresh_error, last_refresh_at_ms, refresh_loop_running, mode,\n"
@@ -390,18 +405,7 @@ static PyObject *client_snapshot(vkpy_client *self, PyObject *unused)
     Py_END_ALLOW_THREADS
     if (st != VK_OK)
         return vkpy_raise(st);
-    PyObject *nodes = snapshot_nodes(snap);
-    PyObject *result = NULL;
-    if (nodes != NULL)
-        result = Py_BuildValue(
-            "(NzLNszKKKKN)", PyBool_FromLong(vk_snapshot_connected(snap)),
-            vk_snapshot_last_refresh_error(snap), (long long)vk_snapshot_last_refresh_at_ms(snap),
-            PyBool_FromLong(vk_snapshot_refresh_loop_running(snap)), vk_snapshot_mode(snap),
-            vk_snapshot_master_address(snap),
-            (unsigned long long)vk_snapshot_master_switches(snap),
-            (unsigned long long)vk_snapshot_slot_map_refreshes(snap),
-            (unsigned long long)vk_snapshot_moved_redirects(snap),
-            (unsigned long long)vk_snapshot_ask_redirects(snap), nodes);
+    PyObject *result = vkpy_snapshot_tuple(snap);
     vk_snapshot_free(snap);
     return result;
 }

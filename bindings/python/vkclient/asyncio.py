@@ -15,15 +15,16 @@ replies are converted in C, as in the blocking client).
                 await client.execute("INCR", "n")
 
 A client is bound to the event loop it is first used on; a call from
-another loop (or thread) raises InvalidArgumentError. This version serves
-the standalone topology: Sentinel and Cluster configs raise
-InvalidConfigError at construction, with the core's text.
+another loop (or thread) raises InvalidArgumentError. Standalone and
+Sentinel configs are served (the master is found and followed on the
+loop); a Cluster config raises InvalidConfigError at construction, with the
+core's text.
 """
 
 import asyncio as _asyncio
 
 from . import _native
-from .client import Status
+from .client import Status, _status_of
 from .config import Config, build_native, to_ms
 from .errors import LockLostError, LockNotHeldError
 from .lock import LockOptions, _HandleView
@@ -96,24 +97,23 @@ class Client(_native.AsyncClientCore):
         return Pipeline(self)
 
     def status(self):
-        """A Status snapshot (no probe): connected, and the standalone node.
-        With GCP IAM auth the refresh state is not available from the
-        event-loop client: that raises NotImplementedError."""
-        self._no_refresh_state("status")
-        return Status(self.is_connected(), None, None, False, "standalone",
-                      _standalone_address(self.config))
+        """A Status snapshot (no probe), as vkclient.Client.status(): whether
+        connected, the GCP IAM token refresh state, the mode ("standalone" or
+        "sentinel"), the node (in Sentinel mode the master followed now,
+        None until one was found) and the master switches followed. Before
+        the first call, the configured node and nothing else."""
+        snapshot = self._snapshot()
+        if snapshot is not None:
+            return _status_of(snapshot)
+        if self.config.sentinel is not None:
+            return Status(False, None, None, False, "sentinel", None)
+        return Status(False, None, None, False, "standalone", _standalone_address(self.config))
 
     def last_refresh_error(self):
-        """None: without GCP IAM auth there is no token refresh (with it,
-        NotImplementedError: the event-loop client does not report it)."""
-        self._no_refresh_state("last_refresh_error")
-        return None
-
-    def _no_refresh_state(self, name):
-        if self.config.gcp_iam is not None:
-            raise NotImplementedError(
-                "vkclient.asyncio.Client.%s(): the token refresh state of GCP IAM auth is not "
-                "reported by the event-loop client; use vkclient.Client for it" % name)
+        """The latest GCP IAM token refresh failure (str), or None: none, no
+        IAM auth, or the client not used yet."""
+        snapshot = self._snapshot()
+        return snapshot[1] if snapshot is not None else None
 
     async def __aenter__(self):
         return self

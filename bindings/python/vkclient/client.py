@@ -40,6 +40,16 @@ class Status(NamedTuple):
     nodes: Mapping[str, int] = types.MappingProxyType({})
 
 
+
+def _status_of(snapshot):
+    """A Status from the native snapshot tuple (see Client._snapshot)."""
+    (connected, error, at_ms, running, mode, master, switches, refreshes, moved, ask,
+     nodes) = snapshot
+    at = (datetime.datetime.fromtimestamp(at_ms / 1000.0, tz=datetime.timezone.utc)
+          if at_ms else None)
+    return Status(connected, error, at, running, mode, master, switches, refreshes, moved,
+                  ask, types.MappingProxyType(dict(nodes)))
+
 class Client(_native.ClientCore):
     """A Redis/Valkey client: connection handling, pooling, retries, TLS and
     auth are done by the vkclient core.
@@ -83,12 +93,7 @@ class Client(_native.ClientCore):
 
     def status(self):
         """A Status snapshot: connection, token refresh and topology state."""
-        (connected, error, at_ms, running, mode, master, switches, refreshes, moved, ask,
-         nodes) = self._snapshot()
-        at = (datetime.datetime.fromtimestamp(at_ms / 1000.0, tz=datetime.timezone.utc)
-              if at_ms else None)
-        return Status(connected, error, at, running, mode, master, switches, refreshes, moved,
-                      ask, types.MappingProxyType(dict(nodes)))
+        return _status_of(self._snapshot())
 
     def __enter__(self):
         return self
