@@ -3,9 +3,9 @@
  * (VKTEST_NEEDS_SERVER), each scenario on libuv and on libevent: discovery
  * and the sentinel list, the blocking client's errors (unknown master name,
  * every sentinel unreachable, the sentinels' password, a replica named as
- * master), a SENTINEL FAILOVER while writes stream through one client
- * (where each write landed), and a master demoted behind the client's back
- * (READONLY).
+ * master, a CA that signed nothing of theirs), a group serving TLS only, a
+ * SENTINEL FAILOVER while writes stream through one client (where each
+ * write landed), and a master demoted behind the client's back (READONLY).
  */
 #include "vktest.h"
 #include "sentinels.h"
@@ -335,6 +335,38 @@ static void test_sentinel_auth(vkt_loop *loop)
     fails_like_blocking(loop, cfg);
     vk_config_free(cfg);
     vkt_server_stop(guarded);
+}
+
+/* ---- TLS ---------------------------------------------------------------------------- */
+
+static vkt_sentinel_group *tls_group;
+
+/* Sentinels and nodes serving TLS only: the probes and the node's
+ * connection are verified TLS, the checks run over it, and a CA that did
+ * not sign the sentinels' certificates gives the blocking client's error. */
+static void test_tls_group(vkt_loop *loop)
+{
+    if (tls_group == NULL)
+        return;
+    vk_config *cfg = sentinel_config(tls_group, "vktls", VKT_SENTINELS);
+    CHECK_OK(vk_config_set_tls(cfg, vkt_ca_base64()));
+    vk_async *a = vkt_async_new(loop, cfg);
+    if (a != NULL) {
+        CHECK(async_set(loop, a, "tls:sentinel", vkt_loop_name(loop)));
+        int master = vkt_sentinel_group_master(tls_group);
+        CHECK(master >= 0);
+        if (master >= 0) {
+            vkt_server *node = vkt_sentinel_group_node(tls_group, master);
+            check_snapshot(a, vkt_server_address(node), 0);
+        }
+        vkt_loop_run_for(loop, 1500);   /* a check of the master, over TLS */
+        CHECK(vk_async_is_connected(a));
+        CHECK(async_set(loop, a, "tls:sentinel:after", "1"));
+        vk_async_free(a);
+    }
+    CHECK_OK(vk_config_set_tls(cfg, vkt_other_ca_base64()));
+    fails_like_blocking(loop, cfg);
+    vk_config_free(cfg);
 }
 
 /* ---- a failover under load ------------------------------------------------------- */
@@ -722,6 +754,10 @@ int main(void)
     RUN_ON_LOOPS(test_replica_named_as_master_is_refused);
     RUN_ON_LOOPS(test_sentinel_auth);
     vkt_sentinel_group_stop(group);
+    tls_group = vkt_sentinel_group_start_tls("vktls");
+    CHECK(tls_group != NULL);
+    RUN_ON_LOOPS(test_tls_group);
+    vkt_sentinel_group_stop(tls_group);
     RUN_ON_LOOPS(test_failover_under_load);
     RUN_ON_LOOPS(test_demoted_master_is_left_on_readonly);
     return vkt_finish();
