@@ -4,14 +4,18 @@ with each test's own environment and working directory, a few at a time.
 
     run_wrapped.py --build DIR [--jobs N] -- WRAPPER ARGS...
 
-Prints one line per test and the output of failures; exits 1 if any failed.
+Prints one line per test (with its time) and the output of failures; exits
+1 if any failed. When ctest has run the tree before, the tests it found
+slowest start first (its Testing/Temporary/CTestCostData.txt), so that a
+long test does not start last and run on alone. Lines come as tests end.
 """
 import argparse
 import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 
 def list_tests(build):
@@ -30,17 +34,37 @@ def list_tests(build):
     return tests
 
 
+def ctest_costs(build):
+    """Each test's time in ctest's last runs of build ({} when none)."""
+    costs = {}
+    try:
+        with open(os.path.join(build, "Testing", "Temporary", "CTestCostData.txt")) as f:
+            for line in f:
+                fields = line.split()
+                if fields == ["---"]:
+                    break          # the failed tests' names follow
+                if len(fields) == 3:
+                    try:
+                        costs[fields[0]] = float(fields[2])
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return costs
+
+
 def run(test, wrapper, timeout):
     if not test["command"]:
-        return test["name"], "not built", ""
+        return "not built", "", 0.0
+    start = time.monotonic()
     try:
         proc = subprocess.run(wrapper + test["command"], env=test["env"], cwd=test["cwd"],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               errors="replace", timeout=timeout)
-        return test["name"], proc.returncode, proc.stdout + proc.stderr
+        return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
-        return test["name"], "timeout", out
+        return "timeout", out, time.monotonic() - start
 
 
 def main():
@@ -55,12 +79,18 @@ def main():
     if not tests:
         print("no tests found in %s" % args.build)
         return 1
+    costs = ctest_costs(args.build)
+    # Submitted slowest first (a stable sort: ctest's order without costs).
+    order = sorted(range(len(tests)), key=lambda i: -costs.get(tests[i]["name"], 0.0))
     failed = 0
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for name, rc, output in pool.map(lambda t: run(t, wrapper, args.timeout), tests):
+        futures = {pool.submit(run, tests[i], wrapper, args.timeout): tests[i] for i in order}
+        for future in as_completed(futures):
+            test = futures[future]
+            rc, output, took = future.result()
             ok = rc == 0
-            print("%-4s %s%s" % ("ok" if ok else "FAIL", name, "" if ok else " (%s)" % rc),
-                  flush=True)
+            print("%-4s %s%s (%.1f s)" % ("ok" if ok else "FAIL", test["name"],
+                                         "" if ok else " (%s)" % rc, took), flush=True)
             if not ok:
                 failed += 1
                 print(output[-8000:], flush=True)
