@@ -7,7 +7,7 @@
 #
 # Environment:
 #   VK_BUILD_ROOT     where the build trees go (default: <repo>/build)
-#   VK_FUZZ_SECONDS   time per fuzz target (default: 20)
+#   VK_FUZZ_SECONDS   time per fuzz target (default: 10)
 #   VK_SKIP_SETUP=1   do not run scripts/setup.sh (packages already there)
 set -uo pipefail
 
@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/build.sh
 source "$ROOT/scripts/build.sh"
 
-FUZZ_SECONDS=${VK_FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${VK_FUZZ_SECONDS:-10}
 SERVERS=(valkey-server redis-server)
 STARTED=$(date +%s)
 
@@ -189,21 +189,42 @@ run_valgrind() {
     --suppressions="$ROOT/scripts/valgrind.supp" --track-fds=no
 }
 
+# fuzz_one TARGET: runs one fuzz target for FUZZ_SECONDS; its output goes
+# to $BUILD_FUZZ/<target>.log and its exit status to <target>.rc.
+fuzz_one() {
+  local target=$1 name
+  name=$(basename "$target")
+  mkdir -p "$BUILD_FUZZ/corpus/$name"
+  # The corpus directory (first) collects new inputs; the seeds are only read.
+  "$target" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$BUILD_FUZZ/" \
+    "$BUILD_FUZZ/corpus/$name" "$ROOT/tests/fuzz/seeds/$name" 2>"$BUILD_FUZZ/$name.log"
+  echo "$?" >"$BUILD_FUZZ/$name.rc"
+}
+
+# Each target is one process on one core: $JOBS of them run at a time. The
+# results are printed in the targets' order once all have run.
 run_fuzz() {
-  local failed=0 target corpus
+  local failed=0 target name rc
+  local -a names=() pids=()
   for target in "$BUILD_FUZZ"/fuzz_*; do
     [ -x "$target" ] || continue
-    corpus="$BUILD_FUZZ/corpus/$(basename "$target")"
-    mkdir -p "$corpus"
-    echo "-- $(basename "$target") for ${FUZZ_SECONDS}s"
-    # The corpus directory (first) collects new inputs; the seeds are only read.
-    if ! "$target" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
-         -print_final_stats=1 -artifact_prefix="$BUILD_FUZZ/" \
-         "$corpus" "$ROOT/tests/fuzz/seeds/$(basename "$target")" 2>"$BUILD_FUZZ/$(basename "$target").log"; then
-      tail -n 60 "$BUILD_FUZZ/$(basename "$target").log"
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    name=$(basename "$target")
+    rm -f "$BUILD_FUZZ/$name.rc"
+    fuzz_one "$target" &
+    pids+=("$!")
+    names+=("$name")
+  done
+  wait "${pids[@]}" 2>/dev/null
+  for name in "${names[@]}"; do
+    echo "-- $name for ${FUZZ_SECONDS}s"
+    rc=$(cat "$BUILD_FUZZ/$name.rc" 2>/dev/null || echo missing)
+    if [ "$rc" != 0 ]; then
+      tail -n 60 "$BUILD_FUZZ/$name.log"
       failed=1
     else
-      grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units)' "$BUILD_FUZZ/$(basename "$target").log" | tail -n 1
+      grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units)' "$BUILD_FUZZ/$name.log" | tail -n 1
     fi
   done
   return $failed
