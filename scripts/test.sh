@@ -22,6 +22,19 @@ STARTED=$(date +%s)
 declare -a SUMMARY=()
 FAILED=0
 
+# record NAME RC SECONDS [SLOT]: a stage's line in the summary (at index
+# SLOT when given, else appended).
+record() {
+  local line
+  if [ "$2" -eq 0 ]; then
+    line="PASS  $1 ($3s)"
+  else
+    line="FAIL  $1 ($3s, exit $2)"
+    FAILED=1
+  fi
+  if [ -n "${4:-}" ]; then SUMMARY[$4]=$line; else SUMMARY+=("$line"); fi
+}
+
 # stage NAME COMMAND...: runs one stage, records its result and duration.
 stage() {
   local name=$1; shift
@@ -30,14 +43,42 @@ stage() {
   printf '\n===== %s =====\n' "$name"
   "$@"
   rc=$?
-  local took=$(( $(date +%s) - t0 ))
-  if [ "$rc" -eq 0 ]; then
-    SUMMARY+=("PASS  ${name} (${took}s)")
-  else
-    SUMMARY+=("FAIL  ${name} (${took}s, exit ${rc})")
-    FAILED=1
-  fi
+  record "$name" "$rc" "$(( $(date +%s) - t0 ))"
   return "$rc"
+}
+
+# Stages that mostly wait (on servers, timers, failovers) run side by side:
+# stage_bg NAME COMMAND... starts one, its output going to a file, and
+# keeps its place in the summary; stage_wait waits for all started ones and
+# prints each one's output under its heading, in the order they started.
+BG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/vk-stages.XXXXXX")
+trap 'rm -rf "$BG_DIR"' EXIT
+declare -a BG_NAMES=() BG_PIDS=() BG_SLOTS=()
+
+stage_bg() {
+  local name=$1 n=${#BG_PIDS[@]}; shift
+  (
+    t0=$(date +%s)
+    "$@" >"$BG_DIR/$n.out" 2>&1 </dev/null
+    echo "$? $(( $(date +%s) - t0 ))" >"$BG_DIR/$n.result"
+  ) &
+  BG_PIDS+=("$!")
+  BG_NAMES+=("$name")
+  BG_SLOTS+=("${#SUMMARY[@]}")
+  SUMMARY+=("----  $name: did not finish")
+}
+
+stage_wait() {
+  local i rc took
+  for i in "${!BG_PIDS[@]}"; do
+    wait "${BG_PIDS[$i]}"
+    printf '\n===== %s =====\n' "${BG_NAMES[$i]}"
+    cat "$BG_DIR/$i.out" 2>/dev/null
+    read -r rc took <"$BG_DIR/$i.result" 2>/dev/null || { rc=1; took=0; }
+    record "${BG_NAMES[$i]}" "$rc" "$took" "${BG_SLOTS[$i]}"
+    rm -f "$BG_DIR/$i.out" "$BG_DIR/$i.result"
+  done
+  BG_NAMES=() BG_PIDS=() BG_SLOTS=()
 }
 
 # skip NAME REASON: a stage whose files do not exist yet.
@@ -274,7 +315,9 @@ else
   stage "setup (scripts/setup.sh)" bash "$ROOT/scripts/setup.sh" || { summary; exit 1; }
 fi
 
-stage "harness self-test" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/harness"
+# The harness self-test mostly waits on its servers: it runs while the
+# compilers work.
+stage_bg "harness self-test" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/harness"
 stage "build gcc -Werror" vk_build gcc "$BUILD_GCC"
 GCC_OK=$?
 stage "build clang -Werror" vk_build clang "$BUILD_CLANG" \
@@ -282,6 +325,7 @@ stage "build clang -Werror" vk_build clang "$BUILD_CLANG" \
 # The optimised build the benchmarks use: -O2 sees warnings the others do not.
 stage "build gcc Release -Werror" vk_build gcc "$BUILD_ROOT/release" -DCMAKE_BUILD_TYPE=Release \
   -DVK_BUILD_TESTS=OFF -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF
+stage_wait
 if [ "$GCC_OK" -eq 0 ]; then
   stage "exported symbols (vk_* only)" check_exports
   stage "install: pkg-config and find_package" check_install &&
@@ -308,28 +352,34 @@ fi
 if [ "$GCC_OK" -ne 0 ]; then
   skip "binding suites" "not run: the gcc build failed"
 else
+  # The binding suites run side by side (the two runs of Python; the six of
+  # Lua; Ruby with nginx): each run has its own servers, and mostly waits on
+  # them.
   if has_files "$ROOT/tests/python" 'test_*.py'; then
-    for s in "${SERVERS[@]}"; do stage "Python suite ($s)" pytest_suite "$s"; done
+    for s in "${SERVERS[@]}"; do stage_bg "Python suite ($s)" pytest_suite "$s"; done
+    stage_wait
   else
     skip "Python suite" "no Python suite yet"
   fi
   if has_files "$ROOT/tests/lua" '*_spec.lua'; then
     for lua in lua5.1 luajit lua5.4; do
-      for s in "${SERVERS[@]}"; do stage "Lua suite ($lua, $s)" busted_suite "$s" "$lua"; done
+      for s in "${SERVERS[@]}"; do stage_bg "Lua suite ($lua, $s)" busted_suite "$s" "$lua"; done
     done
+    stage_wait
   else
     skip "Lua suite" "no Lua suite yet"
   fi
   if has_files "$ROOT/tests/ruby" 'test_*.rb'; then
-    for s in "${SERVERS[@]}"; do stage "Ruby suite ($s)" minitest_suite "$s"; done
+    for s in "${SERVERS[@]}"; do stage_bg "Ruby suite ($s)" minitest_suite "$s"; done
   else
     skip "Ruby suite" "no Ruby suite yet"
   fi
   if [ -x "$ROOT/tests/nginx/run.sh" ]; then
-    for s in "${SERVERS[@]}"; do stage "nginx suite ($s)" with_servers "$s" "$ROOT/tests/nginx/run.sh"; done
+    for s in "${SERVERS[@]}"; do stage_bg "nginx suite ($s)" with_servers "$s" "$ROOT/tests/nginx/run.sh"; done
   else
     skip "nginx suite" "no nginx suite yet"
   fi
+  stage_wait
 fi
 
 summary
