@@ -239,7 +239,7 @@ static void evlock_start(evlock_slot *slot)
 {
     evlock_run *r = slot->run;
     r->started++;
-    if (vk_async_lock_try(r->locks, slot->key, strlen(slot->key), evlock_locked, slot) !=
+    if (vk_async_lock_try(r->locks, slot->key, strlen(slot->key), evlock_locked, slot, NULL) !=
         VK_OK) {
         r->completed++;
         evlock_fail(r, vk_last_error());

@@ -302,16 +302,26 @@ typedef void (*vk_async_done_fn)(void *userdata, vk_status status);
 /* One attempt with the default options (vk_lock_manager_try_lock):
  * contention completes with VK_OK and a NULL lock. Argument errors (a NULL
  * manager or fn, an empty key) are returned at once, without a completion;
- * otherwise the completion runs exactly once, never inside this call. */
+ * otherwise the completion runs exactly once, never inside this call.
+ * *id (when id is not NULL) names the acquisition for
+ * vk_async_lock_cancel; ids are never reused by a manager. */
 VK_API vk_status vk_async_lock_try(vk_async_lock_manager *manager, const char *key,
-                                   size_t keylen, vk_async_lock_fn fn, void *userdata);
+                                   size_t keylen, vk_async_lock_fn fn, void *userdata,
+                                   uint64_t *id);
 /* Tries per opts (NULL: defaults), waiting retry_delay_ms (jittered)
  * between tries on the loop; contention after the last try is
  * VK_ERR_LOCK_ACQUIRE (vk_lock_manager_acquire). With opts->auto_renew the
  * handle comes back renewing. Invalid options are returned at once. */
 VK_API vk_status vk_async_lock_acquire(vk_async_lock_manager *manager, const char *key,
                                        size_t keylen, const vk_lock_options *opts,
-                                       vk_async_lock_fn fn, void *userdata);
+                                       vk_async_lock_fn fn, void *userdata, uint64_t *id);
+/* Cancels an acquisition: its completion runs with VK_ERR_CANCELLED before
+ * this returns. Waiting between tries, it ends there; with an attempt's
+ * requests out, it still reads their replies and gives back on every node
+ * whatever that attempt took, so a cancelled acquisition never leaves a
+ * lock behind. An id not in flight (completed, or never given) is
+ * VK_ERR_INVALID_ARGUMENT. */
+VK_API vk_status vk_async_lock_cancel(vk_async_lock_manager *manager, uint64_t id);
 /* vk_lock_unlock's release and results (VK_ERR_LOCK_NOT_HELD when it
  * expired or was taken over); renewal stops at once. */
 VK_API vk_status vk_async_lock_unlock(vk_lock *lock, vk_async_done_fn fn, void *userdata);

@@ -117,7 +117,7 @@ static void next_round(demo *d)
     vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
     opts.tries = 200;             /* other demos hold it meanwhile */
     opts.retry_delay_ms = 50;
-    if (vk_async_lock_acquire(d->locks, LOCK_KEY, strlen(LOCK_KEY), &opts, on_locked, d) !=
+    if (vk_async_lock_acquire(d->locks, LOCK_KEY, strlen(LOCK_KEY), &opts, on_locked, d, NULL) !=
         VK_OK)
         finish(d, "acquire");
 }

@@ -8,8 +8,9 @@
  * rules, a Redlock quorum of three event-loop clients with nodes going
  * down, automatic renewal on the loop's timer (and its end on unlock, on
  * loss and on free), argument errors returned at once without a
- * completion, handles refused by the other API, and the manager or the
- * client freed while an acquire waits between tries.
+ * completion, handles refused by the other API, the manager or the
+ * client freed while an acquire waits between tries, and acquisitions
+ * cancelled (waiting, or with an attempt in flight: nothing left held).
  */
 #include "vktest.h"
 #include "servers.h"
@@ -106,7 +107,7 @@ static vk_status start_try(vk_async_lock_manager *m, const char *key, vk_async_l
                            void *userdata)
 {
     in_call++;
-    vk_status st = vk_async_lock_try(m, key, key ? strlen(key) : 0, fn, userdata);
+    vk_status st = vk_async_lock_try(m, key, key ? strlen(key) : 0, fn, userdata, NULL);
     in_call--;
     return st;
 }
@@ -115,7 +116,7 @@ static vk_status start_acquire(vk_async_lock_manager *m, const char *key,
                                const vk_lock_options *opts, vk_async_lock_fn fn, void *userdata)
 {
     in_call++;
-    vk_status st = vk_async_lock_acquire(m, key, key ? strlen(key) : 0, opts, fn, userdata);
+    vk_status st = vk_async_lock_acquire(m, key, key ? strlen(key) : 0, opts, fn, userdata, NULL);
     in_call--;
     return st;
 }
@@ -322,6 +323,112 @@ static void setup_free(setup *s)
 {
     vk_async_lock_manager_free(s->m);
     vk_async_free(s->c);
+}
+
+static bool nothing_pending(void *arg)
+{
+    return vk_async_pending(arg) == 0;
+}
+
+/* ---- cancel ----------------------------------------------------------------------- */
+
+/* id is not in flight: the cancel is refused, and nothing completes. */
+static void cancel_refused(vk_async_lock_manager *m, uint64_t id)
+{
+    char want[96];
+    snprintf(want, sizeof want, "invalid argument: no lock acquisition %llu in flight",
+             (unsigned long long)id);
+    long completions = vkt_completions();
+    CHECK_FAILS(vk_async_lock_cancel(m, id), VK_ERR_INVALID_ARGUMENT, want);
+    CHECK_EQ_INT(vkt_completions(), completions);
+}
+
+/* vk_async_lock_cancel: an acquisition waiting between tries completes
+ * with VK_ERR_CANCELLED at once and tries no more; one cancelled with its
+ * attempt's requests queued or out gives back whatever that attempt took;
+ * ids not in flight are refused. */
+static void test_cancel(vkt_loop *loop)
+{
+    char key[64], fkey[80];
+    key_name(key, sizeof key, "cancel", loop);
+    fencing_key(fkey, sizeof fkey, key);
+    setup s;
+    if (!setup_new(&s, loop))
+        return;
+    CHECK_FAILS(vk_async_lock_cancel(NULL, 1), VK_ERR_NIL_LOCK_MANAGER, "lock manager is nil");
+    cancel_refused(s.m, 12345);
+
+    /* Held by the blocking API: the acquisition waits between tries. */
+    vk_lock_options hold = VK_LOCK_OPTIONS_INIT;
+    hold.expiry_ms = 10000;
+    vk_lock *holder = NULL;
+    CHECK_OK(vk_lock_manager_acquire(&holder, bmanager, NULL, key, strlen(key), &hold));
+    long long before = counter_value(checker, fkey);
+    vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
+    opts.tries = 1000;
+    opts.retry_delay_ms = 20;
+    lock_op op = {0};
+    uint64_t id = 0;
+    in_call++;
+    CHECK_OK(vk_async_lock_acquire(s.m, key, strlen(key), &opts, lock_fn, &op, &id));
+    in_call--;
+    CHECK(id != 0);
+    counter_wait tries = {checker, fkey, before + 3};
+    CHECK(vkt_loop_run_until(loop, counter_reached, &tries, 5000));
+    CHECK_EQ_INT(op.calls, 0);
+    CHECK_OK(vk_async_lock_cancel(s.m, id));
+    CHECK_EQ_INT(op.calls, 1);
+    CHECK_EQ_INT(op.status, VK_ERR_CANCELLED);
+    CHECK(op.lock == NULL);
+    cancel_refused(s.m, id);
+    /* An attempt that was out when cancelled ends; then no more tries. */
+    CHECK(vkt_loop_run_until(loop, nothing_pending, s.c, 5000));
+    long long after = counter_value(checker, fkey);
+    vkt_loop_run_for(loop, 200);
+    CHECK_EQ_INT(counter_value(checker, fkey), after);
+    CHECK_EQ_INT(op.calls, 1);
+    CHECK_OK(vk_lock_unlock(holder, NULL));
+    vk_lock_free(holder);
+
+    /* A free lock: cancelled with the attempt's requests still queued, or
+     * after some loop turns (written, or answered): never left held. */
+    for (int turns = 0; turns < 6; turns++) {
+        lock_op in_flight = {0};
+        uint64_t fid = 0;
+        in_call++;
+        CHECK_OK(vk_async_lock_try(s.m, key, strlen(key), lock_fn, &in_flight, &fid));
+        in_call--;
+        for (int t = 0; t < turns; t++)
+            vkt_loop_run_for(loop, 0);
+        if (in_flight.calls == 0) {
+            CHECK_OK(vk_async_lock_cancel(s.m, fid));
+            CHECK_EQ_INT(in_flight.calls, 1);
+            CHECK_EQ_INT(in_flight.status, VK_ERR_CANCELLED);
+        } else {
+            /* Already decided: not in flight any more. */
+            cancel_refused(s.m, fid);
+            if (in_flight.lock != NULL)
+                start_unlock(in_flight.lock, NULL, NULL);
+        }
+        CHECK(vkt_loop_run_until(loop, nothing_pending, s.c, 5000));
+        CHECK(!key_exists(checker, key));
+        vk_lock_free(in_flight.lock);
+    }
+
+    /* After its completion an acquisition is not in flight. */
+    lock_op done = {0};
+    uint64_t did = 0;
+    in_call++;
+    CHECK_OK(vk_async_lock_try(s.m, key, strlen(key), lock_fn, &done, &did));
+    in_call--;
+    CHECK(vkt_loop_run_until(loop, lock_op_done, &done, 5000));
+    CHECK(done.lock != NULL);
+    cancel_refused(s.m, did);
+    done_op released = {0};
+    CHECK_OK(start_unlock(done.lock, done_fn, &released));
+    CHECK(vkt_loop_run_until(loop, done_op_done, &released, 5000));
+    vk_lock_free(done.lock);
+    setup_free(&s);
 }
 
 /* ---- 1. try, contention both ways, fencing tokens ------------------------------ */
@@ -900,9 +1007,9 @@ static void test_argument_errors(vkt_loop *loop)
                     "lock key cannot be empty");
     }
     in_call++;
-    CHECK_FAILS(vk_async_lock_try(s.m, NULL, 3, lock_fn, &op), VK_ERR_EMPTY_LOCK_KEY,
+    CHECK_FAILS(vk_async_lock_try(s.m, NULL, 3, lock_fn, &op, NULL), VK_ERR_EMPTY_LOCK_KEY,
                 "lock key cannot be empty");
-    CHECK_FAILS(vk_async_lock_acquire(s.m, NULL, 3, NULL, lock_fn, &op), VK_ERR_EMPTY_LOCK_KEY,
+    CHECK_FAILS(vk_async_lock_acquire(s.m, NULL, 3, NULL, lock_fn, &op, NULL), VK_ERR_EMPTY_LOCK_KEY,
                 "lock key cannot be empty");
     in_call--;
 
@@ -1658,6 +1765,7 @@ int main(void)
         RUN_ON_LOOPS(test_quorum);
         RUN_ON_LOOPS(test_quorum_clients_freed);
         RUN_ON_LOOPS(test_auto_renew);
+        RUN_ON_LOOPS(test_cancel);
     }
     vk_lock_manager_free(bmanager);
     vk_client_free(bclient);

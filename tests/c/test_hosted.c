@@ -656,7 +656,7 @@ static void test_lock_through_hosted_client(void)
 
     lock_result got = {0};
     lock_call_depth++;
-    CHECK_OK(vk_async_lock_try(m, key, strlen(key), on_lock, &got));
+    CHECK_OK(vk_async_lock_try(m, key, strlen(key), on_lock, &got, NULL));
     lock_call_depth--;
     CHECK_EQ_INT(got.done, 0);
     capture cap = {{0}, 0};
@@ -686,7 +686,7 @@ static void test_lock_through_hosted_client(void)
     /* Taken: a second try completes with VK_OK and no handle. */
     lock_result again = {0};
     lock_call_depth++;
-    CHECK_OK(vk_async_lock_try(m, key, strlen(key), on_lock, &again));
+    CHECK_OK(vk_async_lock_try(m, key, strlen(key), on_lock, &again, NULL));
     lock_call_depth--;
     CHECK(host_run(&h, &again.done, 1, vkt_scaled_ms(5000)));
     CHECK_EQ_INT(again.status, VK_OK);
@@ -714,7 +714,7 @@ static void test_lock_through_hosted_client(void)
     opts.retry_delay_ms = 25;
     lock_result waited = {0};
     lock_call_depth++;
-    CHECK_OK(vk_async_lock_acquire(m, key, strlen(key), &opts, on_lock, &waited));
+    CHECK_OK(vk_async_lock_acquire(m, key, strlen(key), &opts, on_lock, &waited, NULL));
     lock_call_depth--;
     CHECK(host_run(&h, &waited.done, 1, vkt_scaled_ms(5000)));
     CHECK_EQ_INT(waited.status, VK_OK);

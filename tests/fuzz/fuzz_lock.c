@@ -114,8 +114,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         opts.tries = 2;
         opts.retry_delay_ms = 0;      /* the next try on the next tick */
         opts.auto_renew = i % 3 == 2; /* a renewal timer to cancel */
-        vk_status st = i % 2 == 0 ? vk_async_lock_try(m, "k", 1, on_lock, &ops[i])
-                                  : vk_async_lock_acquire(m, "k", 1, &opts, on_lock, &ops[i]);
+        vk_status st = i % 2 == 0 ? vk_async_lock_try(m, "k", 1, on_lock, &ops[i], NULL)
+                                  : vk_async_lock_acquire(m, "k", 1, &opts, on_lock, &ops[i], NULL);
         if (st != VK_OK)
             abort();   /* valid arguments are never refused */
     }

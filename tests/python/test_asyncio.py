@@ -466,6 +466,51 @@ async def test_with_lock_result_exception_and_contention(alocks, client, key):
     blocking_locks.close()
 
 
+def set_calls(client):
+    """SET commands the server ran so far (a lock try is one SET NX)."""
+    stats = client.execute("INFO", "commandstats").decode()
+    line = next((x for x in stats.splitlines() if x.startswith("cmdstat_set:")), None)
+    return int(line.split("calls=")[1].split(",")[0]) if line else 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_acquisition_stops_trying(alocks, client, key):
+    held = await alocks.try_lock(key)
+    options = vkclient.LockOptions(tries=1000, retry_delay=0.01)
+    task = asyncio.ensure_future(alocks.with_lock_options(key, options, lambda: None))
+    await asyncio.sleep(0.2)
+    assert set_calls(client) > 0 and not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    tries = set_calls(client)
+    await asyncio.sleep(0.3)
+    assert set_calls(client) == tries      # the core stopped trying
+    # lock(timeout=...) ends the same way.
+    with pytest.raises(vkclient.TimeoutError):
+        async with alocks.lock(key, options=options, timeout=0.1):
+            pass
+    tries = set_calls(client)
+    await asyncio.sleep(0.3)
+    assert set_calls(client) == tries
+    await held.unlock()
+
+
+@pytest.mark.asyncio
+async def test_an_acquisition_cancelled_in_flight_leaves_no_lock(alocks, client, key):
+    for _ in range(20):
+        task = asyncio.ensure_future(alocks.try_lock(key))
+        await asyncio.sleep(0)      # its SET NX is on its way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Whatever the attempt took was given back by the core.
+        assert await eventually(lambda: client.execute("EXISTS", key) == 0, 5.0)
+    handle = await alocks.try_lock(key)
+    assert handle is not None
+    await handle.unlock()
+
+
 @pytest.mark.asyncio
 async def test_lock_context_manager_and_auto_renew(alocks, key):
     options = vkclient.LockOptions(expiry=0.3)

@@ -44,6 +44,7 @@
 
 static PyObject *s_add_reader, *s_remove_reader, *s_add_writer, *s_remove_writer;
 static PyObject *s_call_later, *s_call_soon, *s_cancel, *s_set_result, *s_set_exception, *s_done;
+static PyObject *s_cancelled, *s_add_done_callback;
 static PyObject *s_pong, *kwnames_loop;
 static PyObject *get_running_loop; /* asyncio.events._get_running_loop */
 static PyObject *invalid_state_error; /* asyncio.InvalidStateError */
@@ -1353,6 +1354,48 @@ static PyObject *lock_op_submitted(lock_op *op, vk_status st)
     return op->future;
 }
 
+/* The done callback of an acquisition's future, bound to (manager, id): a
+ * cancelled future (its task cancelled, or a wait_for timing out) cancels
+ * the acquisition in the core, which gives back whatever its attempt in
+ * flight takes. One that completed meanwhile is no longer in flight: the
+ * core refuses, and on_lock gave back a lock nobody awaited. */
+static PyObject *acquisition_done(PyObject *bound, PyObject *future)
+{
+    PyObject *cancelled = PyObject_CallMethodNoArgs(future, s_cancelled);
+    int yes = cancelled != NULL && PyObject_IsTrue(cancelled) == 1;
+    Py_XDECREF(cancelled);
+    PyErr_Clear();
+    if (yes) {
+        vkpy_alocks *self = (vkpy_alocks *)PyTuple_GET_ITEM(bound, 0);
+        unsigned long long id = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(bound, 1));
+        if (self->manager != NULL && !PyErr_Occurred()) {
+            begin_submit_all(self);
+            vk_async_lock_cancel(self->manager, (uint64_t)id);
+            end_submit_all(self);
+        }
+        PyErr_Clear();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef acquisition_done_def = {"_acquisition_done", acquisition_done, METH_O,
+                                           "Cancels a cancelled future's acquisition."};
+
+/* Binds the cancel of acquisition id to future's cancellation (-1 with
+ * an error set). */
+static int cancel_with_future(vkpy_alocks *self, PyObject *future, uint64_t id)
+{
+    PyObject *bound = Py_BuildValue("(OK)", (PyObject *)self, (unsigned long long)id);
+    PyObject *callback = bound != NULL ? PyCFunction_New(&acquisition_done_def, bound) : NULL;
+    Py_XDECREF(bound);
+    PyObject *r = callback != NULL
+                      ? PyObject_CallMethodOneArg(future, s_add_done_callback, callback)
+                      : NULL;
+    Py_XDECREF(callback);
+    Py_XDECREF(r);
+    return r != NULL ? 0 : -1;
+}
+
 /* try_lock(key) / acquire(key, options): a future for the lock pointer. */
 static PyObject *alocks_acquire_common(vkpy_alocks *self, PyObject *key_obj, PyObject *options,
                                        bool once)
@@ -1368,11 +1411,22 @@ static PyObject *alocks_acquire_common(vkpy_alocks *self, PyObject *key_obj, PyO
     if (op == NULL)
         return NULL;
     begin_submit_all(self);
-    vk_status st = once ? vk_async_lock_try(self->manager, key, keylen, on_lock, op)
+    uint64_t id = 0;
+    vk_status st = once ? vk_async_lock_try(self->manager, key, keylen, on_lock, op, &id)
                         : vk_async_lock_acquire(self->manager, key, keylen,
-                                                options == Py_None ? NULL : &opts, on_lock, op);
+                                                options == Py_None ? NULL : &opts, on_lock, op,
+                                                &id);
     end_submit_all(self);
-    return lock_op_submitted(op, st);
+    PyObject *future = lock_op_submitted(op, st);
+    if (future != NULL && cancel_with_future(self, future, id) < 0) {
+        /* Without the binding a cancel would not reach the core: better
+         * no lock than one nobody can stop waiting for. */
+        begin_submit_all(self);
+        vk_async_lock_cancel(self->manager, id);
+        end_submit_all(self);
+        Py_CLEAR(future);
+    }
+    return future;
 }
 
 static PyObject *alocks_try_lock(vkpy_alocks *self, PyObject *key)
@@ -1522,6 +1576,8 @@ int vkpy_async_init(PyObject *module)
     INTERN(s_set_result, "set_result");
     INTERN(s_set_exception, "set_exception");
     INTERN(s_done, "done");
+    INTERN(s_cancelled, "cancelled");
+    INTERN(s_add_done_callback, "add_done_callback");
     INTERN(s_pong, "PONG");
 #undef INTERN
     kwnames_loop = Py_BuildValue("(s)", "loop");

@@ -29,8 +29,12 @@ typedef struct node_watch {
     size_t index;
 } node_watch;
 
+typedef struct lock_op lock_op;
+
 struct vk_async_lock_manager {
     int refs;                 /* the owner, each handle, each running operation */
+    uint64_t last_id;         /* of acquisitions, for vk_async_lock_cancel */
+    lock_op *acquiring;       /* the acquisitions running */
     size_t count;
     size_t quorum;            /* count / 2 + 1 */
     vk_driven **nodes;        /* borrowed; NULL once that client is freed */
@@ -51,8 +55,6 @@ typedef struct vk_async_lock_state {
 typedef enum op_kind { OP_TRY, OP_ACQUIRE, OP_UNLOCK, OP_EXTEND, OP_RENEW } op_kind;
 typedef enum op_phase { PHASE_GRANT, PHASE_RAISE, PHASE_GIVE_BACK, PHASE_VOTE } op_phase;
 
-typedef struct lock_op lock_op;
-
 /* One node's part of a phase. */
 typedef struct node_call {
     lock_op *op;
@@ -70,6 +72,14 @@ struct lock_op {
     op_kind kind;
     op_phase phase;
     vk_async_lock_manager *m;
+    /* OP_TRY, OP_ACQUIRE: among the manager's acquisitions. */
+    uint64_t id;
+    lock_op *next_acquiring;
+    /* Cancelled: its completion ran; it only gives back what its attempt
+     * in flight may take, then ends. */
+    bool cancelled;
+    uint64_t wait_id;         /* the wait between tries on ... */
+    size_t wait_node;         /* ... this client's timer; 0: none */
     vk_lock *lock;
     vk_lock_options opts;
     int tries_done;
@@ -172,7 +182,8 @@ static vk_status new_manager(vk_async_lock_manager **out, vk_driven *const *node
             return st;
     }
     /* One allocation: the manager, its nodes and their watches. */
-    vk_async_lock_manager *m = malloc(sizeof *m + n * (sizeof m->nodes[0] + sizeof *m->watches));
+    vk_async_lock_manager *m =
+        calloc(1, sizeof *m + n * (sizeof m->nodes[0] + sizeof *m->watches));
     if (m == NULL)
         return vk__fail_nomem();
     m->refs = 1;
@@ -260,11 +271,22 @@ static lock_op *new_op(op_kind kind, vk_async_lock_manager *m, vk_lock *lock)
         op->calls[i].op = op;
         op->calls[i].index = i;
     }
+    if (kind == OP_TRY || kind == OP_ACQUIRE) {
+        op->id = ++m->last_id;
+        op->next_acquiring = m->acquiring;
+        m->acquiring = op;
+    }
     return op;
 }
 
 static void free_op(lock_op *op)
 {
+    for (lock_op **at = &op->m->acquiring; *at != NULL; at = &(*at)->next_acquiring) {
+        if (*at == op) {
+            *at = op->next_acquiring;
+            break;
+        }
+    }
     free(op->result_detail);
     free(op->attempt.fault_detail);
     free(op->tries.last_detail);
@@ -297,8 +319,21 @@ static void deliver(lock_op *op)
     free_op(op);
 }
 
+/* A cancelled acquisition has given back what it took: it ends, its own
+ * handle (never given out) with it. */
+static void end_cancelled(lock_op *op)
+{
+    if (op->lock != NULL)
+        state_of(op->lock)->free_requested = true;
+    free_op(op);
+}
+
 static void finish(lock_op *op, vk_status st, vk_lock *lock)
 {
+    if (op->cancelled) {
+        end_cancelled(op);
+        return;
+    }
     op->done = true;
     op->result = st;
     op->result_detail = st != VK_OK ? vk__error_dup() : NULL;
@@ -519,6 +554,11 @@ static void retry_wait_over(void *userdata, vk_status st, vk_reply *reply)
 {
     lock_op *op = userdata;
     vk_reply_free(reply);
+    op->wait_id = 0;
+    if (op->cancelled) {
+        end_cancelled(op);
+        return;
+    }
     if (st != VK_OK) {
         /* The wait was cut short (the client was freed): that ends it. */
         vk__lock_tries_note(&op->tries, VK_LOCK_FAULT, st);
@@ -565,6 +605,10 @@ static void attempts_over(lock_op *op)
 
 static void attempt_over(lock_op *op)
 {
+    if (op->cancelled) {
+        end_cancelled(op);
+        return;
+    }
     if (op->tries_done >= op->opts.tries) {
         attempts_over(op);
         return;
@@ -573,7 +617,7 @@ static void attempt_over(lock_op *op)
                         ? vk__lock_jittered_delay_ms(op->opts.retry_delay_ms)
                         : 0;
     vk_status st = wait_on_loop(op->m, "vk_async_lock_acquire", delay, retry_wait_over, op,
-                                NULL, NULL);
+                                &op->wait_id, &op->wait_node);
     if (st != VK_OK) {
         vk__lock_tries_note(&op->tries, VK_LOCK_FAULT, st);
         attempts_over(op);
@@ -587,6 +631,13 @@ static void decide_attempt(lock_op *op)
     vk_lock_outcome outcome = vk__lock_attempt_decide(&op->attempt, op->lock, op->start_us,
                                                       vk__now_us(), &to_release, &fault);
     op->tries_done++;
+    if (outcome == VK_LOCK_ACQUIRED && op->cancelled) {
+        /* Taken for nobody: given back on every node (the release only
+         * deletes our own value). */
+        uint64_t all = op->m->count >= 64 ? UINT64_MAX : ((uint64_t)1 << op->m->count) - 1;
+        run_phase(op, PHASE_GIVE_BACK, VK_LOCK_RELEASE, all);
+        return;
+    }
     if (outcome == VK_LOCK_ACQUIRED) {
         vk__lock_tries_note(&op->tries, outcome, VK_OK);
         acquired(op);
@@ -669,7 +720,8 @@ static vk_status check_manager(vk_async_lock_manager *m, const char *key, size_t
 
 static vk_status start_acquire(op_kind kind, vk_async_lock_manager *m, const char *key,
                                size_t keylen, const vk_lock_options *opts,
-                               vk_async_lock_fn fn, void *userdata, const char *function)
+                               vk_async_lock_fn fn, void *userdata, const char *function,
+                               uint64_t *id)
 {
     lock_op *op = new_op(kind, m, NULL);
     handle_state *hs = calloc(1, sizeof *hs);
@@ -689,26 +741,35 @@ static vk_status start_acquire(op_kind kind, vk_async_lock_manager *m, const cha
     op->lock_fn = fn;
     op->userdata = userdata;
     op->starting = true;
+    uint64_t op_id = op->id;
     start_attempt(op);
-    return started(op, function);
+    vk_status st = started(op, function);
+    if (st == VK_OK && id != NULL)
+        *id = op_id;
+    return st;
 }
 
 VK_API vk_status vk_async_lock_try(vk_async_lock_manager *manager, const char *key,
-                                   size_t keylen, vk_async_lock_fn fn, void *userdata)
+                                   size_t keylen, vk_async_lock_fn fn, void *userdata,
+                                   uint64_t *id)
 {
+    if (id != NULL)
+        *id = 0;
     vk_status st = check_manager(manager, key, keylen, (const void *)fn, "vk_async_lock_try");
     if (st != VK_OK)
         return st;
     vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
     opts.tries = 1;
     return start_acquire(OP_TRY, manager, key, keylen, &opts, fn, userdata,
-                         "vk_async_lock_try");
+                         "vk_async_lock_try", id);
 }
 
 VK_API vk_status vk_async_lock_acquire(vk_async_lock_manager *manager, const char *key,
                                        size_t keylen, const vk_lock_options *opts,
-                                       vk_async_lock_fn fn, void *userdata)
+                                       vk_async_lock_fn fn, void *userdata, uint64_t *id)
 {
+    if (id != NULL)
+        *id = 0;
     vk_status st = check_manager(manager, key, keylen, (const void *)fn,
                                  "vk_async_lock_acquire");
     if (st != VK_OK)
@@ -718,7 +779,38 @@ VK_API vk_status vk_async_lock_acquire(vk_async_lock_manager *manager, const cha
     if (st != VK_OK)
         return st;
     return start_acquire(OP_ACQUIRE, manager, key, keylen, &resolved, fn, userdata,
-                         "vk_async_lock_acquire");
+                         "vk_async_lock_acquire", id);
+}
+
+VK_API vk_status vk_async_lock_cancel(vk_async_lock_manager *manager, uint64_t id)
+{
+    if (manager == NULL) {
+        vk__misuse("vk_async_lock_cancel", "lock manager is nil");
+        return vk__fail_msg(VK_ERR_NIL_LOCK_MANAGER, "lock manager is nil");
+    }
+    vk_status st = check_thread(manager, "vk_async_lock_cancel");
+    if (st != VK_OK)
+        return st;
+    lock_op *op = manager->acquiring;
+    while (op != NULL && op->id != id)
+        op = op->next_acquiring;
+    /* An acquisition whose result is decided is no longer in flight (its
+     * completion is on its way). */
+    if (op == NULL || op->done || op->cancelled)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "no lock acquisition %llu in flight",
+                        (unsigned long long)id);
+    op->cancelled = true;
+    vk__fail(VK_ERR_CANCELLED, NULL);
+    op->lock_fn(op->userdata, VK_ERR_CANCELLED, NULL);
+    /* Waiting between tries: the wait ends now, and the operation with it
+     * (retry_wait_over). Otherwise its requests are out: it ends when
+     * their replies are in, giving back what they took. */
+    if (op->wait_id != 0) {
+        vk_driven *d = manager->nodes[op->wait_node];
+        if (d != NULL)
+            vk__driven_cancel(d, "vk_async_lock_cancel", op->wait_id);
+    }
+    return VK_OK;
 }
 
 /* ---- unlock, extend, renewal -------------------------------------------------------- */
