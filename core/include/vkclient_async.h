@@ -88,10 +88,14 @@ typedef struct vk_loop_adapter {
 /*
  * New: copies cfg, normalises and validates it (the blocking client's
  * texts), and copies the adapter. No I/O: the connection opens on the first
- * operation (with GCP IAM auth, the first token is fetched here, as
- * vk_client_new() does). On failure *out is NULL. A host name is looked
- * up on a resolver thread whose descriptor the loop watches (the loop
- * never waits for it), within the dial timeout.
+ * operation. On failure *out is NULL. A host name is looked up on a
+ * resolver thread whose descriptor the loop watches (the loop never waits
+ * for it), within the dial timeout. With GCP IAM auth the token refresh
+ * runs on a thread of its own, which fetches the first token at once:
+ * operations wait for it (within the dial timeout: "dial <node>: waiting
+ * for the first GCP IAM token"), and a fetch that fails fails them with
+ * vk_client_new()'s code and text; VK_REFRESH_DRIVEN is refused
+ * (VK_ERR_INVALID_CONFIG).
  */
 VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
                               const vk_loop_adapter *adapter);

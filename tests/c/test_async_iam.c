@@ -5,6 +5,10 @@
  * it expires (3 s). Sixteen INCRs stay in flight on the client's one
  * connection for several rotations and none fails; the connection is then
  * killed, and the next command logs in again with the token in service.
+ * The first token is fetched on the refresh thread: creating a client
+ * never waits for Google, commands wait for the token while the loop goes
+ * on, a failed first fetch fails them with the blocking client's text,
+ * and the driven refresh mode is refused.
  */
 #include "vktest.h"
 #include "servers.h"
@@ -34,6 +38,8 @@ static vk_config *iam_config(void)
     vk_config_set_gcp_iam_refresh_every_ms(cfg, 1000);
     vk_config_set_gcp_iam_refresh_check_interval_ms(cfg, 100);
     vk_config_set_gcp_iam_refresh_operation_timeout_ms(cfg, vkt_scaled_ms(2000));
+    /* Commands wait for the first token as long as for a dial. */
+    vk_config_set_dial_timeout_ms(cfg, vkt_scaled_ms(5000));
     return cfg;
 }
 
@@ -145,6 +151,99 @@ static void test_rotation_under_load(vkt_loop *loop)
     vk_async_free(c);
 }
 
+/* The loop turns while Google takes its time with the first token. */
+typedef struct slow_start {
+    vkt_op *op;
+    int turns;
+} slow_start;
+
+static bool count_turns(void *arg)
+{
+    slow_start *s = arg;
+    s->turns++;
+    return vkt_op_done(s->op);
+}
+
+static void test_first_token_on_the_refresh_thread(vkt_loop *loop)
+{
+    size_t tokens_before = count_iam_requests();
+    CHECK(vkt_google_control(google, "{\"delay_ms\": 300}"));
+    vk_config *cfg = iam_config();
+    vk_async *c = vkt_async_new(loop, cfg);
+    vk_config_free(cfg);
+    if (c == NULL) {
+        vkt_google_control(google, "");
+        return;
+    }
+    /* vk_async_new did not wait for the token ... */
+    CHECK_EQ_INT(count_iam_requests(), tokens_before);
+    /* ... and the loop keeps turning while the first command waits for it. */
+    vkt_op ping = {0};
+    CHECK_OK(vkt_submit(c, &ping, NULL, 1, (const char *[]){"PING"}));
+    slow_start s = {&ping, 0};
+    CHECK(vkt_loop_run_until(loop, count_turns, &s, 10000));
+    CHECK(s.turns > 10);
+    VKT_CHECK_(ping.status == VK_OK && vkt_reply_is(ping.reply, "PONG"), "first command: %d %s",
+               (int)ping.status, ping.error);
+    CHECK(count_iam_requests() > tokens_before);
+    vkt_op_clear(&ping);
+    CHECK(vkt_google_control(google, ""));
+    vk_async_free(c);
+}
+
+/* The first fetch fails: the waiting command fails with the blocking
+ * client's code and text; once Google is back, the next one succeeds. */
+static void test_first_token_fails(vkt_loop *loop)
+{
+    CHECK(vkt_google_control(google, "{\"status\": 503, \"message\": \"unavailable\"}"));
+    vk_config *cfg = iam_config();
+    vk_config_set_gcp_iam_refresh_check_interval_ms(cfg, 300);
+    vk_client *b = NULL;
+    vk_status blocking = vk_client_new(&b, cfg);
+    char want[512];
+    snprintf(want, sizeof want, "%s", vk_last_error());
+    CHECK(blocking != VK_OK && b == NULL);
+    vk_async *c = vkt_async_new(loop, cfg);
+    vk_config_free(cfg);
+    if (c == NULL) {
+        vkt_google_control(google, "");
+        return;
+    }
+    vkt_op ping = {0};
+    CHECK(vkt_call(loop, c, &ping, 1, (const char *[]){"PING"}));
+    CHECK_EQ_INT(ping.status, blocking);
+    CHECK_EQ_STR(ping.error, want);
+    vkt_op_clear(&ping);
+    CHECK(vkt_google_control(google, ""));
+    bool served = false;
+    for (int attempt = 0; attempt < 50 && !served; attempt++) {
+        CHECK(vkt_call(loop, c, &ping, 1, (const char *[]){"PING"}));
+        served = ping.status == VK_OK;
+        vkt_op_clear(&ping);
+        if (!served)
+            vkt_loop_run_for(loop, 100);
+    }
+    CHECK(served);
+    vk_snapshot *snap = NULL;
+    CHECK_OK(vk_async_snapshot(&snap, c));
+    CHECK(vk_snapshot_last_refresh_error(snap) == NULL);
+    CHECK_EQ_INT(vk_snapshot_refresh_loop_running(snap), 1);
+    vk_snapshot_free(snap);
+    vk_async_free(c);
+}
+
+static void test_driven_refresh_is_refused(vkt_loop *loop)
+{
+    vk_config *cfg = iam_config();
+    vk_config_set_refresh_mode(cfg, VK_REFRESH_DRIVEN);
+    vk_async *c = NULL;
+    CHECK_FAILS(vk_async_new(&c, cfg, vkt_loop_adapter(loop)), VK_ERR_INVALID_CONFIG,
+                "invalid redis config: the event-loop client refreshes GCP IAM tokens on a "
+                "thread of its own: refresh mode VK_REFRESH_DRIVEN is for vk_client_tick");
+    CHECK(c == NULL);
+    vk_config_free(cfg);
+}
+
 int main(void)
 {
     /* VKTEST_NEEDS_SERVER */
@@ -173,6 +272,9 @@ int main(void)
     key_b64 = vkt_google_key_base64(token_uri);
 
     RUN_ON_LOOPS(test_rotation_under_load);
+    RUN_ON_LOOPS(test_first_token_on_the_refresh_thread);
+    RUN_ON_LOOPS(test_first_token_fails);
+    RUN_ON_LOOPS(test_driven_refresh_is_refused);
 
     free(key_b64);
     vkt_google_stop(google);

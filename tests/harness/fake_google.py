@@ -17,8 +17,8 @@ It plays three parts on one HTTP (or HTTPS) port on 127.0.0.1:
 
 Failures on demand come from a JSON control file, read on every request:
 ``{"status": 500, "message": "...", "stall_ms": 0, "drop": false,
-"endpoints": ["token", "iam", "metadata"]}`` (every key optional; an empty
-or missing file means "behave"). A stalled request is never answered: the
+"delay_ms": 0, "endpoints": ["token", "iam", "metadata"]}`` (every key
+optional; an empty or missing file means "behave"; delay_ms answers late). A stalled request is never answered: the
 connection is closed after stall_ms. Every request is appended to a JSON-lines
 log with its time, the endpoint and the status answered, never a secret.
 Tests that scan a client's output for leaked secrets need the tokens
@@ -431,6 +431,10 @@ def make_handler(fake):
             control = fake.control()
             if endpoint not in control.get("endpoints", ["token", "iam", "metadata"]):
                 return False
+            if control.get("delay_ms"):
+                # A slow Google: the answer comes, late (the request is
+                # logged when it is answered).
+                time.sleep(control["delay_ms"] / 1000.0)
             if control.get("stall_ms"):
                 # Logged on arrival; then no answer at all, so a request the
                 # client gave up on never shows up later in the log.

@@ -86,3 +86,43 @@ async def test_refresh_state_is_reported(iam):  # noqa: F811
         await asyncio.sleep(0.05)
     assert client.status().last_refresh_error is None
     await client.close()
+
+
+@pytest.mark.asyncio
+async def test_first_token_is_fetched_without_blocking_the_loop(iam):  # noqa: F811
+    """The client fetches its first token on the refresh thread: the loop
+    keeps running while Google answers slowly, and a failed first fetch
+    fails the waiting command with the blocking client's error."""
+    server, google, _ = iam
+    google.control(delay_ms=300)
+    try:
+        client = vka.Client(iam_config(iam))
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        beat = asyncio.ensure_future(ticker())
+        assert await client.ping() is True
+        beat.cancel()
+        assert ticks >= 20   # the loop ran while the token was on its way
+        await client.close()
+    finally:
+        google.control()
+
+    google.control(status=503, message="unavailable")
+    try:
+        config = iam_config(iam, refresh_operation_timeout=2.0)
+        with pytest.raises(vkclient.IAMError) as blocking:
+            vkclient.Client(config)
+        client = vka.Client(config)
+        with pytest.raises(vkclient.IAMError) as info:
+            await client.ping()
+        assert str(info.value) == str(blocking.value)
+        assert str(info.value).startswith("GCP IAM token request failed")
+        await client.close()
+    finally:
+        google.control()

@@ -575,6 +575,14 @@ VK_API vk_status vk_client_new(vk_client **out, const vk_config *cfg)
     return VK_OK;
 }
 
+/* A detached client's refresher failed to fetch a token: connections that
+ * wait for the first one fail with it. */
+static void token_fetch_failed(void *client, vk_status st, const char *text)
+{
+    vk_client *c = client;
+    vk__credentials_fetch_failed(&c->credentials, st, text);
+}
+
 vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigned topologies,
                                   const char *refusal)
 {
@@ -591,9 +599,19 @@ vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigne
      * blocking watcher thread is not for it. */
     vk__sentinel_watch_free(c->watch);
     c->watch = NULL;
-    if (st == VK_OK && c->refresher != NULL &&
-        (st = vk__refresher_fetch_now(c->refresher, NULL)) == VK_OK)
+    /* IAM: the first token is fetched on the refresh thread, not on the
+     * caller's (a loop must not wait for Google); connections wait for it
+     * and operations fail with a failed fetch's reason. Nobody would tick
+     * a driven refresh loop here. */
+    if (st == VK_OK && c->refresher != NULL && c->cfg->refresh_mode == VK_REFRESH_DRIVEN)
+        st = vk__fail(VK_ERR_INVALID_CONFIG,
+                      "the event-loop client refreshes GCP IAM tokens on a thread of its own: "
+                      "refresh mode VK_REFRESH_DRIVEN is for vk_client_tick");
+    if (st == VK_OK && c->refresher != NULL) {
+        vk__credentials_await_token(&c->credentials);
+        vk__refresher_on_failure(c->refresher, token_fetch_failed);
         st = vk__client_start_refresher(c);
+    }
     if (st != VK_OK) {
         char *cause = vk__error_dup();
         vk_client_free(c);

@@ -112,9 +112,12 @@ static inline bool vk__client_follows_master(const vk_client *c)
 }
 /* For a driver that opens its own connections (the event-loop client): a
  * client prepared as vk_client_new() prepares one (config validated, TLS,
- * credentials, the IAM refresh loop running with its first token) that
- * never connects. A config whose topology is not among `topologies`
- * (VK_TOPO_*) is refused with VK_ERR_INVALID_CONFIG and `refusal`. */
+ * credentials, the IAM refresh loop running) that never connects. The
+ * first IAM token is fetched on the refresh thread: the credentials say
+ * it is awaited (vk__credentials_await_token) and count failed fetches.
+ * A config whose topology is not among `topologies` (VK_TOPO_*) is
+ * refused with VK_ERR_INVALID_CONFIG and `refusal`, as is IAM auth with
+ * the driven refresh mode. */
 vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigned topologies,
                                   const char *refusal);
 

@@ -15,15 +15,21 @@
 typedef vk_status (*vk_apply_credentials_fn)(void *client, const char *username,
                                              const char *password);
 
+/* Told of each failed fetch (status and text), on the thread that made it. */
+typedef void (*vk_refresh_failed_fn)(void *client, vk_status st, const char *text);
+
 typedef struct vk_refresher vk_refresher;
 
 /* Reads the IAM settings of a prepared cfg. */
 vk_status vk__refresher_new(vk_refresher **out, const vk_config *cfg, vk_events *ev,
                             vk_apply_credentials_fn apply, void *client);
 void vk__refresher_free(vk_refresher *r);
+/* Sets the function told of failed fetches (none by default). */
+void vk__refresher_on_failure(vk_refresher *r, vk_refresh_failed_fn failed);
 /* Fetches the first token (before the first connect) and applies it. */
 vk_status vk__refresher_fetch_now(vk_refresher *r, vk_context *ctx);
-/* Starts the loop (a thread, or nothing in driven mode). Never twice. */
+/* Starts the loop (a thread, or nothing in driven mode). Never twice. A
+ * loop started before any token was fetched fetches the first at once. */
 vk_status vk__refresher_start(vk_refresher *r);
 /* Driven mode: runs whatever is due. */
 vk_status vk__refresher_tick(vk_refresher *r, vk_context *ctx);

@@ -30,6 +30,7 @@ struct vk_refresher {
 
     vk_events *events;                 /* borrowed from the client */
     vk_apply_credentials_fn apply;
+    vk_refresh_failed_fn failed;       /* may be NULL */
     void *client;
 
     /* One fetch at a time, whoever asks (loop, tick, fetch_now). */
@@ -143,7 +144,7 @@ static void record_success(vk_refresher *r, int64_t expires_at_ms)
 
 /* The detail of the failure on this thread is kept as last_error; it never
  * holds credential material (gcp_iam.c guarantees that). */
-static void record_failure(vk_refresher *r)
+static void record_failure(vk_refresher *r, vk_status st)
 {
     char *message = vk__error_dup();
     if (message == NULL)
@@ -170,6 +171,8 @@ static void record_failure(vk_refresher *r)
     vk__log(r->events, VK_LOG_WARN, "GCP IAM token refresh failed; keeping the current token",
             fields, 4);
     emit_outcome_metrics(r, false, expires_at);
+    if (r->failed != NULL)
+        r->failed(r->client, st, message);
 }
 
 static bool stopping(vk_refresher *r)
@@ -204,7 +207,7 @@ static vk_status refresh_once(vk_refresher *r, vk_context *ctx)
     } else if (st == VK_ERR_CANCELLED && stopping(r)) {
         /* Aborted by stop (close): not a failure worth reporting. */
     } else {
-        record_failure(r);
+        record_failure(r, st);
     }
     return st;
 }
@@ -269,7 +272,10 @@ static void *refresh_loop(void *arg)
     vk_refresher *r = arg;
     vk__events_enter_background();
     pthread_mutex_lock(&r->lock);
-    while (wait_next_check(r)) {
+    /* Started without a token (an event-loop client): fetch it now. */
+    bool first_now = !r->refreshed_once;
+    while (first_now || wait_next_check(r)) {
+        first_now = false;
         pthread_mutex_unlock(&r->lock);
         if (refresh_due(r, vk__now_ms())) {
             pthread_mutex_lock(&r->fetch_lock);
@@ -317,6 +323,11 @@ vk_status vk__refresher_new(vk_refresher **out, const vk_config *cfg, vk_events 
     init_sync(r);
     *out = r;
     return VK_OK;
+}
+
+void vk__refresher_on_failure(vk_refresher *r, vk_refresh_failed_fn failed)
+{
+    r->failed = failed;
 }
 
 void vk__refresher_free(vk_refresher *r)

@@ -27,6 +27,8 @@
  * that the node is still the master (as the blocking client's driven mode
  * does). */
 #define VK_ENGINE_MASTER_CHECK_MS 1000
+/* While a first GCP IAM token is awaited, how often the engine looks. */
+#define VK_ENGINE_TOKEN_POLL_MS 10
 
 typedef enum op_kind {
     OP_COMMAND,
@@ -111,6 +113,12 @@ struct vk_engine {
     bool follows_master;
     bool stale;
     int64_t next_check_ms;      /* when the driver checks the master next */
+    /* A first IAM token awaited (vk_credentials.token_pending): the
+     * queue's operations wait for it until the dial timeout, or fail with
+     * a fetch's failure. */
+    int64_t token_poll_ms;
+    int64_t token_wait_deadline_ms;  /* 0: not waiting */
+    uint64_t token_failures_seen;
     engine_op steps[VK_HANDSHAKE_MAX_STEPS + 1];
 
     /* Blocking commands in the line stretch the read timeout. */
@@ -629,12 +637,42 @@ static void send_queued(vk_engine *e, int64_t now_ms)
     }
 }
 
+/* True while the first IAM token is awaited: the queue waits, or fails
+ * with the fetch's failure, or with a timeout after the dial timeout. */
+static bool awaiting_token(vk_engine *e, int64_t now_ms)
+{
+    if (VK_LIKELY(!atomic_load_explicit(&e->credentials->token_pending, memory_order_acquire))) {
+        e->token_wait_deadline_ms = 0;
+        return false;
+    }
+    if (e->token_wait_deadline_ms == 0)
+        e->token_wait_deadline_ms = now_ms + e->cfg->dial_timeout_ms;
+    vk_status st = vk__credentials_new_failure(e->credentials, &e->token_failures_seen);
+    if (st == VK_OK && now_ms >= e->token_wait_deadline_ms) {
+        /* No token and no news in time: the last failure if there was one. */
+        uint64_t none = 0;
+        st = vk__credentials_new_failure(e->credentials, &none);
+        if (st == VK_OK)
+            st = vk__fail(VK_ERR_TIMEOUT, "dial %s: waiting for the first GCP IAM token",
+                          e->peer);
+    }
+    if (st != VK_OK) {
+        e->token_wait_deadline_ms = 0;
+        fail_due(e, st, now_ms);
+    } else {
+        e->token_poll_ms = now_ms + VK_ENGINE_TOKEN_POLL_MS;
+    }
+    return true;
+}
+
 static void pump(vk_engine *e, int64_t now_ms)
 {
     e->pump_again = false;
     if (e->state == CONN_DOWN && e->queue.head != NULL) {
         engine_op *head = e->queue.head;
         if (head->not_before_ms > now_ms)
+            return;
+        if (VK_UNLIKELY(awaiting_token(e, now_ms)))
             return;
         vk_status st = vk__reconnect_gate_check(&e->gate, now_ms);
         if (st != VK_OK) {
@@ -673,6 +711,9 @@ static int64_t next_wake(const vk_engine *e, int64_t now_ms)
         at = e->timers.head->not_before_ms;
     if (e->follows_master && e->state == CONN_READY && !e->stale && e->next_check_ms < at)
         at = e->next_check_ms;
+    if (e->token_wait_deadline_ms != 0 && e->state == CONN_DOWN && e->queue.head != NULL &&
+        e->token_poll_ms < at)
+        at = e->token_poll_ms;
     return at;
 }
 

@@ -53,9 +53,39 @@ void vk__credentials_destroy(vk_credentials *cr)
 {
     free(cr->username);
     vk__free_secret(cr->password);
+    free(cr->failure);
     cr->username = NULL;
     cr->password = NULL;
+    cr->failure = NULL;
     pthread_mutex_destroy(&cr->lock);
+}
+
+void vk__credentials_await_token(vk_credentials *cr)
+{
+    atomic_store(&cr->token_pending, true);
+}
+
+void vk__credentials_fetch_failed(vk_credentials *cr, vk_status st, const char *text)
+{
+    char *copy = strdup(text != NULL ? text : vk_strerror(st));
+    pthread_mutex_lock(&cr->lock);
+    free(cr->failure);
+    cr->failure = copy;
+    cr->failure_status = st;
+    atomic_fetch_add(&cr->failures, 1);
+    pthread_mutex_unlock(&cr->lock);
+}
+
+vk_status vk__credentials_new_failure(vk_credentials *cr, uint64_t *seen)
+{
+    if (atomic_load(&cr->failures) <= *seen)
+        return VK_OK;
+    pthread_mutex_lock(&cr->lock);
+    *seen = atomic_load(&cr->failures);
+    vk_status st = cr->failure_status != VK_OK ? cr->failure_status : VK_ERR_IAM;
+    vk__fail_msg(st, "%s", cr->failure != NULL ? cr->failure : vk_strerror(st));
+    pthread_mutex_unlock(&cr->lock);
+    return st;
 }
 
 static char *dup_or_null(const char *s, bool *failed)
@@ -84,6 +114,7 @@ vk_status vk__credentials_set(vk_credentials *cr, const char *username, const ch
     cr->username = user;
     cr->password = pass;
     atomic_fetch_add(&cr->generation, 1);
+    atomic_store(&cr->token_pending, false);
     pthread_mutex_unlock(&cr->lock);
     free(old_user);
     vk__free_secret(old_pass);

@@ -22,12 +22,29 @@ typedef struct vk_credentials {
     char *username;              /* NULL: the default user */
     char *password;              /* NULL: no AUTH */
     _Atomic uint64_t generation;
+    /* GCP IAM auth of an event-loop client: the first token is fetched on
+     * the refresh thread, and connections wait for it (the engine looks
+     * again every few ms). Each fetch that fails meanwhile is counted, with
+     * its status and text (under lock), so that the operations waiting
+     * fail with it. */
+    atomic_bool token_pending;
+    _Atomic uint64_t failures;
+    vk_status failure_status;
+    char *failure;
 } vk_credentials;
 
 void vk__credentials_init(vk_credentials *cr);
 void vk__credentials_destroy(vk_credentials *cr);
-/* Replaces the pair (copies) and bumps the generation. */
+/* Replaces the pair (copies) and bumps the generation; a token awaited is
+ * here. */
 vk_status vk__credentials_set(vk_credentials *cr, const char *username, const char *password);
+/* From now on connections wait for the first vk__credentials_set. */
+void vk__credentials_await_token(vk_credentials *cr);
+/* A fetch of the awaited token failed (st and its text). */
+void vk__credentials_fetch_failed(vk_credentials *cr, vk_status st, const char *text);
+/* The failures so far; with a count above *seen, the last one's status
+ * (its text set as the detail) and *seen moves up to it. VK_OK: none new. */
+vk_status vk__credentials_new_failure(vk_credentials *cr, uint64_t *seen);
 /* Malloc'd copies of the current pair and its generation; the caller frees
  * them with vk__free_secret. */
 vk_status vk__credentials_copy(vk_credentials *cr, char **username, char **password,
