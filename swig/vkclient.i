@@ -326,7 +326,7 @@ static PyObject *lock_key(const vk_lock *lock)
 %}
 
 %init %{
-    if (vkpy_init_module(m) < 0)
+    if (vkpy_init_module(m) < 0 || vkpy_async_init(m) < 0)
         return NULL;
 %}
 #endif /* SWIGPYTHON */

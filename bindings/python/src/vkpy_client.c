@@ -570,5 +570,5 @@ int vkpy_init_module(PyObject *module)
     if (PyModule_AddFunctions(module, module_methods) < 0 ||
         PyModule_AddFunctions(module, vkpy_lock_methods) < 0)
         return -1;
-    return vkpy_async_init(module);
+    return 0;
 }
