@@ -4,10 +4,8 @@ with each test's own environment and working directory, a few at a time.
 
     run_wrapped.py --build DIR [--jobs N] -- WRAPPER ARGS...
 
-Prints one line per test (with its time) and the output of failures; exits
-1 if any failed. When ctest has run the tree before, the tests it found
-slowest start first (its Testing/Temporary/CTestCostData.txt), so that a
-long test does not start last and run on alone. Lines come as tests end.
+Prints one line per test, as it ends, with its time, and the output of
+failures; exits 1 if any failed. Tests start in ctest's order.
 """
 import argparse
 import json
@@ -32,25 +30,6 @@ def list_tests(build):
         tests.append({"name": t["name"], "command": t.get("command"), "env": env,
                       "cwd": props.get("WORKING_DIRECTORY", build)})
     return tests
-
-
-def ctest_costs(build):
-    """Each test's time in ctest's last runs of build ({} when none)."""
-    costs = {}
-    try:
-        with open(os.path.join(build, "Testing", "Temporary", "CTestCostData.txt")) as f:
-            for line in f:
-                fields = line.split()
-                if fields == ["---"]:
-                    break          # the failed tests' names follow
-                if len(fields) == 3:
-                    try:
-                        costs[fields[0]] = float(fields[2])
-                    except ValueError:
-                        pass
-    except OSError:
-        pass
-    return costs
 
 
 def run(test, wrapper, timeout):
@@ -79,12 +58,9 @@ def main():
     if not tests:
         print("no tests found in %s" % args.build)
         return 1
-    costs = ctest_costs(args.build)
-    # Submitted slowest first (a stable sort: ctest's order without costs).
-    order = sorted(range(len(tests)), key=lambda i: -costs.get(tests[i]["name"], 0.0))
     failed = 0
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(run, tests[i], wrapper, args.timeout): tests[i] for i in order}
+        futures = {pool.submit(run, test, wrapper, args.timeout): test for test in tests}
         for future in as_completed(futures):
             test = futures[future]
             rc, output, took = future.result()
