@@ -56,11 +56,8 @@ struct vk_async_io {
 
 /* One connection and its engine. */
 struct vk_async_conn {
+    vk_driven_conn base; /* first: engine, endpoint, peer, wake-up */
     vk_async *client;
-    vk_engine *engine;   /* the node's is the client's d.engine */
-    bool is_node;
-    vk_endpoint endpoint;
-    char peer[300];      /* the endpoint, for messages */
 
     /* io NULL when there is no socket. */
     vk_async_io *io;
@@ -71,8 +68,6 @@ struct vk_async_conn {
     struct addrinfo *addrs, *next_addr;
 
     bool flush_wanted;
-    int64_t wake_at_ms;  /* its engine's wake-up, VK_ENGINE_NEVER: none */
-    vk_async_conn *next; /* among the probes, then the released */
 };
 
 struct vk_async {
@@ -81,9 +76,7 @@ struct vk_async {
     void *timer_slot;
     int64_t timer_at_ms; /* the loop's timer, VK_ENGINE_NEVER: none */
 
-    vk_async_conn node;
-    vk_async_conn *probes;          /* Sentinel: the sentinels being asked */
-    vk_async_conn *released_probes; /* freed once no handler runs */
+    vk_async_conn node;  /* the probes (Sentinel) are in d.probes */
 
     bool in_handler;     /* a handler runs: flush when it returns */
     vk_async_io *released;
@@ -99,8 +92,8 @@ static void watch(vk_async_conn *c, int events)
         return;
     vk_async *a = c->client;
     if (a->loop.watch(a->loop.data, io, io->fd, events, &io->slot) != 0) {
-        vk__fail(VK_ERR_IO, "%s: the event loop refused to watch the connection", c->peer);
-        vk__engine_lost(c->engine, VK_ERR_IO, vk__now_ms());
+        vk__fail(VK_ERR_IO, "%s: the event loop refused to watch the connection", c->base.peer);
+        vk__engine_lost(c->base.engine, VK_ERR_IO, vk__now_ms());
         return;
     }
     io->events = events;
@@ -152,7 +145,7 @@ static void opened(vk_async_conn *c);
 static void open_failed(vk_async_conn *c, vk_status st)
 {
     close_connection(c);
-    vk__engine_open_failed(c->engine, st, vk__now_ms());
+    vk__engine_open_failed(c->base.engine, st, vk__now_ms());
 }
 
 static vk_status new_io(vk_async_conn *c, int fd)
@@ -180,11 +173,11 @@ static vk_status connect_next(vk_async_conn *c, const struct sockaddr *sa, sockl
 {
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return vk__fail(VK_ERR_IO, "dial %s: socket: %s", c->peer, strerror(errno));
+        return vk__fail(VK_ERR_IO, "dial %s: socket: %s", c->base.peer, strerror(errno));
     if (connect(fd, sa, len) < 0 && errno != EINPROGRESS && errno != EAGAIN) {
         int err = errno;
         close(fd);
-        return vk__fail(VK_ERR_IO, "dial %s: %s", c->peer, strerror(err));
+        return vk__fail(VK_ERR_IO, "dial %s: %s", c->base.peer, strerror(err));
     }
     vk_status st = new_io(c, fd);
     if (st != VK_OK)
@@ -207,7 +200,7 @@ static void dial_next_address(vk_async_conn *c, vk_status last)
             return;
     }
     if (st == VK_OK)
-        st = vk__fail(VK_ERR_IO, "dial %s: no address", c->peer);
+        st = vk__fail(VK_ERR_IO, "dial %s: no address", c->base.peer);
     open_failed(c, st);
 }
 
@@ -216,7 +209,7 @@ static void dial_next_address(vk_async_conn *c, vk_status last)
 static void addresses_ready(vk_async_conn *c, struct addrinfo *list, int rc)
 {
     if (rc != 0) {
-        open_failed(c, vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", c->peer, c->endpoint.host,
+        open_failed(c, vk__fail(VK_ERR_IO, "dial %s: lookup %s: %s", c->base.peer, c->base.endpoint.host,
                                 gai_strerror(rc)));
         return;
     }
@@ -224,16 +217,16 @@ static void addresses_ready(vk_async_conn *c, struct addrinfo *list, int rc)
     dial_next_address(c, VK_OK);
 }
 
-/* Dials c->endpoint. */
+/* Dials c->base.endpoint. */
 static void dial(vk_async_conn *c)
 {
-    const vk_endpoint *ep = &c->endpoint;
+    const vk_endpoint *ep = &c->base.endpoint;
     if (ep->is_unix) {
         struct sockaddr_un sa;
         memset(&sa, 0, sizeof sa);
         sa.sun_family = AF_UNIX;
         if (strlen(ep->path) >= sizeof sa.sun_path) {
-            open_failed(c, vk__fail(VK_ERR_IO, "dial %s: socket path too long", c->peer));
+            open_failed(c, vk__fail(VK_ERR_IO, "dial %s: socket path too long", c->base.peer));
             return;
         }
         memcpy(sa.sun_path, ep->path, strlen(ep->path) + 1);
@@ -248,7 +241,7 @@ static void dial(vk_async_conn *c)
     int rc = 0;
     struct addrinfo *list = NULL;
     vk_lookup *pending = NULL;
-    vk_status st = vk__resolve_start(c->peer, ep->host, ep->port, &pending, &list, &rc);
+    vk_status st = vk__resolve_start(c->base.peer, ep->host, ep->port, &pending, &list, &rc);
     if (st == VK_OK && pending != NULL) {
         c->lookup = pending;
         if ((st = new_io(c, vk__lookup_fd(pending))) == VK_OK) {
@@ -295,7 +288,7 @@ static void tls_step(vk_async_conn *c)
     char why[256];
     vk__tls_describe_failure(c->ssl, why, sizeof why);
     ERR_clear_error();
-    open_failed(c, vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", c->peer, why));
+    open_failed(c, vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", c->base.peer, why));
 }
 
 /* The connect finished: its outcome, then TLS or the engine. */
@@ -307,12 +300,12 @@ static void connect_done(vk_async_conn *c)
         err = errno;
     if (err != 0) {
         /* This address failed: its socket goes, the next one is tried. */
-        vk_status st = vk__fail(VK_ERR_IO, "dial %s: %s", c->peer, strerror(err));
+        vk_status st = vk__fail(VK_ERR_IO, "dial %s: %s", c->base.peer, strerror(err));
         close_socket(c);
         dial_next_address(c, st);
         return;
     }
-    if (!c->endpoint.is_unix)
+    if (!c->base.endpoint.is_unix)
         vk__transport_tune_tcp(c->io->fd);
     vk_async *a = c->client;
     if (a->d.core->tls == NULL) {
@@ -322,7 +315,7 @@ static void connect_done(vk_async_conn *c)
     const vk_config *cfg = vk__client_config(a->d.core);
     const char *name = cfg->tls_server_name != NULL && cfg->tls_server_name[0] != '\0'
                            ? cfg->tls_server_name
-                           : c->endpoint.host;
+                           : c->base.endpoint.host;
     vk_status st = vk__tls_session_new(a->d.core->tls, c->io->fd, name, &c->ssl);
     if (st != VK_OK) {
         open_failed(c, st);
@@ -340,7 +333,7 @@ static void opened(vk_async_conn *c)
     forget_addresses(c);
     c->net = NET_OPEN;
     watch(c, VK_EV_READ);
-    vk__engine_opened(c->engine, vk__now_ms());
+    vk__engine_opened(c->base.engine, vk__now_ms());
 }
 
 /* ---- moving bytes ------------------------------------------------------------ */
@@ -350,20 +343,20 @@ static vk_status io_failure(vk_async_conn *c, const char *op, int rc)
     if (c->ssl != NULL) {
         int err = SSL_get_error(c->ssl, rc);
         if (err == SSL_ERROR_ZERO_RETURN)
-            return vk__fail(VK_ERR_IO, "%s %s: connection closed by peer", op, c->peer);
+            return vk__fail(VK_ERR_IO, "%s %s: connection closed by peer", op, c->base.peer);
         if (err == SSL_ERROR_SYSCALL) {
             if (errno == 0)
-                return vk__fail(VK_ERR_IO, "%s %s: EOF", op, c->peer);
-            return vk__fail(VK_ERR_IO, "%s %s: %s", op, c->peer, strerror(errno));
+                return vk__fail(VK_ERR_IO, "%s %s: EOF", op, c->base.peer);
+            return vk__fail(VK_ERR_IO, "%s %s: %s", op, c->base.peer, strerror(errno));
         }
         char why[256];
         vk__tls_describe_failure(c->ssl, why, sizeof why);
         ERR_clear_error();
-        return vk__fail(VK_ERR_TLS, "%s %s: %s", op, c->peer, why);
+        return vk__fail(VK_ERR_TLS, "%s %s: %s", op, c->base.peer, why);
     }
     if (rc == 0)
-        return vk__fail(VK_ERR_IO, "%s %s: EOF", op, c->peer);
-    return vk__fail(VK_ERR_IO, "%s %s: %s", op, c->peer, strerror(errno));
+        return vk__fail(VK_ERR_IO, "%s %s: EOF", op, c->base.peer);
+    return vk__fail(VK_ERR_IO, "%s %s: %s", op, c->base.peer, strerror(errno));
 }
 
 /* -1: would block; 0: failed (detail set); else the bytes moved. */
@@ -431,7 +424,7 @@ static void flush(vk_async_conn *c)
     vk_async_io *io = c->io;
     for (;;) {
         size_t len;
-        const char *out = vk__engine_output(c->engine, &len);
+        const char *out = vk__engine_output(c->base.engine, &len);
         if (len == 0) {
             watch(c, VK_EV_READ);
             return;
@@ -442,10 +435,10 @@ static void flush(vk_async_conn *c)
             return;
         }
         if (n == 0) {
-            vk__engine_lost(c->engine, vk_last_status(), vk__now_ms());
+            vk__engine_lost(c->base.engine, vk_last_status(), vk__now_ms());
             return;
         }
-        vk__engine_wrote(c->engine, (size_t)n, vk__now_ms());
+        vk__engine_wrote(c->base.engine, (size_t)n, vk__now_ms());
         if (c->io != io)
             return;   /* the connection went meanwhile */
     }
@@ -460,10 +453,10 @@ static void read_ready(vk_async_conn *c)
         if (n < 0)
             return;
         if (n == 0) {
-            vk__engine_lost(c->engine, vk_last_status(), vk__now_ms());
+            vk__engine_lost(c->base.engine, vk_last_status(), vk__now_ms());
             return;
         }
-        vk__engine_feed(c->engine, a->rbuf, (size_t)n, vk__now_ms());
+        vk__engine_feed(c->base.engine, a->rbuf, (size_t)n, vk__now_ms());
         /* A short read emptied the socket; TLS may still hold a record. */
         if ((size_t)n < VK_ASYNC_READ_CHUNK && (c->ssl == NULL || SSL_pending(c->ssl) == 0))
             return;
@@ -476,7 +469,8 @@ static void flush_wanted(vk_async *a)
 {
     if (a->node.flush_wanted && !a->d.free_requested)
         flush(&a->node);
-    for (vk_async_conn *c = a->probes; c != NULL && !a->d.free_requested; c = c->next) {
+    for (vk_driven_conn *p = a->d.probes; p != NULL && !a->d.free_requested; p = p->next) {
+        vk_async_conn *c = (vk_async_conn *)p;
         if (c->flush_wanted)
             flush(c);
     }
@@ -487,13 +481,8 @@ static void flush_wanted(vk_async *a)
 static void drv_open(void *userdata)
 {
     vk_async_conn *c = userdata;
-    if (c->is_node) {
-        vk_driven *d = &c->client->d;
-        if (vk__driven_locate(d))
-            return;   /* drv_located dials */
-        c->endpoint = d->endpoint;
-        snprintf(c->peer, sizeof c->peer, "%s", d->peer);
-    }
+    if (c->base.is_node && !vk__driven_dial_now(&c->client->d, &c->base))
+        return;   /* drv_located dials */
     dial(c);
 }
 
@@ -506,9 +495,7 @@ static void drv_located(vk_driven *d, vk_status st)
         open_failed(c, st);
         return;
     }
-    c->endpoint = d->endpoint;
-    snprintf(c->peer, sizeof c->peer, "%s", d->peer);
-    vk__engine_dial_started(c->engine, vk__now_ms());
+    vk__engine_dial_started(c->base.engine, vk__now_ms());
     dial(c);
 }
 
@@ -516,7 +503,7 @@ static void drv_close(void *userdata)
 {
     vk_async_conn *c = userdata;
     close_connection(c);
-    if (c->is_node)
+    if (c->base.is_node)
         vk__driven_node_closed(&c->client->d);
 }
 
@@ -537,18 +524,14 @@ static const char *drv_dial_stage(void *userdata)
     if (c->lookup == NULL)
         return NULL;
     snprintf(c->stage, sizeof c->stage, "lookup %s: name resolution timed out",
-             c->endpoint.host);
+             c->base.endpoint.host);
     return c->stage;
 }
 
 /* The loop's timer goes off at the earliest wake-up asked for. */
 static void schedule_timer(vk_async *a)
 {
-    int64_t at = a->node.wake_at_ms;
-    for (const vk_async_conn *c = a->probes; c != NULL; c = c->next) {
-        if (c->wake_at_ms < at)
-            at = c->wake_at_ms;
-    }
+    int64_t at = vk__driven_next_wake(&a->d, &a->node.base);
     if (at == a->timer_at_ms)
         return;
     a->timer_at_ms = at;
@@ -564,25 +547,8 @@ static void schedule_timer(vk_async *a)
 static void drv_wake(void *userdata, int64_t at_ms)
 {
     vk_async_conn *c = userdata;
-    c->wake_at_ms = at_ms;
+    c->base.wake_at_ms = at_ms;
     schedule_timer(c->client);
-}
-
-static void conn_init(vk_async_conn *c, vk_async *a, const vk_endpoint *ep, bool is_node)
-{
-    c->client = a;
-    c->is_node = is_node;
-    c->wake_at_ms = VK_ENGINE_NEVER;
-    if (ep != NULL) {
-        c->endpoint = *ep;
-        vk__format_endpoint(c->peer, sizeof c->peer, ep);
-    }
-}
-
-static void drv_check_master(void *userdata)
-{
-    vk_driven *d = &((vk_async_conn *)userdata)->client->d;
-    vk__driven_check_master(d);
 }
 
 static vk_engine_driver conn_driver(vk_async_conn *c)
@@ -594,63 +560,40 @@ static vk_engine_driver conn_driver(vk_async_conn *c)
         .want_write = drv_want_write,
         .wake = drv_wake,
         .complete = vk__driven_complete,
-        .check_master = c->is_node ? drv_check_master : NULL,
+        .check_master = c->base.is_node ? vk__driven_conn_check_master : NULL,
         .dial_stage = drv_dial_stage,
     };
 }
 
-/* Sentinel mode: a probe to the sentinel at ep (sentinel_seek.h). */
-static vk_status drv_probe_open(vk_driven *d, const vk_endpoint *ep, const vk_config *cfg,
-                                vk_credentials *credentials, vk_engine **out)
+/* Sentinel mode: a record for a probe's connection (driven.h). */
+static vk_driven_conn *drv_conn_new(vk_driven *d, vk_engine_driver *driver)
 {
-    vk_async *a = (vk_async *)d;
     vk_async_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
-        return vk__fail_nomem();
-    conn_init(c, a, ep, false);
-    const vk_engine_driver driver = conn_driver(c);
-    vk_status st = vk__engine_new(&c->engine, cfg, credentials, c->peer, &driver);
-    if (st != VK_OK) {
-        free(c);
-        return st;
-    }
-    c->next = a->probes;
-    a->probes = c;
-    *out = c->engine;
-    return VK_OK;
+        return NULL;
+    c->client = (vk_async *)d;
+    *driver = conn_driver(c);
+    return &c->base;
 }
 
-/* The probe leaves the list now and is freed once no handler runs (the
- * seek may be inside one of its engine's completions). */
-static void drv_probe_close(vk_driven *d, vk_engine *probe)
+static void drv_conn_closed(vk_driven *d, vk_driven_conn *c)
 {
-    vk_async *a = (vk_async *)d;
-    for (vk_async_conn **at = &a->probes; *at != NULL; at = &(*at)->next) {
-        vk_async_conn *c = *at;
-        if (c->engine == probe) {
-            *at = c->next;
-            c->next = a->released_probes;
-            a->released_probes = c;
-            close_connection(c);
-            c->wake_at_ms = VK_ENGINE_NEVER;
-            schedule_timer(a);
-            return;
-        }
-    }
+    close_connection((vk_async_conn *)c);
+    schedule_timer((vk_async *)d);
+}
+
+static void drv_conn_free(vk_driven_conn *c)
+{
+    close_connection((vk_async_conn *)c);
+    free(c);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
-/* What was released while handlers ran: sockets' ios and probes. */
+/* What was released while handlers ran: probes and sockets' ios. */
 static void release_pending(vk_async *a)
 {
-    while (a->released_probes != NULL) {
-        vk_async_conn *c = a->released_probes;
-        a->released_probes = c->next;
-        vk__engine_free(c->engine, "the sentinel probe closed");
-        close_connection(c);
-        free(c);
-    }
+    vk__driven_free_closed(&a->d);
     while (a->released != NULL) {
         vk_async_io *io = a->released;
         a->released = io->next;
@@ -662,8 +605,6 @@ static void release_pending(vk_async *a)
 static void release(vk_driven *d)
 {
     vk_async *a = (vk_async *)d;
-    while (a->probes != NULL)
-        drv_probe_close(d, a->probes->engine);
     close_connection(&a->node);
     release_pending(a);
     a->loop.timer(a->loop.data, a, -1, 1, &a->timer_slot);
@@ -706,10 +647,12 @@ VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
     a->timer_at_ms = VK_ENGINE_NEVER;
     a->d.kind = VK_DRIVEN_ASYNC;
     a->d.release = release;
-    a->d.probe_open = drv_probe_open;
-    a->d.probe_close = drv_probe_close;
+    a->d.conn_new = drv_conn_new;
+    a->d.conn_closed = drv_conn_closed;
+    a->d.conn_free = drv_conn_free;
     a->d.located = drv_located;
-    conn_init(&a->node, a, NULL, true);
+    a->node.client = a;
+    vk__driven_conn_init(&a->node.base, &a->d, NULL, true);
     const vk_engine_driver driver = conn_driver(&a->node);
     vk_status st = vk__driven_init(&a->d, cfg, &driver);
     if (st != VK_OK) {
@@ -718,7 +661,7 @@ VK_API vk_status vk_async_new(vk_async **out, const vk_config *cfg,
         free(a);
         return st;
     }
-    a->node.engine = a->d.engine;
+    a->node.base.engine = a->d.engine;
     *out = a;
     return VK_OK;
 }
@@ -766,15 +709,6 @@ VK_API void vk_async_handle_io(vk_async_io *io, int events)
     leave(a);
 }
 
-/* Ticks the engine of c when its wake-up is due. */
-static void tick_if_due(vk_async_conn *c, int64_t now_ms)
-{
-    if (c->wake_at_ms > now_ms)
-        return;
-    c->wake_at_ms = VK_ENGINE_NEVER;
-    vk__engine_tick(c->engine, now_ms);
-}
-
 VK_API void vk_async_handle_timer(vk_async *client)
 {
     if (client == NULL)
@@ -787,13 +721,7 @@ VK_API void vk_async_handle_timer(vk_async *client)
     bool outer = !client->in_handler;
     client->in_handler = true;
     client->timer_at_ms = VK_ENGINE_NEVER;   /* it went off */
-    int64_t now_ms = vk__now_ms();
-    tick_if_due(&client->node, now_ms);
-    for (vk_async_conn *c = client->probes; c != NULL && !client->d.free_requested;) {
-        vk_async_conn *next = c->next;   /* a tick may close the probe */
-        tick_if_due(c, now_ms);
-        c = next;
-    }
+    vk__driven_tick(&client->d, &client->node.base, vk__now_ms());
     if (!client->d.free_requested)
         schedule_timer(client);
     if (outer) {

@@ -10,23 +10,108 @@ static const char wrong_thread[] = "an event-loop client is used only on its loo
 
 /* ---- Sentinel: the master, found before each dial ---------------------------------- */
 
+void vk__driven_conn_init(vk_driven_conn *c, vk_driven *d, const vk_endpoint *ep, bool is_node)
+{
+    c->d = d;
+    c->is_node = is_node;
+    c->wake_at_ms = VK_ENGINE_NEVER;
+    if (ep != NULL) {
+        c->endpoint = *ep;
+        vk__format_endpoint(c->peer, sizeof c->peer, ep);
+    }
+}
+
+int64_t vk__driven_next_wake(const vk_driven *d, const vk_driven_conn *node)
+{
+    int64_t at = node->wake_at_ms;
+    for (const vk_driven_conn *c = d->probes; c != NULL; c = c->next) {
+        if (c->wake_at_ms < at)
+            at = c->wake_at_ms;
+    }
+    return at;
+}
+
+static void tick_if_due(vk_driven_conn *c, int64_t now_ms)
+{
+    if (c->wake_at_ms > now_ms)
+        return;
+    c->wake_at_ms = VK_ENGINE_NEVER;
+    vk__engine_tick(c->engine, now_ms);
+}
+
+void vk__driven_tick(vk_driven *d, vk_driven_conn *node, int64_t now_ms)
+{
+    tick_if_due(node, now_ms);
+    for (vk_driven_conn *c = d->probes; c != NULL && !d->free_requested;) {
+        vk_driven_conn *next = c->next;   /* a tick may close the probe */
+        tick_if_due(c, now_ms);
+        c = next;
+    }
+}
+
+/* A probe to the sentinel at ep (sentinel_seek.h): the driver's record,
+ * with an engine of its own. */
 static vk_status seek_probe_open(void *userdata, const vk_endpoint *ep, const vk_config *cfg,
                                  vk_credentials *credentials, vk_engine **out)
 {
     vk_driven *d = userdata;
-    return d->probe_open(d, ep, cfg, credentials, out);
+    vk_engine_driver driver;
+    vk_driven_conn *c = d->conn_new(d, &driver);
+    if (c == NULL)
+        return vk__fail_nomem();
+    vk__driven_conn_init(c, d, ep, false);
+    vk_status st = vk__engine_new(&c->engine, cfg, credentials, c->peer, &driver);
+    if (st != VK_OK) {
+        d->conn_free(c);
+        return st;
+    }
+    c->next = d->probes;
+    d->probes = c;
+    *out = c->engine;
+    return VK_OK;
+}
+
+void vk__driven_probe_close(vk_driven *d, vk_engine *probe)
+{
+    for (vk_driven_conn **at = &d->probes; *at != NULL; at = &(*at)->next) {
+        vk_driven_conn *c = *at;
+        if (c->engine == probe) {
+            *at = c->next;
+            c->next = d->closed;
+            d->closed = c;
+            c->wake_at_ms = VK_ENGINE_NEVER;
+            d->conn_closed(d, c);
+            return;
+        }
+    }
+}
+
+void vk__driven_free_closed(vk_driven *d)
+{
+    while (d->closed != NULL) {
+        vk_driven_conn *c = d->closed;
+        d->closed = c->next;
+        vk__engine_free(c->engine, "the sentinel probe closed");
+        d->conn_free(c);
+    }
 }
 
 static void seek_probe_close(void *userdata, vk_engine *probe)
 {
-    vk_driven *d = userdata;
-    d->probe_close(d, probe);
+    vk__driven_probe_close(userdata, probe);
 }
 
 static int64_t seek_now_ms(void *userdata)
 {
     (void)userdata;
     return vk__now_ms();
+}
+
+/* The node's record takes the node d names. */
+static void name_node(vk_driven *d, vk_driven_conn *node)
+{
+    node->endpoint = d->endpoint;
+    snprintf(node->peer, sizeof node->peer, "%s", d->peer);
 }
 
 static void seek_found(void *userdata, vk_status st, const vk_endpoint *master)
@@ -48,6 +133,7 @@ static void seek_found(void *userdata, vk_status st, const vk_endpoint *master)
         d->has_endpoint = true;
         vk__format_endpoint(d->peer, sizeof d->peer, &d->endpoint);
         vk__engine_set_peer(d->engine, d->peer);
+        name_node(d, d->node);
     }
     d->located(d, st);
 }
@@ -71,20 +157,28 @@ static vk_status start_seeking(vk_driven *d)
     return VK_OK;
 }
 
-bool vk__driven_locate(vk_driven *d)
+bool vk__driven_dial_now(vk_driven *d, vk_driven_conn *node)
 {
-    if (d->seek == NULL)
-        return false;
+    d->node = node;
+    if (d->seek == NULL) {
+        name_node(d, node);
+        return true;
+    }
     /* A check that runs now serves the dial as well. */
     d->seek_locates = true;
     vk__seek_start(d->seek);
-    return true;
+    return false;
 }
 
 void vk__driven_node_closed(vk_driven *d)
 {
     d->seek_locates = false;
     vk__seek_stop(d->seek);
+}
+
+void vk__driven_conn_check_master(void *userdata)
+{
+    vk__driven_check_master(((vk_driven_conn *)userdata)->d);
 }
 
 void vk__driven_check_master(vk_driven *d)
@@ -152,6 +246,9 @@ void vk__driven_destroy(vk_driven *d)
     d->depth++;   /* completions that call back in are refused, not re-entered */
     vk__seek_free(d->seek);
     d->seek = NULL;
+    while (d->probes != NULL)
+        vk__driven_probe_close(d, d->probes->engine);
+    vk__driven_free_closed(d);
     vk__engine_free(d->engine, "client closed");
     d->engine = NULL;
     vk_client_free(d->core);

@@ -23,6 +23,20 @@ typedef enum vk_driven_kind {
 
 typedef struct vk_driven vk_driven;
 
+/* What the drivers' connection records (async.c's vk_async_conn, hosted.c's
+ * hosted_conn) have in common, as their first member: the node's
+ * connection, or a probe's (Sentinel). */
+typedef struct vk_driven_conn vk_driven_conn;
+struct vk_driven_conn {
+    vk_driven *d;             /* the client it belongs to */
+    vk_driven_conn *next;     /* among the probes, then the closed ones */
+    vk_engine *engine;        /* the node's is the client's d->engine */
+    bool is_node;
+    vk_endpoint endpoint;
+    char peer[300];           /* the endpoint, for messages */
+    int64_t wake_at_ms;       /* its engine's wake-up; VK_ENGINE_NEVER: none */
+};
+
 /* Whoever keeps a pointer to a client beyond one call (a lock manager)
  * hears when it goes: gone() runs first thing in its free, before its
  * operations are cancelled, and must only forget the pointer. */
@@ -40,8 +54,9 @@ struct vk_driven {
     vk_endpoint endpoint;     /* the node (Sentinel: the master last found) */
     char peer[300];           /* the node, for messages */
     bool has_endpoint;        /* endpoint holds a node */
+    vk_driven_conn *node;     /* the driver's record of the node's connection */
     /* Sentinel mode: the walk that finds the master before each dial of
-     * the node (vk__driven_locate), and checks it while connected
+     * the node (vk__driven_dial_now), and checks it while connected
      * (vk__driven_check_master); NULL otherwise. */
     vk_seek *seek;
     bool seek_locates;        /* the walk running is for a dial */
@@ -52,29 +67,53 @@ struct vk_driven {
     /* Releases the driver's own state and the struct (after the engine
      * and core are gone). */
     void (*release)(vk_driven *d);
-    /* Sentinel mode, set by the driver: a connection of its own to a
-     * sentinel (vk_seek_driver's probe_open and probe_close) ... */
-    vk_status (*probe_open)(vk_driven *d, const vk_endpoint *ep, const vk_config *cfg,
-                            vk_credentials *credentials, vk_engine **out);
-    void (*probe_close)(vk_driven *d, vk_engine *probe);
-    /* ... and the end of a vk__driven_locate: VK_OK when endpoint and peer
-     * name the master (the driver dials it, after vk__engine_dial_started),
-     * else the failure for vk__engine_open_failed. */
+    /* Sentinel mode: the probes' connections (vk__driven_probe_*), and
+     * those closed, freed by vk__driven_free_closed. */
+    vk_driven_conn *probes;
+    vk_driven_conn *closed;
+    /* Set by the driver: a new record of its own for a probe (NULL: out of
+     * memory), with driver filled for its engine; ... */
+    vk_driven_conn *(*conn_new)(vk_driven *d, vk_engine_driver *driver);
+    /* ... a probe's connection is no longer wanted (close its socket); ... */
+    void (*conn_closed)(vk_driven *d, vk_driven_conn *c);
+    /* ... the record goes (its engine is freed). */
+    void (*conn_free)(vk_driven_conn *c);
+    /* The end of a search started by vk__driven_dial_now: VK_OK when endpoint and peer name the
+     * master (the driver dials it, after vk__engine_dial_started), else the
+     * failure for vk__engine_open_failed. */
     void (*located)(vk_driven *d, vk_status st);
 };
 
-/* Prepares d (kind, release and, for Sentinel, probe_open, probe_close and
- * located set by the caller) for cfg, standalone or Sentinel; the engine
- * talks to driver. */
+/* A connection record's common part: its client, endpoint (NULL: none
+ * yet), no wake-up. */
+void vk__driven_conn_init(vk_driven_conn *c, vk_driven *d, const vk_endpoint *ep, bool is_node);
+/* The node's vk_engine_driver.check_master, for a vk_driven_conn userdata
+ * (vk__driven_check_master). */
+void vk__driven_conn_check_master(void *userdata);
+/* The earliest wake-up wanted by node and the probes (VK_ENGINE_NEVER). */
+int64_t vk__driven_next_wake(const vk_driven *d, const vk_driven_conn *node);
+/* Ticks the engines (node's and probes') whose wake-up is due. */
+void vk__driven_tick(vk_driven *d, vk_driven_conn *node, int64_t now_ms);
+/* The probe whose engine is probe closes now (conn_closed) and is freed by
+ * the next vk__driven_free_closed (a completion of its engine may be
+ * running). */
+void vk__driven_probe_close(vk_driven *d, vk_engine *probe);
+/* Frees the closed probes; once no call into their engines runs. */
+void vk__driven_free_closed(vk_driven *d);
+
+/* Prepares d (kind, release, conn_new, conn_closed, conn_free and located
+ * set by the caller) for cfg, standalone or Sentinel; the engine talks to
+ * driver. */
 vk_status vk__driven_init(vk_driven *d, const vk_config *cfg, const vk_engine_driver *driver);
 /* Cancels every operation ("client closed"), frees the engine and the
  * core, then d->release(d). */
 void vk__driven_destroy(vk_driven *d);
 
-/* The engine asks to open the node's connection: standalone, the driver
- * dials d->endpoint at once (false); Sentinel, the master is looked for
- * first and located() follows (true). */
-bool vk__driven_locate(vk_driven *d);
+/* The engine asks to open the node's connection: standalone, the node's
+ * record has d's endpoint and peer, and the driver dials it at once
+ * (true); Sentinel, the master is looked for first and located() follows,
+ * the record's endpoint and peer set when it was found (false). */
+bool vk__driven_dial_now(vk_driven *d, vk_driven_conn *node);
 /* The node's connection is closed: a search for the master stops. */
 void vk__driven_node_closed(vk_driven *d);
 /* The engine's check_master: when the sentinels name another master, the

@@ -17,23 +17,16 @@
 
 typedef struct hosted_conn hosted_conn;
 struct hosted_conn {
+    vk_driven_conn base;    /* first: engine, endpoint, peer, wake-up */
     vk_hosted *client;
-    vk_engine *engine;      /* the node's is the client's d.engine */
-    bool is_node;
-    vk_endpoint endpoint;
-    char peer[300];         /* the endpoint, for messages */
     uint64_t id;            /* the current connection, 0: none */
     bool connecting;        /* id is to be opened */
     bool open;              /* id is open */
-    int64_t wake_at_ms;     /* VK_ENGINE_NEVER: no tick wanted */
-    hosted_conn *next;      /* among the probes, then the released */
 };
 
 struct vk_hosted {
     vk_driven d;            /* first: the engine, the core, the thread */
-    hosted_conn node;
-    hosted_conn *probes;            /* Sentinel: the sentinels being asked */
-    hosted_conn *released_probes;   /* freed once no call runs */
+    hosted_conn node;       /* the probes (Sentinel) are in d.probes */
     uint64_t last_id;
 };
 
@@ -49,13 +42,8 @@ static void want_connection(hosted_conn *c)
 static void drv_open(void *userdata)
 {
     hosted_conn *c = userdata;
-    if (c->is_node) {
-        vk_driven *d = &c->client->d;
-        if (vk__driven_locate(d))
-            return;   /* drv_located asks for the connection */
-        c->endpoint = d->endpoint;
-        snprintf(c->peer, sizeof c->peer, "%s", d->peer);
-    }
+    if (c->base.is_node && !vk__driven_dial_now(&c->client->d, &c->base))
+        return;   /* drv_located asks for the connection */
     want_connection(c);
 }
 
@@ -65,13 +53,11 @@ static void drv_located(vk_driven *d, vk_status st)
     vk_hosted *h = (vk_hosted *)d;
     hosted_conn *c = &h->node;
     if (st != VK_OK) {
-        vk__engine_open_failed(c->engine, st, vk__now_ms());
+        vk__engine_open_failed(c->base.engine, st, vk__now_ms());
         return;
     }
-    c->endpoint = d->endpoint;
-    snprintf(c->peer, sizeof c->peer, "%s", d->peer);
     want_connection(c);
-    vk__engine_dial_started(c->engine, vk__now_ms());
+    vk__engine_dial_started(c->base.engine, vk__now_ms());
 }
 
 static void drv_close(void *userdata)
@@ -80,7 +66,7 @@ static void drv_close(void *userdata)
     c->id = 0;
     c->connecting = false;
     c->open = false;
-    if (c->is_node)
+    if (c->base.is_node)
         vk__driven_node_closed(&c->client->d);
 }
 
@@ -92,24 +78,7 @@ static void drv_want_write(void *userdata)
 static void drv_wake(void *userdata, int64_t at_ms)
 {
     hosted_conn *c = userdata;
-    c->wake_at_ms = at_ms;
-}
-
-static void conn_init(hosted_conn *c, vk_hosted *h, const vk_endpoint *ep, bool is_node)
-{
-    c->client = h;
-    c->is_node = is_node;
-    c->wake_at_ms = VK_ENGINE_NEVER;
-    if (ep != NULL) {
-        c->endpoint = *ep;
-        vk__format_endpoint(c->peer, sizeof c->peer, ep);
-    }
-}
-
-static void drv_check_master(void *userdata)
-{
-    vk_driven *d = &((hosted_conn *)userdata)->client->d;
-    vk__driven_check_master(d);
+    c->base.wake_at_ms = at_ms;
 }
 
 static vk_engine_driver conn_driver(hosted_conn *c)
@@ -121,67 +90,38 @@ static vk_engine_driver conn_driver(hosted_conn *c)
         .want_write = drv_want_write,
         .wake = drv_wake,
         .complete = vk__driven_complete,
-        .check_master = c->is_node ? drv_check_master : NULL,
+        .check_master = c->base.is_node ? vk__driven_conn_check_master : NULL,
     };
 }
 
-/* Sentinel mode: a probe to the sentinel at ep (sentinel_seek.h). */
-static vk_status drv_probe_open(vk_driven *d, const vk_endpoint *ep, const vk_config *cfg,
-                                vk_credentials *credentials, vk_engine **out)
+/* Sentinel mode: a record for a probe's connection (driven.h). */
+static vk_driven_conn *drv_conn_new(vk_driven *d, vk_engine_driver *driver)
 {
-    vk_hosted *h = (vk_hosted *)d;
     hosted_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
-        return vk__fail_nomem();
-    conn_init(c, h, ep, false);
-    const vk_engine_driver driver = conn_driver(c);
-    vk_status st = vk__engine_new(&c->engine, cfg, credentials, c->peer, &driver);
-    if (st != VK_OK) {
-        free(c);
-        return st;
-    }
-    c->next = h->probes;
-    h->probes = c;
-    *out = c->engine;
-    return VK_OK;
+        return NULL;
+    c->client = (vk_hosted *)d;
+    *driver = conn_driver(c);
+    return &c->base;
 }
 
-/* The probe's connection is no longer wanted from now on; the probe is
- * freed once no call runs (the seek may be inside one of its engine's
- * completions). */
-static void drv_probe_close(vk_driven *d, vk_engine *probe)
+/* Its connection is no longer among the wants: the host closes it. */
+static void drv_conn_closed(vk_driven *d, vk_driven_conn *base)
 {
-    vk_hosted *h = (vk_hosted *)d;
-    for (hosted_conn **at = &h->probes; *at != NULL; at = &(*at)->next) {
-        hosted_conn *c = *at;
-        if (c->engine == probe) {
-            *at = c->next;
-            c->next = h->released_probes;
-            h->released_probes = c;
-            c->id = 0;
-            c->connecting = c->open = false;
-            return;
-        }
-    }
+    (void)d;
+    hosted_conn *c = (hosted_conn *)base;
+    c->id = 0;
+    c->connecting = c->open = false;
 }
 
-static void release_probes(vk_hosted *h)
+static void drv_conn_free(vk_driven_conn *c)
 {
-    while (h->released_probes != NULL) {
-        hosted_conn *c = h->released_probes;
-        h->released_probes = c->next;
-        vk__engine_free(c->engine, "the sentinel probe closed");
-        free(c);
-    }
+    free(c);
 }
 
 static void release(vk_driven *d)
 {
-    vk_hosted *h = (vk_hosted *)d;
-    while (h->probes != NULL)
-        drv_probe_close(d, h->probes->engine);
-    release_probes(h);
-    free(h);
+    free(d);
 }
 
 /* Every event from the host: enter() ... leave(). */
@@ -193,7 +133,7 @@ static void enter(vk_hosted *h)
 static void leave(vk_hosted *h)
 {
     if (!vk__driven_leave(&h->d) && h->d.depth == 0)
-        release_probes(h);
+        vk__driven_free_closed(&h->d);
 }
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -210,18 +150,19 @@ VK_API vk_status vk_hosted_new(vk_hosted **out, const vk_config *cfg)
         return vk__fail_nomem();
     h->d.kind = VK_DRIVEN_HOSTED;
     h->d.release = release;
-    h->d.probe_open = drv_probe_open;
-    h->d.probe_close = drv_probe_close;
+    h->d.conn_new = drv_conn_new;
+    h->d.conn_closed = drv_conn_closed;
+    h->d.conn_free = drv_conn_free;
     h->d.located = drv_located;
-    conn_init(&h->node, h, NULL, true);
+    h->node.client = h;
+    vk__driven_conn_init(&h->node.base, &h->d, NULL, true);
     const vk_engine_driver driver = conn_driver(&h->node);
     vk_status st = vk__driven_init(&h->d, cfg, &driver);
     if (st != VK_OK) {
-        release_probes(h);
         free(h);
         return st;
     }
-    h->node.engine = h->d.engine;
+    h->node.base.engine = h->d.engine;
     *out = h;
     return VK_OK;
 }
@@ -240,7 +181,8 @@ static const hosted_conn *wanted(const vk_hosted *h, size_t i)
             return &h->node;
         i--;
     }
-    for (const hosted_conn *c = h->probes; c != NULL; c = c->next) {
+    for (const vk_driven_conn *p = h->d.probes; p != NULL; p = p->next) {
+        const hosted_conn *c = (const hosted_conn *)p;
         if (c->id == 0)
             continue;
         if (i == 0)
@@ -255,8 +197,8 @@ VK_API size_t vk_hosted_connection_count(const vk_hosted *client)
     if (client == NULL)
         return 0;
     size_t n = client->node.id != 0 ? 1 : 0;
-    for (const hosted_conn *c = client->probes; c != NULL; c = c->next)
-        n += c->id != 0;
+    for (const vk_driven_conn *p = client->d.probes; p != NULL; p = p->next)
+        n += ((const hosted_conn *)p)->id != 0;
     return n;
 }
 
@@ -271,7 +213,7 @@ VK_API vk_status vk_hosted_get_wants(const vk_hosted *client, size_t i,
     const hosted_conn *c = wanted(client, i);
     if (c == NULL)
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "no connection %zu", i);
-    const vk_endpoint *ep = &c->endpoint;
+    const vk_endpoint *ep = &c->base.endpoint;
     const vk_config *cfg = vk__client_config(client->d.core);
     wants->conn = c->id;
     wants->connect = c->connecting;
@@ -287,7 +229,7 @@ VK_API vk_status vk_hosted_get_wants(const vk_hosted *client, size_t i,
                              : ep->host;
     wants->read = c->open;
     if (c->open)
-        wants->output = vk__engine_output(c->engine, &wants->output_len);
+        wants->output = vk__engine_output(c->base.engine, &wants->output_len);
     return VK_OK;
 }
 
@@ -295,11 +237,7 @@ VK_API int64_t vk_hosted_tick_in_ms(const vk_hosted *client)
 {
     if (client == NULL)
         return -1;
-    int64_t at = client->node.wake_at_ms;
-    for (const hosted_conn *c = client->probes; c != NULL; c = c->next) {
-        if (c->wake_at_ms < at)
-            at = c->wake_at_ms;
-    }
+    int64_t at = vk__driven_next_wake(&client->d, &client->node.base);
     if (at == VK_ENGINE_NEVER)
         return -1;
     int64_t ms = at - vk__now_ms();
@@ -317,9 +255,9 @@ static hosted_conn *current(vk_hosted *h, uint64_t id, const char *function)
         return NULL;
     if (h->node.id == id)
         return &h->node;
-    for (hosted_conn *c = h->probes; c != NULL; c = c->next) {
-        if (c->id == id)
-            return c;
+    for (vk_driven_conn *p = h->d.probes; p != NULL; p = p->next) {
+        if (((hosted_conn *)p)->id == id)
+            return (hosted_conn *)p;
     }
     return NULL;
 }
@@ -332,7 +270,7 @@ VK_API void vk_hosted_connected(vk_hosted *client, uint64_t conn)
     c->connecting = false;
     c->open = true;
     enter(client);
-    vk__engine_opened(c->engine, vk__now_ms());
+    vk__engine_opened(c->base.engine, vk__now_ms());
     leave(client);
 }
 
@@ -340,14 +278,14 @@ static void connect_failed(vk_hosted *h, hosted_conn *c, vk_status status, const
 {
     why = why != NULL && why[0] != '\0' ? why : "failed";
     if (status == VK_ERR_TLS)
-        vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", c->peer, why);
+        vk__fail(VK_ERR_TLS, "handshake with %s failed: %s", c->base.peer, why);
     else if (status == VK_ERR_TIMEOUT)
-        vk__fail(VK_ERR_TIMEOUT, "dial %s: %s", c->peer, why);
+        vk__fail(VK_ERR_TIMEOUT, "dial %s: %s", c->base.peer, why);
     else
-        status = vk__fail(VK_ERR_IO, "dial %s: %s", c->peer, why);
+        status = vk__fail(VK_ERR_IO, "dial %s: %s", c->base.peer, why);
     c->connecting = false;
     enter(h);
-    vk__engine_open_failed(c->engine, status, vk__now_ms());
+    vk__engine_open_failed(c->base.engine, status, vk__now_ms());
     leave(h);
 }
 
@@ -365,7 +303,7 @@ VK_API void vk_hosted_wrote(vk_hosted *client, uint64_t conn, size_t n)
     if (c == NULL || !c->open)
         return;
     enter(client);
-    vk__engine_wrote(c->engine, n, vk__now_ms());
+    vk__engine_wrote(c->base.engine, n, vk__now_ms());
     leave(client);
 }
 
@@ -376,7 +314,7 @@ VK_API void vk_hosted_received(vk_hosted *client, uint64_t conn, const char *byt
     if (c == NULL || !c->open || bytes == NULL)
         return;
     enter(client);
-    vk__engine_feed(c->engine, bytes, len, vk__now_ms());
+    vk__engine_feed(c->base.engine, bytes, len, vk__now_ms());
     leave(client);
 }
 
@@ -392,22 +330,14 @@ VK_API void vk_hosted_lost(vk_hosted *client, uint64_t conn, vk_status status,
     }
     why = why != NULL && why[0] != '\0' ? why : "closed";
     if (status == VK_ERR_TLS)
-        vk__fail(VK_ERR_TLS, "read %s: %s", c->peer, why);
+        vk__fail(VK_ERR_TLS, "read %s: %s", c->base.peer, why);
     else if (status == VK_ERR_TIMEOUT)
-        vk__fail(VK_ERR_TIMEOUT, "read %s: %s", c->peer, why);
+        vk__fail(VK_ERR_TIMEOUT, "read %s: %s", c->base.peer, why);
     else
-        status = vk__fail(VK_ERR_IO, "read %s: %s", c->peer, why);
+        status = vk__fail(VK_ERR_IO, "read %s: %s", c->base.peer, why);
     enter(client);
-    vk__engine_lost(c->engine, status, vk__now_ms());
+    vk__engine_lost(c->base.engine, status, vk__now_ms());
     leave(client);
-}
-
-static void tick_if_due(hosted_conn *c, int64_t now_ms)
-{
-    if (c->wake_at_ms > now_ms)
-        return;
-    c->wake_at_ms = VK_ENGINE_NEVER;
-    vk__engine_tick(c->engine, now_ms);
 }
 
 VK_API void vk_hosted_tick(vk_hosted *client)
@@ -415,14 +345,8 @@ VK_API void vk_hosted_tick(vk_hosted *client)
     if (client == NULL || client->d.closing || client->d.free_requested ||
         !vk__driven_on_thread(&client->d, "vk_hosted_tick"))
         return;
-    int64_t now_ms = vk__now_ms();
     enter(client);
-    tick_if_due(&client->node, now_ms);
-    for (hosted_conn *c = client->probes; c != NULL && !client->d.free_requested;) {
-        hosted_conn *next = c->next;   /* a tick may close the probe */
-        tick_if_due(c, now_ms);
-        c = next;
-    }
+    vk__driven_tick(&client->d, &client->node.base, vk__now_ms());
     leave(client);
 }
 
