@@ -9,6 +9,7 @@
  */
 #include "vktest.h"
 #include "sentinels.h"
+#include "readback.h"
 #include "async_loops.h"
 #include "vkclient.h"
 #include "vkclient_async.h"
@@ -25,102 +26,15 @@
 
 static vkt_sentinel_group *group;
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* ---- what the client logs and counts ----------------------------------------- */
-
-static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
-static int sentinels_discovered;
-static int sentinel_failures_logged;
-static int switches_logged;
-static int64_t last_switch_us;
-static char last_switch_to[64];
-static int failovers_counted;
-
-static void log_sink(void *userdata, vk_log_level level, const char *message,
-                     const vk_field *fields, size_t nfields)
-{
-    (void)userdata;
-    (void)level;
-    pthread_mutex_lock(&events_lock);
-    if (strcmp(message, "redis sentinel discovered") == 0)
-        sentinels_discovered++;
-    if (strcmp(message, "redis sentinel query failed") == 0)
-        sentinel_failures_logged++;
-    if (strcmp(message, "redis sentinel: switched to the new master") == 0) {
-        switches_logged++;
-        last_switch_us = now_us();
-        for (size_t i = 0; i < nfields; i++) {
-            if (strcmp(fields[i].key, "to") == 0)
-                snprintf(last_switch_to, sizeof last_switch_to, "%s", fields[i].value);
-        }
-    }
-    pthread_mutex_unlock(&events_lock);
-}
-
-static void metric_sink(void *userdata, const char *name, vk_metric_kind kind, double value,
-                        const vk_field *labels, size_t nlabels)
-{
-    (void)userdata;
-    (void)kind;
-    (void)labels;
-    (void)nlabels;
-    if (strcmp(name, "redis_sentinel_failovers_total") == 0) {
-        pthread_mutex_lock(&events_lock);
-        failovers_counted += (int)value;
-        pthread_mutex_unlock(&events_lock);
-    }
-}
-
-static void reset_events(void)
-{
-    pthread_mutex_lock(&events_lock);
-    sentinels_discovered = sentinel_failures_logged = switches_logged = failovers_counted = 0;
-    last_switch_us = 0;
-    last_switch_to[0] = '\0';
-    pthread_mutex_unlock(&events_lock);
-}
-
-static int logged_switches(char *to, size_t to_cap)
-{
-    pthread_mutex_lock(&events_lock);
-    int n = switches_logged;
-    if (to_cap > 0)
-        snprintf(to, to_cap, "%s", last_switch_to);
-    pthread_mutex_unlock(&events_lock);
-    return n;
-}
-
 /* ---- clients and nodes ----------------------------------------------------------- */
 
-/* A sentinel config naming `count` of g's sentinels. */
+/* A sentinel config naming `count` of g's sentinels, its log and metrics
+ * recorded. */
 static vk_config *sentinel_config(vkt_sentinel_group *g, const char *name, int count)
 {
-    vk_config *cfg = NULL;
-    vk_config_new(&cfg);
-    vk_config_set_sentinel(cfg, name);
-    for (int i = 0; i < count; i++)
-        vk_config_add_sentinel_address(cfg, vkt_server_address(vkt_sentinel_group_sentinel(g, i)));
-    vk_config_set_dial_timeout_ms(cfg, 500);
-    vk_config_set_read_timeout_ms(cfg, 1000);
-    vk_config_set_logger(cfg, log_sink, NULL, NULL);
-    vk_config_set_metrics(cfg, metric_sink, NULL, NULL);
+    vk_config *cfg = vkt_sentinel_config(g, name, count);
+    vkt_sentinel_log_attach(cfg);
     return cfg;
-}
-
-/* The value of key read straight from a node (NULL: none). */
-static char *node_get(vkt_server *node, const char *key)
-{
-    const char *argv[] = {"GET", key};
-    char *header = vkt_server_cmd_line(node, argv, 2, 0);
-    bool missing = header == NULL || strcmp(header, "$-1") == 0;
-    free(header);
-    return missing ? NULL : vkt_server_cmd_line(node, argv, 2, 1);
 }
 
 /* SET key value through the event-loop client; true on +OK. */
@@ -188,7 +102,7 @@ static void fails_like_blocking(vkt_loop *loop, const vk_config *cfg)
  * sentinels are learnt, and writes land on the master. */
 static void test_writes_go_to_the_master(vkt_loop *loop)
 {
-    reset_events();
+    vkt_sentinel_log_reset();
     vk_config *cfg = sentinel_config(group, GROUP, 1);
     vk_async *a = vkt_async_new(loop, cfg);
     vk_config_free(cfg);
@@ -201,20 +115,18 @@ static void test_writes_go_to_the_master(vkt_loop *loop)
     CHECK(master >= 0);
     if (master >= 0)
         check_snapshot(a, vkt_server_address(vkt_sentinel_group_node(group, master)), 0);
-    char *value = master >= 0 ? node_get(vkt_sentinel_group_node(group, master), "sentinel:hello")
+    char *value = master >= 0 ? vkt_node_get(vkt_sentinel_group_node(group, master), "sentinel:hello")
                               : NULL;
     CHECK_EQ_STR(value, vkt_loop_name(loop));
     free(value);
     CHECK(vk_async_is_connected(a));
-    pthread_mutex_lock(&events_lock);
-    CHECK_EQ_INT(sentinels_discovered, VKT_SENTINELS - 1);
-    CHECK_EQ_INT(switches_logged, 0);
-    pthread_mutex_unlock(&events_lock);
+    CHECK_EQ_INT(vkt_sentinel_log_read().discovered, VKT_SENTINELS - 1);
+    CHECK_EQ_INT(vkt_sentinel_log_read().switches, 0);
     /* The client keeps checking the master (once a second) on the loop:
      * nothing changes while the master stays. */
     vkt_loop_run_for(loop, 2500);
     CHECK(vk_async_is_connected(a));
-    CHECK_EQ_INT(logged_switches(NULL, 0), 0);
+    CHECK_EQ_INT(vkt_sentinel_log_switches(NULL, 0), 0);
     CHECK(async_set(loop, a, "sentinel:still", "1"));
     vk_async_free(a);
 }
@@ -262,17 +174,15 @@ static void test_dead_sentinels(vkt_loop *loop)
     vk_config_add_sentinel_address(cfg, dead);
     fails_like_blocking(loop, cfg);
 
-    reset_events();
-    vk_config_set_logger(cfg, log_sink, NULL, NULL);
+    vkt_sentinel_log_reset();
+    vkt_sentinel_log_attach(cfg);
     vk_config_add_sentinel_address(cfg, vkt_server_address(vkt_sentinel_group_sentinel(group, 2)));
     vk_async *a = vkt_async_new(loop, cfg);
     vk_config_free(cfg);
     if (a == NULL)
         return;
     CHECK(async_set(loop, a, "sentinel:skip", "1"));
-    pthread_mutex_lock(&events_lock);
-    CHECK_EQ_INT(sentinel_failures_logged, 1);
-    pthread_mutex_unlock(&events_lock);
+    CHECK_EQ_INT(vkt_sentinel_log_read().query_failures, 1);
     vk_async_free(a);
 }
 
@@ -399,7 +309,7 @@ static void write_done(void *userdata, vk_status st, vk_reply *reply)
     writer *w = userdata;
     vkt_note_completion();
     write_record *r = &w->writes[w->count - 1];
-    r->done_us = now_us();
+    r->done_us = vkt_now_us();
     r->ok = st == VK_OK && vkt_reply_is(reply, "OK");
     vk_reply_free(reply);
     w->in_flight = false;
@@ -430,7 +340,7 @@ static void send_write(writer *w)
     char key[32], value[24];
     snprintf(key, sizeof key, "load:%d:%ld", w->id, w->count);
     snprintf(value, sizeof value, "%ld", w->count);
-    w->writes[w->count++] = (write_record){.sent_us = now_us()};
+    w->writes[w->count++] = (write_record){.sent_us = vkt_now_us()};
     w->in_flight = true;
     const char *argv[] = {"SET", key, value};
     const size_t len[] = {3, strlen(key), strlen(value)};
@@ -453,7 +363,7 @@ typedef struct load {
 static bool load_turn(void *arg)
 {
     load *l = arg;
-    int64_t now = now_us();
+    int64_t now = vkt_now_us();
     for (int i = 0; i < WRITERS; i++) {
         writer *w = &l->w[i];
         if (!w->stop && !w->in_flight && now >= w->resume_us)
@@ -466,7 +376,7 @@ static bool load_turn(void *arg)
 
 static void run_load(vkt_loop *loop, load *l, long long ms)
 {
-    l->until_us = now_us() + ms * MS;
+    l->until_us = vkt_now_us() + ms * MS;
     l->also = NULL;
     vkt_loop_run_until(loop, load_turn, l, ms + 1000);
     l->until_us = 0;
@@ -475,7 +385,7 @@ static void run_load(vkt_loop *loop, load *l, long long ms)
 static bool switch_logged(void *arg)
 {
     (void)arg;
-    return logged_switches(NULL, 0) > 0;
+    return vkt_sentinel_log_switches(NULL, 0) > 0;
 }
 
 static bool writers_idle(void *arg)
@@ -488,54 +398,12 @@ static bool writers_idle(void *arg)
     return true;
 }
 
-/* For each write of w: is its key (with its value) on node? NULL when it
- * cannot be read. */
+/* Which of w's writes node holds. */
 static bool *keys_held(vkt_server *node, const writer *w)
 {
-    enum { BATCH = 500 };
-    bool *held = calloc((size_t)w->count + 1, sizeof *held);
-    vk_config *cfg = NULL;
-    vk_config_new(&cfg);
-    vk_config_set_standalone(cfg, vkt_server_address(node));
-    vk_client *c = NULL;
-    vk_client_new(&c, cfg);
-    vk_config_free(cfg);
-    if (held == NULL || c == NULL) {
-        free(held);
-        vk_client_free(c);
-        return NULL;
-    }
-    static char keys[BATCH][32];
-    const char *argv[BATCH + 1] = {"MGET"};
-    size_t len[BATCH + 1] = {4};
-    for (long from = 0; from < w->count && held != NULL; from += BATCH) {
-        int n = w->count - from < BATCH ? (int)(w->count - from) : BATCH;
-        for (int j = 0; j < n; j++) {
-            snprintf(keys[j], sizeof keys[j], "load:%d:%ld", w->id, from + j);
-            argv[j + 1] = keys[j];
-            len[j + 1] = strlen(keys[j]);
-        }
-        vk_reply *r = NULL;
-        vk_status st = vk_client_command(&r, c, NULL, n + 1, argv, len);
-        bool read = st == VK_OK && vk_reply_get_type(r) == VK_REPLY_ARRAY &&
-                    vk_reply_get_length(r) == (size_t)n;
-        CHECK(read);
-        for (int j = 0; j < n && read; j++) {
-            char want[24];
-            size_t got_len = 0;
-            const char *got = vk_reply_get_string(vk_reply_get_element(r, (size_t)j), &got_len);
-            snprintf(want, sizeof want, "%ld", from + j);
-            held[from + j] = got != NULL && got_len == strlen(want) &&
-                             memcmp(got, want, got_len) == 0;
-        }
-        vk_reply_free(r);
-        if (!read) {
-            free(held);
-            held = NULL;
-        }
-    }
-    vk_client_free(c);
-    return held;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "load:%d:", w->id);
+    return vkt_keys_held(node, prefix, w->count);
 }
 
 /* Where every write landed. The old master is still a master when read
@@ -577,6 +445,25 @@ static void check_where_writes_landed(load *l, vkt_sentinel_group *g, int old, i
     CHECK_EQ_INT(lost, 0);
 }
 
+/* A new group monitoring `name` (*g) and a client of it, the log reset;
+ * NULL (nothing left running) when either cannot be had. */
+static vk_async *group_of_its_own(vkt_loop *loop, const char *name, vkt_sentinel_group **g)
+{
+    *g = vkt_sentinel_group_start(name);
+    CHECK(*g != NULL);
+    if (*g == NULL)
+        return NULL;
+    vkt_sentinel_log_reset();
+    vk_config *cfg = sentinel_config(*g, name, VKT_SENTINELS);
+    vk_async *a = vkt_async_new(loop, cfg);
+    vk_config_free(cfg);
+    if (a == NULL) {
+        vkt_sentinel_group_stop(*g);
+        *g = NULL;
+    }
+    return a;
+}
+
 /* SENTINEL FAILOVER while WRITERS writers stream SETs through one client:
  * the client follows the new master on its own (its once-a-second check),
  * logs and counts one switch, and its writes land where they should.
@@ -585,18 +472,10 @@ static void check_where_writes_landed(load *l, vkt_sentinel_group *g, int old, i
 static void test_failover_under_load(vkt_loop *loop)
 {
     const char *name = vkt_loop_name(loop);
-    vkt_sentinel_group *g = vkt_sentinel_group_start(name);
-    CHECK(g != NULL);
-    if (g == NULL)
+    vkt_sentinel_group *g;
+    vk_async *a = group_of_its_own(loop, name, &g);
+    if (a == NULL)
         return;
-    reset_events();
-    vk_config *cfg = sentinel_config(g, name, VKT_SENTINELS);
-    vk_async *a = vkt_async_new(loop, cfg);
-    vk_config_free(cfg);
-    if (a == NULL) {
-        vkt_sentinel_group_stop(g);
-        return;
-    }
     int old = vkt_sentinel_group_master(g);
     CHECK_EQ_INT(old, 0);
 
@@ -615,7 +494,7 @@ static void test_failover_under_load(vkt_loop *loop)
     CHECK(before > 0);
     CHECK_EQ_INT(failed_before, 0);
 
-    int64_t started = now_us();
+    int64_t started = vkt_now_us();
     bool switched = false;
     for (int attempt = 0; attempt < 3 && !switched; attempt++) {
         const char *argv[] = {"SENTINEL", "FAILOVER", name};
@@ -629,9 +508,7 @@ static void test_failover_under_load(vkt_loop *loop)
         l.also = NULL;
     }
     CHECK(switched);
-    pthread_mutex_lock(&events_lock);
-    int64_t switch_us = last_switch_us;
-    pthread_mutex_unlock(&events_lock);
+    int64_t switch_us = vkt_sentinel_log_read().last_switch_us;
     int promoted = vkt_sentinel_group_wait_new_master(g, old, (int)vkt_scaled_ms(10000));
     CHECK(promoted > 0);
     run_load(loop, &l, 1000);   /* keep writing on the new master for a while */
@@ -642,10 +519,8 @@ static void test_failover_under_load(vkt_loop *loop)
         check_where_writes_landed(&l, g, old, promoted, switch_us);
 
     char switch_to[64];
-    CHECK_EQ_INT(logged_switches(switch_to, sizeof switch_to), 1);
-    pthread_mutex_lock(&events_lock);
-    CHECK_EQ_INT(failovers_counted, 1);
-    pthread_mutex_unlock(&events_lock);
+    CHECK_EQ_INT(vkt_sentinel_log_switches(switch_to, sizeof switch_to), 1);
+    CHECK_EQ_INT(vkt_sentinel_log_read().failovers, 1);
     if (promoted > 0) {
         CHECK_EQ_STR(switch_to, vkt_server_address(vkt_sentinel_group_node(g, promoted)));
         check_snapshot(a, switch_to, 1);
@@ -694,31 +569,12 @@ static void test_demoted_master_is_left_on_readonly(vkt_loop *loop)
 {
     char name[32];
     snprintf(name, sizeof name, "demoted-%s", vkt_loop_name(loop));
-    vkt_sentinel_group *g = vkt_sentinel_group_start(name);
-    CHECK(g != NULL);
-    if (g == NULL)
+    vkt_sentinel_group *g;
+    vk_async *a = group_of_its_own(loop, name, &g);
+    if (a == NULL)
         return;
-    reset_events();
-    vk_config *cfg = sentinel_config(g, name, VKT_SENTINELS);
-    vk_async *a = vkt_async_new(loop, cfg);
-    vk_config_free(cfg);
-    if (a == NULL) {
-        vkt_sentinel_group_stop(g);
-        return;
-    }
     CHECK(async_set(loop, a, "demoted:before", "1"));
-    int promoted = -1;
-    int64_t deadline = now_us() + vkt_scaled_ms(40000) * MS;
-    while (promoted < 0 && now_us() < deadline) {
-        const char *argv[] = {"SENTINEL", "FAILOVER", name};
-        char *reply = vkt_server_cmd(vkt_sentinel_group_sentinel(g, 0), argv, 3);
-        bool asked = reply != NULL && strcmp(reply, "+OK") == 0;
-        free(reply);
-        if (asked)
-            promoted = vkt_sentinel_group_wait_agreed_master(g, 0, (int)vkt_scaled_ms(10000));
-        else
-            usleep(200 * 1000);
-    }
+    int promoted = vkt_sentinel_group_failover(g, name, 0);
     CHECK(promoted > 0);
     if (promoted > 0) {
         vkt_server *old = vkt_sentinel_group_node(g, 0);
@@ -728,11 +584,11 @@ static void test_demoted_master_is_left_on_readonly(vkt_loop *loop)
         const char *replicaof[] = {"REPLICAOF", "127.0.0.1", port};
         CHECK(node_ok(old, replicaof, 3));
         CHECK(async_set(loop, a, "demoted:readonly", "2"));
-        char *value = node_get(master, "demoted:readonly");
+        char *value = vkt_node_get(master, "demoted:readonly");
         CHECK_EQ_STR(value, "2");
         free(value);
         char switch_to[64];
-        CHECK_EQ_INT(logged_switches(switch_to, sizeof switch_to), 1);
+        CHECK_EQ_INT(vkt_sentinel_log_switches(switch_to, sizeof switch_to), 1);
         CHECK_EQ_STR(switch_to, vkt_server_address(master));
         CHECK(vk_async_is_connected(a));
         check_snapshot(a, switch_to, 1);

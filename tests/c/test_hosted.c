@@ -51,20 +51,6 @@ static void drop_socket(host *h)
     h->fd = -1;
 }
 
-static int dial(const char *ip, int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, ip, &sa.sin_addr);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
-        return fd;
-    int err = errno;
-    if (fd >= 0)
-        close(fd);
-    errno = err;
-    return -1;
-}
-
 /* One round of what the client wants (one connection: standalone). */
 static void host_step(host *h)
 {
@@ -77,7 +63,7 @@ static void host_step(host *h)
     }
     if (w.connect) {
         h->connects++;
-        int fd = h->refuse_connects ? -1 : dial(w.host, w.port);
+        int fd = h->refuse_connects ? -1 : vkt_dial_tcp(w.host, w.port);
         if (fd < 0) {
             vk_hosted_connect_failed(h->client, w.conn, VK_ERR_IO,
                                      h->refuse_connects ? "connection refused"

@@ -7,12 +7,11 @@
  */
 #include "vktest.h"
 #include "sentinels.h"
+#include "readback.h"
 
 #include "vkclient_async.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,20 +44,6 @@ static host_socket *socket_of(host *h, uint64_t conn)
             return &h->sockets[i];
     }
     return NULL;
-}
-
-static int dial(const char *ip, int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, ip, &sa.sin_addr);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
-        return fd;
-    int err = errno;
-    if (fd >= 0)
-        close(fd);
-    errno = err;
-    return -1;
 }
 
 /* Sockets of connections the client no longer wants are closed. */
@@ -96,7 +81,7 @@ static bool act_on_wants(host *h)
             h->connects++;
             host_socket *free_slot = socket_of(h, 0);
             CHECK(free_slot != NULL);
-            int fd = free_slot != NULL ? dial(w.host, w.port) : -1;
+            int fd = free_slot != NULL ? vkt_dial_tcp(w.host, w.port) : -1;
             if (fd < 0) {
                 vk_hosted_connect_failed(h->client, w.conn, VK_ERR_IO, strerror(errno));
                 return true;
@@ -207,33 +192,12 @@ static bool call(host *h, result *r, int argc, const char *const *argv)
     return r->calls == 1;
 }
 
-static vk_config *sentinel_config(vkt_sentinel_group *g, const char *name, int count)
-{
-    vk_config *cfg = NULL;
-    vk_config_new(&cfg);
-    vk_config_set_sentinel(cfg, name);
-    for (int i = 0; i < count; i++)
-        vk_config_add_sentinel_address(cfg, vkt_server_address(vkt_sentinel_group_sentinel(g, i)));
-    vk_config_set_dial_timeout_ms(cfg, 500);
-    vk_config_set_read_timeout_ms(cfg, 1000);
-    return cfg;
-}
-
 static vk_hosted *hosted_new(vk_config *cfg)
 {
     vk_hosted *c = NULL;
     CHECK_OK(vk_hosted_new(&c, cfg));
     vk_config_free(cfg);
     return c;
-}
-
-static char *node_get(vkt_server *node, const char *key)
-{
-    const char *argv[] = {"GET", key};
-    char *header = vkt_server_cmd_line(node, argv, 2, 0);
-    bool missing = header == NULL || strcmp(header, "$-1") == 0;
-    free(header);
-    return missing ? NULL : vkt_server_cmd_line(node, argv, 2, 1);
 }
 
 static const char *master_address(vk_hosted *c)
@@ -254,7 +218,7 @@ static const char *master_address(vk_hosted *c)
 static void test_discovery(void)
 {
     host h;
-    host_init(&h, hosted_new(sentinel_config(group, GROUP, 1)));
+    host_init(&h, hosted_new(vkt_sentinel_config(group, GROUP, 1)));
     if (h.client == NULL)
         return;
     CHECK_EQ_INT(vk_hosted_connection_count(h.client), 0);
@@ -268,7 +232,7 @@ static void test_discovery(void)
     CHECK(master >= 0);
     if (master >= 0) {
         vkt_server *node = vkt_sentinel_group_node(group, master);
-        char *value = node_get(node, "hosted:sentinel");
+        char *value = vkt_node_get(node, "hosted:sentinel");
         CHECK_EQ_STR(value, "1");
         free(value);
         CHECK_EQ_STR(master_address(h.client), vkt_server_address(node));
@@ -284,7 +248,7 @@ static void test_discovery(void)
 static void test_unknown_master_name(void)
 {
     host h;
-    host_init(&h, hosted_new(sentinel_config(group, "no-such-master", VKT_SENTINELS)));
+    host_init(&h, hosted_new(vkt_sentinel_config(group, "no-such-master", VKT_SENTINELS)));
     if (h.client == NULL)
         return;
     result r;
@@ -303,7 +267,7 @@ static void test_unknown_master_name(void)
 static void test_failover(void)
 {
     host h;
-    host_init(&h, hosted_new(sentinel_config(group, GROUP, VKT_SENTINELS)));
+    host_init(&h, hosted_new(vkt_sentinel_config(group, GROUP, VKT_SENTINELS)));
     if (h.client == NULL)
         return;
     result r;
@@ -339,10 +303,10 @@ static void test_failover(void)
         CHECK_EQ_STR(master_address(h.client), vkt_server_address(node));
         const char *after[] = {"SET", "hosted:after", "2"};
         CHECK(call(&h, &r, 3, after) && r.status == VK_OK);
-        char *value = node_get(node, "hosted:after");
+        char *value = vkt_node_get(node, "hosted:after");
         CHECK_EQ_STR(value, "2");
         free(value);
-        value = node_get(vkt_sentinel_group_node(group, old), "hosted:after");
+        value = vkt_node_get(vkt_sentinel_group_node(group, old), "hosted:after");
         CHECK(value == NULL);
         free(value);
         vk_snapshot *s = NULL;

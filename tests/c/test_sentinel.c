@@ -10,6 +10,7 @@
 #include "contention.h"
 #include "vktest.h"
 #include "sentinels.h"
+#include "readback.h"
 #include "vkclient.h"
 #include "client.h"
 
@@ -26,99 +27,14 @@
 
 static vkt_sentinel_group *group;
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* ---- what the client logs and counts ----------------------------------------- */
-
-static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
-static int connected_in_sentinel_mode;
-static int sentinels_discovered;
-static int switches_logged;
-static int64_t last_switch_us;
-static char last_switch_to[64];
-static int failovers_counted;
-
-static void log_sink(void *userdata, vk_log_level level, const char *message,
-                     const vk_field *fields, size_t nfields)
-{
-    (void)userdata;
-    if (level >= VK_LOG_WARN || strstr(message, "sentinel") != NULL) {
-        fprintf(stderr, "log at %lld: %s", (long long)(now_us() / 1000), message);
-        for (size_t i = 0; i < nfields; i++)
-            fprintf(stderr, " %s=%s", fields[i].key, fields[i].value);
-        fputc('\n', stderr);
-    }
-    pthread_mutex_lock(&events_lock);
-    if (strcmp(message, "connected to Redis/Valkey in sentinel mode") == 0)
-        connected_in_sentinel_mode++;
-    if (strcmp(message, "redis sentinel discovered") == 0)
-        sentinels_discovered++;
-    if (strcmp(message, "redis sentinel: switched to the new master") == 0) {
-        switches_logged++;
-        last_switch_us = now_us();
-        for (size_t i = 0; i < nfields; i++) {
-            if (strcmp(fields[i].key, "to") == 0)
-                snprintf(last_switch_to, sizeof last_switch_to, "%s", fields[i].value);
-        }
-    }
-    pthread_mutex_unlock(&events_lock);
-}
-
-static void metric_sink(void *userdata, const char *name, vk_metric_kind kind, double value,
-                        const vk_field *labels, size_t nlabels)
-{
-    (void)userdata;
-    (void)kind;
-    (void)labels;
-    (void)nlabels;
-    if (strcmp(name, "redis_sentinel_failovers_total") == 0) {
-        pthread_mutex_lock(&events_lock);
-        failovers_counted += (int)value;
-        pthread_mutex_unlock(&events_lock);
-    }
-}
-
-/* The switches logged so far, and (to, when to_cap > 0) the last one's
- * new master. */
-static int logged_switches(char *to, size_t to_cap)
-{
-    pthread_mutex_lock(&events_lock);
-    int n = switches_logged;
-    if (to_cap > 0)
-        snprintf(to, to_cap, "%s", last_switch_to);
-    pthread_mutex_unlock(&events_lock);
-    return n;
-}
-
-static void reset_events(void)
-{
-    pthread_mutex_lock(&events_lock);
-    connected_in_sentinel_mode = sentinels_discovered = switches_logged = 0;
-    failovers_counted = 0;
-    last_switch_us = 0;
-    last_switch_to[0] = '\0';
-    pthread_mutex_unlock(&events_lock);
-}
-
 /* ---- clients --------------------------------------------------------------------- */
 
-/* A sentinel config naming `count` of the group's sentinels. */
+/* A sentinel config naming `count` of the group's sentinels, its log and
+ * metrics recorded. */
 static vk_config *sentinel_config(vkt_sentinel_group *g, const char *name, int count)
 {
-    vk_config *cfg = NULL;
-    vk_config_new(&cfg);
-    vk_config_set_sentinel(cfg, name);
-    for (int i = 0; i < count; i++)
-        vk_config_add_sentinel_address(cfg, vkt_server_address(vkt_sentinel_group_sentinel(g, i)));
-    vk_config_set_dial_timeout_ms(cfg, 500);
-    vk_config_set_read_timeout_ms(cfg, 1000);
-    vk_config_set_logger(cfg, log_sink, NULL, NULL);
-    vk_config_set_metrics(cfg, metric_sink, NULL, NULL);
+    vk_config *cfg = vkt_sentinel_config(g, name, count);
+    vkt_sentinel_log_attach(cfg);
     return cfg;
 }
 
@@ -138,30 +54,20 @@ static vk_status set_key(vk_client *c, const char *key, const char *value)
     return st;
 }
 
-/* The value of key read straight from a node (NULL: none). */
-static char *node_get(vkt_server *node, const char *key)
-{
-    const char *argv[] = {"GET", key};
-    char *header = vkt_server_cmd_line(node, argv, 2, 0);
-    bool missing = header == NULL || strcmp(header, "$-1") == 0;
-    free(header);
-    return missing ? NULL : vkt_server_cmd_line(node, argv, 2, 1);
-}
-
 /* ---- discovery ------------------------------------------------------------------- */
 
 static void test_writes_go_to_the_master(void)
 {
-    reset_events();
+    vkt_sentinel_log_reset();
     vk_config *cfg = sentinel_config(group, GROUP, VKT_SENTINELS);
     vk_client *c = NULL;
     CHECK_OK(vk_client_new(&c, cfg));
     vk_config_free(cfg);
     if (c == NULL)
         return;
-    CHECK_EQ_INT(connected_in_sentinel_mode, 1);
+    CHECK_EQ_INT(vkt_sentinel_log_read().connected, 1);
     CHECK_OK(set_key(c, "sentinel:hello", "world"));
-    char *value = node_get(vkt_sentinel_group_node(group, 0), "sentinel:hello");
+    char *value = vkt_node_get(vkt_sentinel_group_node(group, 0), "sentinel:hello");
     CHECK_EQ_STR(value, "world");
     free(value);
     CHECK(vk_client_is_connected(c));
@@ -171,12 +77,12 @@ static void test_writes_go_to_the_master(void)
 /* Configured with one sentinel, the client learns the other two. */
 static void test_sentinel_list_is_refreshed(void)
 {
-    reset_events();
+    vkt_sentinel_log_reset();
     vk_config *cfg = sentinel_config(group, GROUP, 1);
     vk_client *c = NULL;
     CHECK_OK(vk_client_new(&c, cfg));
     vk_config_free(cfg);
-    CHECK_EQ_INT(sentinels_discovered, VKT_SENTINELS - 1);
+    CHECK_EQ_INT(vkt_sentinel_log_read().discovered, VKT_SENTINELS - 1);
     CHECK_OK(set_key(c, "sentinel:list", "1"));
     vk_client_free(c);
 }
@@ -265,7 +171,7 @@ static void test_fork_child_uses_the_client(void)
     int status = -1;
     waitpid(pid, &status, 0);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    char *value = node_get(vkt_sentinel_group_node(group, 0), "fork:child");
+    char *value = vkt_node_get(vkt_sentinel_group_node(group, 0), "fork:child");
     CHECK_EQ_STR(value, "1");
     free(value);
     CHECK_OK(set_key(c, "fork:parent", "after"));
@@ -344,9 +250,9 @@ static void *write_loop(void *arg)
         char key[64], value[32];
         snprintf(key, sizeof key, "load:%d:%ld", w->id, i);
         snprintf(value, sizeof value, "%ld", i);
-        r->sent_us = now_us();
+        r->sent_us = vkt_now_us();
         r->ok = set_key(w->client, key, value) == VK_OK;
-        r->done_us = now_us();
+        r->done_us = vkt_now_us();
         w->count++;
         if (r->ok) {
             atomic_fetch_add(&w->ok, 1);
@@ -368,8 +274,8 @@ static void *write_loop(void *arg)
  * since_us; false after timeout_ms. */
 static bool wait_writes_after(writer *w, int64_t since_us, int timeout_ms)
 {
-    int64_t deadline = now_us() + vkt_scaled_ms(timeout_ms) * MS;
-    while (now_us() < deadline) {
+    int64_t deadline = vkt_now_us() + vkt_scaled_ms(timeout_ms) * MS;
+    while (vkt_now_us() < deadline) {
         bool all = true;
         for (int i = 0; i < WRITERS; i++)
             all = all && atomic_load(&w[i].last_ok_sent_us) > since_us;
@@ -380,61 +286,12 @@ static bool wait_writes_after(writer *w, int64_t since_us, int timeout_ms)
     return false;
 }
 
-/* A plain client of one node, for reading back what landed there. */
-static vk_client *node_client(vkt_server *node)
-{
-    vk_config *cfg = NULL;
-    vk_config_new(&cfg);
-    vk_config_set_standalone(cfg, vkt_server_address(node));
-    vk_client *c = NULL;
-    CHECK_OK(vk_client_new(&c, cfg));
-    vk_config_free(cfg);
-    return c;
-}
-
-/* Which of w's writes node holds (its key with its value), read with one
- * MGET per batch of keys; NULL when the node cannot be read. */
+/* Which of w's writes node holds (its key with its value). */
 static bool *keys_held(vkt_server *node, const writer *w)
 {
-    enum { BATCH = 500 };
-    bool *held = calloc((size_t)w->count + 1, sizeof *held);
-    vk_client *c = node_client(node);
-    if (held == NULL || c == NULL) {
-        free(held);
-        vk_client_free(c);
-        return NULL;
-    }
-    char keys[BATCH][32];
-    const char *argv[BATCH + 1] = {"MGET"};
-    size_t len[BATCH + 1] = {4};
-    for (long from = 0; from < w->count && held != NULL; from += BATCH) {
-        int n = w->count - from < BATCH ? (int)(w->count - from) : BATCH;
-        for (int j = 0; j < n; j++) {
-            snprintf(keys[j], sizeof keys[j], "load:%d:%ld", w->id, from + j);
-            argv[j + 1] = keys[j];
-            len[j + 1] = strlen(keys[j]);
-        }
-        vk_reply *r = NULL;
-        vk_status st = vk_client_command(&r, c, NULL, n + 1, argv, len);
-        bool read = st == VK_OK && vk_reply_get_type(r) == VK_REPLY_ARRAY &&
-                    vk_reply_get_length(r) == (size_t)n;
-        CHECK(read);
-        for (int j = 0; j < n && read; j++) {
-            char want[32];
-            size_t got_len = 0;
-            const char *got = vk_reply_get_string(vk_reply_get_element(r, (size_t)j), &got_len);
-            snprintf(want, sizeof want, "%ld", from + j);
-            held[from + j] = got != NULL && got_len == strlen(want) &&
-                             memcmp(got, want, got_len) == 0;
-        }
-        vk_reply_free(r);
-        if (!read) {
-            free(held);
-            held = NULL;
-        }
-    }
-    vk_client_free(c);
-    return held;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "load:%d:", w->id);
+    return vkt_keys_held(node, prefix, w->count);
 }
 
 /* Where every write landed, read back from the old and the new master once
@@ -512,11 +369,10 @@ static void check_where_writes_landed(writer *w, vkt_sentinel_group *g, int old,
 /* When the client logged its switch to a new master; -1 after timeout_ms. */
 static int64_t wait_switch(int timeout_ms)
 {
-    int64_t deadline = now_us() + vkt_scaled_ms(timeout_ms) * MS;
-    while (now_us() < deadline) {
-        pthread_mutex_lock(&events_lock);
-        int64_t at = switches_logged > 0 ? last_switch_us : 0;
-        pthread_mutex_unlock(&events_lock);
+    int64_t deadline = vkt_now_us() + vkt_scaled_ms(timeout_ms) * MS;
+    while (vkt_now_us() < deadline) {
+        vkt_sentinel_log log = vkt_sentinel_log_read();
+        int64_t at = log.switches > 0 ? log.last_switch_us : 0;
         if (at > 0)
             return at;
         usleep(10 * 1000);
@@ -561,7 +417,7 @@ static void *poll_promotion(void *arg)
             /* Noted as of the question: the earliest the answer can
              * date from, so the poll's own delay never widens a bound
              * measured from it. */
-            int64_t asked = now_us();
+            int64_t asked = vkt_now_us();
             int m = vkt_sentinel_group_master_named_by(p->g, i);
             if (m >= 0 && m != p->old) {
                 atomic_store(&p->seen_us, asked);
@@ -585,8 +441,8 @@ static void promotion_watch_start(promotion_watch *p, vkt_sentinel_group *g, int
 /* When the promotion became visible; -1 when it did not within timeout_ms. */
 static int64_t promotion_watch_stop(promotion_watch *p, int timeout_ms)
 {
-    int64_t deadline = now_us() + vkt_scaled_ms(timeout_ms) * MS;
-    while (atomic_load(&p->seen_us) == 0 && now_us() < deadline)
+    int64_t deadline = vkt_now_us() + vkt_scaled_ms(timeout_ms) * MS;
+    while (atomic_load(&p->seen_us) == 0 && vkt_now_us() < deadline)
         usleep(10 * 1000);
     atomic_store(&p->stop, true);
     pthread_join(p->thread, NULL);
@@ -608,7 +464,7 @@ static void check_snapshot(vk_client *c, vkt_server *master, int switches)
 
 static void failover_under_load(vkt_sentinel_group *g, const char *name, failover_kind kind)
 {
-    reset_events();
+    vkt_sentinel_log_reset();
     vk_config *cfg = sentinel_config(g, name, VKT_SENTINELS);
     vk_client *c = NULL;
     CHECK_OK(vk_client_new(&c, cfg));
@@ -648,7 +504,7 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
 
     promotion_watch watch;
     promotion_watch_start(&watch, g, 0);
-    int64_t started = now_us();
+    int64_t started = vkt_now_us();
     int64_t switch_us = -1;
     if (kind == BY_COMMAND) {
         switch_us = command_failover(g, name);
@@ -693,10 +549,8 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
         check_where_writes_landed(w, g, old, promoted, kind, switch_us, promoted_us);
 
     char switch_to[64];
-    int switches = logged_switches(switch_to, sizeof switch_to);
-    pthread_mutex_lock(&events_lock);
-    int failovers = failovers_counted;
-    pthread_mutex_unlock(&events_lock);
+    int switches = vkt_sentinel_log_switches(switch_to, sizeof switch_to);
+    int failovers = vkt_sentinel_log_read().failovers;
 
     long failed = atomic_load(&w[0].failed) + atomic_load(&w[1].failed);
     fprintf(stderr,
@@ -712,14 +566,14 @@ static void failover_under_load(vkt_sentinel_group *g, const char *name, failove
         check_snapshot(c, master, 1);
         if (kind == BY_KILL) {
             check_snapshot(driven, master, 1);
-            char *value = node_get(master, "driven:rediscovered");
+            char *value = vkt_node_get(master, "driven:rediscovered");
             CHECK_EQ_STR(value, name);
             free(value);
         }
         CHECK_OK(vk_client_tick(driven, NULL));
         CHECK_OK(set_key(driven, "driven:after", name));
         check_snapshot(driven, master, 1);
-        char *value = node_get(master, "driven:after");
+        char *value = vkt_node_get(master, "driven:after");
         CHECK_EQ_STR(value, name);
         free(value);
     }
@@ -780,7 +634,7 @@ static void test_acl_user_and_new_credentials(void)
     CHECK_OK(vk__client_apply_credentials(c, "vkapp", "second-secret"));
     /* The next connections authenticate with the new password. */
     CHECK_OK(set_key(c, "auth:second", "2"));
-    char *value = node_get(vkt_sentinel_group_node(group, vkt_sentinel_group_master(group)),
+    char *value = vkt_node_get(vkt_sentinel_group_node(group, vkt_sentinel_group_master(group)),
                            "auth:second");
     CHECK_EQ_STR(value, "2");
     free(value);
@@ -935,30 +789,6 @@ static bool make_replica(vkt_server *node, int port)
     return node_ok(node, argv, 3);
 }
 
-/* Asks sentinel 0 for a failover away from node `from` and waits until
- * every sentinel names the promoted node; its index, or -1. A failover
- * the sentinels refuse for now or abort is asked for again. */
-static int ordered_failover(vkt_sentinel_group *g, const char *name, int from)
-{
-    /* A failover the sentinels start may take their failover-timeout (5 s)
-     * to finish or give up under load: room for a few of them. */
-    int64_t deadline = now_us() + vkt_scaled_ms(40000) * MS;
-    while (now_us() < deadline) {
-        const char *argv[] = {"SENTINEL", "FAILOVER", name};
-        char *reply = vkt_server_cmd(vkt_sentinel_group_sentinel(g, 0), argv, 3);
-        bool asked = reply != NULL && strcmp(reply, "+OK") == 0;
-        free(reply);
-        if (!asked) {
-            usleep(200 * 1000);
-            continue;
-        }
-        int promoted = vkt_sentinel_group_wait_agreed_master(g, from, (int)vkt_scaled_ms(10000));
-        if (promoted >= 0)
-            return promoted;
-    }
-    return -1;
-}
-
 /* A driven client (no background thread) that is never ticked: it learns
  * of a failover only from what its own commands meet. */
 static vk_client *untended_client(vkt_sentinel_group *g, const char *name)
@@ -989,11 +819,11 @@ static void test_demoted_master_is_left_on_readonly_and_masterdown(void)
     CHECK(g != NULL);
     if (g == NULL)
         return;
-    reset_events();
+    vkt_sentinel_log_reset();
     vk_client *writer_client = untended_client(g, name);
     vk_client *reader_client = untended_client(g, name);
     int promoted = writer_client != NULL && reader_client != NULL
-                       ? ordered_failover(g, name, 0)
+                       ? vkt_sentinel_group_failover(g, name, 0)
                        : -1;
     CHECK(promoted > 0);
     if (promoted <= 0) {
@@ -1010,14 +840,14 @@ static void test_demoted_master_is_left_on_readonly_and_masterdown(void)
     CHECK_OK(set_key(reader_client, "demoted:missed:reader", "1"));
     const char *missed[] = {"demoted:missed:writer", "demoted:missed:reader"};
     for (int i = 0; i < 2; i++) {
-        char *value = node_get(old, missed[i]);
+        char *value = vkt_node_get(old, missed[i]);
         CHECK_EQ_STR(value, "1");
         free(value);
-        value = node_get(master, missed[i]);
+        value = vkt_node_get(master, missed[i]);
         CHECK(value == NULL);
         free(value);
     }
-    CHECK_EQ_INT(logged_switches(NULL, 0), 0);
+    CHECK_EQ_INT(vkt_sentinel_log_switches(NULL, 0), 0);
 
     /* READONLY: the old master replicates the new one. */
     long refused = refused_calls(old, "set");
@@ -1027,12 +857,12 @@ static void test_demoted_master_is_left_on_readonly_and_masterdown(void)
     /* One refusal, READONLY: once told, the client did not come back. */
     CHECK_EQ_INT(refused_calls(old, "set"), refused + 1);
     CHECK(errors_replied(old, "READONLY") > readonly);
-    char *value = node_get(master, "demoted:readonly");
+    char *value = vkt_node_get(master, "demoted:readonly");
     CHECK_EQ_STR(value, "2");
     free(value);
     check_snapshot(writer_client, master, 1);
     char switch_to[64];
-    CHECK_EQ_INT(logged_switches(switch_to, sizeof switch_to), 1);
+    CHECK_EQ_INT(vkt_sentinel_log_switches(switch_to, sizeof switch_to), 1);
     CHECK_EQ_STR(switch_to, vkt_server_address(master));
 
     /* MASTERDOWN: the replica's master cannot be reached (a port nothing
@@ -1055,11 +885,9 @@ static void test_demoted_master_is_left_on_readonly_and_masterdown(void)
     /* The sentinels' PINGs meet MASTERDOWN too: more than one is fine. */
     CHECK(errors_replied(old, "MASTERDOWN") > masterdown);
     check_snapshot(reader_client, master, 1);
-    CHECK_EQ_INT(logged_switches(switch_to, sizeof switch_to), 2);
+    CHECK_EQ_INT(vkt_sentinel_log_switches(switch_to, sizeof switch_to), 2);
     CHECK_EQ_STR(switch_to, vkt_server_address(master));
-    pthread_mutex_lock(&events_lock);
-    CHECK_EQ_INT(failovers_counted, 2);
-    pthread_mutex_unlock(&events_lock);
+    CHECK_EQ_INT(vkt_sentinel_log_read().failovers, 2);
 
     /* Back in the group, as the sentinels would have it. */
     const char *stale[] = {"CONFIG", "SET", "replica-serve-stale-data", "yes"};
@@ -1080,7 +908,7 @@ static void test_tls_group(void)
     CHECK(g != NULL);
     if (g == NULL)
         return;
-    reset_events();
+    vkt_sentinel_log_reset();
     vk_config *cfg = sentinel_config(g, "vktls", VKT_SENTINELS);
     CHECK_OK(vk_config_set_tls(cfg, vkt_ca_base64()));
     vk_client *c = NULL;
@@ -1092,7 +920,7 @@ static void test_tls_group(void)
     CHECK(promoted > 0);
     CHECK_OK(set_key(c, "tls:after", "2"));
     if (promoted > 0) {
-        char *value = node_get(vkt_sentinel_group_node(g, promoted), "tls:after");
+        char *value = vkt_node_get(vkt_sentinel_group_node(g, promoted), "tls:after");
         CHECK_EQ_STR(value, "2");
         free(value);
     }

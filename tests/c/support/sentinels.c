@@ -6,8 +6,10 @@
  * stopped by PID.
  */
 #include "sentinels.h"
+#include "vktest.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,4 +234,113 @@ void vkt_sentinel_group_stop(vkt_sentinel_group *g)
     for (int i = 0; i < VKT_SENTINEL_NODES; i++)
         vkt_server_stop(g->nodes[i]);
     free(g);
+}
+
+vk_config *vkt_sentinel_config(vkt_sentinel_group *g, const char *name, int count)
+{
+    vk_config *cfg = NULL;
+    vk_config_new(&cfg);
+    vk_config_set_sentinel(cfg, name);
+    for (int i = 0; i < count; i++)
+        vk_config_add_sentinel_address(cfg, vkt_server_address(vkt_sentinel_group_sentinel(g, i)));
+    vk_config_set_dial_timeout_ms(cfg, 500);
+    vk_config_set_read_timeout_ms(cfg, 1000);
+    return cfg;
+}
+
+int vkt_sentinel_group_failover(vkt_sentinel_group *g, const char *name, int from)
+{
+    long long deadline = vkt_now_ms() + vkt_scaled_ms(40000);
+    while (vkt_now_ms() < deadline) {
+        const char *argv[] = {"SENTINEL", "FAILOVER", name};
+        char *reply = vkt_server_cmd(vkt_sentinel_group_sentinel(g, 0), argv, 3);
+        bool asked = reply != NULL && strcmp(reply, "+OK") == 0;
+        free(reply);
+        if (!asked) {
+            vkt_sleep_ms(200);
+            continue;
+        }
+        int promoted = vkt_sentinel_group_wait_agreed_master(g, from, (int)vkt_scaled_ms(10000));
+        if (promoted >= 0)
+            return promoted;
+    }
+    return -1;
+}
+
+/* ---- what the clients logged and counted ---------------------------------------- */
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static vkt_sentinel_log recorded;
+
+static void log_sink(void *userdata, vk_log_level level, const char *message,
+                     const vk_field *fields, size_t nfields)
+{
+    (void)userdata;
+    long long now = vkt_now_us();
+    if (level >= VK_LOG_WARN || strstr(message, "sentinel") != NULL) {
+        fprintf(stderr, "log at %lld: %s", now / 1000, message);
+        for (size_t i = 0; i < nfields; i++)
+            fprintf(stderr, " %s=%s", fields[i].key, fields[i].value);
+        fputc('\n', stderr);
+    }
+    pthread_mutex_lock(&log_lock);
+    if (strcmp(message, "connected to Redis/Valkey in sentinel mode") == 0)
+        recorded.connected++;
+    if (strcmp(message, "redis sentinel discovered") == 0)
+        recorded.discovered++;
+    if (strcmp(message, "redis sentinel query failed") == 0)
+        recorded.query_failures++;
+    if (strcmp(message, "redis sentinel: switched to the new master") == 0) {
+        recorded.switches++;
+        recorded.last_switch_us = now;
+        for (size_t i = 0; i < nfields; i++) {
+            if (strcmp(fields[i].key, "to") == 0)
+                snprintf(recorded.last_switch_to, sizeof recorded.last_switch_to, "%s",
+                         fields[i].value);
+        }
+    }
+    pthread_mutex_unlock(&log_lock);
+}
+
+static void metric_sink(void *userdata, const char *name, vk_metric_kind kind, double value,
+                        const vk_field *labels, size_t nlabels)
+{
+    (void)userdata;
+    (void)kind;
+    (void)labels;
+    (void)nlabels;
+    if (strcmp(name, "redis_sentinel_failovers_total") == 0) {
+        pthread_mutex_lock(&log_lock);
+        recorded.failovers += (int)value;
+        pthread_mutex_unlock(&log_lock);
+    }
+}
+
+void vkt_sentinel_log_attach(vk_config *cfg)
+{
+    vk_config_set_logger(cfg, log_sink, NULL, NULL);
+    vk_config_set_metrics(cfg, metric_sink, NULL, NULL);
+}
+
+void vkt_sentinel_log_reset(void)
+{
+    pthread_mutex_lock(&log_lock);
+    memset(&recorded, 0, sizeof recorded);
+    pthread_mutex_unlock(&log_lock);
+}
+
+vkt_sentinel_log vkt_sentinel_log_read(void)
+{
+    pthread_mutex_lock(&log_lock);
+    vkt_sentinel_log copy = recorded;
+    pthread_mutex_unlock(&log_lock);
+    return copy;
+}
+
+int vkt_sentinel_log_switches(char *to, size_t to_cap)
+{
+    vkt_sentinel_log copy = vkt_sentinel_log_read();
+    if (to_cap > 0)
+        snprintf(to, to_cap, "%s", copy.last_switch_to);
+    return copy.switches;
 }

@@ -7,6 +7,7 @@
 #define VKTEST_SENTINELS_H
 
 #include "servers.h"
+#include "vkclient.h"
 
 #define VKT_SENTINELS 3
 #define VKT_SENTINEL_NODES 3   /* node 0 starts as the master */
@@ -45,6 +46,34 @@ int vkt_sentinel_group_wait_agreed_master(vkt_sentinel_group *g, int old, int ti
 vkt_server *vkt_sentinel_start_single(const char *name, int master_port, const char *password);
 /* The same over TLS only. */
 vkt_server *vkt_sentinel_start_single_tls(const char *name, int master_port);
+/* Asks sentinel 0 for a failover of `name` away from node `from` and
+ * waits until every sentinel names the promoted node: its index, or -1
+ * after 40 s (scaled). A failover the sentinels refuse for now or abort
+ * (their failover-timeout is 5 s) is asked for again. */
+int vkt_sentinel_group_failover(vkt_sentinel_group *g, const char *name, int from);
+/* A client config for g's sentinels 0..count-1 and master `name`, with
+ * the group tests' timeouts (dial 500 ms, read 1 s). */
+vk_config *vkt_sentinel_config(vkt_sentinel_group *g, const char *name, int count);
+/* What the clients of a Sentinel test logged and counted (any thread),
+ * through the sinks vkt_sentinel_log_attach() puts on a config. Warnings
+ * and lines about sentinels are also printed, with their time. */
+typedef struct vkt_sentinel_log {
+    int connected;             /* "connected to Redis/Valkey in sentinel mode" */
+    int discovered;            /* "redis sentinel discovered" */
+    int query_failures;        /* "redis sentinel query failed" */
+    int switches;              /* "redis sentinel: switched to the new master" */
+    long long last_switch_us;  /* monotonic time of the last switch (0: none) */
+    char last_switch_to[64];   /* its "to" field */
+    int failovers;             /* redis_sentinel_failovers_total */
+} vkt_sentinel_log;
+
+void vkt_sentinel_log_attach(vk_config *cfg);
+void vkt_sentinel_log_reset(void);
+/* A copy of what was recorded since the last reset. */
+vkt_sentinel_log vkt_sentinel_log_read(void);
+/* The switches logged so far, and (to, when to_cap > 0) the last one's
+ * new master. */
+int vkt_sentinel_log_switches(char *to, size_t to_cap);
 /* Stops every process, removes the folders, frees. NULL-safe. */
 void vkt_sentinel_group_stop(vkt_sentinel_group *g);
 

@@ -30,6 +30,8 @@ const char *vkt_server_address(const vkt_server *s);
 
 /* Monotonic milliseconds, and a sleep that resumes after signals. */
 int64_t vkt_now_ms(void);
+/* The same clock in microseconds. */
+int64_t vkt_now_us(void);
 void vkt_sleep_ms(int ms);
 /* "unix:<path>" when unix_socket was asked for, else NULL. */
 const char *vkt_server_unix_address(const vkt_server *s);
@@ -64,5 +66,8 @@ const char *vkt_server_binary(void);
  * a second listener such as a cluster bus. Another process may take it
  * before it is bound. */
 int vkt_free_port(void);
+/* A blocking TCP connection to ip:port (a test's own host of the bytes
+ * mode); -1 with errno set when it fails. */
+int vkt_dial_tcp(const char *ip, int port);
 
 #endif
