@@ -1,7 +1,8 @@
 """vkclient.asyncio in Sentinel mode against real groups: the master found
 through the sentinels (writes checked on the node itself), the blocking
-client's errors, status(), and a failover under async load with one client
-that is never re-created.
+client's errors, status(), a failover under async load with one client
+that is never re-created, and the same with GCP IAM tokens rotating every
+second on the data nodes.
 
 The shared group comes from the harness (VK_TEST_SENTINEL_ADDRS) or is
 started here, as in test_topologies.py; the failover test starts a group of
@@ -18,6 +19,7 @@ import vkclient
 import vkclient.asyncio as vka
 
 from conftest import Env
+from test_sentinel_iam import client_logins, iam_group  # noqa: F401  (iam_group: a fixture)
 from test_topologies import sentinel, unique  # noqa: F401  (sentinel is a fixture)
 
 
@@ -155,3 +157,81 @@ async def test_failover_under_async_load():
         if client is not None:
             await client.close()
         group.stop()
+
+
+# ---- GCP IAM in Sentinel mode ---------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_iam_sentinel_failover_under_rotation(iam_group):  # noqa: F811
+    """The sentinels asked with their own (no) credentials, the data nodes
+    logged into with tokens that rotate every second, a failover while
+    tasks write: writes resume on the new master, and no error is an auth
+    failure."""
+    group = iam_group.group
+    client = vka.Client(iam_group.config(dial_timeout=0.5, read_timeout=1.0))
+    loop = asyncio.get_running_loop()
+    try:
+        assert await client.execute("ACL", "WHOAMI") == b"default"
+        old = group.master()
+        assert client.status().master_address == group.nodes[old].address
+        keys = [unique("iam-failover-%d" % i) for i in range(8)]
+        last_ok = [0] * len(keys)
+        last_ok_at = [0.0] * len(keys)
+        errors = []
+        stop = asyncio.Event()
+
+        async def writer(i):
+            n = 0
+            while not stop.is_set() or n != last_ok[i]:
+                n += 1
+                try:
+                    await client.set(keys[i], n)
+                except vkclient.Error as err:
+                    errors.append((time.monotonic(), err))
+                    await asyncio.sleep(0.02)
+                    continue
+                last_ok[i], last_ok_at[i] = n, time.monotonic()
+
+        tasks = [asyncio.ensure_future(writer(i)) for i in range(len(keys))]
+
+        async def until(predicate, timeout):
+            deadline = loop.time() + timeout
+            while loop.time() < deadline:
+                if predicate():
+                    return time.monotonic()
+                await asyncio.sleep(0.01)
+            return None
+
+        # Tokens rotate while the writers go.
+        assert await until(lambda: all(n > 10 for n in last_ok)
+                           and len(iam_group.issued()) >= 3, 15.0)
+        assert errors == []
+        started = time.monotonic()
+        await loop.run_in_executor(None, group.failover)
+        new = await loop.run_in_executor(None, group.wait_new_master, old, 20.0)
+        assert new >= 0 and new != old
+        new_master = group.nodes[new]
+        switched = await until(lambda: client.status().master_address == new_master.address,
+                               20.0)
+        assert switched is not None, client.status()
+        assert await until(lambda: all(t > switched for t in last_ok_at), 5.0)
+        # Past a few more token rotations on the new master.
+        issued = len(iam_group.issued())
+        assert await until(lambda: len(iam_group.issued()) >= issued + 2, 15.0)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+        for i, key in enumerate(keys):
+            assert new_master.cli("GET", key) == str(last_ok[i])
+        summary = "switch after %.3f s, %d errors: %s" % (
+            switched - started, len(errors), sorted({repr(e) for _, e in errors})[:5])
+        for at, err in errors:
+            assert not isinstance(err, (vkclient.AuthenticationError, vkclient.IAMError)), \
+                summary
+            assert started <= at <= switched + 1.0, (at - started, summary)
+        status = client.status()
+        assert (status.mode, status.master_switches) == ("sentinel", 1)
+        assert status.last_refresh_error is None and status.refresh_loop_running is True
+        assert client_logins(new_master)
+    finally:
+        await client.close()
