@@ -31,11 +31,13 @@
  * where the master is before each connection to it (on connections of its
  * own, with the sentinels' credentials; the one that answers is asked first
  * next time and its list of sentinels is merged in), checks that the node
- * says it is a master (ROLE), asks the sentinels again about once a second
- * while connected, and leaves a node that is no longer the master, or that
- * answers READONLY or MASTERDOWN (that command is retried on the new
- * master by the retry budget): requests already written get their replies,
- * the next go to the new master. The texts of a failed discovery are the
+ * says it is a master (ROLE), and while connected stays subscribed to the
+ * first sentinel's +switch-master and +promoted-slave (as the blocking
+ * client's watcher does) and asks the sentinels again about once a second.
+ * It leaves a node that is no longer the master, or that answers READONLY
+ * or MASTERDOWN (that command is retried on the new master by the retry
+ * budget): requests already written get their replies, the next go to the
+ * new master. The texts of a failed discovery are the
  * blocking client's; a switch is logged and counted as there.
  *
  * Threads: a vk_async belongs to the thread of its loop. Every function

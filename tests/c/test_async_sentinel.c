@@ -382,6 +382,12 @@ static void run_load(vkt_loop *loop, load *l, long long ms)
     l->until_us = 0;
 }
 
+static bool announcement_heard(void *arg)
+{
+    (void)arg;
+    return vkt_sentinel_log_read().announced > 0;
+}
+
 static bool switch_logged(void *arg)
 {
     (void)arg;
@@ -445,6 +451,44 @@ static void check_where_writes_landed(load *l, vkt_sentinel_group *g, int old, i
     CHECK_EQ_INT(lost, 0);
 }
 
+/* Some sentinel of g has a client subscribed to two channels: the
+ * client's +switch-master / +promoted-slave subscription. */
+static bool subscribed(vkt_sentinel_group *g)
+{
+    bool found = false;
+    for (int i = 0; i < VKT_SENTINELS && !found; i++) {
+        vk_config *cfg = NULL;
+        vk_config_new(&cfg);
+        vk_config_set_standalone(cfg, vkt_server_address(vkt_sentinel_group_sentinel(g, i)));
+        vk_client *c = NULL;
+        vk_reply *r = NULL;
+        if (vk_client_new(&c, cfg) == VK_OK &&
+            vkt_blocking_run(c, &r, 2, (const char *[]){"CLIENT", "LIST"}) == VK_OK) {
+            size_t len = 0;
+            const char *text = vk_reply_get_string(r, &len);
+            found = text != NULL && memmem(text, len, " sub=2 ", 7) != NULL;
+        }
+        vk_reply_free(r);
+        vk_client_free(c);
+        vk_config_free(cfg);
+    }
+    return found;
+}
+
+typedef struct subscription_wait {
+    vkt_sentinel_group *g;
+    int64_t next_look_us;
+} subscription_wait;
+
+static bool client_subscribed(void *arg)
+{
+    subscription_wait *w = arg;
+    if (vkt_now_us() < w->next_look_us)
+        return false;
+    w->next_look_us = vkt_now_us() + 100 * MS;
+    return subscribed(w->g);
+}
+
 /* A new group monitoring `name` (*g) and a client of it, the log reset;
  * NULL (nothing left running) when either cannot be had. */
 static vk_async *group_of_its_own(vkt_loop *loop, const char *name, vkt_sentinel_group **g)
@@ -486,6 +530,14 @@ static void test_failover_under_load(vkt_loop *loop)
         l.w[i].id = i;
     }
     run_load(loop, &l, 500);
+    /* The client subscribes to the sentinels' news once connected: the
+     * failover is announced to it. */
+    subscription_wait sw = {g, 0};
+    l.also = client_subscribed;
+    l.arg = &sw;
+    l.until_us = 0;
+    CHECK(vkt_loop_run_until(loop, load_turn, &l, 10000));
+    l.also = NULL;
     long before = 0, failed_before = 0;
     for (int i = 0; i < WRITERS; i++) {
         before += l.w[i].ok;
@@ -521,6 +573,10 @@ static void test_failover_under_load(vkt_loop *loop)
     char switch_to[64];
     CHECK_EQ_INT(vkt_sentinel_log_switches(switch_to, sizeof switch_to), 1);
     CHECK_EQ_INT(vkt_sentinel_log_read().failovers, 1);
+    /* The switch came by the subscription: a +promoted-slave sent the
+     * client to the sentinels at once; the +switch-master the sentinels
+     * publish once the replicas are reconfigured follows, and is heard. */
+    CHECK(vkt_loop_run_until(loop, announcement_heard, NULL, 10000));
     if (promoted > 0) {
         CHECK_EQ_STR(switch_to, vkt_server_address(vkt_sentinel_group_node(g, promoted)));
         check_snapshot(a, switch_to, 1);

@@ -4,8 +4,8 @@
  * (VKTEST_NEEDS_SERVER): a thousand requests in flight with errors among
  * them, replies fed in random splits, a connection killed mid-stream,
  * cancellation before and after a request was written, back-pressure, an
- * 8 MB reply among small ones, streams the mux must refuse, and the
- * handshake's steps sent through it.
+ * 8 MB reply among small ones, streams the mux must refuse, a subscribed
+ * connection's messages, and the handshake's steps sent through it.
  */
 #include "vktest.h"
 #include "servers.h"
@@ -461,6 +461,79 @@ static void test_refused_streams(void)
     free(r.ops);
 }
 
+/* ---- pub/sub messages --------------------------------------------------------- */
+
+typedef struct pushed {
+    int count;
+    char last[64];
+} pushed;
+
+static pushed *messages_seen;
+
+static void count_push(void *userdata, redisReply *message)
+{
+    (void)userdata;
+    messages_seen->count++;
+    if (message->type == REDIS_REPLY_ARRAY && message->elements == 3 &&
+        message->element[2]->type == REDIS_REPLY_STRING)
+        snprintf(messages_seen->last, sizeof messages_seen->last, "%.*s",
+                 (int)message->element[2]->len, message->element[2]->str);
+    vk__reply_free(message);
+}
+
+/* A subscribed connection: its messages go to the push function, in
+ * order, between the replies of the requests (SUBSCRIBE's confirmation, a
+ * subscribed PING's "pong"), which still go to their operations; without
+ * a push function a message fails the stream as any unasked reply does. */
+static void test_subscriber_messages(void)
+{
+    static const char message[] = "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n";
+    run r = { .ops = calloc(2, sizeof(op)) };
+    vk_mux *m = NULL;
+    CHECK_OK(vk__mux_new(&m, 4, on_done, &r));
+    CHECK_FAILS(vk__mux_feed(m, message, sizeof message - 1), VK_ERR_PROTOCOL,
+                "protocol error: a reply that no request asked for");
+    vk__mux_free(m);
+
+    pushed seen = {0};
+    messages_seen = &seen;
+    int fd = dial();
+    CHECK(fd >= 0);
+    CHECK_OK(vk__mux_new(&m, 4, on_done, &r));
+    vk__mux_set_push(m, count_push);
+    const char *subscribe[] = { "SUBSCRIBE", "vk:mux:channel" };
+    size_t sub_lens[] = { 9, 14 };
+    r.ops[0].kind = EXPECT_ANY;
+    CHECK_OK(vk__mux_submit(m, &r.ops[0], 2, subscribe, sub_lens));
+    int writes = 0;
+    unsigned seed = 7;
+    CHECK(flush_output(m, fd, &writes));
+    while (r.ops[0].completions == 0 && pump(m, fd, 3, &seed))
+        ;
+    CHECK(r.ops[0].completions == 1 && r.ops[0].status == VK_OK);
+    for (int i = 0; i < 5; i++) {
+        char text[8];
+        snprintf(text, sizeof text, "m%d", i);
+        const char *publish[] = { "PUBLISH", "vk:mux:channel", text };
+        free(vkt_server_cmd(server, publish, 3));
+    }
+    /* A PING in the middle: its reply is not a message. */
+    const char *ping[] = { "PING" };
+    size_t ping_len[] = { 4 };
+    r.ops[1].kind = EXPECT_ANY;
+    CHECK_OK(vk__mux_submit(m, &r.ops[1], 1, ping, ping_len));
+    CHECK(flush_output(m, fd, &writes));
+    while ((r.ops[1].completions == 0 || seen.count < 5) && pump(m, fd, 3, &seed))
+        ;
+    CHECK_EQ_INT(seen.count, 5);
+    CHECK_EQ_STR(seen.last, "m4");
+    CHECK(r.ops[1].completions == 1 && r.ops[1].status == VK_OK);
+    CHECK_EQ_INT(vk__mux_status(m), VK_OK);
+    vk__mux_free(m);
+    close(fd);
+    free(r.ops);
+}
+
 /* The handshake's steps (handshake.c), sent through the mux as a driver
  * of the engine sends them, in one write: an ACL user, a database, PING;
  * then a command on the ready connection. A wrong password is refused as
@@ -569,6 +642,7 @@ int main(void)
     RUN(test_back_pressure);
     RUN(test_big_reply_among_small);
     RUN(test_refused_streams);
+    RUN(test_subscriber_messages);
     RUN(test_handshake_through_mux);
     vkt_server_stop(server);
     return vkt_finish();

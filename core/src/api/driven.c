@@ -96,6 +96,29 @@ void vk__driven_free_closed(vk_driven *d)
     }
 }
 
+static vk_status seek_watch_open(void *userdata, const vk_endpoint *ep, const vk_config *cfg,
+                                 vk_credentials *credentials,
+                                 void (*push)(void *push_userdata, redisReply *message),
+                                 void *push_userdata, vk_engine **out)
+{
+    vk_driven *d = userdata;
+    vk_status st = seek_probe_open(d, ep, cfg, credentials, out);
+    if (st == VK_OK) {
+        d->probes->push = push;   /* the record just added */
+        d->probes->push_userdata = push_userdata;
+    }
+    return st;
+}
+
+void vk__driven_conn_push(void *userdata, redisReply *message)
+{
+    vk_driven_conn *c = userdata;
+    if (c->push != NULL)
+        c->push(c->push_userdata, message);
+    else
+        vk__reply_free(message);
+}
+
 static void seek_probe_close(void *userdata, vk_engine *probe)
 {
     vk__driven_probe_close(userdata, probe);
@@ -138,13 +161,29 @@ static void seek_found(void *userdata, vk_status st, const vk_endpoint *master)
     d->located(d, st);
 }
 
+/* The subscription heard of a switch: the node is left, and the next
+ * dial goes to the announced master (checked by ROLE) without asking the
+ * sentinels, some of whom may not know of it yet. */
+static void seek_announced(void *userdata, const vk_endpoint *master, const vk_endpoint *via)
+{
+    (void)via;
+    vk_driven *d = userdata;
+    if (d->has_endpoint && vk__endpoint_equal(&d->endpoint, master))
+        return;
+    d->announced = *master;
+    d->has_announced = true;
+    vk__engine_leave_node(d->engine, vk__now_ms());
+}
+
 static vk_status start_seeking(vk_driven *d)
 {
     const vk_seek_driver seek = {
         .userdata = d,
         .probe_open = seek_probe_open,
+        .watch_open = seek_watch_open,
         .probe_close = seek_probe_close,
         .found = seek_found,
+        .announced = seek_announced,
         .now_ms = seek_now_ms,
     };
     vk_status st = vk__seek_new(&d->seek, d->core->sentinel, vk__client_config(d->core), &seek);
@@ -162,6 +201,18 @@ bool vk__driven_dial_now(vk_driven *d, vk_driven_conn *node)
     d->node = node;
     if (d->seek == NULL) {
         name_node(d, node);
+        return true;
+    }
+    if (d->has_announced) {
+        d->has_announced = false;
+        if (d->has_endpoint && !vk__endpoint_equal(&d->endpoint, &d->announced))
+            vk__client_announce_switch(d->core, &d->endpoint, &d->announced);
+        d->endpoint = d->announced;
+        d->has_endpoint = true;
+        vk__format_endpoint(d->peer, sizeof d->peer, &d->endpoint);
+        vk__engine_set_peer(d->engine, d->peer);
+        name_node(d, node);
+        vk__engine_dial_started(d->engine, vk__now_ms());
         return true;
     }
     /* A check that runs now serves the dial as well. */
@@ -183,7 +234,10 @@ void vk__driven_conn_check_master(void *userdata)
 
 void vk__driven_check_master(vk_driven *d)
 {
-    if (d->seek != NULL && !vk__seek_running(d->seek))
+    if (d->seek == NULL)
+        return;
+    vk__seek_watch(d->seek);
+    if (!vk__seek_running(d->seek))
         vk__seek_start(d->seek);
 }
 

@@ -35,6 +35,9 @@ struct vk_driven_conn {
     vk_endpoint endpoint;
     char peer[300];           /* the endpoint, for messages */
     int64_t wake_at_ms;       /* its engine's wake-up; VK_ENGINE_NEVER: none */
+    /* A subscription's messages go to push(push_userdata, message). */
+    void (*push)(void *push_userdata, redisReply *message);
+    void *push_userdata;
 };
 
 /* Whoever keeps a pointer to a client beyond one call (a lock manager)
@@ -60,6 +63,9 @@ struct vk_driven {
      * (vk__driven_check_master); NULL otherwise. */
     vk_seek *seek;
     bool seek_locates;        /* the walk running is for a dial */
+    /* A switch the subscription heard of: the next dial goes there. */
+    bool has_announced;
+    vk_endpoint announced;
     int depth;                /* public calls running (completions may re-enter) */
     bool free_requested;      /* freed from inside a call: done when it returns */
     bool closing;
@@ -90,6 +96,9 @@ void vk__driven_conn_init(vk_driven_conn *c, vk_driven *d, const vk_endpoint *ep
 /* The node's vk_engine_driver.check_master, for a vk_driven_conn userdata
  * (vk__driven_check_master). */
 void vk__driven_conn_check_master(void *userdata);
+/* A probe's vk_engine_driver.push, for a vk_driven_conn userdata: to the
+ * record's push function. */
+void vk__driven_conn_push(void *userdata, redisReply *message);
 /* The earliest wake-up wanted by node and the probes (VK_ENGINE_NEVER). */
 int64_t vk__driven_next_wake(const vk_driven *d, const vk_driven_conn *node);
 /* Ticks the engines (node's and probes') whose wake-up is due. */

@@ -91,6 +91,7 @@ static vk_engine_driver conn_driver(hosted_conn *c)
         .wake = drv_wake,
         .complete = vk__driven_complete,
         .check_master = c->base.is_node ? vk__driven_conn_check_master : NULL,
+        .push = c->base.is_node ? NULL : vk__driven_conn_push,
     };
 }
 

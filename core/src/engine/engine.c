@@ -554,6 +554,12 @@ static void on_mux_done(void *userdata, void *opp, vk_status st, redisReply *rep
     retry_or_complete(e, op, st, sent, now_ms);
 }
 
+static void on_mux_push(void *userdata, redisReply *message)
+{
+    vk_engine *e = userdata;
+    e->drv.push(e->drv.userdata, message);
+}
+
 static void on_mux_drop(void *userdata, void *opp)
 {
     vk_engine *e = userdata;
@@ -897,7 +903,9 @@ static op_list *list_of(vk_engine *e, const engine_op *op)
 vk_status vk__engine_cancel(vk_engine *e, uint64_t id, int64_t now_ms)
 {
     engine_op *op = find_op(e, id);
-    if (op == NULL)
+    /* One in a failed connection's line is being completed with the
+     * failure right now: no longer in flight either. */
+    if (op == NULL || (op->in_mux && e->mux == NULL))
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "no operation %llu in flight",
                         (unsigned long long)id);
     begin(e, now_ms);
@@ -1008,6 +1016,8 @@ void vk__engine_opened(vk_engine *e, int64_t now_ms)
     vk_status st = vk__mux_new(&e->mux, VK_ENGINE_MAX_IN_FLIGHT, on_mux_done, e);
     if (st == VK_OK) {
         vk__mux_set_drop(e->mux, on_mux_drop);
+        if (e->drv.push != NULL)
+            vk__mux_set_push(e->mux, on_mux_push);
         e->state = CONN_HANDSHAKE;
         e->last_progress_ms = now_ms;
         e->reauth_in_line = false;

@@ -49,6 +49,9 @@ typedef struct vk_engine_driver {
     /* Optional: what a dial that runs out of time is still doing, for its
      * message ("lookup <host>: name resolution timed out"), or NULL. */
     const char *(*dial_stage)(void *userdata);
+    /* Optional: a pub/sub message on the connection (the driver owns it);
+     * without it, a message fails the connection. */
+    void (*push)(void *userdata, redisReply *message);
     /* Sentinel mode: check with the sentinels that the node is still the
      * master (about once a second while the connection is up); when it is
      * not, the driver calls vk__engine_leave_node. */

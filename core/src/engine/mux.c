@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct waiting_op {
     void *op;
@@ -23,6 +24,7 @@ typedef struct waiting_op {
 struct vk_mux {
     vk_mux_done_fn done;
     vk_mux_drop_fn drop;   /* NULL: nobody is told of dropped operations */
+    vk_mux_push_fn push;   /* NULL: pub/sub messages are not expected */
     void *userdata;
     vk_status failure;     /* VK_OK while the connection lives */
 
@@ -242,6 +244,33 @@ static waiting_op pop(vk_mux *m)
     return w;
 }
 
+void vk__mux_set_push(vk_mux *m, vk_mux_push_fn push)
+{
+    m->push = push;
+}
+
+static bool first_word_is(const redisReply *r, const char *word)
+{
+    size_t n = strlen(word);
+    return r->elements > 0 &&
+           (r->element[0]->type == REDIS_REPLY_STRING ||
+            r->element[0]->type == REDIS_REPLY_STATUS) &&
+           r->element[0]->len == n && strncasecmp(r->element[0]->str, word, n) == 0;
+}
+
+/* A pub/sub message, as opposed to the reply of a request (SUBSCRIBE's
+ * confirmations and a subscribed PING's "pong" are replies). */
+static bool is_message(const redisReply *r)
+{
+#ifdef REDIS_REPLY_PUSH
+    if (r->type == REDIS_REPLY_PUSH)
+        return true;
+#endif
+    return r->type == REDIS_REPLY_ARRAY &&
+           (first_word_is(r, "message") || first_word_is(r, "pmessage") ||
+            first_word_is(r, "smessage"));
+}
+
 vk_status vk__mux_feed(vk_mux *m, const char *bytes, size_t len)
 {
     if (m->failure != VK_OK)
@@ -264,6 +293,12 @@ vk_status vk__mux_feed(vk_mux *m, const char *bytes, size_t len)
         }
         if (reply == NULL)
             return VK_OK;
+        if (m->push != NULL && is_message(reply)) {
+            m->push(m->userdata, reply);
+            if (m->failure != VK_OK)
+                return VK_OK;
+            continue;
+        }
         if (m->count == 0) {
             vk__reply_free(reply);
             vk__fail(VK_ERR_PROTOCOL, "a reply that no request asked for");

@@ -61,6 +61,13 @@ vk_status vk__mux_submit_secret(vk_mux *m, void *op, int argc, const char *const
  * takes op out of the line); a failure completes op once. */
 vk_status vk__mux_submit_encoded(vk_mux *m, void *op, const char *bytes, size_t len,
                                  size_t replies, bool secret);
+/* A subscribed connection's message, which no request asked for: the
+ * function owns it. */
+typedef void (*vk_mux_push_fn)(void *userdata, redisReply *message);
+/* Sets the function that takes pub/sub messages ("message", "pmessage",
+ * "smessage" arrays, RESP3 pushes); without one (the default) they fail
+ * the connection as any reply nobody asked for does. */
+void vk__mux_set_push(vk_mux *m, vk_mux_push_fn push);
 /* Sets the function told of dropped operations (none by default). */
 void vk__mux_set_drop(vk_mux *m, vk_mux_drop_fn drop);
 /* Room for another request under the in-flight bound. */

@@ -98,6 +98,26 @@ vk_events *vk__sentinel_events(const vk_sentinel *s);
 
 /* ---- sentinel_watch.c ------------------------------------------------------- */
 
+/* What a message on a sentinel's +switch-master / +promoted-slave
+ * subscription says about the master named name. */
+typedef enum vk_sentinel_news {
+    VK_SENTINEL_NEWS_NONE,      /* nothing for us (another master, a reply) */
+    VK_SENTINEL_NEWS_PONG,      /* a subscribed PING's answer */
+    VK_SENTINEL_NEWS_PROMOTED,  /* a replica of ours was promoted: ask again */
+    VK_SENTINEL_NEWS_SWITCHED   /* the master is now *master */
+} vk_sentinel_news;
+
+/* The channels to subscribe to, one SUBSCRIBE each. */
+#define VK_SENTINEL_SWITCH_CHANNEL "+switch-master"
+#define VK_SENTINEL_PROMOTED_CHANNEL "+promoted-slave"
+
+vk_sentinel_news vk__sentinel_read_news(const redisReply *r, const char *name,
+                                        vk_endpoint *master);
+/* Logs "redis sentinel announced a new master" (heard from the sentinel
+ * at via). */
+void vk__sentinel_log_announced(vk_sentinel *s, const vk_endpoint *master,
+                                const vk_endpoint *via);
+
 /* Called by the watcher with the master's address whenever it may have
  * changed; the client switches to it when it differs from the current one. */
 typedef vk_status (*vk_follow_master_fn)(void *client, const vk_endpoint *master,

@@ -32,6 +32,13 @@ struct vk_seek {
     vk_endpoint master;           /* named by the sentinel asked now */
     bool answered;                /* some sentinel answered without knowing the name */
     char *last_cause;             /* the last sentinel's failure */
+
+    /* The subscription (vk__seek_watch) and its requests in flight. */
+    vk_engine *watch;
+    vk_endpoint watch_at;
+    uint64_t watch_requests[4];
+    size_t watch_pending;
+    bool watch_failed;            /* closed once its requests are all answered */
 };
 
 static void ask_next(vk_seek *k);
@@ -95,12 +102,15 @@ static void drop_kept(vk_seek *k)
         k->drv.probe_close(k->drv.userdata, kept);
 }
 
+static void drop_watch(vk_seek *k);
+
 void vk__seek_free(vk_seek *k)
 {
     if (k == NULL)
         return;
     vk__seek_stop(k);
     drop_kept(k);
+    drop_watch(k);
     vk__credentials_destroy(&k->probe_credentials);
     free(k->last_cause);
     free(k);
@@ -242,5 +252,123 @@ static void ask_next(vk_seek *k)
         k->last_cause = vk__error_dup();
         vk__sentinel_warn_failure(k->sentinels, &k->asking, k->last_cause);
         drop_probe(k);
+    }
+}
+
+/* ---- the subscription --------------------------------------------------------------- */
+
+/* Lets go of the subscription; its requests are cancelled first, so that
+ * nothing of the seek is left in it. */
+static void drop_watch(vk_seek *k)
+{
+    vk_engine *watch = k->watch;
+    if (watch == NULL)
+        return;
+    k->watch = NULL;
+    int64_t now_ms = k->drv.now_ms(k->drv.userdata);
+    while (k->watch_pending > 0)
+        vk__engine_cancel(watch, k->watch_requests[--k->watch_pending], now_ms);
+    k->drv.probe_close(k->drv.userdata, watch);
+}
+
+static void forget_request(vk_seek *k, uint64_t id)
+{
+    for (size_t i = 0; i < k->watch_pending; i++) {
+        if (k->watch_requests[i] == id) {
+            k->watch_requests[i] = k->watch_requests[--k->watch_pending];
+            return;
+        }
+    }
+}
+
+/* The reply to a SUBSCRIBE or PING: anything but an answer ends the
+ * subscription (it is opened again at the next check). */
+typedef struct watch_request {
+    vk_seek *k;
+    uint64_t id;
+} watch_request;
+
+static void on_watch_reply(void *userdata, vk_status st, vk_reply *reply)
+{
+    watch_request *w = userdata;
+    vk_seek *k = w->k;
+    uint64_t id = w->id;
+    free(w);
+    bool refused = st != VK_OK || ((redisReply *)reply)->type == REDIS_REPLY_ERROR;
+    vk__reply_free((redisReply *)reply);
+    if (st == VK_ERR_CANCELLED && k->watch == NULL)
+        return;   /* dropped: cancelled by drop_watch */
+    forget_request(k, id);
+    /* A failed connection answers the other requests next, in this same
+     * turn of its engine: the subscription goes once they are in. */
+    k->watch_failed = k->watch_failed || refused;
+    if (k->watch_failed && k->watch_pending == 0)
+        drop_watch(k);
+}
+
+static void on_news(void *userdata, redisReply *message)
+{
+    vk_seek *k = userdata;
+    vk_endpoint master;
+    vk_sentinel_news news =
+        vk__sentinel_read_news(message, vk__sentinel_master_name(k->sentinels), &master);
+    vk__reply_free(message);
+    if (news == VK_SENTINEL_NEWS_SWITCHED) {
+        vk__sentinel_log_announced(k->sentinels, &master, &k->watch_at);
+        k->drv.announced(k->drv.userdata, &master, &k->watch_at);
+    } else if (news == VK_SENTINEL_NEWS_PROMOTED && !k->running) {
+        vk__seek_start(k);   /* the sentinels name the promoted node now */
+    }
+}
+
+/* One request on the subscription; false when it could not be sent. */
+static bool watch_request_send(vk_seek *k, int argc, const char *const *argv)
+{
+    if (k->watch_pending == sizeof k->watch_requests / sizeof k->watch_requests[0])
+        return true;   /* enough already in flight: their answers tell */
+    watch_request *w = malloc(sizeof *w);
+    if (w == NULL)
+        return false;
+    w->k = k;
+    size_t lens[2];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    vk_command cmd;
+    vk__command_classify(&cmd, argc, argv, lens);
+    if (vk__engine_command(k->watch, &cmd, on_watch_reply, w, k->drv.now_ms(k->drv.userdata),
+                           &w->id) != VK_OK) {
+        free(w);
+        return false;
+    }
+    k->watch_requests[k->watch_pending++] = w->id;
+    return true;
+}
+
+void vk__seek_watch(vk_seek *k)
+{
+    if (k->watch != NULL && k->watch_failed)
+        return;   /* going: its last answers are awaited */
+    if (k->watch != NULL) {
+        static const char *const ping[] = {"PING"};
+        if (!watch_request_send(k, 1, ping))
+            drop_watch(k);
+        return;
+    }
+    if (!vk__sentinel_address(k->sentinels, 0, &k->watch_at))
+        return;
+    k->watch_failed = false;
+    if (k->drv.watch_open(k->drv.userdata, &k->watch_at, &k->probe_cfg, &k->probe_credentials,
+                          on_news, k, &k->watch) != VK_OK) {
+        k->watch = NULL;
+        return;
+    }
+    static const char *const channels[] = {VK_SENTINEL_SWITCH_CHANNEL,
+                                           VK_SENTINEL_PROMOTED_CHANNEL};
+    for (size_t i = 0; i < 2; i++) {
+        const char *const subscribe[] = {"SUBSCRIBE", channels[i]};
+        if (!watch_request_send(k, 2, subscribe)) {
+            drop_watch(k);
+            return;
+        }
     }
 }

@@ -165,39 +165,58 @@ static bool is_our_promotion(const char *payload, size_t len, const char *name)
            at[2 + name_len] == ' ';
 }
 
+vk_sentinel_news vk__sentinel_read_news(const redisReply *r, const char *name,
+                                        vk_endpoint *master)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+        return VK_SENTINEL_NEWS_NONE;
+    if (is_text(r->element[0], "pong"))
+        return VK_SENTINEL_NEWS_PONG;
+    if (r->elements != 3 || !is_text(r->element[0], "message") ||
+        r->element[2]->type != REDIS_REPLY_STRING)
+        return VK_SENTINEL_NEWS_NONE;
+    const redisReply *payload = r->element[2];
+    if (is_text(r->element[1], VK_SENTINEL_PROMOTED_CHANNEL))
+        return is_our_promotion(payload->str, payload->len, name) ? VK_SENTINEL_NEWS_PROMOTED
+                                                                  : VK_SENTINEL_NEWS_NONE;
+    if (is_text(r->element[1], VK_SENTINEL_SWITCH_CHANNEL) &&
+        parse_switch(payload->str, payload->len, name, master))
+        return VK_SENTINEL_NEWS_SWITCHED;
+    return VK_SENTINEL_NEWS_NONE;
+}
+
+void vk__sentinel_log_announced(vk_sentinel *s, const vk_endpoint *master,
+                                const vk_endpoint *via)
+{
+    char to[300], from[300];
+    vk__format_endpoint(to, sizeof to, master);
+    vk__format_endpoint(from, sizeof from, via);
+    const vk_field fields[] = {
+        {"master", vk__sentinel_master_name(s)}, {"address", to}, {"sentinel", from}};
+    vk__log(vk__sentinel_events(s), VK_LOG_INFO, "redis sentinel announced a new master",
+            fields, 3);
+}
+
 /* One pub/sub message: a +switch-master to follow, a promotion to check,
  * a pong, or anything else (ignored). *pong is set for a pong. */
 static void handle_message(vk_sentinel_watch *w, const redisReply *r, const vk_endpoint *via,
                            bool *pong, vk_context *ctx)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
-        return;
-    if (is_text(r->element[0], "pong")) {
-        *pong = true;
-        return;
-    }
-    if (r->elements != 3 || !is_text(r->element[0], "message") ||
-        r->element[2]->type != REDIS_REPLY_STRING)
-        return;
-    const char *name = vk__sentinel_master_name(w->sentinel);
-    if (is_text(r->element[1], "+promoted-slave")) {
-        if (is_our_promotion(r->element[2]->str, r->element[2]->len, name))
-            check_master(w, via, ctx);   /* the sentinel names the promoted node now */
-        return;
-    }
-    if (!is_text(r->element[1], "+switch-master"))
-        return;
     vk_endpoint master;
-    if (!parse_switch(r->element[2]->str, r->element[2]->len, name, &master))
-        return;
-    char to[300];
-    vk__format_endpoint(to, sizeof to, &master);
-    char from[300];
-    vk__format_endpoint(from, sizeof from, via);
-    const vk_field fields[] = {{"master", name}, {"address", to}, {"sentinel", from}};
-    vk__log(vk__sentinel_events(w->sentinel), VK_LOG_INFO,
-            "redis sentinel announced a new master", fields, 3);
-    follow(w, &master, via, ctx);
+    switch (vk__sentinel_read_news(r, vk__sentinel_master_name(w->sentinel), &master)) {
+    case VK_SENTINEL_NEWS_PONG:
+        *pong = true;
+        break;
+    case VK_SENTINEL_NEWS_PROMOTED:
+        check_master(w, via, ctx);   /* the sentinel names the promoted node now */
+        break;
+    case VK_SENTINEL_NEWS_SWITCHED:
+        vk__sentinel_log_announced(w->sentinel, &master, via);
+        follow(w, &master, via, ctx);
+        break;
+    case VK_SENTINEL_NEWS_NONE:
+        break;
+    }
 }
 
 static vk_status subscribe(vk_sentinel_watch *w, const vk_endpoint *ep, vk_context *ctx)
@@ -208,7 +227,7 @@ static vk_status subscribe(vk_sentinel_watch *w, const vk_endpoint *ep, vk_conte
     if (st != VK_OK)
         return st;
     w->link_open = true;
-    const char *argv[] = {"SUBSCRIBE", "+switch-master", "+promoted-slave"};
+    const char *argv[] = {"SUBSCRIBE", VK_SENTINEL_SWITCH_CHANNEL, VK_SENTINEL_PROMOTED_CHANNEL};
     st = vk__sentinel_link_send(&w->link, 3, argv, ctx);
     /* One confirmation per channel. */
     for (int i = 0; i < 2 && st == VK_OK; i++) {

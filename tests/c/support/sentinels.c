@@ -290,6 +290,8 @@ static void log_sink(void *userdata, vk_log_level level, const char *message,
         recorded.discovered++;
     if (strcmp(message, "redis sentinel query failed") == 0)
         recorded.query_failures++;
+    if (strcmp(message, "redis sentinel announced a new master") == 0)
+        recorded.announced++;
     if (strcmp(message, "redis sentinel: switched to the new master") == 0) {
         recorded.switches++;
         recorded.last_switch_us = now;

@@ -62,6 +62,7 @@ typedef struct vkt_sentinel_log {
     int discovered;            /* "redis sentinel discovered" */
     int query_failures;        /* "redis sentinel query failed" */
     int switches;              /* "redis sentinel: switched to the new master" */
+    int announced;             /* "redis sentinel announced a new master" */
     long long last_switch_us;  /* monotonic time of the last switch (0: none) */
     char last_switch_to[64];   /* its "to" field */
     int failovers;             /* redis_sentinel_failovers_total */
