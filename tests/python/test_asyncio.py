@@ -513,9 +513,11 @@ async def test_an_acquisition_cancelled_in_flight_leaves_no_lock(alocks, client,
 
 @pytest.mark.asyncio
 async def test_lock_context_manager_and_auto_renew(alocks, key):
-    options = vkclient.LockOptions(expiry=0.3)
+    # Renewed every third of the expiry: 1 s leaves a busy machine time to
+    # run a renewal before the lock would expire.
+    options = vkclient.LockOptions(expiry=1.0)
     async with alocks.lock(key, options=options, auto_renew=True) as handle:
-        await asyncio.sleep(0.7)              # longer than the expiry: renewed
+        await asyncio.sleep(2.2)              # longer than the expiry: renewed
         assert not handle.lost
         assert await alocks.try_lock(key) is None
     assert handle.validity == 0.0
