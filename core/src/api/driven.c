@@ -8,7 +8,7 @@
 
 static const char wrong_thread[] = "an event-loop client is used only on its loop's thread";
 
-/* ---- Sentinel: the master, found before each dial ---------------------------------- */
+/* ---- the drivers' connection records ---------------------------------------------- */
 
 void vk__driven_conn_init(vk_driven_conn *c, vk_driven *d, const vk_endpoint *ep, bool is_node)
 {
@@ -48,6 +48,8 @@ void vk__driven_tick(vk_driven *d, vk_driven_conn *node, int64_t now_ms)
         c = next;
     }
 }
+
+/* ---- Sentinel: the master, found before each dial and followed ------------------- */
 
 /* A probe to the sentinel at ep (sentinel_seek.h): the driver's record,
  * with an engine of its own. */

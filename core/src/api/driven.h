@@ -84,9 +84,10 @@ struct vk_driven {
     void (*conn_closed)(vk_driven *d, vk_driven_conn *c);
     /* ... the record goes (its engine is freed). */
     void (*conn_free)(vk_driven_conn *c);
-    /* The end of a search started by vk__driven_dial_now: VK_OK when endpoint and peer name the
-     * master (the driver dials it, after vk__engine_dial_started), else the
-     * failure for vk__engine_open_failed. */
+    /* The end of a search started by vk__driven_dial_now: VK_OK when the
+     * node's record names the master (the driver starts the dial's time,
+     * vk__engine_dial_started, and dials it), else the failure for
+     * vk__engine_open_failed. */
     void (*located)(vk_driven *d, vk_status st);
 };
 
