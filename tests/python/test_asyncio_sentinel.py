@@ -23,6 +23,50 @@ from test_sentinel_iam import client_logins, iam_group  # noqa: F401  (iam_group
 from test_topologies import sentinel, unique  # noqa: F401  (sentinel is a fixture)
 
 
+class Writers:
+    """Tasks that each write 1, 2, 3... to their own key through client and
+    remember the last acknowledged value, when, and every error (with its
+    time). Once stopped, each still ends on an acknowledged write, so that
+    the value on the server is the last one it saw succeed."""
+
+    def __init__(self, client, prefix, count):
+        self.client = client
+        self.keys = [unique("%s-%d" % (prefix, i)) for i in range(count)]
+        self.last_ok = [0] * count
+        self.last_ok_at = [0.0] * count
+        self.errors = []
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.ensure_future(self._write(i)) for i in range(count)]
+
+    async def _write(self, i):
+        n = 0
+        while not self._stop.is_set() or n != self.last_ok[i]:
+            n += 1
+            try:
+                await self.client.set(self.keys[i], n)
+            except vkclient.Error as err:
+                self.errors.append((time.monotonic(), err))
+                await asyncio.sleep(0.02)
+                continue
+            self.last_ok[i], self.last_ok_at[i] = n, time.monotonic()
+
+    async def stop(self):
+        self._stop.set()
+        await asyncio.wait_for(asyncio.gather(*self._tasks), 15)
+
+
+async def until(predicate, timeout):
+    """The time predicate first held, polled while the loop runs; None
+    after timeout seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return time.monotonic()
+        await asyncio.sleep(0.01)
+    return None
+
+
 @pytest.mark.asyncio
 async def test_writes_land_on_the_named_master(sentinel):  # noqa: F811
     # One sentinel address is enough: the client learns the others.
@@ -88,38 +132,9 @@ async def test_failover_under_async_load():
             sentinel=vkclient.Sentinel(group.sentinel_addresses, master_name=group.name),
             options=vkclient.ConnectionOptions(dial_timeout=0.5, read_timeout=1.0)))
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        keys = [unique("async-failover-%d" % i) for i in range(16)]
-        last_ok = [0] * len(keys)
-        last_ok_at = [0.0] * len(keys)
-        errors = []
-
-        async def writer(i):
-            # Writes 1, 2, 3... to its own key; once asked to stop it still
-            # ends on an acknowledged write.
-            n = 0
-            while not stop.is_set() or n != last_ok[i]:
-                n += 1
-                try:
-                    await client.set(keys[i], n)
-                except vkclient.Error as err:
-                    errors.append((time.monotonic(), err))
-                    await asyncio.sleep(0.02)
-                    continue
-                last_ok[i], last_ok_at[i] = n, time.monotonic()
-
-        tasks = [asyncio.ensure_future(writer(i)) for i in range(len(keys))]
-
-        async def until(predicate, timeout):
-            deadline = loop.time() + timeout
-            while loop.time() < deadline:
-                if predicate():
-                    return time.monotonic()
-                await asyncio.sleep(0.01)
-            return None
-
-        assert await until(lambda: all(n > 10 for n in last_ok), 5.0)
-        assert errors == []
+        w = Writers(client, "async-failover", 16)
+        assert await until(lambda: all(n > 10 for n in w.last_ok), 5.0)
+        assert w.errors == []
         old = group.master()
         assert client.status().master_address == group.nodes[old].address
 
@@ -132,20 +147,20 @@ async def test_failover_under_async_load():
         switched = await until(lambda: client.status().master_address == new_address, 20.0)
         assert switched is not None
         # ... and every writer's writes succeed again within 5 s of it.
-        assert await until(lambda: all(t > switched for t in last_ok_at), 5.0)
+        assert await until(lambda: all(t > switched for t in w.last_ok_at), 5.0)
         await asyncio.sleep(0.3)   # keep writing on the new master for a while
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+        await w.stop()
 
         # What each writer saw acknowledged last is what the new master holds.
-        for i, key in enumerate(keys):
-            assert group.nodes[new].cli("GET", key) == str(last_ok[i])
+        for i, key in enumerate(w.keys):
+            assert group.nodes[new].cli("GET", key) == str(w.last_ok[i])
         # Errors are vkclient errors, only inside the switch window, and few.
+        errors = w.errors
         summary = "switch after %.3f s, %d errors: %s" % (
             switched - started, len(errors), sorted({repr(e) for _, e in errors})[:5])
         for at, err in errors:
             assert started <= at <= switched + 1.0, (at - started, summary)
-        assert len(errors) <= len(keys) * ((switched + 1.0 - started) / 0.02 + 5), summary
+        assert len(errors) <= len(w.keys) * ((switched + 1.0 - started) / 0.02 + 5), summary
         status = client.status()
         assert (status.master_address, status.master_switches) == (new_address, 1), \
             (status, summary)
@@ -175,38 +190,11 @@ async def test_iam_sentinel_failover_under_rotation(iam_group):  # noqa: F811
         assert await client.execute("ACL", "WHOAMI") == b"default"
         old = group.master()
         assert client.status().master_address == group.nodes[old].address
-        keys = [unique("iam-failover-%d" % i) for i in range(8)]
-        last_ok = [0] * len(keys)
-        last_ok_at = [0.0] * len(keys)
-        errors = []
-        stop = asyncio.Event()
-
-        async def writer(i):
-            n = 0
-            while not stop.is_set() or n != last_ok[i]:
-                n += 1
-                try:
-                    await client.set(keys[i], n)
-                except vkclient.Error as err:
-                    errors.append((time.monotonic(), err))
-                    await asyncio.sleep(0.02)
-                    continue
-                last_ok[i], last_ok_at[i] = n, time.monotonic()
-
-        tasks = [asyncio.ensure_future(writer(i)) for i in range(len(keys))]
-
-        async def until(predicate, timeout):
-            deadline = loop.time() + timeout
-            while loop.time() < deadline:
-                if predicate():
-                    return time.monotonic()
-                await asyncio.sleep(0.01)
-            return None
-
+        w = Writers(client, "iam-failover", 8)
         # Tokens rotate while the writers go.
-        assert await until(lambda: all(n > 10 for n in last_ok)
+        assert await until(lambda: all(n > 10 for n in w.last_ok)
                            and len(iam_group.issued()) >= 3, 15.0)
-        assert errors == []
+        assert w.errors == []
         started = time.monotonic()
         await loop.run_in_executor(None, group.failover)
         new = await loop.run_in_executor(None, group.wait_new_master, old, 20.0)
@@ -215,14 +203,14 @@ async def test_iam_sentinel_failover_under_rotation(iam_group):  # noqa: F811
         switched = await until(lambda: client.status().master_address == new_master.address,
                                20.0)
         assert switched is not None, client.status()
-        assert await until(lambda: all(t > switched for t in last_ok_at), 5.0)
+        assert await until(lambda: all(t > switched for t in w.last_ok_at), 5.0)
         # Past a few more token rotations on the new master.
         issued = len(iam_group.issued())
         assert await until(lambda: len(iam_group.issued()) >= issued + 2, 15.0)
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 15)
-        for i, key in enumerate(keys):
-            assert new_master.cli("GET", key) == str(last_ok[i])
+        await w.stop()
+        for i, key in enumerate(w.keys):
+            assert new_master.cli("GET", key) == str(w.last_ok[i])
+        errors = w.errors
         summary = "switch after %.3f s, %d errors: %s" % (
             switched - started, len(errors), sorted({repr(e) for _, e in errors})[:5])
         for at, err in errors:

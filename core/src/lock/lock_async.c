@@ -281,7 +281,9 @@ static lock_op *new_op(op_kind kind, vk_async_lock_manager *m, vk_lock *lock)
 
 static void free_op(lock_op *op)
 {
-    for (lock_op **at = &op->m->acquiring; *at != NULL; at = &(*at)->next_acquiring) {
+    /* Only acquisitions are listed: unlocks, extends and renewals pass. */
+    for (lock_op **at = &op->m->acquiring; op->id != 0 && *at != NULL;
+         at = &(*at)->next_acquiring) {
         if (*at == op) {
             *at = op->next_acquiring;
             break;
