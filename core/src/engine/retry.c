@@ -41,12 +41,20 @@ bool vk__status_is_final(vk_status st)
            st == VK_ERR_COMMAND_NOT_ALLOWED;
 }
 
+bool vk__retry_may_resend(vk_status st, bool sent, const vk_command *cmd)
+{
+    return !vk__status_is_final(st) && (!sent || (cmd->flags & VK_COMMAND_READONLY) != 0);
+}
+
+bool vk__retry_budget_left(const vk_config *cfg, int retries)
+{
+    return retries < (cfg->max_retries > 0 ? cfg->max_retries : 0);
+}
+
 bool vk__retry_after_failure(const vk_config *cfg, int retries, vk_status st, bool sent,
                              const vk_command *cmd)
 {
-    int max_retries = cfg->max_retries > 0 ? cfg->max_retries : 0;
-    return retries < max_retries && !vk__status_is_final(st) &&
-           (!sent || (cmd->flags & VK_COMMAND_READONLY) != 0);
+    return vk__retry_budget_left(cfg, retries) && vk__retry_may_resend(st, sent, cmd);
 }
 
 int64_t vk__retry_backoff_ms(const vk_config *cfg, int attempt)

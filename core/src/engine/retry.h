@@ -15,7 +15,12 @@ bool vk__reply_is_refusal(const redisReply *r);
 bool vk__reply_demands_rediscovery(const redisReply *r);
 /* Failures that another attempt cannot fix. */
 bool vk__status_is_final(vk_status st);
-/* May a command that failed with st (after `retries` retries) run again?
+/* Could another attempt of a command that failed with st help, and can
+ * it not have run (not fully sent), or is it read-only? */
+bool vk__retry_may_resend(vk_status st, bool sent, const vk_command *cmd);
+/* Does the retry budget allow one more after `retries` retries? */
+bool vk__retry_budget_left(const vk_config *cfg, int retries);
+/* Both: may a command that failed with st (after `retries` retries) run again?
  * Only when the retry budget allows, another attempt can help, and the
  * command cannot have run (not fully sent) or is read-only. */
 bool vk__retry_after_failure(const vk_config *cfg, int retries, vk_status st, bool sent,

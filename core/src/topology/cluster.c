@@ -15,27 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A slot map older than this is reloaded on the next command. */
-#define VK_CLUSTER_REFRESH_EVERY_MS 10000
-/* MOVED / ASK hops one command may follow: a resharding settles within a
- * few; more means the nodes disagree and the caller should see the reply. */
-#define VK_CLUSTER_MAX_REDIRECTS 16
-/* How long a command refused with TRYAGAIN, CLUSTERDOWN, LOADING or
- * MASTERDOWN is retried (unless its context ends first), and the longest
- * pause between two tries. A refused command did not run, so retrying is
- * always safe, and what bounds it is time rather than a count: a multi-key
- * command on a migrating slot is refused until every key it names is on
- * one side (one that creates keys, until the migration ends), which lasts
- * as long as MIGRATE takes to move the slot's keys: tens of milliseconds
- * to seconds. go-redis retries these replies within MaxRedirects (3 tries,
- * 8-512 ms back-off) and redis-py within its 16-hop TTL (50 ms pauses in
- * its second half; 250 ms after CLUSTERDOWN, 3 times): both give up within
- * about a second, which a migration under load can outlast. The pauses
- * grow from min_retry_backoff to the cap, so a waiting caller tries about
- * 10 times a second and goes on within ~100 ms of the slot settling. */
-#define VK_CLUSTER_REFUSED_WAIT_MS 5000
-#define VK_CLUSTER_REFUSED_PAUSE_MS 100
-
 struct vk_cluster {
     vk_pool_params params;          /* template of each node's pool */
     vk_endpoint *seeds;
@@ -240,14 +219,6 @@ void vk__cluster_reauth_idle(vk_cluster *cl, vk_context *ctx)
     vk__slot_map_unref(m);
 }
 
-static void count_metric(vk_cluster *cl, const char *name, const char *type)
-{
-    if (!vk__events_has_metrics(cl->params.events))
-        return;
-    const vk_field label[] = {{"type", type}};
-    vk__metric(cl->params.events, name, VK_METRIC_COUNTER, 1, label, type != NULL ? 1 : 0);
-}
-
 /* ---- one request on one node -------------------------------------------------------- */
 
 /* Runs a command on a connection of pool, preceded by ASKING when asked
@@ -285,47 +256,26 @@ static vk_status run_on(vk_pool *pool, bool asking, redisReply **reply, const vk
 
 /* ---- loading the slot map ------------------------------------------------------------ */
 
-static bool is_error_reply(const redisReply *r)
-{
-    return r != NULL && r->type == REDIS_REPLY_ERROR;
-}
-
 /* Asks the node behind pool for the slot map: CLUSTER SHARDS, or CLUSTER
  * SLOTS where the server does not know SHARDS. */
 static vk_status load_from(vk_cluster *cl, vk_pool *pool, const vk_endpoint *ep,
                            vk_slot_map *previous, vk_slot_map **out, vk_context *ctx)
 {
-    static const char *const shards_argv[] = {"CLUSTER", "SHARDS"};
-    static const char *const slots_argv[] = {"CLUSTER", "SLOTS"};
-    static const size_t lens[] = {7, 6};
-    static const size_t slots_lens[] = {7, 5};
     redisReply *r;
     bool sent;
     bool shards = true;
     vk_command cmd;
-    vk__command_internal(&cmd, 2, shards_argv, lens);
+    vk__cluster_map_request(&cmd, true);
     vk_status st = run_on(pool, false, &r, &cmd, ctx, &sent);
-    if (st == VK_OK && is_error_reply(r)) {
+    if (st == VK_OK && r->type == REDIS_REPLY_ERROR) {
         vk__reply_free(r);
         shards = false;
-        vk__command_internal(&cmd, 2, slots_argv, slots_lens);
+        vk__cluster_map_request(&cmd, false);
         st = run_on(pool, false, &r, &cmd, ctx, &sent);
     }
     if (st != VK_OK)
         return st;
-    char address[300];
-    vk__format_endpoint(address, sizeof address, ep);
-    if (is_error_reply(r)) {
-        st = vk__fail_msg(VK_ERR_SERVER, "redis cluster: %s refused CLUSTER SLOTS: %.*s",
-                          address, (int)r->len, r->str);
-    } else if ((st = vk__slot_map_parse(out, r, shards, ep, cl->params.tls != NULL,
-                                        previous)) == VK_OK &&
-               vk__slot_map_covered(*out) == 0) {
-        vk__slot_map_unref(*out);
-        *out = NULL;
-        st = vk__fail_msg(VK_ERR_SERVER, "redis cluster: %s reports no served slots",
-                          address);
-    }
+    st = vk__cluster_map_from_reply(out, r, shards, ep, cl->params.tls != NULL, previous);
     vk__reply_free(r);
     return st;
 }
@@ -366,12 +316,8 @@ static vk_status load_map(vk_cluster *cl, vk_slot_map **out, vk_context *ctx)
             break;
     }
     vk__slot_map_unref(previous);
-    if (st == VK_ERR_IO) {
-        char *cause = vk__error_dup();
-        st = vk__fail_msg(VK_ERR_IO, "redis cluster: all nodes are unreachable: %s",
-                          cause != NULL ? cause : vk_strerror(st));
-        free(cause);
-    }
+    if (st == VK_ERR_IO)
+        st = vk__cluster_fail_unreachable();
     return st;
 }
 
@@ -400,7 +346,7 @@ static vk_status refresh(vk_cluster *cl, uint64_t seen, refresh_mode mode, vk_co
         vk__slot_map_unref(install_map(cl, fresh));
         atomic_store(&cl->refreshed_ms, vk__now_ms());
         atomic_fetch_add(&cl->slot_refreshes, 1);
-        count_metric(cl, "redis_cluster_slot_refreshes_total", NULL);
+        vk__cluster_count(cl->params.events, "redis_cluster_slot_refreshes_total", NULL);
     } else {
         char *cause = vk__error_dup();
         const vk_field fields[] = {{"error", cause != NULL ? cause : ""}};
@@ -447,72 +393,16 @@ vk_status vk__cluster_connect(vk_cluster *cl, vk_context *ctx)
 
 /* ---- redirects ---------------------------------------------------------------------- */
 
-static bool has_prefix(const redisReply *r, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    return r->type == REDIS_REPLY_ERROR && r->len >= n && memcmp(r->str, prefix, n) == 0;
-}
-
-/* "MOVED <slot> <host>:<port>" or "ASK ..."; an empty host is the host of
- * the node that answered. */
-static bool parse_redirect(const redisReply *r, const vk_endpoint *from,
-                           vk_cluster_redirect *out)
-{
-    size_t skip;
-    if (has_prefix(r, "MOVED "))
-        out->ask = false, skip = 6;
-    else if (has_prefix(r, "ASK "))
-        out->ask = true, skip = 4;
-    else
-        return false;
-    char text[320];
-    size_t n = r->len - skip < sizeof text - 1 ? r->len - skip : sizeof text - 1;
-    memcpy(text, r->str + skip, n);
-    text[n] = '\0';
-    char *space = strchr(text, ' ');
-    char *colon = strrchr(text, ':');
-    if (space == NULL || colon == NULL || colon < space)
-        return false;
-    *space = *colon = '\0';
-    char *end;
-    long slot = strtol(text, &end, 10);
-    long port = strtol(colon + 1, NULL, 10);
-    if (*end != '\0' || slot < 0 || slot >= VK_CLUSTER_SLOTS || port <= 0 || port > 65535)
-        return false;
-    const char *host = space + 1;
-    if (*host == '\0')
-        host = from->host;
-    memset(&out->target, 0, sizeof out->target);
-    if (strlen(host) >= sizeof out->target.host)
-        return false;
-    strcpy(out->target.host, host);
-    out->target.port = (int)port;
-    out->slot = (int)slot;
-    return true;
-}
-
 /* After MOVED: the slot is served by target from now on. The full map is
  * reloaded soon too: a MOVED usually means more than one slot moved. */
 static void apply_moved(vk_cluster *cl, const vk_cluster_redirect *rd)
 {
     pthread_mutex_lock(&cl->lock);
     vk_slot_map *m = cl->map;
-    vk_slot_map *patched = NULL;
-    if (m != NULL) {
-        int owner = m->owner[rd->slot] - 1;
-        bool known = owner >= 0 && m->nodes[owner].endpoint.port == rd->target.port &&
-                     strcmp(m->nodes[owner].endpoint.host, rd->target.host) == 0;
-        if (!known && (patched = vk__slot_map_copy(m)) != NULL) {
-            int node = vk__slot_map_node(patched, &rd->target);
-            if (node >= 0) {
-                patched->owner[rd->slot] = (uint16_t)(node + 1);
-                cl->map = patched;
-                cl->map_version++;
-            } else {
-                vk__slot_map_unref(patched);
-                patched = NULL;
-            }
-        }
+    vk_slot_map *patched = m != NULL ? vk__slot_map_moved(m, rd) : NULL;
+    if (patched != NULL) {
+        cl->map = patched;
+        cl->map_version++;
     }
     pthread_mutex_unlock(&cl->lock);
     if (patched != NULL)
@@ -520,19 +410,25 @@ static void apply_moved(vk_cluster *cl, const vk_cluster_redirect *rd)
     atomic_store(&cl->refreshed_ms, 0);
 }
 
+/* A redirect followed: counted, and a MOVED applied to the map. */
+static void note_redirect(vk_cluster *cl, const vk_cluster_redirect *rd)
+{
+    if (rd->ask) {
+        atomic_fetch_add(&cl->ask_redirects, 1);
+    } else {
+        atomic_fetch_add(&cl->moved_redirects, 1);
+        apply_moved(cl, rd);
+    }
+}
+
 bool vk__cluster_take_redirect(vk_cluster *cl, const redisReply *r, const vk_endpoint *from,
                                vk_cluster_redirect *out)
 {
-    if (!parse_redirect(r, from, out))
+    if (!vk__cluster_parse_redirect(r, from, out))
         return false;
-    if (out->ask) {
-        atomic_fetch_add(&cl->ask_redirects, 1);
-        count_metric(cl, "redis_cluster_redirects_total", "ask");
-    } else {
-        atomic_fetch_add(&cl->moved_redirects, 1);
-        count_metric(cl, "redis_cluster_redirects_total", "moved");
-        apply_moved(cl, out);
-    }
+    vk__cluster_count(cl->params.events, "redis_cluster_redirects_total",
+                      out->ask ? "ask" : "moved");
+    note_redirect(cl, out);
     return true;
 }
 
@@ -611,97 +507,53 @@ static vk_status attempt(vk_cluster *cl, const vk_command *cmd, const vk_cluster
     return st;
 }
 
-/* The pause before retrying a refused command (the refusals-th so far),
- * never past `until`. */
-static int64_t refused_pause_ms(const vk_config *cfg, int refusals, int64_t until)
-{
-    int64_t pause = vk__retry_backoff_ms(cfg, refusals);
-    if (pause > VK_CLUSTER_REFUSED_PAUSE_MS)
-        pause = VK_CLUSTER_REFUSED_PAUSE_MS;
-    int64_t left = until - vk__now_ms();
-    return pause < left ? pause : left > 0 ? left : 0;
-}
-
-/* Counts a refusal by its reply's first word: "tryagain", "clusterdown",
- * "loading" or "masterdown". */
-static void count_refusal(vk_cluster *cl, const redisReply *r)
-{
-    char type[16];
-    size_t n = 0;
-    while (n < r->len && n < sizeof type - 1 && r->str[n] != ' ') {
-        char ch = r->str[n];
-        type[n++] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
-    }
-    type[n] = '\0';
-    count_metric(cl, "redis_cluster_refusals_total", type);
-}
-
 vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
                             const vk_cluster_redirect *first, redisReply **reply,
                             int64_t *refused_until, vk_context *ctx)
 {
-    const vk_config *cfg = cl->params.cfg;
-    int retries = 0, redirects = 0, refusals = 0;
-    int64_t own_until = 0;
-    if (refused_until == NULL)
-        refused_until = &own_until;
-    vk_cluster_redirect rd;
+    vk_cluster_tries tries;
+    vk__cluster_tries_init(&tries, refused_until);
+    vk_cluster_next next;
     bool use_redirect = first != NULL;
     if (first != NULL)
-        rd = *first;
+        next.redirect = *first;
     for (;;) {
         bool sent;
         uint64_t version;
         vk_endpoint node_ep;
-        vk_status st =
-            attempt(cl, cmd, &rd, use_redirect, reply, ctx, &sent, &version, &node_ep);
+        vk_status st = attempt(cl, cmd, &next.redirect, use_redirect, reply, ctx, &sent,
+                               &version, &node_ep);
         use_redirect = false;
-        bool retry, reload;
-        int64_t pause;
+        vk_cluster_step step;
         if (st == VK_OK) {
-            vk_cluster_redirect next;
-            if (redirects < VK_CLUSTER_MAX_REDIRECTS &&
-                vk__cluster_take_redirect(cl, *reply, &node_ep, &next)) {
-                redirects++;
+            step = vk__cluster_after_reply(cl->params.cfg, cl->params.events, &tries, *reply,
+                                           &node_ep, vk__now_ms(), &next);
+            if (step == VK_CLUSTER_FOLLOW) {
+                note_redirect(cl, &next.redirect);
                 vk__reply_free(*reply);
                 *reply = NULL;
-                rd = next;
                 use_redirect = true;
-                continue;   /* the command did not run: follow at once */
+                continue;
             }
-            if (!vk__reply_is_refusal(*reply))
-                return VK_OK;
-            count_refusal(cl, *reply);
-            /* max_retries -1 turns these retries off too; otherwise the
-             * time bound above applies, whatever max_retries says. */
-            if (*refused_until == 0)
-                *refused_until = vk__now_ms() + VK_CLUSTER_REFUSED_WAIT_MS;
-            retry = cfg->max_retries >= 0 && vk__now_ms() < *refused_until;
-            pause = refused_pause_ms(cfg, refusals++, *refused_until);
-            /* During a migration a command may go ASK, TRYAGAIN, ASK, ...
-             * for as long as the time bound allows: the hop limit is for
-             * redirects without a refusal in between. */
-            redirects = 0;
-            reload = has_prefix(*reply, "CLUSTERDOWN");
         } else {
             /* Closed meanwhile: nothing to retry on until a reconnect. */
-            retry = vk__retry_after_failure(cfg, retries, st, sent, cmd) &&
-                    vk__cluster_connected(cl);
-            pause = vk__retry_backoff_ms(cfg, retries++);
-            reload = true;
+            step = vk__cluster_connected(cl)
+                       ? vk__cluster_after_failure(cl->params.cfg, &tries,
+                                                   vk__retry_may_resend(st, sent, cmd), &next)
+                       : VK_CLUSTER_ANSWER;
         }
-        if (!retry)
+        if (step == VK_CLUSTER_ANSWER)
             return st;
         if (*reply != NULL) {
             vk__reply_free(*reply);
             *reply = NULL;
         }
-        vk_status wait = vk__ctx_sleep_ms(ctx, pause);
+        vk_status wait = vk__ctx_sleep_ms(ctx, next.pause_ms);
         if (wait != VK_OK)
             return wait;
         /* A node failed or gave up its slots: the map may be out of date.
          * A failed reload leaves the old map; the next attempt tells. */
-        if (reload)
+        if (next.reload)
             refresh(cl, version, version == 0 ? REFRESH_NOW : REFRESH_IF_UNCHANGED, ctx);
     }
 }
@@ -711,24 +563,14 @@ vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
 /* COMMAND GETKEYS <the command>, on any node: fills cmd->slot. */
 static vk_status server_slot(vk_cluster *cl, vk_command *cmd, vk_context *ctx)
 {
-    int argc = cmd->argc;
-    const char **args = malloc(((size_t)argc + 2) * sizeof *args);
-    size_t *lens = malloc(((size_t)argc + 2) * sizeof *lens);
-    if (args == NULL || lens == NULL) {
-        free((void *)args);
-        free(lens);
-        return vk__fail_nomem();
-    }
-    args[0] = "COMMAND", lens[0] = 7;
-    args[1] = "GETKEYS", lens[1] = 7;
-    memcpy(args + 2, cmd->argv, (size_t)argc * sizeof *args);
-    memcpy(lens + 2, cmd->argvlen, (size_t)argc * sizeof *lens);
     vk_command getkeys;
-    vk__command_internal(&getkeys, argc + 2, args, lens);
+    void *mem;
+    vk_status st = vk__cluster_getkeys_command(cmd, &getkeys, &mem);
+    if (st != VK_OK)
+        return st;
     redisReply *r = NULL;
-    vk_status st = vk__cluster_route(cl, &getkeys, NULL, &r, NULL, ctx);
-    free((void *)args);
-    free(lens);
+    st = vk__cluster_route(cl, &getkeys, NULL, &r, NULL, ctx);
+    free(mem);
     if (st != VK_OK)
         return st;
     /* An error reply (no key arguments, unknown command): any node will do,
@@ -746,8 +588,7 @@ vk_status vk__cluster_command_slot(vk_cluster *cl, vk_command *cmd, vk_context *
     if (cmd->slot == VK_SLOT_UNKNOWN)
         st = server_slot(cl, cmd, ctx);
     if (st == VK_OK && cmd->slot == VK_SLOT_CROSS)
-        st = vk__fail(VK_ERR_INVALID_ARGUMENT,
-                      "CROSSSLOT keys in request don't hash to the same slot");
+        st = vk__cluster_fail_crossslot();
     return st;
 }
 

@@ -6,8 +6,12 @@
  * cluster_slots.c  CRC16 key hashing and the slot map (built from
  *                  CLUSTER SHARDS or CLUSTER SLOTS, patched on MOVED)
  * cluster_keys.c   where a command's keys are, hence its slot
+ * cluster_rules.c  what both routers decide alike: redirects, refusals,
+ *                  retries, the map's request and its failures
  * cluster.c        the vk_cluster object: refresh, routing, redirects
  * cluster_pipeline.c  pipelines split by node and put back in order
+ * cluster_router.c the same routing without I/O, over one engine per node
+ *                  (the event-loop client and the bytes mode)
  */
 #ifndef VK_CLUSTER_H
 #define VK_CLUSTER_H
@@ -58,6 +62,8 @@ vk_status vk__slot_map_parse(vk_slot_map **out, const redisReply *reply, bool sh
                              const vk_slot_map *previous);
 /* Number of slots that have an owner. */
 size_t vk__slot_map_covered(const vk_slot_map *m);
+/* The index of the node at ep in m, or -1. */
+int vk__slot_map_find(const vk_slot_map *m, const vk_endpoint *ep);
 
 /* ---- cluster_keys.c ----------------------------------------------------------- */
 
@@ -68,6 +74,91 @@ int vk__command_slot(int argc, const char *const *argv, const size_t *argvlen);
 /* The slot of the keys in a COMMAND GETKEYS reply (VK_SLOT_NONE when it
  * lists none, VK_SLOT_CROSS when they differ). */
 int vk__getkeys_slot(const redisReply *keys);
+
+/* ---- cluster_rules.c ------------------------------------------------------------ */
+
+/* A slot map older than this is reloaded on the next command. */
+#define VK_CLUSTER_REFRESH_EVERY_MS 10000
+
+/* A MOVED or ASK read from an error reply. */
+typedef struct vk_cluster_redirect {
+    bool ask;             /* ASK (one command, with ASKING), else MOVED */
+    int slot;
+    vk_endpoint target;
+} vk_cluster_redirect;
+
+/* "MOVED <slot> <host>:<port>" or "ASK ..." (an empty host is the host of
+ * the node at `from`, which answered): true and *out filled. */
+bool vk__cluster_parse_redirect(const redisReply *r, const vk_endpoint *from,
+                                vk_cluster_redirect *out);
+/* After a MOVED: a copy of m whose slot is served by the target (added to
+ * the nodes when new), or NULL when m already says so or memory ran out. */
+vk_slot_map *vk__slot_map_moved(const vk_slot_map *m, const vk_cluster_redirect *rd);
+
+/* The requests that ask a node for the slot map: CLUSTER SHARDS, and
+ * CLUSTER SLOTS where the server refuses SHARDS (an error reply). */
+void vk__cluster_map_request(vk_command *cmd, bool shards);
+/* The map in a reply to that request from the node at `from` (tls: pick
+ * TLS ports), or the failure: the node's refusal, a reply that cannot be
+ * understood, or a map without a served slot. */
+vk_status vk__cluster_map_from_reply(vk_slot_map **out, const redisReply *r, bool shards,
+                                     const vk_endpoint *from, bool tls,
+                                     const vk_slot_map *previous);
+/* No node could give a map: VK_ERR_IO "redis cluster: all nodes are
+ * unreachable: <the detail set now>". */
+vk_status vk__cluster_fail_unreachable(void);
+/* A command whose keys are in more than one slot. */
+vk_status vk__cluster_fail_crossslot(void);
+/* COMMAND GETKEYS <cmd>, in memory of its own (*mem, to free). */
+vk_status vk__cluster_getkeys_command(const vk_command *cmd, vk_command *out, void **mem);
+
+/* The counters both routers keep, as metrics (type NULL: no label). */
+void vk__cluster_count(vk_events *events, const char *name, const char *type);
+/* A refusal, by its reply's first word: "tryagain", "clusterdown", ... */
+void vk__cluster_count_refusal(vk_events *events, const redisReply *r);
+
+/* One command's attempts so far, for the rules below. */
+typedef struct vk_cluster_tries {
+    int retries;              /* after connection failures */
+    int redirects;            /* MOVED / ASK followed since the last refusal */
+    int refusals;
+    int64_t *refused_until;   /* when refusals stop being retried (0: none
+                               * yet); a pipeline's commands share one */
+    int64_t own_until;
+} vk_cluster_tries;
+
+static inline void vk__cluster_tries_init(vk_cluster_tries *t, int64_t *shared_until)
+{
+    *t = (vk_cluster_tries){0};
+    t->refused_until = shared_until != NULL ? shared_until : &t->own_until;
+}
+
+typedef enum vk_cluster_step {
+    VK_CLUSTER_ANSWER,        /* the reply (or failure) goes to the caller */
+    VK_CLUSTER_FOLLOW,        /* a redirect: run it at the target, at once */
+    VK_CLUSTER_AGAIN          /* run it again after a pause */
+} vk_cluster_step;
+
+typedef struct vk_cluster_next {
+    vk_cluster_redirect redirect;   /* VK_CLUSTER_FOLLOW */
+    int64_t pause_ms;               /* VK_CLUSTER_AGAIN */
+    bool reload;                    /* VK_CLUSTER_AGAIN: reload the map first */
+} vk_cluster_next;
+
+/* What follows a reply from the node at `from`: a redirect is followed
+ * (up to 16 in a row); a refusal (TRYAGAIN, CLUSTERDOWN, LOADING,
+ * MASTERDOWN) is tried again for up to 5 s, CLUSTERDOWN with the map
+ * reloaded; anything else is the answer. Redirects and refusals are
+ * counted in events. */
+vk_cluster_step vk__cluster_after_reply(const vk_config *cfg, vk_events *events,
+                                        vk_cluster_tries *t, const redisReply *r,
+                                        const vk_endpoint *from, int64_t now_ms,
+                                        vk_cluster_next *next);
+/* What follows a failure: another try, with the map reloaded, when the
+ * command may be re-sent (vk__retry_may_resend) and the retry budget
+ * allows; else the failure is the answer. */
+vk_cluster_step vk__cluster_after_failure(const vk_config *cfg, vk_cluster_tries *t,
+                                          bool may_resend, vk_cluster_next *next);
 
 /* ---- cluster.c ------------------------------------------------------------------ */
 
@@ -118,13 +209,6 @@ vk_status vk__cluster_command(vk_cluster *cl, redisReply **reply, vk_command *cm
 vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, vk_command *cmds,
                                redisReply **replies, vk_context *ctx);
 /* ---- cluster.c: what cluster_pipeline.c shares ------------------------------- */
-
-/* A MOVED or ASK read from an error reply. */
-typedef struct vk_cluster_redirect {
-    bool ask;             /* ASK (one command, with ASKING), else MOVED */
-    int slot;
-    vk_endpoint target;
-} vk_cluster_redirect;
 
 /* The map in service (a new reference; NULL when not connected) and, when
  * version is not NULL, its version. */

@@ -119,7 +119,7 @@ vk_slot_map *vk__slot_map_copy(const vk_slot_map *m)
     return copy;
 }
 
-static int find_node(const vk_slot_map *m, const vk_endpoint *ep)
+int vk__slot_map_find(const vk_slot_map *m, const vk_endpoint *ep)
 {
     for (size_t i = 0; i < m->node_count; i++) {
         if (vk__endpoint_equal(&m->nodes[i].endpoint, ep))
@@ -130,7 +130,7 @@ static int find_node(const vk_slot_map *m, const vk_endpoint *ep)
 
 int vk__slot_map_node(vk_slot_map *m, const vk_endpoint *ep)
 {
-    int found = find_node(m, ep);
+    int found = vk__slot_map_find(m, ep);
     if (found >= 0)
         return found;
     if (m->node_count == m->node_cap) {
@@ -326,7 +326,7 @@ vk_status vk__slot_map_parse(vk_slot_map **out, const redisReply *reply, bool sh
     }
     /* Keep the connections of nodes the previous map already used. */
     for (size_t i = 0; previous != NULL && i < m->node_count; i++) {
-        int old = find_node(previous, &m->nodes[i].endpoint);
+        int old = vk__slot_map_find(previous, &m->nodes[i].endpoint);
         if (old >= 0)
             atomic_store(&m->nodes[i].pool,
                          vk__pool_ref(atomic_load(&((vk_slot_map *)previous)->nodes[old].pool)));
