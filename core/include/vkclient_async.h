@@ -26,8 +26,8 @@
  * queued, a retried one included. The read timeout applies to the
  * connection: no reply for that long while replies are awaited fails it.
  *
- * Topologies: standalone and Sentinel; a Cluster config is refused with
- * VK_ERR_INVALID_CONFIG. In Sentinel mode the client asks the sentinels
+ * Topologies: standalone, Sentinel and Cluster. In Sentinel mode the
+ * client asks the sentinels
  * where the master is before each connection to it (on connections of its
  * own, with the sentinels' credentials; the one that answers is asked first
  * next time and its list of sentinels is merged in), checks that the node
@@ -39,6 +39,24 @@
  * budget): requests already written get their replies, the next go to the
  * new master. The texts of a failed discovery are the
  * blocking client's; a switch is logged and counted as there.
+ *
+ * In Cluster mode the client loads the slot map (CLUSTER SHARDS, or
+ * CLUSTER SLOTS before 7.0) from the seeds when the first operation needs
+ * it, and keeps one multiplexed connection per master. Routing is the
+ * blocking client's, from the same rules: a command goes to the master of
+ * its keys' slot (COMMAND GETKEYS where the key table does not know the
+ * command; keys in more than one slot: VK_ERR_INVALID_ARGUMENT "CROSSSLOT
+ * ..." from vk_async_command, nothing queued), MOVED and ASK are followed,
+ * TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN are retried for up to 5 s,
+ * and a command that failed with its node is sent again (by the retry
+ * policy) once the map is reloaded. The map is reloaded every 10 s while
+ * in use, after a MOVED, a CLUSTERDOWN or a node's failure; commands go on
+ * with the map they have meanwhile. A pipeline is split by node (one
+ * write per node, the replies put back in order); a command of it that
+ * was redirected or refused runs again alone, in order. MULTI/EXEC in a
+ * cluster pipeline is refused, as in the blocking client. The texts (for
+ * example "redis cluster: all nodes are unreachable: ...") and metrics are
+ * the blocking client's.
  *
  * Threads: a vk_async belongs to the thread of its loop. Every function
  * must be called on that thread; a call from another thread is refused with
@@ -131,9 +149,18 @@ typedef void (*vk_async_fn)(void *userdata, vk_status status, vk_reply *reply);
  * as vk_client_command()). *id (when id is not NULL) names the operation for
  * vk_async_cancel(); ids are never reused by a client.
  *
- * A blocking command (BLPOP, XREAD BLOCK, WAIT, ...) waits for its own
- * timeout plus the read timeout; the operations queued behind it on the
- * connection wait with it, as replies come in order.
+ * A blocking command (BLPOP, XREAD BLOCK, WAIT, ...; see
+ * vk_command_is_blocking) waits for its own timeout plus the read timeout,
+ * on a connection of its own to the node (a lane): the operations queued
+ * after it on the shared connection do not wait for it. A lane is kept
+ * for the next blocking command once its command completes (up to 8 per
+ * client), and closed when its command is cancelled, which ends the wait
+ * on the server at once. In Sentinel mode a lane goes to the master last
+ * found; before one is found, and when the lane's node answers READONLY or
+ * MASTERDOWN (the command is then sent again, once, where the shared
+ * connection finds the master), the command waits on the shared
+ * connection, in line. A pipeline holding a blocking command runs on a
+ * lane the same way.
  */
 VK_API vk_status vk_async_command(vk_async *client, int argc, const char *const *argv,
                                   const size_t *argvlen, vk_async_fn fn, void *userdata,
@@ -155,22 +182,26 @@ VK_API vk_status vk_async_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
 /*
  * Cancels an operation: its completion runs with VK_ERR_CANCELLED before
  * this returns. When its request was already written, its reply is read
- * and dropped when it comes, so the connection stays in step; a written
- * command that waits without a limit (BLPOP k 0) closes the connection
- * instead, and the requests behind it are sent again or fail (VK_ERR_IO)
- * by the retry policy. An id that
+ * and dropped when it comes, so the connection stays in step; a blocking
+ * command's lane is closed instead (the server's wait ends). A written
+ * command that waits without a limit (BLPOP k 0) on the shared connection
+ * (see vk_async_command) closes it, and the requests behind it are sent
+ * again or fail (VK_ERR_IO) by the retry policy. An id that
  * is not in flight (completed, or never given) is VK_ERR_INVALID_ARGUMENT.
  */
 VK_API vk_status vk_async_cancel(vk_async *client, uint64_t id);
 
-/* 1 while the connection is open and ready (handshake done), else 0. */
+/* 1 while the connection is open and ready (handshake done), else 0; in
+ * Cluster mode, while a slot map is in service. */
 VK_API int vk_async_is_connected(const vk_async *client);
 /* Operations queued and not yet complete. */
 VK_API size_t vk_async_pending(const vk_async *client);
 /* A status snapshot, read with the vk_snapshot_ functions of vkclient.h:
- * connected, the mode ("standalone" or "sentinel"), the node (in Sentinel
- * mode the master last found; NULL before), the master switches followed,
- * and the token refresh state (GCP IAM). Free it with vk_snapshot_free. */
+ * connected, the mode ("standalone", "sentinel" or "cluster"), the node
+ * (in Sentinel mode the master last found, NULL before; NULL in Cluster
+ * mode), the master switches followed, in Cluster mode the masters of the
+ * slot map and the maps and redirects counted, and the token refresh state
+ * (GCP IAM). Free it with vk_snapshot_free. */
 VK_API vk_status vk_async_snapshot(vk_snapshot **out, vk_async *client);
 
 /* ------------------------------------------------------------------------ */
@@ -183,13 +214,13 @@ VK_API vk_status vk_async_snapshot(vk_snapshot **out, vk_async *client);
  * a system call for the connection; it says what it wants done and takes
  * the bytes back. Every decision (handshake, retries, timeouts, matching
  * replies) is the client's, as in vk_async. Same config, same operations,
- * same completions and texts; standalone and Sentinel topologies; one
- * thread.
+ * same completions and texts; every topology; one thread.
  *
  * The host's loop: after any call, read what the client wants of each of
  * its connections (vk_hosted_connection_count, vk_hosted_get_wants; one
  * connection in the standalone topology, more where a client talks to
- * several nodes) and act on it:
+ * several nodes (Sentinel, Cluster) or a blocking command has a lane of its
+ * own) and act on it:
  *   - a socket whose connection id is no longer wanted: close it;
  *   - connect: open `conn` to host:port (or the unix path), with TLS when
  *     tls is set (verifying server_name), then vk_hosted_connected() or

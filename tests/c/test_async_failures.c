@@ -3,17 +3,28 @@
  * (VKTEST_NEEDS_SERVER), each scenario on libuv and on libevent: the
  * connection killed (CLIENT KILL) or the server killed while hundreds of
  * operations are in flight (each completes once, with its own reply or an
- * error, and a write whose reply was lost is never sent again), the
- * reconnect rate limit while the server is down and recovery once it is
- * back, the read timeout (and a blocking command that outlasts it), a dial
+ * error, and a write whose reply was lost is never sent again), among them
+ * a BLPOP on its lane; a lane killed alone (the shared connection goes on
+ * untouched); the reconnect rate limit while the server is down and
+ * recovery once it is back, the read timeout (and a blocking command that
+ * outlasts it on its lane while the commands behind it complete), a dial
  * to a port nobody listens on, a dial nobody answers and a handshake
  * nobody answers, with the blocking client's texts.
+ *
+ * Requests held on the server: a blocking command no longer holds up the
+ * shared connection (it runs on a lane of its own), so what keeps hundreds
+ * of requests written and unanswered is CLIENT PAUSE <ms> WRITE: the first
+ * write command the client sends blocks that client on the server, and its
+ * later commands wait behind it, unread, until the pause ends or the
+ * client is killed (a killed client's postponed command never runs).
  */
 #include "vktest.h"
 #include "servers.h"
 #include "async_loops.h"
 #include "vkclient.h"
 #include "vkclient_async.h"
+/* Below the API: the bit that marks the ids of operations on lanes. */
+#include "api/driven.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -26,42 +37,85 @@ static vk_client *checker;   /* a blocking client, to look at the server */
 
 #define RATE_LIMITED_PREFIX "redis reconnect: rate-limited (next attempt in "
 
-/* The server (asked through probe) has a client blocked: the BLPOP was
- * written and waits. */
-static bool blocked_on(vk_client *probe)
+/* Clients the server (asked through probe) holds on cmd: blocked by a
+ * blocking command, or postponed by CLIENT PAUSE (CLIENT LIST: flag b, and
+ * the command it waits on in cmd=, on valkey 8 and redis 7 alike). *id,
+ * when given, takes the server's id of the last one listed. */
+static int clients_held_on(vk_client *probe, const char *cmd, long long *id)
 {
-    const char *info[] = {"INFO", "clients"};
     vk_reply *r = NULL;
-    long long n = 0;
-    if (vkt_blocking_run(probe, &r, 2, info) == VK_OK) {
+    int n = 0;
+    if (vkt_blocking_run(probe, &r, 2, (const char *[]){"CLIENT", "LIST"}) == VK_OK) {
         size_t len = 0;
         const char *s = vk_reply_get_string(r, &len);
-        const char *at = s != NULL ? memmem(s, len, "blocked_clients:", 16) : NULL;
-        if (at != NULL)
-            n = atoll(at + 16);
+        char want[64];
+        snprintf(want, sizeof want, " cmd=%s ", cmd);
+        while (s != NULL && len > 0) {
+            const char *eol = memchr(s, '\n', len);
+            size_t line = eol != NULL ? (size_t)(eol - s) : len;
+            const char *flags = memmem(s, line, " flags=", 7);
+            if (flags != NULL && memmem(s, line, want, strlen(want)) != NULL) {
+                const char *f = flags + 7, *end = s + line;
+                while (f < end && *f != ' ' && *f != 'b')
+                    f++;
+                if (f < end && *f == 'b') {
+                    n++;
+                    if (id != NULL && line > 3 && memcmp(s, "id=", 3) == 0)
+                        *id = atoll(s + 3);
+                }
+            }
+            if (eol == NULL)
+                break;
+            len -= line + 1;
+            s = eol + 1;
+        }
     }
     vk_reply_free(r);
-    return n >= 1;
+    return n;
 }
 
-typedef struct blocked_wait {
+typedef struct held_wait {
     vkt_loop *loop;
     vk_client *probe;
-} blocked_wait;
+    const char *cmd;
+    int want;
+} held_wait;
 
-static bool server_has_blocked_client(void *arg)
+static bool enough_held(void *arg)
 {
-    blocked_wait *w = arg;
+    held_wait *w = arg;
     vkt_loop_run_for(w->loop, 5);
-    return blocked_on(w->probe);
+    return clients_held_on(w->probe, w->cmd, NULL) >= w->want;
 }
 
-static bool wait_blocked(vkt_loop *loop, vk_client *probe)
+/* Turns the loop until the server holds `want` clients on cmd. */
+static bool wait_held(vkt_loop *loop, vk_client *probe, const char *cmd, int want)
 {
-    blocked_wait w = {loop, probe};
-    bool blocked = vkt_loop_run_until(loop, server_has_blocked_client, &w, 5000);
-    VKT_CHECK_(blocked, "the BLPOP never reached the server");
-    return blocked;
+    held_wait w = {loop, probe, cmd, want};
+    bool held = vkt_loop_run_until(loop, enough_held, &w, 5000);
+    VKT_CHECK_(held, "the server never held %d client(s) on %s", want, cmd);
+    return held;
+}
+
+/* The server's id of c's shared connection (CLIENT ID through c); -1 when
+ * it did not answer. */
+static long long shared_id(vkt_loop *loop, vk_async *c)
+{
+    vkt_op op = {0};
+    long long id = -1;
+    if (vkt_call(loop, c, &op, 2, (const char *[]){"CLIENT", "ID"}) && op.status == VK_OK &&
+        vk_reply_get_type(op.reply) == VK_REPLY_INTEGER)
+        id = vk_reply_get_integer(op.reply);
+    vkt_op_clear(&op);
+    return id;
+}
+
+/* Pauses the server's writers for ms through probe (what the probe sends
+ * meanwhile, CLIENT LIST, CLIENT KILL, CLIENT UNPAUSE, is not a write: it
+ * is not held). */
+static void pause_writes(vk_client *probe, const char *ms)
+{
+    vkt_blocking_do(probe, 4, (const char *[]){"CLIENT", "PAUSE", ms, "WRITE"});
 }
 
 static vk_config *config_for(vkt_server *s)
@@ -126,23 +180,19 @@ static bool target_reached(void *arg)
 
 enum { BEFORE = 200, AFTER = 300, STREAM = BEFORE + 1 + AFTER, KEYS = 50 };
 
-/* Queues BEFORE operations (GET and INCR in turn), a BLPOP on an empty
- * list that holds back everything after it on the server for up to
- * blpop_seconds, and AFTER more operations. */
-static void submit_stream(vk_async *c, stream_op *ops, int *done, const char *blpop_seconds)
+/* Queues the operations of the stream from `from` to `to` (excluded): GET
+ * and INCR in turn, and at BEFORE an INCR, the stall: once the server's
+ * writers are paused, it is the first write the client sends, which holds
+ * everything after it on the server. */
+static void submit_stream(vk_async *c, stream_op *ops, int from, int to, int *done)
 {
-    for (int i = 0; i < STREAM; i++) {
+    for (int i = from; i < to; i++) {
         stream_op *o = &ops[i];
         memset(o, 0, sizeof *o);
         o->done = done;
         char key[32];
         vk_status st;
-        if (i == BEFORE) {
-            o->kind = KIND_BLPOP;
-            const char *argv[] = {"BLPOP", "fail:empty", blpop_seconds};
-            const size_t lens[] = {5, 10, strlen(blpop_seconds)};
-            st = vkt_submitv(c, op_fn, o, NULL, 3, argv, lens);
-        } else if (i % 2 == 0) {
+        if (i % 2 == 0 && i != BEFORE) {
             o->kind = KIND_GET;
             o->key = i % KEYS;
             snprintf(key, sizeof key, "fail:%d", o->key);
@@ -157,6 +207,20 @@ static void submit_stream(vk_async *c, stream_op *ops, int *done, const char *bl
         }
         VKT_CHECK_(st == VK_OK, "operation %d refused: %s", i, vk_last_error());
     }
+}
+
+/* A BLPOP without a timeout on an empty list: on its lane, it waits there
+ * until the connection goes. */
+static void submit_lane_pop(vk_async *c, stream_op *o, int *done)
+{
+    memset(o, 0, sizeof *o);
+    o->kind = KIND_BLPOP;
+    o->done = done;
+    const char *argv[] = {"BLPOP", "fail:empty", "0"};
+    const size_t lens[] = {5, 10, 1};
+    uint64_t id = 0;
+    CHECK_OK(vkt_submitv(c, op_fn, o, &id, 3, argv, lens));
+    CHECK(id & VK_LANE_ID_BIT);
 }
 
 typedef struct outcome {
@@ -218,23 +282,31 @@ static void prepare_keys(void)
 
 static stream_op stream_ops[STREAM];
 
+/* The read timeout of the stream's clients: the pause must not be taken
+ * for a dead connection (the BLPOP that held the stream before stretched
+ * the read timeout by its own 5 s). */
+#define STREAM_READ_TIMEOUT_MS 30000
+
 static void test_connection_killed_mid_stream(vkt_loop *loop)
 {
     prepare_keys();
     vk_config *cfg = config_for(server);
+    vk_config_set_read_timeout_ms(cfg, STREAM_READ_TIMEOUT_MS);
     vk_async *c = vkt_async_new(loop, cfg);
     vk_config_free(cfg);
     if (c == NULL)
         return;
-    int done = 0;
-    submit_stream(c, stream_ops, &done, "5");
+    int done = 0, lane_done = 0;
+    submit_stream(c, stream_ops, 0, BEFORE, &done);
     target first = {&done, BEFORE};
     CHECK(vkt_loop_run_until(loop, target_reached, &first, 10000));
-    CHECK(wait_blocked(loop, checker));
-    CHECK_EQ_INT(vk_async_is_connected(c), 1);
-    /* Everything before the BLPOP was answered; the rest is written and
-     * waits on the server behind it. Now the server drops the connection
-     * (the checker's own is skipped). */
+    /* Everything so far was answered. Now the server holds writers: the
+     * stall (an INCR) is held, and everything after it is written and
+     * waits on the server behind it. A BLPOP waits on its lane. */
+    pause_writes(checker, "20000");
+    submit_stream(c, stream_ops, BEFORE, STREAM, &done);
+    stream_op lane_pop;
+    submit_lane_pop(c, &lane_pop, &lane_done);
     /* A pipeline of writes behind them too. */
     vk_pipeline *p = NULL;
     vkt_op piped = {0};
@@ -244,10 +316,20 @@ static void test_connection_killed_mid_stream(vkt_loop *loop)
                                     (const size_t[]){4, 8}));
     CHECK_OK(vkt_pipeline_submit(p, vkt_op_fn, &piped, NULL));
     vk_pipeline_free(p);
+    CHECK(wait_held(loop, checker, "incr", 1));
+    CHECK(wait_held(loop, checker, "blpop", 1));
     vkt_loop_run_for(loop, 20);
-    CHECK(vkt_blocking_integer(checker, 4, (const char *[]){"CLIENT", "KILL", "TYPE", "normal"}) >= 1);
+    CHECK_EQ_INT(vk_async_is_connected(c), 1);
+    CHECK_EQ_INT(done, BEFORE);
+    CHECK_EQ_INT(vk_async_pending(c), STREAM - BEFORE + 2);
+    /* The server drops the shared connection and the lane (the checker's
+     * own is skipped), then lets writers go. */
+    CHECK(vkt_blocking_integer(checker, 4, (const char *[]){"CLIENT", "KILL", "TYPE", "normal"}) >= 2);
+    vkt_blocking_do(checker, 2, (const char *[]){"CLIENT", "UNPAUSE"});
     target all = {&done, STREAM};
     CHECK(vkt_loop_run_until(loop, target_reached, &all, 20000));
+    target popped = {&lane_done, 1};
+    CHECK(vkt_loop_run_until(loop, target_reached, &popped, 10000));
     CHECK(vkt_loop_run_until(loop, vkt_op_done, &piped, 10000));
     CHECK_EQ_INT(piped.status, VK_ERR_IO);
     vkt_op_clear(&piped);
@@ -258,10 +340,14 @@ static void test_connection_killed_mid_stream(vkt_loop *loop)
     for (int i = 0; i < BEFORE; i++)
         VKT_CHECK_(stream_ops[i].status == VK_OK && stream_ops[i].own_reply,
                    "operation %d before the kill: status %d", i, (int)stream_ops[i].status);
-    /* The BLPOP and the writes behind it lost their replies: failed, not
-     * sent again. Reads may have been retried on a new connection. */
+    /* The stall, the writes behind it and the BLPOP lost their replies:
+     * failed, not sent again. Reads may have been retried on a new
+     * connection. */
     CHECK_EQ_INT(stream_ops[BEFORE].status, VK_ERR_IO);
     CHECK(strncmp(stream_ops[BEFORE].error, vk_strerror(VK_ERR_IO), strlen(vk_strerror(VK_ERR_IO))) == 0);
+    CHECK_EQ_INT(lane_pop.calls, 1);
+    CHECK_EQ_INT(lane_pop.status, VK_ERR_IO);
+    CHECK(strncmp(lane_pop.error, vk_strerror(VK_ERR_IO), strlen(vk_strerror(VK_ERR_IO))) == 0);
     for (int i = BEFORE + 1; i < STREAM; i++) {
         if (stream_ops[i].kind == KIND_INCR)
             VKT_CHECK_(stream_ops[i].status == VK_ERR_IO,
@@ -287,9 +373,12 @@ static void test_connection_killed_mid_stream(vkt_loop *loop)
     CHECK_EQ_INT(out.incr_ok, BEFORE / 2);
     CHECK_EQ_INT(out.distinct_incr_values, out.incr_ok);
     CHECK_EQ_INT(out.max_incr, out.incr_ok);
-    /* Each INCR ran at most once: the counter is exactly the answered ones. */
+    /* Each INCR ran at most once, and the held ones not at all (a killed
+     * client's postponed command never runs): the counter is exactly the
+     * answered ones. */
     CHECK_EQ_INT(vkt_blocking_integer(checker, 2, (const char *[]){"GET", "fail:ctr"}), out.incr_ok);
     CHECK_EQ_INT(vk_async_pending(c), 0);
+    CHECK_EQ_INT(clients_held_on(checker, "blpop", NULL), 0);
 
     /* The client reconnects for what comes next. */
     vkt_op get = {0};
@@ -297,6 +386,65 @@ static void test_connection_killed_mid_stream(vkt_loop *loop)
         CHECK(get.status == VK_OK && vkt_reply_is(get.reply, "value-7"));
     vkt_op_clear(&get);
     CHECK_EQ_INT(vk_async_is_connected(c), 1);
+    vk_async_free(c);
+}
+
+/* Only a lane is killed while its BLPOP waits: the BLPOP fails (its reply
+ * was lost; it is not sent again), the shared connection goes on
+ * untouched (the same connection on the server, its requests answered),
+ * and the next blocking command opens a new lane. */
+static void test_lane_killed(vkt_loop *loop)
+{
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "fail:lane"});
+    vkt_blocking_do(checker, 3, (const char *[]){"SET", "fail:lane:k", "kv"});
+    vk_config *cfg = config_for(server);
+    vk_async *c = vkt_async_new(loop, cfg);
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    long long shared = shared_id(loop, c);
+    CHECK(shared > 0);
+    vkt_op pop = {0}, get = {0};
+    uint64_t id = 0;
+    CHECK_OK(vkt_submit(c, &pop, &id, 3, (const char *[]){"BLPOP", "fail:lane", "0"}));
+    CHECK(id & VK_LANE_ID_BIT);
+    long long lane = -1;
+    if (wait_held(loop, checker, "blpop", 1)) {
+        CHECK_EQ_INT(clients_held_on(checker, "blpop", &lane), 1);
+        CHECK(lane > 0 && lane != shared);
+        char kill_id[32];
+        snprintf(kill_id, sizeof kill_id, "%lld", lane);
+        CHECK_EQ_INT(vkt_blocking_integer(checker, 4, (const char *[]){"CLIENT", "KILL", "ID", kill_id}),
+                     1);
+        CHECK(vkt_loop_run_until(loop, vkt_op_done, &pop, 10000));
+        CHECK_EQ_INT(pop.status, VK_ERR_IO);
+        CHECK(strncmp(pop.error, vk_strerror(VK_ERR_IO), strlen(vk_strerror(VK_ERR_IO))) == 0);
+        CHECK(pop.reply == NULL);
+    }
+    /* The shared connection never noticed. */
+    CHECK_EQ_INT(vk_async_is_connected(c), 1);
+    if (vkt_call(loop, c, &get, 2, (const char *[]){"GET", "fail:lane:k"}))
+        CHECK(get.status == VK_OK && vkt_reply_is(get.reply, "kv"));
+    CHECK_EQ_INT(shared_id(loop, c), shared);
+    /* Not sent again: nothing waits on the server for the lost BLPOP. */
+    CHECK_EQ_INT(clients_held_on(checker, "blpop", NULL), 0);
+    vkt_op_clear(&pop);
+    vkt_op_clear(&get);
+
+    /* The next BLPOP waits on a new lane, and gets what is pushed. */
+    CHECK_OK(vkt_submit(c, &pop, &id, 3, (const char *[]){"BLPOP", "fail:lane", "0"}));
+    if (wait_held(loop, checker, "blpop", 1)) {
+        long long again = -1;
+        CHECK_EQ_INT(clients_held_on(checker, "blpop", &again), 1);
+        CHECK(again > 0 && again != lane && again != shared);
+        vkt_blocking_do(checker, 3, (const char *[]){"RPUSH", "fail:lane", "pushed"});
+        CHECK(vkt_loop_run_until(loop, vkt_op_done, &pop, 10000));
+        CHECK_EQ_INT(pop.status, VK_OK);
+        CHECK(vk_reply_get_length(pop.reply) == 2 &&
+              vkt_reply_is(vk_reply_get_element(pop.reply, 1), "pushed"));
+    }
+    vkt_op_clear(&pop);
+    CHECK_EQ_INT(vk_async_pending(c), 0);
     vk_async_free(c);
 }
 
@@ -338,6 +486,7 @@ static void test_server_killed_and_back(vkt_loop *loop)
         vk_reply_free(r);
     }
     vk_config_set_dial_timeout_ms(cfg, 300);
+    vk_config_set_read_timeout_ms(cfg, STREAM_READ_TIMEOUT_MS);
     vk_async *c = vkt_async_new(loop, cfg);
     vk_config_free(cfg);
     if (c == NULL || direct == NULL) {
@@ -346,15 +495,26 @@ static void test_server_killed_and_back(vkt_loop *loop)
         vkt_server_stop(own);
         return;
     }
-    int done = 0;
-    submit_stream(c, stream_ops, &done, "5");
+    int done = 0, lane_done = 0;
+    submit_stream(c, stream_ops, 0, BEFORE, &done);
     target first = {&done, BEFORE};
     CHECK(vkt_loop_run_until(loop, target_reached, &first, 10000));
-    CHECK(wait_blocked(loop, direct));
+    /* The rest is held on the server behind the stall (writers paused; the
+     * server goes before the pause ends), and a BLPOP waits on its lane. */
+    pause_writes(direct, "20000");
+    submit_stream(c, stream_ops, BEFORE, STREAM, &done);
+    stream_op lane_pop;
+    submit_lane_pop(c, &lane_pop, &lane_done);
+    CHECK(wait_held(loop, direct, "incr", 1));
+    CHECK(wait_held(loop, direct, "blpop", 1));
+    vkt_loop_run_for(loop, 20);
+    CHECK_EQ_INT(done, BEFORE);
     vk_client_free(direct);
     vkt_server_kill(own);
     target all = {&done, STREAM};
     CHECK(vkt_loop_run_until(loop, target_reached, &all, 20000));
+    target popped = {&lane_done, 1};
+    CHECK(vkt_loop_run_until(loop, target_reached, &popped, 10000));
     outcome out = tally(stream_ops);
     CHECK_EQ_INT(out.completed_once, STREAM);
     CHECK_EQ_INT(out.wrong_reply, 0);
@@ -366,6 +526,9 @@ static void test_server_killed_and_back(vkt_loop *loop)
         if (stream_ops[i].kind == KIND_INCR)
             VKT_CHECK_(stream_ops[i].status == VK_ERR_IO, "INCR %d: status %d (%s)", i,
                        (int)stream_ops[i].status, stream_ops[i].error);
+    /* The BLPOP's lane went with the server: written, so failed, once. */
+    CHECK_EQ_INT(lane_pop.calls, 1);
+    CHECK_EQ_INT(lane_pop.status, VK_ERR_IO);
     CHECK_EQ_INT(out.distinct_incr_values, BEFORE / 2);
     CHECK_EQ_INT(vk_async_is_connected(c), 0);
     CHECK_EQ_INT(vk_async_pending(c), 0);
@@ -497,7 +660,10 @@ static void test_read_timeout(vkt_loop *loop)
     vk_async_free(c);
 }
 
-/* A blocking command waits for its own timeout plus the read timeout. */
+/* A blocking command waits for its own timeout plus the read timeout, on
+ * its lane: it outlasts the read timeout there, while the GET submitted
+ * after it goes on the shared connection and completes first, as soon as
+ * the server answers it (the BLPOP no longer holds it back). */
 static void test_blocking_command_outlasts_read_timeout(vkt_loop *loop)
 {
     vkt_blocking_do(checker, 4, (const char *[]){"DEL", "timeout:list", "timeout:forever", "timeout:k"});
@@ -510,29 +676,37 @@ static void test_blocking_command_outlasts_read_timeout(vkt_loop *loop)
     if (c == NULL)
         return;
     vkt_op pop = {0}, get = {0};
-    CHECK_OK(vkt_submit(c, &pop, NULL, 3, (const char *[]){"BLPOP", "timeout:list", "1"}));
+    uint64_t id = 0;
+    CHECK_OK(vkt_submit(c, &pop, &id, 3, (const char *[]){"BLPOP", "timeout:list", "1"}));
+    CHECK(id & VK_LANE_ID_BIT);
     CHECK_OK(vkt_submit(c, &get, NULL, 2, (const char *[]){"GET", "timeout:k"}));
     CHECK(vkt_loop_run_until(loop, vkt_op_done, &get, 10000));
+    CHECK(get.status == VK_OK && vkt_reply_is(get.reply, "kv"));
+    /* The BLPOP cannot answer before its second is up. */
+    CHECK_EQ_INT(pop.calls, 0);
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &pop, 10000));
     CHECK_EQ_INT(pop.status, VK_OK);
     CHECK(vk_reply_get_type(pop.reply) == VK_REPLY_NIL);
-    CHECK(get.status == VK_OK && vkt_reply_is(get.reply, "kv"));
-    CHECK(pop.seq < get.seq);
+    CHECK(get.seq < pop.seq);
     vkt_op_clear(&pop);
     vkt_op_clear(&get);
 
     /* Timeout 0 waits as long as it takes: still waiting well past the
-     * read timeout, then answered by a push. */
+     * read timeout, then answered by a push. The GET behind it was
+     * answered meanwhile. */
     CHECK_OK(vkt_submit(c, &pop, NULL, 3, (const char *[]){"BLPOP", "timeout:forever", "0"}));
     CHECK_OK(vkt_submit(c, &get, NULL, 2, (const char *[]){"GET", "timeout:k"}));
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &get, 10000));
+    CHECK(get.status == VK_OK && vkt_reply_is(get.reply, "kv"));
     vkt_loop_run_for(loop, 700);
     CHECK_EQ_INT(pop.calls, 0);
-    CHECK_EQ_INT(get.calls, 0);
+    CHECK_EQ_INT(vk_async_pending(c), 1);
     vkt_blocking_do(checker, 3, (const char *[]){"RPUSH", "timeout:forever", "pushed"});
-    CHECK(vkt_loop_run_until(loop, vkt_op_done, &get, 10000));
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &pop, 10000));
     CHECK_EQ_INT(pop.status, VK_OK);
     CHECK(vk_reply_get_length(pop.reply) == 2 &&
           vkt_reply_is(vk_reply_get_element(pop.reply, 1), "pushed"));
-    CHECK(get.status == VK_OK && vkt_reply_is(get.reply, "kv"));
+    CHECK(get.seq < pop.seq);
     vkt_op_clear(&pop);
     vkt_op_clear(&get);
     vk_async_free(c);
@@ -661,6 +835,7 @@ int main(void)
     if (checker == NULL)
         return vkt_finish();
     RUN_ON_LOOPS(test_connection_killed_mid_stream);
+    RUN_ON_LOOPS(test_lane_killed);
     RUN_ON_LOOPS(test_server_killed_and_back);
     RUN_ON_LOOPS(test_read_timeout);
     RUN_ON_LOOPS(test_blocking_command_outlasts_read_timeout);

@@ -5,15 +5,28 @@
  * value while small operations keep going, 20,000 operations queued at
  * once (back-pressure); cancellation before the connection is ready,
  * behind the in-flight bound, after the request was written (the stream
- * stays in step) and from inside a completion; and the client's lifecycle:
- * free with operations pending or in flight, free from inside a completion
- * (also one run by cancel), and calls from another thread refused.
+ * stays in step; a BLPOP's lane closes, with or without a timeout, and the
+ * server's wait ends) and from inside a completion; lanes, the
+ * connections of their own that blocking commands run on (operations
+ * queued after a BLPOP complete while it waits, lanes are reused and a few
+ * kept idle, a pipeline holding a BLPOP runs on one with its replies in
+ * order, vk_async_pending counts them); and the client's lifecycle: free
+ * with operations pending or in flight (a BLPOP on its lane among them),
+ * free from inside a completion (also one run by cancel), and calls from
+ * another thread refused.
+ *
+ * Requests held on the server, written and unanswered: CLIENT PAUSE <ms>
+ * WRITE holds the first write a client sends, and the client's later
+ * commands behind it, until CLIENT UNPAUSE (a blocking command no longer
+ * does that: it runs on its lane).
  */
 #include "vktest.h"
 #include "servers.h"
 #include "async_loops.h"
 #include "vkclient.h"
 #include "vkclient_async.h"
+/* Below the API: the bit that marks the ids of operations on lanes. */
+#include "api/driven.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -26,9 +39,10 @@ static vk_client *checker;   /* a blocking client, to look at the server */
 #define CANCELLED_TEXT "operation cancelled"
 #define THREAD_TEXT "invalid argument: an event-loop client is used only on its loop's thread"
 
-static long long info_clients_field(const char *field)
+/* A field of INFO <section> on the server, or -1. */
+static long long info_field(const char *section, const char *field)
 {
-    const char *info[] = {"INFO", "clients"};
+    const char *info[] = {"INFO", section};
     vk_reply *r = NULL;
     long long n = -1;
     if (vkt_blocking_run(checker, &r, 2, info) == VK_OK) {
@@ -42,19 +56,111 @@ static long long info_clients_field(const char *field)
     return n;
 }
 
-/* Turns the loop until the server has a client blocked (the BLPOP was
- * written and is waiting). */
-static bool server_has_blocked_client(void *loop)
+static long long info_clients_field(const char *field)
 {
-    vkt_loop_run_for(loop, 5);
-    return info_clients_field("blocked_clients:") >= 1;
+    return info_field("clients", field);
 }
 
+/* Connections the server accepted so far (the checker keeps its own open,
+ * so the growth is what the client under test opened). */
+static long long connections_received(void)
+{
+    return info_field("stats", "total_connections_received:");
+}
+
+/* Clients the server holds on cmd: blocked by a blocking command, or
+ * postponed by CLIENT PAUSE (CLIENT LIST: flag b, and the command it
+ * waits on in cmd=, on valkey 8 and redis 7 alike). *id, when given,
+ * takes the server's id of the last one listed. */
+static int clients_held_on(const char *cmd, long long *id)
+{
+    vk_reply *r = NULL;
+    int n = 0;
+    if (vkt_blocking_run(checker, &r, 2, (const char *[]){"CLIENT", "LIST"}) == VK_OK) {
+        size_t len = 0;
+        const char *s = vk_reply_get_string(r, &len);
+        char want[64];
+        snprintf(want, sizeof want, " cmd=%s ", cmd);
+        while (s != NULL && len > 0) {
+            const char *eol = memchr(s, '\n', len);
+            size_t line = eol != NULL ? (size_t)(eol - s) : len;
+            const char *flags = memmem(s, line, " flags=", 7);
+            if (flags != NULL && memmem(s, line, want, strlen(want)) != NULL) {
+                const char *f = flags + 7, *end = s + line;
+                while (f < end && *f != ' ' && *f != 'b')
+                    f++;
+                if (f < end && *f == 'b') {
+                    n++;
+                    if (id != NULL && line > 3 && memcmp(s, "id=", 3) == 0)
+                        *id = atoll(s + 3);
+                }
+            }
+            if (eol == NULL)
+                break;
+            len -= line + 1;
+            s = eol + 1;
+        }
+    }
+    vk_reply_free(r);
+    return n;
+}
+
+typedef struct held_wait {
+    vkt_loop *loop;
+    const char *cmd;
+    int want;
+} held_wait;
+
+static bool held_as_wanted(void *arg)
+{
+    held_wait *w = arg;
+    vkt_loop_run_for(w->loop, 5);
+    int n = clients_held_on(w->cmd, NULL);
+    return w->want == 0 ? n == 0 : n >= w->want;
+}
+
+/* Turns the loop until the server holds `want` clients on cmd (0: none
+ * any more). */
+static bool wait_held(vkt_loop *loop, const char *cmd, int want)
+{
+    held_wait w = {loop, cmd, want};
+    bool held = vkt_loop_run_until(loop, held_as_wanted, &w, 5000);
+    VKT_CHECK_(held, "the server never held %d client(s) on %s", want, cmd);
+    return held;
+}
+
+/* Turns the loop until the server has a client blocked (the BLPOP was
+ * written and is waiting). */
 static bool wait_blocked(vkt_loop *loop)
 {
-    bool blocked = vkt_loop_run_until(loop, server_has_blocked_client, loop, 5000);
-    VKT_CHECK_(blocked, "the BLPOP never reached the server");
-    return blocked;
+    return wait_held(loop, "blpop", 1);
+}
+
+/* Pauses the server's writers for ms: the first write a client sends is
+ * held, and the client's later commands wait behind it, until the pause
+ * ends (CLIENT UNPAUSE) or the client goes (its held command never runs).
+ * The checker's own commands here are not writes. */
+static void pause_writes(const char *ms)
+{
+    vkt_blocking_do(checker, 4, (const char *[]){"CLIENT", "PAUSE", ms, "WRITE"});
+}
+
+static void unpause(void)
+{
+    vkt_blocking_do(checker, 2, (const char *[]){"CLIENT", "UNPAUSE"});
+}
+
+/* The server's id of c's shared connection (CLIENT ID through c); -1 when
+ * it did not answer. */
+static long long shared_id(vkt_loop *loop, vk_async *c)
+{
+    vkt_op op = {0};
+    long long id = -1;
+    if (vkt_call(loop, c, &op, 2, (const char *[]){"CLIENT", "ID"}) && op.status == VK_OK &&
+        vk_reply_get_type(op.reply) == VK_REPLY_INTEGER)
+        id = vk_reply_get_integer(op.reply);
+    vkt_op_clear(&op);
+    return id;
 }
 
 static vk_async *new_client(vkt_loop *loop)
@@ -554,110 +660,164 @@ static void test_cancel_behind_the_bound(vkt_loop *loop)
 }
 
 /* Cancelled after it was written: the reply is read and dropped, and the
- * operations behind it get their own replies. */
+ * operations behind it get their own replies. The server holds the
+ * cancelled command (writers paused; it is a write) and everything behind
+ * it, so the cancel surely falls between the write and the reply: an
+ * array reply (LPOP with a count) and an integer one (INCR) are dropped
+ * once the pause ends, the commands ran. A BLPOP cancelled after it was
+ * written is on its lane (before, on the shared connection, its reply was
+ * read and dropped the same way): the lane closes, which ends its wait on
+ * the server, so a later push stays in the list, and the shared connection
+ * is not involved. */
 static void test_cancel_after_write(vkt_loop *loop)
 {
-    vkt_blocking_do(checker, 4, (const char *[]){"DEL", "cancel:list", "cancel:a", "cancel:b"});
+    vkt_blocking_do(checker, 5, (const char *[]){"DEL", "cancel:list", "cancel:a", "cancel:b",
+                                                 "cancel:n"});
     vkt_blocking_do(checker, 5, (const char *[]){"MSET", "cancel:a", "va", "cancel:b", "vb"});
+    vkt_blocking_do(checker, 5, (const char *[]){"RPUSH", "cancel:list", "x", "y", "z"});
     vk_async *c = new_client(loop);
     if (c == NULL)
         return;
-    const char *blpop[] = {"BLPOP", "cancel:list", "1"};
+    long long shared = shared_id(loop, c);
+    CHECK(shared > 0);
     const char *get_a[] = {"GET", "cancel:a"};
     const char *get_b[] = {"GET", "cancel:b"};
+    char buf[64];
 
-    /* The BLPOP is woken by a push after it was cancelled: its reply (an
-     * array) is dropped. */
-    vkt_op pop = {0}, a = {0}, b = {0};
+    /* Written, held by the server, cancelled, then answered: the replies
+     * (an array, then an integer) are dropped. */
+    const char *held[][3] = {{"LPOP", "cancel:list", "2"}, {"INCR", "cancel:n", NULL}};
+    const char *held_cmd[] = {"lpop", "incr"};
+    const int held_argc[] = {3, 2};
+    for (int k = 0; k < 2; k++) {
+        vkt_op op = {0}, a = {0}, b = {0};
+        uint64_t id = 0;
+        pause_writes("20000");
+        CHECK_OK(vkt_submit(c, &op, &id, held_argc[k], held[k]));
+        CHECK((id & VK_LANE_ID_BIT) == 0);
+        CHECK_OK(vkt_submit(c, &a, NULL, 2, get_a));
+        if (wait_held(loop, held_cmd[k], 1)) {
+            vkt_loop_run_for(loop, 20);   /* the GET is written behind it */
+            CHECK_EQ_INT(op.calls + a.calls, 0);
+            CHECK_OK(vk_async_cancel(c, id));
+            CHECK(cancelled(&op));
+            CHECK_EQ_INT(vk_async_pending(c), 1);
+            CHECK_EQ_INT(vk_async_cancel(c, id), VK_ERR_INVALID_ARGUMENT);
+            CHECK_OK(vkt_submit(c, &b, NULL, 2, get_b));
+        }
+        unpause();
+        CHECK(vkt_loop_run_until(loop, vkt_op_done, &b, 10000));
+        CHECK(a.status == VK_OK && vkt_reply_is(a.reply, "va"));
+        CHECK(b.status == VK_OK && vkt_reply_is(b.reply, "vb"));
+        CHECK_EQ_INT(op.calls, 1);
+        vkt_op_clear(&op);
+        vkt_op_clear(&a);
+        vkt_op_clear(&b);
+    }
+    /* Both ran: two elements taken, the counter at 1. */
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"LLEN", "cancel:list"}),
+                 "1");
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "cancel:n"}),
+                 "1");
+    /* The same connection all along. */
+    CHECK_EQ_INT(shared_id(loop, c), shared);
+
+    /* A BLPOP with a timeout on its lane, cancelled once the server has it
+     * waiting: the server's wait ends, and a push after that is not taken
+     * by it. */
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "cancel:list"});
+    vkt_op pop = {0}, a = {0};
     uint64_t id = 0;
-    CHECK_OK(vkt_submit(c, &pop, &id, 3, blpop));
+    CHECK_OK(vkt_submit(c, &pop, &id, 3, (const char *[]){"BLPOP", "cancel:list", "30"}));
+    CHECK(id & VK_LANE_ID_BIT);
     if (wait_blocked(loop)) {
         CHECK_OK(vk_async_cancel(c, id));
         CHECK(cancelled(&pop));
         CHECK_EQ_INT(vk_async_pending(c), 0);
         CHECK_EQ_INT(vk_async_cancel(c, id), VK_ERR_INVALID_ARGUMENT);
-        CHECK_OK(vkt_submit(c, &a, NULL, 2, get_a));
+        CHECK(wait_held(loop, "blpop", 0));
         vkt_blocking_do(checker, 3, (const char *[]){"LPUSH", "cancel:list", "x"});
-        CHECK_OK(vkt_submit(c, &b, NULL, 2, get_b));
-        CHECK(vkt_loop_run_until(loop, vkt_op_done, &b, 10000));
-        CHECK(a.status == VK_OK && vkt_reply_is(a.reply, "va"));
-        CHECK(b.status == VK_OK && vkt_reply_is(b.reply, "vb"));
+        if (vkt_call(loop, c, &a, 2, get_a))
+            CHECK(a.status == VK_OK && vkt_reply_is(a.reply, "va"));
         CHECK_EQ_INT(pop.calls, 1);
-        /* It ran: the element was taken. */
-        char buf[64];
-        CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"LLEN", "cancel:list"}),
-                     "0");
+        CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2,
+                                       (const char *[]){"LLEN", "cancel:list"}),
+                     "1");
     }
+    CHECK_EQ_INT(shared_id(loop, c), shared);
     vkt_op_clear(&pop);
     vkt_op_clear(&a);
-    vkt_op_clear(&b);
-
-    /* The BLPOP times out after it was cancelled: its nil is dropped. */
-    CHECK_OK(vkt_submit(c, &pop, &id, 3, blpop));
-    if (wait_blocked(loop)) {
-        CHECK_OK(vkt_submit(c, &a, NULL, 2, get_a));
-        CHECK_OK(vk_async_cancel(c, id));
-        CHECK(cancelled(&pop));
-        CHECK_OK(vkt_submit(c, &b, NULL, 2, get_b));
-        CHECK_EQ_INT(vk_async_pending(c), 2);
-        CHECK(vkt_loop_run_until(loop, vkt_op_done, &b, 10000));
-        CHECK(a.status == VK_OK && vkt_reply_is(a.reply, "va"));
-        CHECK(b.status == VK_OK && vkt_reply_is(b.reply, "vb"));
-    }
-    vkt_op_clear(&pop);
-    vkt_op_clear(&a);
-    vkt_op_clear(&b);
     vk_async_free(c);
 }
 
 /* A written BLPOP without a timeout is cancelled: the server might never
- * answer it, so the connection goes at once. The GET behind it is sent
- * again on a new connection; the INCR behind it was written and is not
- * sent again: it fails with the reason. */
+ * answer it. It waits on its lane, which closes: the server's wait ends
+ * at once, the list is untouched, and the shared connection is not
+ * affected at all. (Before lanes, the GET and the INCR queued after the
+ * BLPOP waited behind it on the shared connection, which the cancel
+ * closed: the GET was sent again, the INCR failed with VK_ERR_IO. Now
+ * they are answered while the BLPOP waits, and the shared connection is
+ * the same one before and after.) */
 static void test_cancel_unbounded_blocking(vkt_loop *loop)
 {
     vkt_blocking_do(checker, 3, (const char *[]){"DEL", "cancel:forever", "cancel:n"});
     vkt_blocking_do(checker, 3, (const char *[]){"SET", "cancel:a", "va"});
-    /* A read timeout far beyond the bounds below: only the cancel can free
-     * the line in time. */
+    /* A read timeout far beyond the bounds below: only the cancel can end
+     * the wait in time. */
     vk_config *cfg = vkt_async_config(vkt_server_address(server));
     CHECK_OK(vk_config_set_read_timeout_ms(cfg, 600000));
     vk_async *c = vkt_async_new(loop, cfg);
     vk_config_free(cfg);
     if (c == NULL)
         return;
+    long long shared = shared_id(loop, c);
+    CHECK(shared > 0);
+    long long opened = connections_received();
     const char *blpop[] = {"BLPOP", "cancel:forever", "0"};
     const char *get_a[] = {"GET", "cancel:a"};
     const char *incr[] = {"INCR", "cancel:n"};
     vkt_op pop = {0}, a = {0}, n = {0};
     uint64_t id = 0;
     CHECK_OK(vkt_submit(c, &pop, &id, 3, blpop));
+    CHECK(id & VK_LANE_ID_BIT);
+    CHECK_OK(vkt_submit(c, &a, NULL, 2, get_a));
+    CHECK_OK(vkt_submit(c, &n, NULL, 2, incr));
+    CHECK_EQ_INT(vk_async_pending(c), 3);
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &a, 5000));
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &n, 5000));
+    CHECK(a.status == VK_OK && vkt_reply_is(a.reply, "va"));
+    CHECK(n.status == VK_OK && vk_reply_get_integer(n.reply) == 1);
     if (wait_blocked(loop)) {
-        CHECK_OK(vkt_submit(c, &a, NULL, 2, get_a));
-        CHECK_OK(vkt_submit(c, &n, NULL, 2, incr));
-        vkt_loop_run_for(loop, 50);   /* both written behind the BLPOP */
-        CHECK_EQ_INT(a.calls + n.calls, 0);
+        long long lane = -1;
+        CHECK_EQ_INT(clients_held_on("blpop", &lane), 1);
+        CHECK(lane > 0 && lane != shared);
+        CHECK_EQ_INT(pop.calls, 0);
+        CHECK_EQ_INT(vk_async_pending(c), 1);
         CHECK_OK(vk_async_cancel(c, id));
         CHECK(cancelled(&pop));
-        CHECK(vkt_loop_run_until(loop, vkt_op_done, &a, 5000));
-        CHECK(vkt_loop_run_until(loop, vkt_op_done, &n, 5000));
-        CHECK(a.status == VK_OK && vkt_reply_is(a.reply, "va"));
-        CHECK_EQ_INT(n.status, VK_ERR_IO);
-        char want[160];
-        snprintf(want, sizeof want,
-                 "connection error: %s: connection closed: a blocking command without a timeout "
-                 "was cancelled after it was sent",
-                 vkt_server_address(server));
-        CHECK_EQ_STR(n.error, want);
+        CHECK_EQ_INT(vk_async_pending(c), 0);
+        /* The lane closed: the server stops waiting, soon (the bound is
+         * far below the read timeout). */
+        CHECK(wait_held(loop, "blpop", 0));
+        /* Nothing took from the list. */
+        vkt_blocking_do(checker, 3, (const char *[]){"LPUSH", "cancel:forever", "x"});
         char buf[64];
         CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2,
+                                       (const char *[]){"LLEN", "cancel:forever"}),
+                     "1");
+        /* The INCR ran once. */
+        CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2,
                                        (const char *[]){"GET", "cancel:n"}),
-                     "(nil)");
-        /* The client goes on. */
+                     "1");
+        /* The client goes on, on the same shared connection: the lane was
+         * the only connection opened. */
         vkt_op again = {0};
         if (vkt_call(loop, c, &again, 2, get_a))
             CHECK(again.status == VK_OK && vkt_reply_is(again.reply, "va"));
         vkt_op_clear(&again);
+        CHECK_EQ_INT(shared_id(loop, c), shared);
+        CHECK_EQ_INT(connections_received() - opened, 1);
+        CHECK_EQ_INT(vk_async_is_connected(c), 1);
     }
     vkt_op_clear(&pop);
     vkt_op_clear(&a);
@@ -715,6 +875,230 @@ static void test_cancel_from_a_completion(vkt_loop *loop)
     vk_async_free(c);
 }
 
+/* ---- lanes: blocking commands on connections of their own ----------------------- */
+
+/* A BLPOP with a timeout, then 200 operations queued behind it on the same
+ * client: they complete, in order, each with its own reply, while the
+ * server still has the BLPOP waiting; a push then answers it. */
+static void test_lane_does_not_hold_back(vkt_loop *loop)
+{
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "lanes:list", "lanes:ctr"});
+    vk_async *c = new_client(loop);
+    if (c == NULL)
+        return;
+    vkt_op pop = {0};
+    uint64_t id = 0;
+    CHECK_OK(vkt_submit(c, &pop, &id, 3, (const char *[]){"BLPOP", "lanes:list", "30"}));
+    CHECK(id & VK_LANE_ID_BIT);
+    enum { N = 200 };
+    static checked ops[N];
+    memset(ops, 0, sizeof ops);
+    int done = 0;
+    for (int i = 0; i < N; i++) {
+        checked *o = &ops[i];
+        o->done = &done;
+        if (i % 2 == 0) {
+            o->kind = EXPECT_TEXT;
+            snprintf(o->want, sizeof o->want, "behind-%d", i);
+            CHECK_OK(submit_checked(c, o, NULL, 2, (const char *[]){"ECHO", o->want}));
+        } else {
+            o->kind = EXPECT_INTEGER;
+            o->want_integer = i / 2 + 1;
+            CHECK_OK(submit_checked(c, o, NULL, 2, (const char *[]){"INCR", "lanes:ctr"}));
+        }
+    }
+    CHECK_EQ_INT(vk_async_pending(c), N + 1);
+    target t = {&done, N};
+    CHECK(vkt_loop_run_until(loop, target_reached, &t, 10000));
+    /* All answered while the BLPOP waits (30 s, unless pushed to) on the
+     * server. */
+    CHECK_EQ_INT(pop.calls, 0);
+    CHECK(wait_blocked(loop));
+    CHECK_EQ_INT(pop.calls, 0);
+    CHECK_EQ_INT(vk_async_pending(c), 1);
+    int wrong = 0, out_of_order = 0;
+    for (int i = 0; i < N; i++) {
+        if (ops[i].calls != 1 || ops[i].status != VK_OK || !ops[i].matched)
+            wrong++;
+        if (i > 0 && ops[i].seq <= ops[i - 1].seq)
+            out_of_order++;
+    }
+    CHECK_EQ_INT(wrong, 0);
+    CHECK_EQ_INT(out_of_order, 0);
+    vkt_blocking_do(checker, 3, (const char *[]){"RPUSH", "lanes:list", "pushed"});
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &pop, 10000));
+    CHECK_EQ_INT(pop.status, VK_OK);
+    CHECK(vk_reply_get_length(pop.reply) == 2 &&
+          vkt_reply_is(vk_reply_get_element(pop.reply, 1), "pushed"));
+    CHECK(pop.seq > ops[N - 1].seq);
+    CHECK_EQ_INT(vk_async_pending(c), 0);
+    vkt_op_clear(&pop);
+    vk_async_free(c);
+}
+
+/* Runs `count` BLPOPs on lanes:reuse at once, waits until the server has
+ * them all waiting, then pushes one element for each: every one completes
+ * with its element. *lane (when given) takes the server's id of a waiting
+ * one. */
+static void pops_at_once(vkt_loop *loop, vk_async *c, int count, long long *lane)
+{
+    vkt_op pops[10];
+    memset(pops, 0, sizeof pops);
+    for (int i = 0; i < count; i++)
+        CHECK_OK(vkt_submit(c, &pops[i], NULL, 3, (const char *[]){"BLPOP", "lanes:reuse", "0"}));
+    if (wait_held(loop, "blpop", count)) {
+        CHECK_EQ_INT(clients_held_on("blpop", lane), count);
+        for (int i = 0; i < count; i++)
+            vkt_blocking_do(checker, 3, (const char *[]){"RPUSH", "lanes:reuse", "e"});
+    }
+    for (int i = 0; i < count; i++) {
+        CHECK(vkt_loop_run_until(loop, vkt_op_done, &pops[i], 10000));
+        CHECK(pops[i].status == VK_OK && vk_reply_get_length(pops[i].reply) == 2);
+        vkt_op_clear(&pops[i]);
+    }
+}
+
+/* Lanes are kept for reuse: BLPOPs one after the other (one answered by a
+ * push, one by its timeout, one more) use one lane, the same connection on
+ * the server; ten at once open nine more; of those ten, eight are kept
+ * idle, so ten at once again open only two. Counted on the server
+ * (connections accepted). */
+static void test_lanes_reused(vkt_loop *loop)
+{
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "lanes:reuse"});
+    long long opened = connections_received();
+    vk_async *c = new_client(loop);
+    if (c == NULL)
+        return;
+    long long shared = shared_id(loop, c);
+    CHECK_EQ_INT(connections_received() - opened, 1);
+    long long first = -1, second = -1;
+    pops_at_once(loop, c, 1, &first);
+    vkt_op timed = {0};
+    if (vkt_call(loop, c, &timed, 3, (const char *[]){"BLPOP", "lanes:reuse", "0.05"}))
+        CHECK(timed.status == VK_OK && vk_reply_get_type(timed.reply) == VK_REPLY_NIL);
+    vkt_op_clear(&timed);
+    pops_at_once(loop, c, 1, &second);
+    CHECK(first > 0 && first != shared);
+    CHECK_EQ_INT(second, first);
+    CHECK_EQ_INT(connections_received() - opened, 2);
+
+    pops_at_once(loop, c, 10, NULL);
+    CHECK_EQ_INT(connections_received() - opened, 2 + 9);
+    pops_at_once(loop, c, 10, NULL);
+    CHECK_EQ_INT(connections_received() - opened, 2 + 9 + 2);
+    CHECK_EQ_INT(shared_id(loop, c), shared);
+    CHECK_EQ_INT(vk_async_pending(c), 0);
+    vk_async_free(c);
+}
+
+/* A pipeline holding a BLPOP runs on a lane (its id says so): an ECHO
+ * submitted after it completes while it waits, the connection it runs on
+ * is the one the server has waiting on the BLPOP, and once a push answers
+ * it, its replies are in order. */
+static void test_pipeline_on_lane(vkt_loop *loop)
+{
+    vkt_blocking_do(checker, 4, (const char *[]){"DEL", "lanes:p", "lanes:p:k", "lanes:p:n"});
+    vk_async *c = new_client(loop);
+    if (c == NULL)
+        return;
+    long long shared = shared_id(loop, c);
+    vk_pipeline *p = NULL;
+    CHECK_OK(vk_async_pipeline_new(&p, c));
+    if (p == NULL) {
+        vk_async_free(c);
+        return;
+    }
+    CHECK_OK(vk_pipeline_append(p, 2, (const char *[]){"CLIENT", "ID"}, (const size_t[]){6, 2}));
+    CHECK_OK(vk_pipeline_append(p, 3, (const char *[]){"SET", "lanes:p:k", "v"},
+                                (const size_t[]){3, 9, 1}));
+    CHECK_OK(vk_pipeline_append(p, 3, (const char *[]){"BLPOP", "lanes:p", "0"},
+                                (const size_t[]){5, 7, 1}));
+    CHECK_OK(vk_pipeline_append(p, 2, (const char *[]){"GET", "lanes:p:k"},
+                                (const size_t[]){3, 9}));
+    CHECK_OK(vk_pipeline_append(p, 2, (const char *[]){"INCR", "lanes:p:n"},
+                                (const size_t[]){4, 9}));
+    vkt_op piped = {0}, echo = {0};
+    uint64_t id = 0;
+    CHECK_OK(vkt_pipeline_submit(p, vkt_op_fn, &piped, &id));
+    vk_pipeline_free(p);
+    CHECK(id & VK_LANE_ID_BIT);
+    if (vkt_call(loop, c, &echo, 2, (const char *[]){"ECHO", "meanwhile"}))
+        CHECK(echo.status == VK_OK && vkt_reply_is(echo.reply, "meanwhile"));
+    long long lane = -1;
+    if (wait_blocked(loop)) {
+        CHECK_EQ_INT(clients_held_on("blpop", &lane), 1);
+        CHECK_EQ_INT(piped.calls, 0);
+        CHECK_EQ_INT(vk_async_pending(c), 1);
+        vkt_blocking_do(checker, 3, (const char *[]){"RPUSH", "lanes:p", "x"});
+    }
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &piped, 10000));
+    CHECK_EQ_INT(piped.status, VK_OK);
+    CHECK(echo.seq < piped.seq);
+    const vk_reply *r = piped.reply;
+    CHECK(vk_reply_get_type(r) == VK_REPLY_ARRAY && vk_reply_get_length(r) == 5);
+    if (vk_reply_get_length(r) == 5) {
+        long long ran_on = vk_reply_get_integer(vk_reply_get_element(r, 0));
+        CHECK_EQ_INT(ran_on, lane);
+        CHECK(ran_on != shared);
+        CHECK(vkt_reply_is(vk_reply_get_element(r, 1), "OK"));
+        const vk_reply *popped = vk_reply_get_element(r, 2);
+        CHECK(vk_reply_get_length(popped) == 2 &&
+              vkt_reply_is(vk_reply_get_element(popped, 0), "lanes:p") &&
+              vkt_reply_is(vk_reply_get_element(popped, 1), "x"));
+        CHECK(vkt_reply_is(vk_reply_get_element(r, 3), "v"));
+        CHECK_EQ_INT(vk_reply_get_integer(vk_reply_get_element(r, 4)), 1);
+    }
+    CHECK_EQ_INT(vk_async_pending(c), 0);
+    vkt_op_clear(&piped);
+    vkt_op_clear(&echo);
+    vk_async_free(c);
+}
+
+/* vk_async_pending counts the operations on lanes with the others: each
+ * from its submission to its completion, a cancelled one no more. */
+static void test_pending_counts_lanes(vkt_loop *loop)
+{
+    vkt_blocking_do(checker, 3, (const char *[]){"DEL", "lanes:q1", "lanes:q2"});
+    vk_async *c = new_client(loop);
+    if (c == NULL)
+        return;
+    vkt_op first = {0}, second = {0}, piped = {0}, echo = {0};
+    uint64_t second_id = 0;
+    CHECK_OK(vkt_submit(c, &first, NULL, 3, (const char *[]){"BLPOP", "lanes:q1", "0"}));
+    CHECK_EQ_INT(vk_async_pending(c), 1);
+    CHECK_OK(vkt_submit(c, &second, &second_id, 3, (const char *[]){"BLPOP", "lanes:q2", "0"}));
+    CHECK_EQ_INT(vk_async_pending(c), 2);
+    vk_pipeline *p = NULL;
+    CHECK_OK(vk_async_pipeline_new(&p, c));
+    CHECK_OK(vk_pipeline_append(p, 3, (const char *[]){"BRPOP", "lanes:q1", "0"},
+                                (const size_t[]){5, 8, 1}));
+    CHECK_OK(vkt_pipeline_submit(p, vkt_op_fn, &piped, NULL));
+    vk_pipeline_free(p);
+    CHECK_EQ_INT(vk_async_pending(c), 3);
+    CHECK_OK(vkt_submit(c, &echo, NULL, 2, (const char *[]){"ECHO", "e"}));
+    CHECK_EQ_INT(vk_async_pending(c), 4);
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &echo, 10000));
+    CHECK_EQ_INT(vk_async_pending(c), 3);
+    if (wait_held(loop, "blpop", 2) && wait_held(loop, "brpop", 1)) {
+        CHECK_OK(vk_async_cancel(c, second_id));
+        CHECK(cancelled(&second));
+        CHECK_EQ_INT(vk_async_pending(c), 2);
+        /* The first waiting is served first: two elements answer both. */
+        vkt_blocking_do(checker, 4, (const char *[]){"RPUSH", "lanes:q1", "a", "b"});
+        CHECK(vkt_loop_run_until(loop, vkt_op_done, &first, 10000));
+        CHECK(vkt_loop_run_until(loop, vkt_op_done, &piped, 10000));
+        CHECK_EQ_INT(first.status, VK_OK);
+        CHECK_EQ_INT(piped.status, VK_OK);
+    }
+    CHECK_EQ_INT(vk_async_pending(c), 0);
+    vkt_op_clear(&first);
+    vkt_op_clear(&second);
+    vkt_op_clear(&piped);
+    vkt_op_clear(&echo);
+    vk_async_free(c);
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
 static bool closed_by_free(const vkt_op *op)
@@ -741,38 +1125,54 @@ static void test_free_with_operations_pending(vkt_loop *loop)
     for (int i = 1; i < 5; i++)
         CHECK(early[i].seq > seq && (seq = early[i].seq) > 0);
 
-    /* Written and waiting for replies: a BLPOP holds the rest back. */
+    /* Written and waiting for replies: the server holds the shared
+     * connection's requests (writers paused: the INCR first, the GETs
+     * behind it), and a BLPOP waits on its lane. (Before lanes, the BLPOP
+     * itself held the GETs back.) */
     long long clients = info_clients_field("connected_clients:");
+    vkt_blocking_do(checker, 2, (const char *[]){"DEL", "life:n"});
     c = new_client(loop);
     if (c == NULL)
         return;
-    vkt_op pop = {0};
-    CHECK_OK(vkt_submit(c, &pop, NULL, 3, (const char *[]){"BLPOP", "life:none", "2"}));
-    if (!wait_blocked(loop)) {
-        vk_async_free(c);
-        return;
-    }
+    vkt_op incr = {0}, pop = {0};
+    pause_writes("20000");
+    CHECK_OK(vkt_submit(c, &incr, NULL, 2, (const char *[]){"INCR", "life:n"}));
+    CHECK_OK(vkt_submit(c, &pop, NULL, 3, (const char *[]){"BLPOP", "life:none", "0"}));
     enum { N = 100 };
     vkt_op ops[N];
     memset(ops, 0, sizeof ops);
     for (int i = 0; i < N; i++)
         CHECK_OK(vkt_submit(c, &ops[i], NULL, 2, (const char *[]){"GET", "life:k"}));
-    vkt_loop_run_for(loop, 20);   /* written too */
-    CHECK_EQ_INT(vk_async_pending(c), N + 1);
+    if (!wait_held(loop, "incr", 1) || !wait_held(loop, "blpop", 1)) {
+        vk_async_free(c);
+        unpause();
+        return;
+    }
+    vkt_loop_run_for(loop, 20);   /* the GETs are written too */
+    CHECK_EQ_INT(vk_async_pending(c), N + 2);
     vk_async_free(c);
+    CHECK(closed_by_free(&incr));
     CHECK(closed_by_free(&pop));
+    CHECK_EQ_STR(pop.error, "operation cancelled: client closed");
     int wrong = 0;
     for (int i = 0; i < N; i++)
         if (!closed_by_free(&ops[i]))
             wrong++;
     CHECK_EQ_INT(wrong, 0);
-    /* The connection is closed: the server sees it go. */
+    /* Both connections are closed: the server sees them go (while still
+     * paused), and the held INCR never runs. */
     int64_t deadline = vkt_now_ms() + vkt_scaled_ms(5000);
     while (info_clients_field("connected_clients:") > clients && vkt_now_ms() < deadline)
         vkt_sleep_ms(10);
     CHECK(info_clients_field("connected_clients:") <= clients);
+    CHECK_EQ_INT(clients_held_on("blpop", NULL), 0);
+    unpause();
+    char buf[64];
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "life:n"}),
+                 "(nil)");
     /* Nothing more runs after free. */
     vkt_loop_run_for(loop, 50);
+    CHECK_EQ_INT(incr.calls, 1);
     CHECK_EQ_INT(pop.calls, 1);
     CHECK_EQ_INT(ops[0].calls, 1);
 }
@@ -973,6 +1373,10 @@ int main(void)
     RUN_ON_LOOPS(test_cancel_after_write);
     RUN_ON_LOOPS(test_cancel_unbounded_blocking);
     RUN_ON_LOOPS(test_cancel_from_a_completion);
+    RUN_ON_LOOPS(test_lane_does_not_hold_back);
+    RUN_ON_LOOPS(test_lanes_reused);
+    RUN_ON_LOOPS(test_pipeline_on_lane);
+    RUN_ON_LOOPS(test_pending_counts_lanes);
     RUN_ON_LOOPS(test_free_with_operations_pending);
     RUN_ON_LOOPS(test_free_inside_a_completion);
     RUN_ON_LOOPS(test_other_thread_refused);

@@ -1,15 +1,18 @@
 /*
  * Bytes mode (vk_hosted), driven by a host of this test that owns plain
  * blocking sockets, against a real server (VKTEST_NEEDS_SERVER): the host
- * only does what the wants say, writes and reads in random small pieces,
- * and reports back. Commands, pipelines and thousands in flight with
- * errors among them; a connection killed mid-stream (no write re-sent);
- * a refused connect and the reconnect rate limit; a read timeout; a wrong
- * password; cancel after the write; events of a replaced connection.
+ * only does what the wants say (a socket per wanted connection), writes
+ * and reads in random small pieces, and reports back. Commands, pipelines
+ * and thousands in flight with errors among them; a connection killed
+ * mid-stream (no write re-sent); a refused connect and the reconnect rate
+ * limit; a read timeout; a wrong password; cancel after the write; events
+ * of a connection no longer wanted; a blocking command's lane, a second
+ * connection in the wants (kept idle and reused, closed by a cancel).
  */
 #include "vktest.h"
 #include "servers.h"
 
+#include "vkclient.h"
 #include "vkclient_async.h"
 /* Below the API: the credentials a client hands its connections, as the
  * IAM refresh loop replaces them. */
@@ -17,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -27,13 +31,28 @@ static vkt_server *server;
 
 /* ---- the host ---------------------------------------------------------------- */
 
+/* Sockets: the node's connection and the lanes, a connection of their own
+ * for each command that waits on the server (BLPOP, ...). */
+#define MAX_SOCKETS 8
+
+/* Everything the host wrote, for a look at the bytes on the wire. */
+typedef struct capture {
+    char bytes[8192];
+    size_t len;
+} capture;
+
+typedef struct host_socket {
+    uint64_t conn;          /* the connection the socket belongs to; 0: free */
+    int fd;
+} host_socket;
+
 typedef struct host {
     vk_hosted *client;
-    uint64_t conn;          /* the connection the socket belongs to */
-    int fd;
+    host_socket sockets[MAX_SOCKETS];
     unsigned seed;          /* 0: whole writes and reads */
     int connects;
     bool refuse_connects;   /* report every connect as refused */
+    capture *cap;           /* when set, keeps what is written */
 } host;
 
 static size_t piece(host *h, size_t len)
@@ -44,56 +63,123 @@ static size_t piece(host *h, size_t len)
     return n < len ? n : len;
 }
 
-static void drop_socket(host *h)
+static host_socket *socket_of(host *h, uint64_t conn)
 {
-    if (h->fd >= 0)
-        close(h->fd);
-    h->fd = -1;
+    for (int i = 0; i < MAX_SOCKETS; i++) {
+        if (h->sockets[i].conn == conn)
+            return &h->sockets[i];
+    }
+    return NULL;
 }
 
-/* One round of what the client wants (one connection: standalone). */
+static void drop_socket(host_socket *s)
+{
+    if (s->conn != 0)
+        close(s->fd);
+    s->conn = 0;
+    s->fd = -1;
+}
+
+/* The i-th connection wanted is conn (0 when none). */
+static uint64_t wanted_conn(host *h, size_t i)
+{
+    vk_hosted_wants w;
+    return vk_hosted_get_wants(h->client, i, &w) == VK_OK ? w.conn : 0;
+}
+
+/* The sockets of connections the client no longer wants are closed. */
+static void close_unwanted(host *h)
+{
+    size_t n = vk_hosted_connection_count(h->client);
+    for (int i = 0; i < MAX_SOCKETS; i++) {
+        host_socket *s = &h->sockets[i];
+        bool wanted = false;
+        for (size_t j = 0; j < n && s->conn != 0 && !wanted; j++)
+            wanted = wanted_conn(h, j) == s->conn;
+        if (!wanted)
+            drop_socket(s);
+    }
+}
+
+/* Connects or writes for the first connection that wants it: true when
+ * something was done (the wants must be read again). */
+static bool act_on_wants(host *h)
+{
+    size_t n = vk_hosted_connection_count(h->client);
+    for (size_t i = 0; i < n; i++) {
+        vk_hosted_wants w;
+        CHECK_OK(vk_hosted_get_wants(h->client, i, &w));
+        if (w.connect) {
+            h->connects++;
+            host_socket *slot = socket_of(h, 0);
+            CHECK(slot != NULL);
+            int fd = h->refuse_connects || slot == NULL ? -1 : vkt_dial_tcp(w.host, w.port);
+            if (fd < 0) {
+                vk_hosted_connect_failed(h->client, w.conn, VK_ERR_IO,
+                                         h->refuse_connects ? "connection refused"
+                                                            : strerror(errno));
+                return true;
+            }
+            *slot = (host_socket){.conn = w.conn, .fd = fd};
+            vk_hosted_connected(h->client, w.conn);
+            return true;
+        }
+        host_socket *s = socket_of(h, w.conn);
+        if (w.output_len > 0 && s != NULL) {
+            ssize_t sent = send(s->fd, w.output, piece(h, w.output_len), MSG_NOSIGNAL);
+            if (sent > 0 && h->cap != NULL) {
+                size_t room = sizeof h->cap->bytes - h->cap->len;
+                size_t keep = (size_t)sent < room ? (size_t)sent : room;
+                memcpy(h->cap->bytes + h->cap->len, w.output, keep);
+                h->cap->len += keep;
+            }
+            if (sent > 0)
+                vk_hosted_wrote(h->client, w.conn, (size_t)sent);
+            else
+                vk_hosted_lost(h->client, w.conn, VK_ERR_IO, strerror(errno));
+            return true;
+        }
+    }
+    return false;
+}
+
+/* One round of what the client wants: close, connect or write what is
+ * wanted, else wait (20 ms at most, or until the client's tick) for bytes
+ * on the connections that read, and hand them over. */
 static void host_step(host *h)
 {
-    vk_hosted_wants w = {0};
-    if (vk_hosted_connection_count(h->client) == 1)
-        CHECK_OK(vk_hosted_get_wants(h->client, 0, &w));
-    if (w.conn != h->conn) {
-        drop_socket(h);
-        h->conn = w.conn;
-    }
-    if (w.connect) {
-        h->connects++;
-        int fd = h->refuse_connects ? -1 : vkt_dial_tcp(w.host, w.port);
-        if (fd < 0) {
-            vk_hosted_connect_failed(h->client, w.conn, VK_ERR_IO,
-                                     h->refuse_connects ? "connection refused"
-                                                        : strerror(errno));
-            return;
+    close_unwanted(h);
+    if (act_on_wants(h))
+        return;
+    struct pollfd p[MAX_SOCKETS];
+    uint64_t conns[MAX_SOCKETS];
+    nfds_t np = 0;
+    size_t n = vk_hosted_connection_count(h->client);
+    for (size_t i = 0; i < n; i++) {
+        vk_hosted_wants w;
+        host_socket *s;
+        if (vk_hosted_get_wants(h->client, i, &w) == VK_OK && w.read &&
+            (s = socket_of(h, w.conn)) != NULL) {
+            p[np] = (struct pollfd){.fd = s->fd, .events = POLLIN};
+            conns[np++] = w.conn;
         }
-        h->fd = fd;
-        vk_hosted_connected(h->client, w.conn);
-        return;
-    }
-    if (w.output_len > 0 && h->fd >= 0) {
-        ssize_t n = send(h->fd, w.output, piece(h, w.output_len), MSG_NOSIGNAL);
-        if (n > 0)
-            vk_hosted_wrote(h->client, w.conn, (size_t)n);
-        else
-            vk_hosted_lost(h->client, w.conn, VK_ERR_IO, strerror(errno));
-        return;
     }
     int64_t tick_in = vk_hosted_tick_in_ms(h->client);
     int wait_ms = tick_in >= 0 && tick_in < 20 ? (int)tick_in : 20;
-    if (w.read && h->fd >= 0) {
-        struct pollfd p = {.fd = h->fd, .events = POLLIN};
-        if (poll(&p, 1, wait_ms) == 1) {
-            char buf[65536];
-            ssize_t n = recv(h->fd, buf, piece(h, sizeof buf), 0);
-            if (n > 0)
-                vk_hosted_received(h->client, w.conn, buf, (size_t)n);
-            else
-                vk_hosted_lost(h->client, w.conn, VK_ERR_IO, n == 0 ? "EOF" : strerror(errno));
-            return;
+    if (np > 0) {
+        if (poll(p, np, wait_ms) > 0) {
+            for (nfds_t i = 0; i < np; i++) {
+                if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                    continue;
+                char buf[65536];
+                ssize_t got = recv(p[i].fd, buf, piece(h, sizeof buf), 0);
+                if (got > 0)
+                    vk_hosted_received(h->client, conns[i], buf, (size_t)got);
+                else
+                    vk_hosted_lost(h->client, conns[i], VK_ERR_IO,
+                                   got == 0 ? "EOF" : strerror(errno));
+                return;   /* the wants may have changed */
+            }
         }
     } else if (wait_ms > 0) {
         vkt_sleep_ms(wait_ms);
@@ -126,13 +212,16 @@ static vk_hosted *hosted_new(const char *password)
 
 static void host_init(host *h, vk_hosted *c, unsigned seed)
 {
-    *h = (host){.client = c, .fd = -1, .seed = seed};
+    *h = (host){.client = c, .seed = seed};
+    for (int i = 0; i < MAX_SOCKETS; i++)
+        h->sockets[i].fd = -1;
 }
 
 static void host_done(host *h)
 {
     vk_hosted_free(h->client);
-    drop_socket(h);
+    for (int i = 0; i < MAX_SOCKETS; i++)
+        drop_socket(&h->sockets[i]);
 }
 
 /* ---- completions ------------------------------------------------------------------ */
@@ -182,6 +271,91 @@ static vk_status submit(vk_hosted *c, slot *s, int argc, const char *const *word
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(words[i]);
     return vk_hosted_command(c, argc, words, lens, on_reply, s, id);
+}
+
+/* A completion that keeps the reply (freed by the test). */
+typedef struct kept {
+    size_t done;
+    vk_status status;
+    vk_reply *reply;
+} kept;
+
+static void on_keep(void *userdata, vk_status status, vk_reply *reply)
+{
+    kept *k = userdata;
+    k->done++;
+    k->status = status;
+    k->reply = reply;
+}
+
+/* ---- the server's view, through a blocking client ------------------------------- */
+
+static vk_client *checker_new(void)
+{
+    vk_config *cfg = NULL;
+    vk_config_new(&cfg);
+    vk_config_set_standalone(cfg, vkt_server_address(server));
+    vk_client *c = NULL;
+    CHECK_OK(vk_client_new(&c, cfg));
+    vk_config_free(cfg);
+    return c;
+}
+
+/* Clients the server holds on cmd (CLIENT LIST: flag b, cmd=<cmd>); *id,
+ * when given, takes the server's id of the last one listed. */
+static int clients_held_on(vk_client *checker, const char *cmd, long long *id)
+{
+    const char *argv[] = {"CLIENT", "LIST"};
+    const size_t lens[] = {6, 4};
+    vk_reply *r = NULL;
+    int n = 0;
+    if (vk_client_command(&r, checker, NULL, 2, argv, lens) == VK_OK) {
+        size_t len = 0;
+        const char *s = vk_reply_get_string(r, &len);
+        char want[64];
+        snprintf(want, sizeof want, " cmd=%s ", cmd);
+        while (s != NULL && len > 0) {
+            const char *eol = memchr(s, '\n', len);
+            size_t line = eol != NULL ? (size_t)(eol - s) : len;
+            const char *flags = memmem(s, line, " flags=", 7);
+            if (flags != NULL && memmem(s, line, want, strlen(want)) != NULL) {
+                const char *f = flags + 7, *end = s + line;
+                while (f < end && *f != ' ' && *f != 'b')
+                    f++;
+                if (f < end && *f == 'b') {
+                    n++;
+                    if (id != NULL && line > 3 && memcmp(s, "id=", 3) == 0)
+                        *id = atoll(s + 3);
+                }
+            }
+            if (eol == NULL)
+                break;
+            len -= line + 1;
+            s = eol + 1;
+        }
+    }
+    vk_reply_free(r);
+    return n;
+}
+
+/* Runs the host (NULL: only waits) until the server holds `want` clients
+ * on cmd (0: none any more), 5 s at most. */
+static bool host_run_until_held(host *h, vk_client *checker, const char *cmd, int want)
+{
+    int64_t deadline = vkt_now_ms() + vkt_scaled_ms(5000);
+    for (;;) {
+        int n = clients_held_on(checker, cmd, NULL);
+        if (want == 0 ? n == 0 : n >= want)
+            return true;
+        if (vkt_now_ms() >= deadline) {
+            VKT_CHECK_(false, "the server never held %d client(s) on %s", want, cmd);
+            return false;
+        }
+        if (h != NULL)
+            host_step(h);
+        else
+            vkt_sleep_ms(10);
+    }
 }
 
 /* ---- tests ---------------------------------------------------------------------- */
@@ -429,24 +603,39 @@ static void test_wrong_password(void)
     vkt_server_stop(locked);
 }
 
-/* Cancelled after its bytes went out: its reply is read and dropped, and
- * the next command gets its own. Events about a replaced connection are
- * ignored. */
+/* Cancelled after its bytes went out and before its reply was read: the
+ * reply is read and dropped, and the next command gets its own (on the
+ * same connection). A command that waits on the server is on its lane, a
+ * second connection in the wants: cancelled once the server has it
+ * waiting, it completes at once, its connection is no longer wanted (the
+ * host closes it, which ends the wait on the server), and the node's
+ * connection goes on. (Before lanes the cancelled command here was that
+ * BLPOP, on the one connection.) Events about a connection that is no
+ * longer wanted, or never was, are ignored. */
 static void test_cancel_after_write_and_stale_events(void)
 {
+    vk_client *checker = checker_new();
     host h;
     host_init(&h, hosted_new(NULL), 0);
-    result results[3] = {0};
+    result results[5] = {0};
     tally t = {0, results};
-    slot s0 = {&t, 0}, s1 = {&t, 1}, s2 = {&t, 2};
-    const char *ping[] = {"PING"};
-    CHECK_OK(submit(h.client, &s0, 1, ping, NULL));
+    slot s0 = {&t, 0}, s1 = {&t, 1}, s2 = {&t, 2}, s3 = {&t, 3}, s4 = {&t, 4};
+    const char *del[] = {"DEL", "hosted:cancelled", "hosted:empty"};
+    CHECK_OK(submit(h.client, &s0, 3, del, NULL));
     CHECK(host_run(&h, &t.done, 1, 5000));
-    uint64_t conn = h.conn;
-    const char *blpop[] = {"BLPOP", "hosted:empty", "1"};
+    CHECK_EQ_INT(vk_hosted_connection_count(h.client), 1);
+    uint64_t node = wanted_conn(&h, 0);
+    CHECK(node != 0);
+
+    /* Written (one step writes it whole), its reply not read yet. */
+    const char *incr[] = {"INCR", "hosted:cancelled"};
     uint64_t id = 0;
-    CHECK_OK(submit(h.client, &s1, 3, blpop, &id));
-    host_step(&h);   /* written */
+    CHECK_OK(submit(h.client, &s1, 2, incr, &id));
+    host_step(&h);
+    vk_hosted_wants w;
+    CHECK_OK(vk_hosted_get_wants(h.client, 0, &w));
+    CHECK_EQ_INT(w.output_len, 0);
+    CHECK_EQ_INT(results[1].completions, 0);
     CHECK_OK(vk_hosted_cancel(h.client, id));
     CHECK_EQ_INT(results[1].status, VK_ERR_CANCELLED);
     CHECK_EQ_INT(results[1].completions, 1);
@@ -454,15 +643,186 @@ static void test_cancel_after_write_and_stale_events(void)
                 "invalid argument: no operation 2 in flight");
     const char *echo[] = {"ECHO", "after"};
     CHECK_OK(submit(h.client, &s2, 2, echo, NULL));
-    /* A stale connection's news changes nothing. */
-    vk_hosted_lost(h.client, conn + 100, VK_ERR_IO, "EOF");
-    vk_hosted_received(h.client, conn + 100, "+BOGUS\r\n", 8);
     CHECK(host_run(&h, &t.done, 3, 5000));
     CHECK_EQ_INT(results[2].status, VK_OK);
     CHECK_EQ_STR(results[2].text, "after");
     CHECK_EQ_INT(results[1].completions, 1);
-    CHECK_EQ_INT(h.connects, 1);
+    /* It ran, once. */
+    const char *get[] = {"GET", "hosted:cancelled"};
+    char *value = vkt_server_cmd_line(server, get, 2, 1);
+    CHECK_EQ_STR(value, "1");
+    free(value);
+
+    /* A BLPOP without a timeout: a lane, wanted after the node's
+     * connection, to the same node. */
+    const char *blpop[] = {"BLPOP", "hosted:empty", "0"};
+    uint64_t lane_id = 0;
+    CHECK_OK(submit(h.client, &s3, 3, blpop, &lane_id));
+    CHECK(lane_id & VK_LANE_ID_BIT);
+    CHECK_EQ_INT(vk_hosted_connection_count(h.client), 2);
+    CHECK_EQ_INT(wanted_conn(&h, 0), node);
+    uint64_t lane = wanted_conn(&h, 1);
+    CHECK(lane != 0 && lane != node);
+    CHECK_OK(vk_hosted_get_wants(h.client, 1, &w));
+    CHECK(w.connect && w.host != NULL && strcmp(w.host, "127.0.0.1") == 0 &&
+          w.port == vkt_server_port(server));
+    CHECK(host_run_until_held(&h, checker, "blpop", 1));
+    CHECK_EQ_INT(results[3].completions, 0);
+    CHECK_EQ_INT(vk_hosted_pending(h.client), 1);
+    CHECK_OK(vk_hosted_cancel(h.client, lane_id));
+    CHECK_EQ_INT(results[3].status, VK_ERR_CANCELLED);
+    CHECK_EQ_INT(results[3].completions, 1);
+    CHECK_EQ_INT(vk_hosted_pending(h.client), 0);
+    char text[128];
+    snprintf(text, sizeof text, "invalid argument: no operation %" PRIu64 " in flight", lane_id);
+    CHECK_FAILS(vk_hosted_cancel(h.client, lane_id), VK_ERR_INVALID_ARGUMENT, text);
+    /* Its connection is no longer wanted: closed, the wait ends. */
+    CHECK_EQ_INT(vk_hosted_connection_count(h.client), 1);
+    CHECK_EQ_INT(wanted_conn(&h, 0), node);
+    CHECK(host_run_until_held(&h, checker, "blpop", 0));
+    CHECK(socket_of(&h, lane) == NULL);
+
+    /* News of the closed lane, or of a connection never wanted, changes
+     * nothing. */
+    const char popped[] = "*2\r\n$12\r\nhosted:empty\r\n$1\r\nx\r\n";
+    vk_hosted_received(h.client, lane, popped, sizeof popped - 1);
+    vk_hosted_lost(h.client, lane, VK_ERR_IO, "EOF");
+    vk_hosted_lost(h.client, node + 100, VK_ERR_IO, "EOF");
+    vk_hosted_received(h.client, node + 100, "+BOGUS\r\n", 8);
+    CHECK_EQ_INT(results[3].completions, 1);
+    const char *echo2[] = {"ECHO", "still"};
+    CHECK_OK(submit(h.client, &s4, 2, echo2, NULL));
+    CHECK(host_run(&h, &t.done, 5, 5000));
+    CHECK_EQ_INT(results[4].status, VK_OK);
+    CHECK_EQ_STR(results[4].text, "still");
+    CHECK(vk_hosted_is_connected(h.client));
+    /* The node's connection and the lane. */
+    CHECK_EQ_INT(h.connects, 2);
     host_done(&h);
+    vk_client_free(checker);
+}
+
+/* The lane in the wants: a BLPOP asks for a second connection (to the
+ * node, after the node's own); while it waits there, fifty ECHOs on the
+ * node's connection complete, with the bytes moved a few at a time. Once
+ * answered, the lane stays wanted, idle, and serves the next BLPOP and a
+ * pipeline holding one (its replies in order) without another connect.
+ * vk_hosted_pending counts the operation on the lane. Freed while a BLPOP
+ * waits there: it completes cancelled ("client closed") and the server's
+ * wait ends with the host's socket. */
+static void test_lane_is_a_second_connection(void)
+{
+    vk_client *checker = checker_new();
+    const char *del[] = {"DEL", "hosted:lane"};
+    free(vkt_server_cmd(server, del, 2));
+    host h;
+    host_init(&h, hosted_new(NULL), 5);
+    enum { ECHOS = 50 };
+    result results[ECHOS + 4];
+    memset(results, 0, sizeof results);
+    tally t = {0, results};
+    slot slots[ECHOS + 4];
+    for (size_t i = 0; i < ECHOS + 4; i++)
+        slots[i] = (slot){&t, i};
+    /* The node's connection first. */
+    const char *ping[] = {"PING"};
+    CHECK_OK(submit(h.client, &slots[0], 1, ping, NULL));
+    CHECK(host_run(&h, &t.done, 1, 5000));
+    CHECK_EQ_INT(vk_hosted_connection_count(h.client), 1);
+    uint64_t node = wanted_conn(&h, 0);
+
+    const char *blpop[] = {"BLPOP", "hosted:lane", "0"};
+    uint64_t id = 0;
+    result *pop = &results[1];
+    CHECK_OK(submit(h.client, &slots[1], 3, blpop, &id));
+    CHECK(id & VK_LANE_ID_BIT);
+    CHECK_EQ_INT(vk_hosted_connection_count(h.client), 2);
+    vk_hosted_wants w;
+    CHECK_OK(vk_hosted_get_wants(h.client, 0, &w));
+    CHECK(w.conn == node && !w.connect && w.read);
+    CHECK_OK(vk_hosted_get_wants(h.client, 1, &w));
+    uint64_t lane = w.conn;
+    CHECK(lane != 0 && lane != node && w.connect && !w.read && w.output_len == 0);
+    CHECK(w.host != NULL && strcmp(w.host, "127.0.0.1") == 0 &&
+          w.port == vkt_server_port(server) && w.path == NULL && !w.tls);
+    char texts[ECHOS][16];
+    for (size_t i = 0; i < ECHOS; i++) {
+        snprintf(texts[i], sizeof texts[i], "e%zu", i);
+        const char *echo[] = {"ECHO", texts[i]};
+        CHECK_OK(submit(h.client, &slots[2 + i], 2, echo, NULL));
+    }
+    CHECK_EQ_INT(vk_hosted_pending(h.client), ECHOS + 1);
+    CHECK(host_run(&h, &t.done, 1 + ECHOS, 10000));
+    size_t wrong = 0;
+    for (size_t i = 0; i < ECHOS; i++)
+        wrong += results[2 + i].status != VK_OK || strcmp(results[2 + i].text, texts[i]) != 0;
+    CHECK_EQ_INT(wrong, 0);
+    /* All answered while the BLPOP waits on the lane. */
+    CHECK(host_run_until_held(&h, checker, "blpop", 1));
+    CHECK_EQ_INT(pop->completions, 0);
+    CHECK_EQ_INT(vk_hosted_pending(h.client), 1);
+    CHECK_EQ_INT(h.connects, 2);
+    const char *push[] = {"RPUSH", "hosted:lane", "pushed"};
+    free(vkt_server_cmd(server, push, 3));
+    CHECK(host_run(&h, &t.done, 2 + ECHOS, 5000));
+    CHECK_EQ_INT(pop->status, VK_OK);
+    CHECK_EQ_INT(pop->type, VK_REPLY_ARRAY);
+    CHECK_EQ_INT(pop->elements, 2);
+    CHECK_EQ_INT(vk_hosted_pending(h.client), 0);
+    /* Idle, still wanted, nothing to write. */
+    CHECK_EQ_INT(vk_hosted_connection_count(h.client), 2);
+    CHECK_EQ_INT(wanted_conn(&h, 1), lane);
+
+    /* The next BLPOP (it times out) and a pipeline holding one: the same
+     * lane, no connect. */
+    const char *timed[] = {"BLPOP", "hosted:lane", "0.05"};
+    uint64_t again = 0;
+    CHECK_OK(submit(h.client, &slots[2 + ECHOS], 3, timed, &again));
+    CHECK((again & VK_LANE_ID_BIT) && again != id);
+    CHECK_EQ_INT(wanted_conn(&h, 1), lane);
+    CHECK(host_run(&h, &t.done, 3 + ECHOS, 5000));
+    CHECK_EQ_INT(results[2 + ECHOS].status, VK_OK);
+    CHECK_EQ_INT(results[2 + ECHOS].type, VK_REPLY_NIL);
+    vk_pipeline *p = NULL;
+    CHECK_OK(vk_hosted_pipeline_new(&p, h.client));
+    CHECK_OK(vk_pipeline_append(p, 3, (const char *[]){"RPUSH", "hosted:lane", "first"},
+                                (const size_t[]){5, 11, 5}));
+    CHECK_OK(vk_pipeline_append(p, 3, timed, (const size_t[]){5, 11, 4}));
+    CHECK_OK(vk_pipeline_append(p, 3, timed, (const size_t[]){5, 11, 4}));
+    kept piped = {0};
+    uint64_t piped_id = 0;
+    CHECK_OK(vk_hosted_pipeline_exec(p, on_keep, &piped, &piped_id));
+    vk_pipeline_free(p);
+    CHECK(piped_id & VK_LANE_ID_BIT);
+    CHECK_EQ_INT(vk_hosted_connection_count(h.client), 2);
+    CHECK(host_run(&h, &piped.done, 1, 5000));
+    CHECK_EQ_INT(piped.status, VK_OK);
+    const vk_reply *r = piped.reply;
+    CHECK(vk_reply_get_type(r) == VK_REPLY_ARRAY && vk_reply_get_length(r) == 3);
+    if (vk_reply_get_length(r) == 3) {
+        CHECK_EQ_INT(vk_reply_get_integer(vk_reply_get_element(r, 0)), 1);
+        const vk_reply *popped = vk_reply_get_element(r, 1);
+        size_t len = 0;
+        const char *got = vk_reply_get_string(vk_reply_get_element(popped, 1), &len);
+        CHECK(vk_reply_get_length(popped) == 2 && got != NULL && len == 5 &&
+              memcmp(got, "first", 5) == 0);
+        CHECK(vk_reply_get_type(vk_reply_get_element(r, 2)) == VK_REPLY_NIL);
+    }
+    vk_reply_free(piped.reply);
+    CHECK_EQ_INT(h.connects, 2);
+
+    /* Freed while a BLPOP waits on the lane. */
+    result last = {0};
+    tally t2 = {0, &last};
+    slot s = {&t2, 0};
+    CHECK_OK(submit(h.client, &s, 3, blpop, NULL));
+    CHECK(host_run_until_held(&h, checker, "blpop", 1));
+    host_done(&h);
+    CHECK_EQ_INT(last.completions, 1);
+    CHECK_EQ_INT(last.status, VK_ERR_CANCELLED);
+    CHECK_EQ_STR(last.text, "operation cancelled: client closed");
+    CHECK(host_run_until_held(NULL, checker, "blpop", 0));
+    vk_client_free(checker);
 }
 
 /* Freed with operations waiting: each completes once, cancelled. */
@@ -482,31 +842,6 @@ static void test_free_cancels(void)
         CHECK_EQ_INT(results[i].status, VK_ERR_CANCELLED);
         CHECK_EQ_STR(results[i].text, "operation cancelled: client closed");
     }
-}
-
-/* Everything the host wrote, for a look at the bytes on the wire. */
-typedef struct capture {
-    char bytes[8192];
-    size_t len;
-} capture;
-
-/* host_step that also keeps what it writes. */
-static void host_step_capturing(host *h, capture *cap)
-{
-    vk_hosted_wants w = {0};
-    if (vk_hosted_connection_count(h->client) == 1 &&
-        vk_hosted_get_wants(h->client, 0, &w) == VK_OK && !w.connect && w.output_len > 0 &&
-        h->fd >= 0 && w.conn == h->conn) {
-        size_t n = w.output_len < sizeof cap->bytes - cap->len ? w.output_len
-                                                               : sizeof cap->bytes - cap->len;
-        memcpy(cap->bytes + cap->len, w.output, n);
-        cap->len += n;
-        ssize_t sent = send(h->fd, w.output, w.output_len, MSG_NOSIGNAL);
-        if (sent > 0)
-            vk_hosted_wrote(h->client, w.conn, (size_t)sent);
-        return;
-    }
-    host_step(h);
 }
 
 /* New credentials (as the IAM refresh loop hands over a new token) go to
@@ -545,11 +880,13 @@ static void test_new_credentials_authenticate_in_line(void)
     CHECK_OK(vk__credentials_set(&d->core->credentials, NULL, "second-token"));
 
     capture cap = {{0}, 0};
+    h.cap = &cap;
     const char *echo[] = {"ECHO", "after-rotation"};
     CHECK_OK(submit(c, &s1, 2, echo, NULL));
     int64_t deadline = vkt_now_ms() + 5000;
     while (t.done < 2 && vkt_now_ms() < deadline)
-        host_step_capturing(&h, &cap);
+        host_step(&h);
+    h.cap = NULL;
     CHECK_EQ_INT(results[1].status, VK_OK);
     CHECK_EQ_STR(results[1].text, "after-rotation");
     const char auth[] = "*2\r\n$4\r\nAUTH\r\n$12\r\nsecond-token\r\n";
@@ -646,9 +983,11 @@ static void test_lock_through_hosted_client(void)
     lock_call_depth--;
     CHECK_EQ_INT(got.done, 0);
     capture cap = {{0}, 0};
+    h.cap = &cap;
     int64_t deadline = vkt_now_ms() + vkt_scaled_ms(5000);
     while (got.done < 1 && vkt_now_ms() < deadline)
-        host_step_capturing(&h, &cap);
+        host_step(&h);
+    h.cap = NULL;
     CHECK_EQ_INT(got.done, 1);
     CHECK_EQ_INT(got.status, VK_OK);
     CHECK(got.lock != NULL);
@@ -738,6 +1077,7 @@ int main(void)
     RUN(test_read_timeout);
     RUN(test_wrong_password);
     RUN(test_cancel_after_write_and_stale_events);
+    RUN(test_lane_is_a_second_connection);
     RUN(test_free_cancels);
     RUN(test_success_keeps_last_error);
     RUN(test_new_credentials_authenticate_in_line);

@@ -151,13 +151,25 @@ async def test_config_errors_have_the_blocking_texts():
 
 
 @pytest.mark.asyncio
-async def test_cluster_is_refused_with_the_core_text():
-    config = vkclient.Config(cluster=vkclient.Cluster(["127.0.0.1:7000", "127.0.0.1:7001"]))
-    with pytest.raises(vkclient.InvalidConfigError) as info:
-        vka.Client(config)
-    assert str(info.value) == ("invalid redis config: the event-loop client serves the "
-                               "standalone and Sentinel topologies (Cluster is not supported "
-                               "by it yet)")
+async def test_cluster_config_is_accepted_without_io(harness):
+    # Served (test_asyncio_cluster.py): nothing is dialled before the first
+    # call; nothing listens at these addresses, so that call fails with the
+    # blocking client's error.
+    config = vkclient.Config(cluster=vkclient.Cluster([dead_address(harness),
+                                                       dead_address(harness)]))
+    with pytest.raises(vkclient.Error) as info:
+        vkclient.Client(config)
+    expected = info.value
+    client = vka.Client(config)
+    assert not client.is_connected()
+    assert client.status().mode == "cluster"
+    with pytest.raises(vkclient.Error) as info:
+        await client.ping()
+    assert type(info.value) is type(expected) is vkclient.ConnectionError
+    assert str(info.value) == str(expected)
+    assert str(info.value).startswith("redis cluster: all nodes are unreachable: ")
+    assert not client.is_connected()
+    await client.close()
 
 
 @pytest.mark.asyncio

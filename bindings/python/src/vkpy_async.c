@@ -17,12 +17,9 @@
  * reference: the client holds its shared connection, and so do the lock
  * managers and pipelines made on it, so that close() never leaves them
  * with a freed vk_async (the connection then closes when the last of them
- * goes). A blocking command (BLPOP k 0, XREAD BLOCK ...), or a pipeline
- * holding one, runs on a connection of its own, closed when it completes:
- * cancelling it closes that connection, which ends the wait on the server,
- * instead of stalling the shared connection (the core keeps a cancelled
- * request's reply due, and a BLPOP k 0 has none to give) until its read
- * timeout takes it down.
+ * goes). A vk_async may have several sockets (the core gives a blocking
+ * command a connection of its own, Sentinel mode asks the sentinels,
+ * Cluster mode talks to every master): each has its watch slot.
  *
  * A conn is never freed while one of its handlers runs (busy): a
  * completion that drops the last reference leaves the freeing to the
@@ -55,7 +52,7 @@ struct watch_slot;
 
 typedef struct conn {
     vk_async *async;
-    struct watch_slot *w;   /* the socket's watch, while there is one */
+    struct watch_slot *deferred;   /* slots whose write waits for end_submit() */
     PyObject *loop;
     PyObject *timer_cb; /* the loop_call the timer runs */
     int refs;
@@ -124,6 +121,7 @@ typedef struct watch_slot {
     int registered;
     bool soon;       /* a call_soon for writing is scheduled */
     bool deferred;   /* write interest came while queuing: end_submit() serves it */
+    struct watch_slot *deferred_next;   /* in conn.deferred */
 } watch_slot;
 
 #define VKPY_EV_SOON 4   /* the call_soon's argument: a write, optimistic */
@@ -176,7 +174,11 @@ static int sync_watch(conn *c, watch_slot *w, bool optimistic)
     }
     if ((want & VK_EV_WRITE) && !(w->registered & VK_EV_WRITE) && !w->soon) {
         if (optimistic && c->submitting) {
-            w->deferred = true;
+            if (!w->deferred) {
+                w->deferred = true;
+                w->deferred_next = c->deferred;
+                c->deferred = w;
+            }
         } else if (optimistic) {
             PyObject *ev = PyLong_FromLong(VKPY_EV_SOON);
             PyObject *args[3] = {c->loop, w->cb, ev};
@@ -270,7 +272,6 @@ static int adapter_watch(void *data, vk_async_io *io, int fd, int events, void *
         }
         ((loop_call *)w->cb)->w = w;
         *slot = w;
-        c->w = w;
     }
     w->wanted = events;
     rc = sync_watch(c, w, c->async != NULL && vk_async_is_connected(c->async));
@@ -279,8 +280,13 @@ static int adapter_watch(void *data, vk_async_io *io, int fd, int events, void *
         cb->c = NULL;
         cb->io = NULL;
         cb->w = NULL;
-        if (c->w == w)
-            c->w = NULL;
+        for (watch_slot **at = &c->deferred; w->deferred && *at != NULL;
+             at = &(*at)->deferred_next) {
+            if (*at == w) {
+                *at = w->deferred_next;
+                break;
+            }
+        }
         Py_DECREF(w->cb);
         Py_DECREF(w->fd);
         PyMem_Free(w);
@@ -306,25 +312,31 @@ static void begin_submit(conn *c)
 static void end_submit(conn *c)
 {
     c->submitting = false;
-    watch_slot *w = c->w;
-    if (w == NULL || !w->deferred)
-        return;
-    w->deferred = false;
-    if (!(w->wanted & VK_EV_WRITE))
+    if (c->deferred == NULL)
         return;
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
-    if (!w->soon && vk_async_pending(c->async) == 1) {
-        loop_call *cb = (loop_call *)w->cb;
-        conn_enter(c);
-        vk_async_handle_io(cb->io, VK_EV_WRITE);
-        /* Still wanted: the socket is full; let the loop say when. */
-        if (c->w && (c->w->wanted & VK_EV_WRITE))
-            sync_watch(c, c->w, false);
-        conn_leave(c);
-    } else {
-        sync_watch(c, w, true);
+    conn_enter(c);
+    while (c->deferred != NULL) {
+        watch_slot *w = c->deferred;
+        c->deferred = w->deferred_next;
+        w->deferred = false;
+        if (!(w->wanted & VK_EV_WRITE))
+            continue;
+        if (!w->soon && c->deferred == NULL && vk_async_pending(c->async) == 1) {
+            /* Handling the write may release this slot (a failed socket). */
+            loop_call *cb = (loop_call *)w->cb;
+            Py_INCREF(cb);
+            vk_async_handle_io(cb->io, VK_EV_WRITE);
+            /* Still wanted: the socket is full; let the loop say when. */
+            if (cb->w != NULL && (cb->w->wanted & VK_EV_WRITE))
+                sync_watch(c, cb->w, false);
+            Py_DECREF(cb);
+        } else {
+            sync_watch(c, w, true);
+        }
     }
+    conn_leave(c);
     PyErr_Clear();
     PyErr_Restore(et, ev, tb);
 }
@@ -399,7 +411,6 @@ typedef struct aop {
     conn *c;
     uint64_t id;
     int kind;
-    bool own_conn;   /* c is this operation's alone (a blocking command) */
 } aop;
 
 /* Resolves `future` (if no one cancelled it) with result, or with the
@@ -471,8 +482,6 @@ static void on_complete(void *userdata, vk_status status, vk_reply *reply)
         result = convert(op->kind, reply);
     vk_reply_free(reply);
     resolve(op->future, result);
-    if (op->own_conn)
-        conn_release(op->c);
     Py_DECREF(op->future);
     Py_DECREF(op->pending);
     PyMem_Free(op);
@@ -555,7 +564,7 @@ static PyObject *new_future(vkpy_aclient *self)
 }
 
 /* A new operation for future on c; the caller fills id. */
-static aop *new_op(vkpy_aclient *self, PyObject *future, conn *c, int kind, bool own_conn)
+static aop *new_op(vkpy_aclient *self, PyObject *future, conn *c, int kind)
 {
     aop *op = PyMem_Malloc(sizeof *op);
     if (op == NULL) {
@@ -569,7 +578,6 @@ static aop *new_op(vkpy_aclient *self, PyObject *future, conn *c, int kind, bool
     op->c = c;
     op->id = 0;
     op->kind = kind;
-    op->own_conn = own_conn;
     return op;
 }
 
@@ -592,8 +600,7 @@ static int track(vkpy_aclient *self, PyObject *future, aop *op)
 
 /* A submission the client refused (status st, detail set): the error is
  * raised, and the operation, its future and its tracking are undone. */
-static PyObject *refused(vkpy_aclient *self, vk_status st, PyObject *future, aop *op,
-                         conn *c, int own)
+static PyObject *refused(vkpy_aclient *self, vk_status st, PyObject *future, aop *op)
 {
     vkpy_raise(st);
     PyObject *type, *value, *tb;
@@ -602,13 +609,12 @@ static PyObject *refused(vkpy_aclient *self, vk_status st, PyObject *future, aop
         PyErr_Clear();
     drop_op(op);
     Py_DECREF(future);
-    if (own)
-        conn_release(c);
     PyErr_Restore(type, value, tb);
     return NULL;
 }
 
-/* Queues the command in `a` (released here); its future, or NULL. */
+/* Queues the command in `a` (released here); its future, or NULL. A
+ * blocking command gets a connection of its own from the core. */
 static PyObject *submit(vkpy_aclient *self, vkpy_argv *a, int kind)
 {
     conn *c = shared_conn(self);
@@ -616,20 +622,13 @@ static PyObject *submit(vkpy_aclient *self, vkpy_argv *a, int kind)
         vkpy_argv_release(a);
         return NULL;
     }
-    bool own = vk_command_is_blocking(a->argc, a->argv, a->lens) != 0;
-    if (own && (c = conn_new(self->loop, self->cfg)) == NULL) {
-        vkpy_argv_release(a);
-        return NULL;
-    }
     PyObject *future = new_future(self);
-    aop *op = future ? new_op(self, future, c, kind, own) : NULL;
+    aop *op = future ? new_op(self, future, c, kind) : NULL;
     if (op == NULL || track(self, future, op) < 0) {
         if (op)
             drop_op(op);
         Py_XDECREF(future);
         vkpy_argv_release(a);
-        if (own)
-            conn_release(c);
         return NULL;
     }
     begin_submit(c);
@@ -637,7 +636,7 @@ static PyObject *submit(vkpy_aclient *self, vkpy_argv *a, int kind)
     end_submit(c);
     vkpy_argv_release(a);
     if (st != VK_OK)
-        return refused(self, st, future, op, c, own);
+        return refused(self, st, future, op);
     return future;
 }
 
@@ -654,23 +653,6 @@ static PyObject *submit_args(vkpy_aclient *self, const char *prefix, PyObject *c
 
 static void aclient_close_all(vkpy_aclient *self)
 {
-    /* Blocking commands on connections of their own end with the client. */
-    if (self->pending && PyDict_GET_SIZE(self->pending) > 0) {
-        PyObject *values = PyDict_Values(self->pending);
-        Py_ssize_t n = values ? PyList_GET_SIZE(values) : 0;
-        conn **own = n > 0 ? PyMem_Calloc((size_t)n, sizeof *own) : NULL;
-        Py_ssize_t k = 0;
-        for (Py_ssize_t i = 0; own && i < n; i++) {
-            aop *op = PyLong_AsVoidPtr(PyList_GET_ITEM(values, i));
-            if (op && op->own_conn)
-                own[k++] = op->c;
-        }
-        Py_XDECREF(values);
-        for (Py_ssize_t i = 0; i < k; i++)
-            conn_destroy(own[i]);
-        PyMem_Free(own);
-        PyErr_Clear();
-    }
     conn *c = self->shared;
     self->shared = NULL;
     conn_release(c);
@@ -906,8 +888,8 @@ static PyObject *py_async_cancel(PyObject *module, PyObject *const *args, Py_ssi
         return NULL;
     conn *c = op->c;
     uint64_t id = op->id;
-    /* The completion runs inside; a connection of its own is closed once
-     * the cancel has returned. */
+    /* The completion runs inside; the connection is freed, if that was its
+     * last use, once the cancel has returned. */
     conn_enter(c);
     vk_async_cancel(c->async, id);
     conn_leave(c);
@@ -916,16 +898,14 @@ static PyObject *py_async_cancel(PyObject *module, PyObject *const *args, Py_ssi
 
 /* ---- AsyncPipelineCore ------------------------------------------------------- */
 
-/* A pipeline queues on the shared connection. One with a blocking command
- * in it runs on a connection of its own, as that command alone would: its
- * commands are kept (args) to be queued again there. */
+/* A pipeline queues on the shared connection (one holding a blocking
+ * command gets a connection of its own from the core, as that command
+ * alone would). */
 typedef struct vkpy_apipeline {
     PyObject_HEAD
     vk_pipeline *pipeline;
     conn *c;
     vkpy_aclient *owner;
-    PyObject *args;     /* list: the argument tuple of each queued command */
-    bool blocking;      /* a blocking command is queued */
 } vkpy_apipeline;
 
 static PyObject *apipeline_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -945,11 +925,6 @@ static PyObject *apipeline_new(PyTypeObject *type, PyObject *args, PyObject *kwa
         vk_pipeline_free(pipeline);
         return NULL;
     }
-    if (!(self->args = PyList_New(0))) {
-        vk_pipeline_free(pipeline);
-        Py_DECREF(self);
-        return NULL;
-    }
     self->pipeline = pipeline;
     self->c = c;
     c->refs++;
@@ -965,7 +940,6 @@ static void apipeline_dealloc(vkpy_apipeline *self)
     conn_release(self->c);
     self->c = NULL;
     Py_CLEAR(self->owner);
-    Py_CLEAR(self->args);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -977,62 +951,11 @@ static PyObject *apipeline_execute(vkpy_apipeline *self, PyObject *const *args, 
         return NULL;
     }
     vk_status st = vk_pipeline_append(self->pipeline, a.argc, a.argv, a.lens);
-    bool blocking = st == VK_OK && vk_command_is_blocking(a.argc, a.argv, a.lens);
     vkpy_argv_release(&a);
     if (st != VK_OK)
         return vkpy_raise(st);
-    PyObject *tuple = PyTuple_New(nargs);
-    if (tuple == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        Py_INCREF(args[i]);
-        PyTuple_SET_ITEM(tuple, i, args[i]);
-    }
-    int rc = PyList_Append(self->args, tuple);
-    Py_DECREF(tuple);
-    if (rc < 0)
-        return NULL;
-    self->blocking = self->blocking || blocking;
     Py_INCREF(self);
     return (PyObject *)self;
-}
-
-/* The queued commands on a new connection of their own (*c, *pipeline),
- * the shared pipeline emptied. 0, or -1 with an exception. */
-static int own_pipeline(vkpy_apipeline *self, conn **c, vk_pipeline **pipeline)
-{
-    conn *own = conn_new(self->owner->loop, self->owner->cfg);
-    if (own == NULL)
-        return -1;
-    vk_pipeline *p = NULL;
-    vk_status st = vk_async_pipeline_new(&p, own->async);
-    for (Py_ssize_t i = 0; st == VK_OK && i < PyList_GET_SIZE(self->args); i++) {
-        PyObject *tuple = PyList_GET_ITEM(self->args, i);
-        vkpy_argv a;
-        if (vkpy_argv_fill(&a, NULL, &PyTuple_GET_ITEM(tuple, 0), PyTuple_GET_SIZE(tuple)) < 0) {
-            vkpy_argv_release(&a);
-            vk_pipeline_free(p);
-            conn_release(own);
-            return -1;
-        }
-        st = vk_pipeline_append(p, a.argc, a.argv, a.lens);
-        vkpy_argv_release(&a);
-    }
-    /* Emptied as a run empties it: a fresh one on the shared connection. */
-    vk_pipeline *fresh = NULL;
-    if (st == VK_OK)
-        st = vk_async_pipeline_new(&fresh, self->c->async);
-    if (st != VK_OK) {
-        vkpy_raise(st);
-        vk_pipeline_free(p);
-        conn_release(own);
-        return -1;
-    }
-    vk_pipeline_free(self->pipeline);
-    self->pipeline = fresh;
-    *c = own;
-    *pipeline = p;
-    return 0;
 }
 
 static PyObject *apipeline_run(vkpy_apipeline *self, PyObject *unused)
@@ -1056,33 +979,18 @@ static PyObject *apipeline_run(vkpy_apipeline *self, PyObject *unused)
         return future;
     }
     conn *c = self->c;
-    vk_pipeline *pipeline = self->pipeline;
-    bool own = self->blocking;
-    if (own && own_pipeline(self, &c, &pipeline) < 0) {
-        Py_DECREF(future);
-        return NULL;
-    }
-    if (PyList_SetSlice(self->args, 0, PyList_GET_SIZE(self->args), NULL) < 0)
-        PyErr_Clear();
-    self->blocking = false;
-    aop *op = new_op(owner, future, c, OP_PIPELINE, own);
+    aop *op = new_op(owner, future, c, OP_PIPELINE);
     if (op == NULL || track(owner, future, op) < 0) {
         if (op)
             drop_op(op);
         Py_DECREF(future);
-        if (own) {
-            vk_pipeline_free(pipeline);
-            conn_release(c);
-        }
         return NULL;
     }
     begin_submit(c);
-    vk_status st = vk_async_pipeline_exec(pipeline, on_complete, op, &op->id);
+    vk_status st = vk_async_pipeline_exec(self->pipeline, on_complete, op, &op->id);
     end_submit(c);
-    if (own)
-        vk_pipeline_free(pipeline);   /* exec took its commands */
     if (st != VK_OK)
-        return refused(owner, st, future, op, c, own);
+        return refused(owner, st, future, op);
     return future;
 }
 

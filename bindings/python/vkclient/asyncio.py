@@ -15,10 +15,11 @@ replies are converted in C, as in the blocking client).
                 await client.execute("INCR", "n")
 
 A client is bound to the event loop it is first used on; a call from
-another loop (or thread) raises InvalidArgumentError. Standalone and
-Sentinel configs are served (the master is found and followed on the
-loop); a Cluster config raises InvalidConfigError at construction, with the
-core's text.
+another loop (or thread) raises InvalidArgumentError. Every topology is
+served on the loop: standalone, Sentinel (the master is found and
+followed) and Cluster (the slot map is loaded and followed, one
+multiplexed connection per master; MOVED, ASK and TRYAGAIN are handled as
+by the blocking client, and a pipeline is split by node).
 """
 
 import asyncio as _asyncio
@@ -98,15 +99,19 @@ class Client(_native.AsyncClientCore):
 
     def status(self):
         """A Status snapshot (no probe), as vkclient.Client.status(): whether
-        connected, the GCP IAM token refresh state, the mode ("standalone" or
-        "sentinel"), the node (in Sentinel mode the master followed now,
-        None until one was found) and the master switches followed. Before
-        the first call, the configured node and nothing else."""
+        connected, the GCP IAM token refresh state, the mode ("standalone",
+        "sentinel" or "cluster"), the node (in Sentinel mode the master
+        followed now, None until one was found; None in Cluster mode), the
+        master switches followed, and in Cluster mode the masters of the
+        slot map with their slots and the maps and redirects counted.
+        Before the first call, the configured node and nothing else."""
         snapshot = self._snapshot()
         if snapshot is not None:
             return _status_of(snapshot)
         if self.config.sentinel is not None:
             return Status(False, None, None, False, "sentinel", None)
+        if self.config.cluster is not None:
+            return Status(False, None, None, False, "cluster", None)
         return Status(False, None, None, False, "standalone", _standalone_address(self.config))
 
     def last_refresh_error(self):

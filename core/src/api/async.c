@@ -767,11 +767,10 @@ VK_API vk_status vk_async_snapshot(vk_snapshot **out, vk_async *client)
 
 VK_API int vk_async_is_connected(const vk_async *client)
 {
-    return client != NULL && client->d.engine != NULL && vk__engine_ready(client->d.engine);
+    return client != NULL && vk__driven_connected(&client->d);
 }
 
 VK_API size_t vk_async_pending(const vk_async *client)
 {
-    return client != NULL && client->d.engine != NULL ? vk__engine_pending(client->d.engine)
-                                                      : 0;
+    return client != NULL ? vk__driven_pending(&client->d) : 0;
 }

@@ -51,12 +51,9 @@ void vk__driven_tick(vk_driven *d, vk_driven_conn *node, int64_t now_ms)
 
 /* ---- Sentinel: the master, found before each dial and followed ------------------- */
 
-/* A probe to the sentinel at ep (sentinel_seek.h): the driver's record,
- * with an engine of its own. */
-static vk_status seek_probe_open(void *userdata, const vk_endpoint *ep, const vk_config *cfg,
-                                 vk_credentials *credentials, vk_engine **out)
+vk_status vk__driven_conn_open(vk_driven *d, const vk_endpoint *ep, const vk_config *cfg,
+                               vk_credentials *credentials, vk_driven_conn **out)
 {
-    vk_driven *d = userdata;
     vk_engine_driver driver;
     vk_driven_conn *c = d->conn_new(d, &driver);
     if (c == NULL)
@@ -69,8 +66,19 @@ static vk_status seek_probe_open(void *userdata, const vk_endpoint *ep, const vk
     }
     c->next = d->probes;
     d->probes = c;
-    *out = c->engine;
+    *out = c;
     return VK_OK;
+}
+
+/* A probe to the sentinel at ep (sentinel_seek.h). */
+static vk_status seek_probe_open(void *userdata, const vk_endpoint *ep, const vk_config *cfg,
+                                 vk_credentials *credentials, vk_engine **out)
+{
+    vk_driven_conn *c;
+    vk_status st = vk__driven_conn_open(userdata, ep, cfg, credentials, &c);
+    if (st == VK_OK)
+        *out = c->engine;
+    return st;
 }
 
 void vk__driven_probe_close(vk_driven *d, vk_engine *probe)
@@ -90,10 +98,12 @@ void vk__driven_probe_close(vk_driven *d, vk_engine *probe)
 
 void vk__driven_free_closed(vk_driven *d)
 {
+    /* Lanes and the nodes' engines (Cluster mode) are freed the same way. */
     while (d->closed != NULL) {
         vk_driven_conn *c = d->closed;
         d->closed = c->next;
-        vk__engine_free(c->engine, "the sentinel probe closed");
+        /* What is still pending on it (the client is going) is cancelled. */
+        vk__engine_free(c->engine, d->closing ? "client closed" : "connection closed");
         d->conn_free(c);
     }
 }
@@ -243,24 +253,79 @@ void vk__driven_check_master(vk_driven *d)
         vk__seek_start(d->seek);
 }
 
+/* ---- Cluster: the router's driver ------------------------------------------------- */
+
+static vk_status router_node_open(void *userdata, const vk_endpoint *ep, vk_engine **out)
+{
+    vk_driven *d = userdata;
+    return seek_probe_open(d, ep, vk__client_config(d->core), &d->core->credentials, out);
+}
+
+static void router_node_close(void *userdata, vk_engine *node)
+{
+    vk__driven_probe_close(userdata, node);
+}
+
+static vk_status router_lane_take(void *userdata, const vk_endpoint *ep, vk_engine **out)
+{
+    return vk__driven_lane_take(userdata, ep, out);
+}
+
+static void router_lane_give_back(void *userdata, vk_engine *lane, bool keep)
+{
+    vk__driven_lane_give_back(userdata, lane, keep);
+}
+
+static vk_status router_after(void *userdata, int64_t at_ms, vk_async_fn fn, void *op_userdata,
+                              uint64_t *id)
+{
+    vk_driven *d = userdata;
+    return vk__engine_after(d->engine, at_ms, fn, op_userdata, vk__now_ms(), id);
+}
+
+static void router_cancel_after(void *userdata, uint64_t id)
+{
+    vk_driven *d = userdata;
+    vk__engine_cancel(d->engine, id, vk__now_ms());
+}
+
+static vk_status start_routing(vk_driven *d)
+{
+    const vk_router_driver driver = {
+        .userdata = d,
+        .node_open = router_node_open,
+        .node_close = router_node_close,
+        .lane_take = router_lane_take,
+        .lane_give_back = router_lane_give_back,
+        .after = router_after,
+        .cancel_after = router_cancel_after,
+        .complete = vk__driven_complete,
+        .now_ms = seek_now_ms,
+    };
+    const vk_config *cfg = vk__client_config(d->core);
+    snprintf(d->peer, sizeof d->peer, "%s", cfg->cluster_addresses.items[0]);
+    vk__engine_set_peer(d->engine, d->peer);
+    return vk__router_new(&d->router, cfg, d->core->events, d->core->tls != NULL, &driver);
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
 vk_status vk__driven_init(vk_driven *d, const vk_config *cfg, const vk_engine_driver *driver)
 {
     d->owner = pthread_self();
     vk_status st = vk__client_new_detached(
-        &d->core, cfg, VK_TOPO_STANDALONE | VK_TOPO_SENTINEL,
-        "the event-loop client serves the standalone and Sentinel topologies (Cluster is "
-        "not supported by it yet)");
+        &d->core, cfg, VK_TOPO_STANDALONE | VK_TOPO_SENTINEL | VK_TOPO_CLUSTER, NULL);
     if (st != VK_OK)
         return st;
     d->endpoint = d->core->endpoint;
-    d->has_endpoint = d->core->sentinel == NULL;
+    d->has_endpoint = d->core->sentinel == NULL && d->core->cluster == NULL;
     vk__format_endpoint(d->peer, sizeof d->peer, &d->endpoint);
     st = vk__engine_new(&d->engine, vk__client_config(d->core), &d->core->credentials, d->peer,
                         driver);
     if (st == VK_OK && d->core->sentinel != NULL)
         st = start_seeking(d);
+    if (st == VK_OK && d->core->cluster != NULL)
+        st = start_routing(d);
     if (st != VK_OK) {
         char *cause = vk__error_dup();
         vk__engine_free(d->engine, "client closed");
@@ -302,9 +367,14 @@ void vk__driven_destroy(vk_driven *d)
     d->depth++;   /* completions that call back in are refused, not re-entered */
     vk__seek_free(d->seek);
     d->seek = NULL;
+    /* The router's operations complete first; its nodes' engines, freed
+     * next, give it their cancelled requests back. */
+    vk__router_close(d->router, "client closed");
     while (d->probes != NULL)
         vk__driven_probe_close(d, d->probes->engine);
     vk__driven_free_closed(d);
+    vk__router_free(d->router);
+    d->router = NULL;
     vk__engine_free(d->engine, "client closed");
     d->engine = NULL;
     vk_client_free(d->core);
@@ -355,6 +425,22 @@ void vk__driven_free(vk_driven *d, const char *function)
     vk__driven_destroy(d);
 }
 
+/* Standalone and Sentinel: a command waiting on the server goes on a lane
+ * (driven_lane.c), the others on the shared connection. */
+static vk_status submit_command(vk_driven *d, int argc, const char *const *argv,
+                                const size_t *argvlen, vk_async_fn fn, void *userdata,
+                                uint64_t *id)
+{
+    vk_command cmd;
+    vk_status st = vk__command_accept(&cmd, argc, argv, argvlen);
+    if (st != VK_OK)
+        return st;
+    if (VK_UNLIKELY(cmd.flags & VK_COMMAND_BLOCKING) &&
+        vk__driven_lane_command(d, &cmd, fn, userdata, id, &st))
+        return st;
+    return vk__engine_command(d->engine, &cmd, fn, userdata, vk__now_ms(), id);
+}
+
 vk_status vk__driven_command(vk_driven *d, const char *function, int argc,
                              const char *const *argv, const size_t *argvlen, vk_async_fn fn,
                              void *userdata, uint64_t *id)
@@ -366,7 +452,10 @@ vk_status vk__driven_command(vk_driven *d, const char *function, int argc,
         return st;
     uint64_t op_id = 0;
     vk__driven_enter(d);
-    st = vk__engine_submit(d->engine, argc, argv, argvlen, fn, userdata, vk__now_ms(), &op_id);
+    if (d->router != NULL)
+        st = vk__router_command(d->router, argc, argv, argvlen, fn, userdata, &op_id);
+    else
+        st = submit_command(d, argc, argv, argvlen, fn, userdata, &op_id);
     if (!vk__driven_leave(d) && st == VK_OK && id != NULL)
         *id = op_id;
     return st;
@@ -385,18 +474,28 @@ vk_status vk__driven_pipeline_new(vk_driven *d, const char *function, vk_pipelin
 
 /* A pipeline's commands as one operation, after its refusals (those of
  * vk_pipeline_exec); the pipeline empties. An empty one completes (empty
- * array) before this returns. */
-static vk_status submit_pipeline(vk_engine *e, vk_pipeline *pipeline, vk_async_fn fn,
-                                 void *op_userdata, int64_t now_ms, uint64_t *id)
+ * array) before this returns. Cluster mode: the router splits it. */
+static vk_status submit_pipeline(vk_driven *d, vk_pipeline *pipeline, vk_async_fn fn,
+                                 void *op_userdata, uint64_t *id)
 {
-    vk_pipeline_batch batch;
-    vk_status st = vk__pipeline_take(pipeline, &batch);
-    if (st != VK_OK)
-        return st;
-    if (batch.count > 0) {
-        st = vk__engine_pipeline(e, &batch, fn, op_userdata, now_ms, id);
-        vk__pipeline_batch_free(&batch);
-        return st;
+    vk_status st;
+    if (d->router != NULL) {
+        vk_pipeline_commands cmds;
+        if ((st = vk__pipeline_take_commands(pipeline, &cmds)) != VK_OK)
+            return st;
+        if (cmds.count > 0)
+            return vk__router_pipeline(d->router, &cmds, fn, op_userdata, id);
+    } else {
+        vk_pipeline_batch batch;
+        if ((st = vk__pipeline_take(pipeline, &batch)) != VK_OK)
+            return st;
+        if (batch.count > 0) {
+            if (!(batch.flags & VK_COMMAND_BLOCKING) ||
+                !vk__driven_lane_pipeline(d, &batch, fn, op_userdata, id, &st))
+                st = vk__engine_pipeline(d->engine, &batch, fn, op_userdata, vk__now_ms(), id);
+            vk__pipeline_batch_free(&batch);
+            return st;
+        }
     }
     /* Nothing to send: the empty array completes at once. */
     redisReply *array = vk__array_reply_new(0);
@@ -425,7 +524,7 @@ vk_status vk__driven_pipeline_exec(vk_driven_kind kind, const char *function,
         return st;
     uint64_t op_id = 0;
     vk__driven_enter(d);
-    st = submit_pipeline(d->engine, pipeline, fn, userdata, vk__now_ms(), &op_id);
+    st = submit_pipeline(d, pipeline, fn, userdata, &op_id);
     if (!vk__driven_leave(d) && st == VK_OK && id != NULL)
         *id = op_id;
     return st;
@@ -453,9 +552,29 @@ vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id)
     if (st != VK_OK)
         return st;
     vk__driven_enter(d);
-    st = vk__engine_cancel(d->engine, id, vk__now_ms());
+    if (d->router != NULL && vk__router_owns_id(id))
+        st = vk__router_cancel(d->router, id);
+    else if (id & VK_LANE_ID_BIT)
+        st = vk__driven_lane_cancel(d, id);
+    else
+        st = vk__engine_cancel(d->engine, id, vk__now_ms());
     vk__driven_leave(d);
     return st;
+}
+
+size_t vk__driven_pending(const vk_driven *d)
+{
+    if (d == NULL || d->engine == NULL)
+        return 0;
+    return vk__engine_pending(d->engine) + vk__driven_lane_pending(d) +
+           (d->router != NULL ? vk__router_pending(d->router) : 0);
+}
+
+bool vk__driven_connected(const vk_driven *d)
+{
+    if (d == NULL || d->engine == NULL)
+        return false;
+    return d->router != NULL ? vk__router_connected(d->router) : vk__engine_ready(d->engine);
 }
 
 void vk__driven_complete(void *userdata, vk_async_fn fn, void *op_userdata, vk_status st,

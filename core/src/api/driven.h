@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "api/pipeline.h"
 #include "topology/sentinel_seek.h"
+#include "topology/cluster_router.h"
 
 #include <pthread.h>
 
@@ -22,6 +23,7 @@ typedef enum vk_driven_kind {
 } vk_driven_kind;
 
 typedef struct vk_driven vk_driven;
+typedef struct vk_lane_op vk_lane_op;
 
 /* What the drivers' connection records (async.c's vk_async_conn, hosted.c's
  * hosted_conn) have in common, as their first member: the node's
@@ -35,6 +37,10 @@ struct vk_driven_conn {
     vk_endpoint endpoint;
     char peer[300];           /* the endpoint, for messages */
     int64_t wake_at_ms;       /* its engine's wake-up; VK_ENGINE_NEVER: none */
+    /* A lane (driven_lane.c): a connection for one blocking operation at a
+     * time; idle: kept for the next one. */
+    bool lane;
+    bool lane_idle;
     /* A subscription's messages go to push(push_userdata, message). */
     void (*push)(void *push_userdata, redisReply *message);
     void *push_userdata;
@@ -63,6 +69,13 @@ struct vk_driven {
      * (vk__driven_check_master); NULL otherwise. */
     vk_seek *seek;
     bool seek_locates;        /* the walk running is for a dial */
+    /* Cluster mode: the router, over one engine per node (its records are
+     * among the probes); d->engine only keeps the client's timers. NULL
+     * otherwise. */
+    vk_router *router;
+    /* Blocking operations on lanes of their own (driven_lane.c). */
+    vk_lane_op *lane_ops;
+    uint64_t next_lane_id;
     /* A switch the subscription heard of: the next dial goes there. */
     bool has_announced;
     vk_endpoint announced;
@@ -74,7 +87,8 @@ struct vk_driven {
      * and core are gone). */
     void (*release)(vk_driven *d);
     /* Sentinel mode: the probes' connections (vk__driven_probe_*), and
-     * those closed, freed by vk__driven_free_closed. */
+     * those closed, freed by vk__driven_free_closed; Cluster mode: the
+     * nodes'. */
     vk_driven_conn *probes;
     vk_driven_conn *closed;
     /* Set by the driver: a new record of its own for a probe (NULL: out of
@@ -94,6 +108,11 @@ struct vk_driven {
 /* A connection record's common part: its client, endpoint (NULL: none
  * yet), no wake-up. */
 void vk__driven_conn_init(vk_driven_conn *c, vk_driven *d, const vk_endpoint *ep, bool is_node);
+/* A new connection record of the driver's (conn_new) to ep, with an engine
+ * of its own for cfg and credentials, among the probes (closed with
+ * vk__driven_probe_close). */
+vk_status vk__driven_conn_open(vk_driven *d, const vk_endpoint *ep, const vk_config *cfg,
+                               vk_credentials *credentials, vk_driven_conn **out);
 /* The node's vk_engine_driver.check_master, for a vk_driven_conn userdata
  * (vk__driven_check_master). */
 void vk__driven_conn_check_master(void *userdata);
@@ -111,9 +130,33 @@ void vk__driven_probe_close(vk_driven *d, vk_engine *probe);
 /* Frees the closed probes; once no call into their engines runs. */
 void vk__driven_free_closed(vk_driven *d);
 
+/* ---- driven_lane.c: blocking operations on connections of their own ------ */
+
+/* The ids of operations on lanes have this bit (the engine's and the
+ * router's have others). */
+#define VK_LANE_ID_BIT (UINT64_C(1) << 62)
+/* An engine of its own for one blocking operation to the node at ep: an
+ * idle lane kept from before, or a new one (dialled when used). */
+vk_status vk__driven_lane_take(vk_driven *d, const vk_endpoint *ep, vk_engine **out);
+/* The operation on the lane ended: the lane is kept for the next one when
+ * `keep` (it completed, the connection is ready and few are kept), else
+ * closed, which ends a wait on the server. */
+void vk__driven_lane_give_back(vk_driven *d, vk_engine *lane, bool keep);
+/* A blocking command (standalone and Sentinel) on a lane, when the node is
+ * known (false: it goes on the shared connection). Its id has
+ * VK_LANE_ID_BIT. */
+bool vk__driven_lane_command(vk_driven *d, const vk_command *cmd, vk_async_fn fn,
+                             void *userdata, uint64_t *id, vk_status *st);
+/* The same for a pipeline's batch holding a blocking command (taken over
+ * when true). */
+bool vk__driven_lane_pipeline(vk_driven *d, vk_pipeline_batch *batch, vk_async_fn fn,
+                              void *userdata, uint64_t *id, vk_status *st);
+vk_status vk__driven_lane_cancel(vk_driven *d, uint64_t id);
+size_t vk__driven_lane_pending(const vk_driven *d);
+
 /* Prepares d (kind, release, conn_new, conn_closed, conn_free and located
- * set by the caller) for cfg, standalone or Sentinel; the engine talks to
- * driver. */
+ * set by the caller) for cfg, standalone, Sentinel or Cluster; the engine
+ * talks to driver. */
 vk_status vk__driven_init(vk_driven *d, const vk_config *cfg, const vk_engine_driver *driver);
 /* Cancels every operation ("client closed"), frees the engine and the
  * core, then d->release(d). */
@@ -164,6 +207,11 @@ vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id);
  * (VK_ERR_CANCELLED when cancelled or the client is freed first). */
 vk_status vk__driven_after(vk_driven *d, const char *function, int64_t delay_ms,
                            vk_async_fn fn, void *userdata, uint64_t *id);
+/* Operations not complete (vk_X_pending). */
+size_t vk__driven_pending(const vk_driven *d);
+/* Connected (vk_X_is_connected): the node's connection is ready; Cluster
+ * mode: a slot map is in service. */
+bool vk__driven_connected(const vk_driven *d);
 /* A status snapshot (vk_snapshot): connected, the mode, the node (the
  * master last found), the switches followed and the token refresh state. */
 vk_status vk__driven_snapshot(vk_snapshot **out, vk_driven *d, const char *function);

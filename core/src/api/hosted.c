@@ -386,11 +386,10 @@ VK_API vk_status vk_hosted_snapshot(vk_snapshot **out, vk_hosted *client)
 
 VK_API int vk_hosted_is_connected(const vk_hosted *client)
 {
-    return client != NULL && client->d.engine != NULL && vk__engine_ready(client->d.engine);
+    return client != NULL && vk__driven_connected(&client->d);
 }
 
 VK_API size_t vk_hosted_pending(const vk_hosted *client)
 {
-    return client != NULL && client->d.engine != NULL ? vk__engine_pending(client->d.engine)
-                                                      : 0;
+    return client != NULL ? vk__driven_pending(&client->d) : 0;
 }

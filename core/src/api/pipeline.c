@@ -42,6 +42,8 @@ struct vk_pipeline {
     size_t count, count_cap;
     const char *refusal;   /* an append was refused: exec refuses, with this text */
     bool in_multi;         /* a MULTI waits for its EXEC or DISCARD */
+    unsigned flags;        /* VK_COMMAND_BLOCKING: a command waits on the server, */
+    int64_t block_ms;      /* for this long together (0: without limit) */
     void *owner;           /* an event-loop client's: vk_pipeline_exec refuses it */
     size_t *ends;          /* per transaction: the index of its EXEC or DISCARD */
     size_t ends_len, ends_cap;
@@ -207,8 +209,10 @@ VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char 
         return st;
     if (pipeline->formatted) {
         st = append_formatted(pipeline, argc, argv, argvlen, request);
-        if (st == VK_OK)
+        if (st == VK_OK) {
             record_state(pipeline, cmd.effect);
+            vk__batch_add_wait(&pipeline->flags, &pipeline->block_ms, &cmd);
+        }
         return st;
     }
     if (!reserve(pipeline, argc, total))
@@ -226,6 +230,7 @@ VK_API vk_status vk_pipeline_append(vk_pipeline *pipeline, int argc, const char 
     cmd.argv = NULL;
     cmd.argvlen = NULL;
     pipeline->commands[pipeline->count++] = cmd;
+    vk__batch_add_wait(&pipeline->flags, &pipeline->block_ms, &cmd);
     return VK_OK;
 }
 
@@ -248,6 +253,8 @@ static void reset(vk_pipeline *p)
     p->refusal = NULL;
     p->in_multi = false;
     p->ends_len = 0;
+    p->flags = 0;
+    p->block_ms = 0;
 }
 
 /* Writes the commands on one connection and reads every reply in order. */
@@ -292,17 +299,14 @@ static vk_status take_conn(vk_client *c, vk_pool **pool, vk_conn **conn, vk_cont
     }
 }
 
-/* Cluster mode: the topology splits the commands by node and puts each
- * reply back at its command's place in array. */
-static vk_status exec_cluster(vk_pipeline *p, redisReply *array, vk_context *ctx)
+/* Cluster mode: points each command's argv and argvlen at its arguments
+ * in the arena, which no longer moves; the pointers' array is returned
+ * (NULL: out of memory). */
+static const char **point_args(vk_pipeline *p)
 {
-    vk_status st = vk__client_ensure_connected(p->client, ctx);
-    if (st != VK_OK)
-        return st;
-    /* Per command: where its arguments and their lengths start. */
     const char **args = malloc(p->args_len * sizeof *args);
     if (args == NULL)
-        return vk__fail_nomem();
+        return NULL;
     size_t arg = 0;
     for (size_t i = 0; i < p->count; i++) {
         vk_command *cmd = &p->commands[i];
@@ -311,6 +315,19 @@ static vk_status exec_cluster(vk_pipeline *p, redisReply *array, vk_context *ctx
         for (int j = 0; j < cmd->argc; j++, arg++)
             args[arg] = p->bytes + p->arg_offset[arg];
     }
+    return args;
+}
+
+/* Cluster mode: the topology splits the commands by node and puts each
+ * reply back at its command's place in array. */
+static vk_status exec_cluster(vk_pipeline *p, redisReply *array, vk_context *ctx)
+{
+    vk_status st = vk__client_ensure_connected(p->client, ctx);
+    if (st != VK_OK)
+        return st;
+    const char **args = point_args(p);
+    if (args == NULL)
+        return vk__fail_nomem();
     st = vk__cluster_pipeline(p->client->cluster, p->count, p->commands, array->element, ctx);
     free((void *)args);
     return st;
@@ -325,6 +342,33 @@ static vk_status check_refusals(vk_pipeline *p)
     const char *reason = p->refusal != NULL ? p->refusal : multi_open;
     reset(p);
     return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
+}
+
+bool vk__pipeline_is_split(const vk_pipeline *p)
+{
+    return !p->formatted;
+}
+
+vk_status vk__pipeline_take_commands(vk_pipeline *p, vk_pipeline_commands *out)
+{
+    memset(out, 0, sizeof *out);
+    vk_status st = check_refusals(p);
+    if (st != VK_OK || p->count == 0)
+        return st;
+    const char **args = point_args(p);
+    if (args == NULL)
+        return vk__fail_nomem();
+    /* The arena changes hands: the pipeline starts new ones. */
+    *out = (vk_pipeline_commands){.commands = p->commands, .count = p->count,
+                                  .bytes = p->bytes, .arg_len = p->arg_len, .args = args};
+    p->commands = NULL;
+    p->count_cap = 0;
+    p->bytes = NULL;
+    p->bytes_cap = 0;
+    p->arg_len = NULL;
+    p->lens_cap = 0;
+    reset(p);
+    return VK_OK;
 }
 
 vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch)
@@ -346,6 +390,8 @@ vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch)
     batch->requests = p->requests;
     batch->len = p->requests_len;
     batch->count = p->count;
+    batch->flags = p->flags;
+    batch->block_ms = p->block_ms;
     p->requests = NULL;
     p->requests_cap = 0;
     reset(p);

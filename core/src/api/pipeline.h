@@ -1,6 +1,7 @@
 /*
  * What the engine's drivers need of a pipeline (pipeline.c): its commands
- * taken out as one encoded batch (batch.h).
+ * taken out as one encoded batch, or in cluster mode as arguments for the
+ * router (batch.h).
  */
 #ifndef VK_PIPELINE_H
 #define VK_PIPELINE_H
@@ -15,5 +16,11 @@ void *vk__pipeline_owner(const vk_pipeline *p);
 /* The pipeline's refusals, as vk_pipeline_exec() gives them; then its
  * commands move into batch (count 0: nothing to send). */
 vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch);
+
+/* Cluster mode: the commands are kept as arguments, for the router. */
+bool vk__pipeline_is_split(const vk_pipeline *p);
+/* As vk__pipeline_take, for a split pipeline: its refusals, then its
+ * commands with their bytes (count 0: nothing to send). */
+vk_status vk__pipeline_take_commands(vk_pipeline *p, vk_pipeline_commands *out);
 
 #endif /* VK_PIPELINE_H */

@@ -94,11 +94,15 @@ vk_status vk__driven_snapshot(vk_snapshot **out, vk_driven *d, const char *funct
     vk_snapshot *s = calloc(1, sizeof *s);
     if (s == NULL)
         return vk__fail_nomem();
-    s->connected = vk__engine_ready(d->engine);
+    s->connected = vk__driven_connected(d);
     s->mode = mode_of(d->core);
     s->master_switches = atomic_load(&d->core->master_switches);
     if (d->has_endpoint)
         vk__format_endpoint(s->master_address, sizeof s->master_address, &d->endpoint);
+    if (d->router != NULL && (st = vk__router_stats(d->router, &s->cluster)) != VK_OK) {
+        free(s);
+        return st;
+    }
     if ((st = take_refresh_state(s, d->core, false)) != VK_OK) {
         vk_snapshot_free(s);
         return st;

@@ -70,6 +70,7 @@ typedef struct deferred {
     vk_status status;
     redisReply *reply;
     char *detail;               /* vk_last_error() for it */
+    bool may_resend;            /* routed: see vk__engine_may_resend */
 } deferred;
 
 typedef struct op_list {
@@ -112,6 +113,11 @@ struct vk_engine {
      * connection closes and the next open locates the master again. */
     bool follows_master;
     bool stale;
+    /* Cluster mode (vk__engine_route): the router decides every retry. A
+     * failure sets may_resend for the completion it is about to run. */
+    bool routed;
+    bool may_resend;            /* for the next failure's completion */
+    bool completing_may_resend; /* the completion running now */
     int64_t next_check_ms;      /* when the driver checks the master next */
     /* A first IAM token awaited (vk_credentials.token_pending): the
      * queue's operations wait for it until the dial timeout, or fail with
@@ -220,6 +226,8 @@ static void complete(vk_engine *e, engine_op *op, vk_status st, redisReply *repl
 {
     vk_async_fn fn = op->fn;
     void *userdata = op->userdata;
+    bool may_resend = e->may_resend;
+    e->may_resend = false;
     if (op->kind == OP_PIPELINE && st == VK_OK) {
         reply = op->array;
         op->array = NULL;
@@ -229,7 +237,8 @@ static void complete(vk_engine *e, engine_op *op, vk_status st, redisReply *repl
         deferred *d = calloc(1, sizeof *d);
         if (d != NULL) {
             *d = (deferred){.fn = fn, .userdata = userdata, .status = st, .reply = reply,
-                            .detail = st != VK_OK ? vk__error_dup() : NULL};
+                            .detail = st != VK_OK ? vk__error_dup() : NULL,
+                            .may_resend = may_resend};
             if (e->deferred_tail != NULL)
                 e->deferred_tail->next = d;
             else
@@ -239,7 +248,9 @@ static void complete(vk_engine *e, engine_op *op, vk_status st, redisReply *repl
         }
         /* Out of memory: better now than never. */
     }
+    e->completing_may_resend = may_resend;
     e->drv.complete(e->drv.userdata, fn, userdata, st, reply);
+    e->completing_may_resend = false;
 }
 
 /* Runs the completions held back by a queueing call, in order. */
@@ -252,7 +263,9 @@ static void deliver_deferred(vk_engine *e)
             e->deferred_tail = NULL;
         if (d->status != VK_OK)
             vk__fail_restore(d->status, d->detail);
+        e->completing_may_resend = d->may_resend;
         e->drv.complete(e->drv.userdata, d->fn, d->userdata, d->status, d->reply);
+        e->completing_may_resend = false;
         free(d->detail);
         free(d);
     }
@@ -363,6 +376,11 @@ static void retry_or_complete(vk_engine *e, engine_op *op, vk_status st, bool se
     vk_command cmd = {.flags = op->flags};
     if (op->kind == OP_PIPELINE)
         cmd.flags = 0;   /* never re-sent once any of it went out */
+    if (e->routed) {
+        e->may_resend = vk__retry_may_resend(st, sent, &cmd);
+        complete(e, op, st, NULL);
+        return;
+    }
     if (vk__retry_after_failure(e->cfg, op->retries, st, sent, &cmd)) {
         op->not_before_ms = now_ms + vk__retry_backoff_ms(e->cfg, op->retries);
         op->retries++;
@@ -542,7 +560,8 @@ static void on_mux_done(void *userdata, void *opp, vk_status st, redisReply *rep
                 e->pump_again = true;
                 return;
             }
-        } else if (VK_UNLIKELY(vk__reply_is_refusal(reply)) && op->retries < max_retries) {
+        } else if (VK_UNLIKELY(vk__reply_is_refusal(reply)) && op->retries < max_retries &&
+                   !e->routed) {
             vk__reply_free(reply);
             /* Refused without running: safe to send again. */
             retry_or_complete(e, op, VK_ERR_SERVER, false, now_ms);
@@ -582,6 +601,8 @@ static void fail_due(vk_engine *e, vk_status st, int64_t now_ms)
         engine_op *op = e->queue.head;
         list_remove(&e->queue, op);
         vk__fail_restore(st, detail);
+        /* Nothing of it was sent. */
+        e->may_resend = vk__retry_may_resend(st, false, &(vk_command){.flags = op->flags});
         complete(e, op, st, NULL);
     }
     free(detail);
@@ -875,6 +896,10 @@ vk_status vk__engine_pipeline(vk_engine *e, vk_pipeline_batch *batch, vk_async_f
     }
     op->batch = *batch;
     *batch = (vk_pipeline_batch){0};
+    /* Its waits on the server stretch the read timeout; a pipeline is never
+     * re-sent, so no other flag counts. */
+    op->flags = op->batch.flags & VK_COMMAND_BLOCKING;
+    op->block_ms = op->batch.block_ms;
     *id = op->id;
     queue_op(e, op, now_ms);
     return VK_OK;
@@ -1110,23 +1135,26 @@ vk_status vk__engine_submit(vk_engine *e, int argc, const char *const *argv,
                             const size_t *argvlen, vk_async_fn fn, void *op_userdata,
                             int64_t now_ms, uint64_t *id)
 {
-    if (argc <= 0 || argv == NULL || argvlen == NULL)
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
-    for (int i = 0; i < argc; i++) {
-        if (argv[i] == NULL && argvlen[i] != 0)
-            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
-    }
     vk_command cmd;
-    vk__command_classify(&cmd, argc, argv, argvlen);
-    /* The connection is shared by every operation: nothing may change it. */
-    if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE))
-        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
+    vk_status st = vk__command_accept(&cmd, argc, argv, argvlen);
+    if (st != VK_OK)
+        return st;
     return vk__engine_command(e, &cmd, fn, op_userdata, now_ms, id);
 }
 
 void vk__engine_follow_master(vk_engine *e)
 {
     e->follows_master = true;
+}
+
+void vk__engine_route(vk_engine *e)
+{
+    e->routed = true;
+}
+
+bool vk__engine_may_resend(const vk_engine *e)
+{
+    return e->completing_may_resend;
 }
 
 void vk__engine_set_peer(vk_engine *e, const char *peer)

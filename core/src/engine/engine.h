@@ -68,6 +68,13 @@ vk_status vk__engine_new(vk_engine **out, const vk_config *cfg, vk_credentials *
  * MASTERDOWN is left once its line is empty (the command is retried by
  * the retry budget), and the next open locates the master again. */
 void vk__engine_follow_master(vk_engine *e);
+/* Cluster mode, before any operation: the router decides every retry.
+ * Refusals (TRYAGAIN, ...) complete as replies, and a failure completes
+ * at once, vk__engine_may_resend telling whether it may be sent again. */
+void vk__engine_route(vk_engine *e);
+/* In a routed engine's failure completion: nothing of the operation ran
+ * (or it only reads) and another attempt may help. */
+bool vk__engine_may_resend(const vk_engine *e);
 /* Sentinel mode: the node is no longer the master: as after READONLY. */
 void vk__engine_leave_node(vk_engine *e, int64_t now_ms);
 /* The node's name in messages, from now on. */

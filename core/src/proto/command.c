@@ -30,6 +30,7 @@
  * was lost. Anything not listed is treated as a write and never re-sent.
  */
 #include "proto/command.h"
+#include "proto/proto.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -422,4 +423,50 @@ VK_API int vk_command_is_blocking(int argc, const char *const *argv, const size_
     vk_command cmd;
     vk__command_classify(&cmd, argc, argv, argvlen);
     return (cmd.flags & VK_COMMAND_BLOCKING) != 0;
+}
+
+vk_status vk__command_accept(vk_command *cmd, int argc, const char *const *argv,
+                             const size_t *argvlen)
+{
+    if (argc <= 0 || argv == NULL || argvlen == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
+    for (int i = 0; i < argc; i++) {
+        if (argv[i] == NULL && argvlen[i] != 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
+    }
+    size_t request;
+    if (!vk__request_size(argc, argvlen, &request))
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    vk__command_classify(cmd, argc, argv, argvlen);
+    /* The connection is shared by every operation: nothing may change it. */
+    if (VK_UNLIKELY(cmd->effect != VK_EFFECT_NONE))
+        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd->refusal);
+    return VK_OK;
+}
+
+vk_status vk__command_copy(const vk_command *cmd, vk_command *out, void **mem)
+{
+    /* The pointers, the lengths, then the bytes (their total fits: the
+     * command's encoded size did). */
+    size_t n = (size_t)cmd->argc, bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += cmd->argvlen[i];
+    char *block = malloc(n * (sizeof(char *) + sizeof(size_t)) + bytes + 1);
+    if (block == NULL)
+        return vk__fail_nomem();
+    const char **args = (const char **)(void *)block;
+    size_t *lens = (size_t *)(void *)(block + n * sizeof(char *));
+    char *at = block + n * (sizeof(char *) + sizeof(size_t));
+    for (size_t i = 0; i < n; i++) {
+        args[i] = at;
+        lens[i] = cmd->argvlen[i];
+        if (lens[i] > 0)
+            memcpy(at, cmd->argv[i], lens[i]);
+        at += lens[i];
+    }
+    *out = *cmd;
+    out->argv = args;
+    out->argvlen = lens;
+    *mem = block;
+    return VK_OK;
 }

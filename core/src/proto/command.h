@@ -59,6 +59,17 @@ void vk__command_classify(vk_command *cmd, int argc, const char *const *argv,
 void vk__command_internal(vk_command *cmd, int argc, const char *const *argv,
                           const size_t *argvlen);
 
+/* A caller's command for a shared connection (the event-loop client and
+ * bytes mode): argc >= 1, argv and argvlen given, no NULL argument with a
+ * length, an encoded size that fits (VK_ERR_INVALID_ARGUMENT), then
+ * classified, and refused when it would change the connection
+ * (VK_ERR_COMMAND_NOT_ALLOWED with its refusal). */
+vk_status vk__command_accept(vk_command *cmd, int argc, const char *const *argv,
+                             const size_t *argvlen);
+/* A copy of cmd whose arguments are in *mem (one allocation, to free);
+ * the descriptor is kept. */
+vk_status vk__command_copy(const vk_command *cmd, vk_command *out, void **mem);
+
 /* The longest command label, terminator included; longer names are cut. */
 #define VK_COMMAND_LABEL_MAX 64
 /* The command's name in lower case, for the latency metric's label. */

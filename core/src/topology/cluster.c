@@ -138,35 +138,9 @@ vk_status vk__cluster_stats(vk_cluster *cl, vk_cluster_stats *out)
     out->moved_redirects = atomic_load(&cl->moved_redirects);
     out->ask_redirects = atomic_load(&cl->ask_redirects);
     vk_slot_map *m = vk__cluster_map(cl, NULL);
-    if (m == NULL)
-        return VK_OK;
-    /* A node that serves no slot (one only seen in a redirect) is not a
-     * master of this map. */
-    int *slots = calloc(m->node_count, sizeof *slots);
-    vk_cluster_master *masters = calloc(m->node_count, sizeof *masters);
-    if (slots == NULL || masters == NULL) {
-        free(slots);
-        free(masters);
-        vk__slot_map_unref(m);
-        return vk__fail_nomem();
-    }
-    for (int slot = 0; slot < VK_CLUSTER_SLOTS; slot++)
-        if (m->owner[slot] != 0)
-            slots[m->owner[slot] - 1]++;
-    for (size_t i = 0; i < m->node_count; i++) {
-        if (slots[i] == 0)
-            continue;
-        vk__format_endpoint(masters[out->masters].address,
-                            sizeof masters[out->masters].address, &m->nodes[i].endpoint);
-        masters[out->masters++].slots = slots[i];
-    }
-    free(slots);
+    vk_status st = vk__slot_map_masters(m, out);
     vk__slot_map_unref(m);
-    if (out->masters == 0)
-        free(masters);
-    else
-        out->master = masters;
-    return VK_OK;
+    return st;
 }
 
 /* ---- maps and pools ------------------------------------------------------------- */
@@ -542,8 +516,14 @@ vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
                                                    vk__retry_may_resend(st, sent, cmd), &next)
                        : VK_CLUSTER_ANSWER;
         }
-        if (step == VK_CLUSTER_ANSWER)
+        if (step == VK_CLUSTER_ANSWER) {
+            if (st != VK_OK) {
+                int64_t last = atomic_load(&cl->refreshed_ms);
+                atomic_store(&cl->refreshed_ms,
+                             vk__cluster_reload_due_after(st, last, vk__now_ms()));
+            }
             return st;
+        }
         if (*reply != NULL) {
             vk__reply_free(*reply);
             *reply = NULL;

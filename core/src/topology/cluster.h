@@ -156,9 +156,18 @@ vk_cluster_step vk__cluster_after_reply(const vk_config *cfg, vk_events *events,
                                         vk_cluster_next *next);
 /* What follows a failure: another try, with the map reloaded, when the
  * command may be re-sent (vk__retry_may_resend) and the retry budget
- * allows; else the failure is the answer. */
+ * allows; else the failure is the answer (then see
+ * vk__cluster_reload_due_after). */
 vk_cluster_step vk__cluster_after_failure(const vk_config *cfg, vk_cluster_tries *t,
                                           bool may_resend, vk_cluster_next *next);
+
+/* A command failed for good with st: when a node failed (its connection,
+ * or its reconnect rate limit), the map may be out of date, and the time
+ * of the last load is moved back so that the next reload is due within
+ * 250 ms (not at once: a dead node fails every command sent to it until
+ * the cluster promotes its replica, and a reload after each would keep the
+ * nodes busy). Returns the new time of the last load. */
+int64_t vk__cluster_reload_due_after(vk_status st, int64_t refreshed_ms, int64_t now_ms);
 
 /* ---- cluster.c ------------------------------------------------------------------ */
 
@@ -247,5 +256,7 @@ void vk__cluster_after_fork(vk_cluster *cl);
 bool vk__cluster_connected(vk_cluster *cl);
 /* Fills out (its master array is the caller's to free); VK_ERR_NOMEM. */
 vk_status vk__cluster_stats(vk_cluster *cl, vk_cluster_stats *out);
+/* The masters of m (NULL: none) into out's master array (cluster_rules.c). */
+vk_status vk__slot_map_masters(const vk_slot_map *m, vk_cluster_stats *out);
 
 #endif /* VK_CLUSTER_H */

@@ -28,6 +28,8 @@
  * 10 times a second and goes on within ~100 ms of the slot settling. */
 #define VK_CLUSTER_REFUSED_WAIT_MS 5000
 #define VK_CLUSTER_REFUSED_PAUSE_MS 100
+/* After a node failed, the next reload is due within this. */
+#define VK_CLUSTER_FAILED_RELOAD_MS 250
 
 /* ---- redirects ---------------------------------------------------------------------- */
 
@@ -88,6 +90,39 @@ vk_slot_map *vk__slot_map_moved(const vk_slot_map *m, const vk_cluster_redirect 
     }
     patched->owner[rd->slot] = (uint16_t)(node + 1);
     return patched;
+}
+
+vk_status vk__slot_map_masters(const vk_slot_map *m, vk_cluster_stats *out)
+{
+    out->masters = 0;
+    out->master = NULL;
+    if (m == NULL)
+        return VK_OK;
+    /* A node that serves no slot (one only seen in a redirect) is not a
+     * master of this map. */
+    int *slots = calloc(m->node_count, sizeof *slots);
+    vk_cluster_master *masters = calloc(m->node_count, sizeof *masters);
+    if (slots == NULL || masters == NULL) {
+        free(slots);
+        free(masters);
+        return vk__fail_nomem();
+    }
+    for (int slot = 0; slot < VK_CLUSTER_SLOTS; slot++)
+        if (m->owner[slot] != 0)
+            slots[m->owner[slot] - 1]++;
+    for (size_t i = 0; i < m->node_count; i++) {
+        if (slots[i] == 0)
+            continue;
+        vk__format_endpoint(masters[out->masters].address,
+                            sizeof masters[out->masters].address, &m->nodes[i].endpoint);
+        masters[out->masters++].slots = slots[i];
+    }
+    free(slots);
+    if (out->masters == 0)
+        free(masters);
+    else
+        out->master = masters;
+    return VK_OK;
 }
 
 /* ---- the slot map's request ------------------------------------------------------------- */
@@ -221,4 +256,12 @@ vk_cluster_step vk__cluster_after_failure(const vk_config *cfg, vk_cluster_tries
     /* A node failed: the map may be out of date. */
     next->reload = true;
     return VK_CLUSTER_AGAIN;
+}
+
+int64_t vk__cluster_reload_due_after(vk_status st, int64_t refreshed_ms, int64_t now_ms)
+{
+    if (st != VK_ERR_IO && st != VK_ERR_TIMEOUT && st != VK_ERR_RECONNECT_RATE_LIMITED)
+        return refreshed_ms;
+    int64_t due_soon = now_ms - VK_CLUSTER_REFRESH_EVERY_MS + VK_CLUSTER_FAILED_RELOAD_MS;
+    return refreshed_ms < due_soon ? refreshed_ms : due_soon;
 }
