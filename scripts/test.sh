@@ -196,6 +196,7 @@ check_rock() {
   mkdir -p "$work/bindings/lua"
   # luarocks make builds in the current folder: give it a copy.
   cp "$ROOT"/bindings/lua/vklua.h "$ROOT"/bindings/lua/vklua_*.c "$work/bindings/lua/"
+  cp -r "$ROOT"/bindings/lua/vkclient "$work/bindings/lua/"
   cp "$ROOT"/bindings/lua/*.rockspec "$work/"
   for version in 5.1 5.4; do
     (cd "$work" && luarocks --lua-version="$version" --tree="$work/tree" \
@@ -207,6 +208,7 @@ check_rock() {
     [ "$lua" = lua5.4 ] && version=5.4
     /usr/bin/python3 "$HARNESS" run --plain-only --server valkey-server -- "$lua" -e "
       package.cpath = '$work/tree/lib/lua/$version/?.so'
+      assert(io.open('$work/tree/share/lua/$version/vkclient/ngx.lua'), 'vkclient.ngx is not installed')
       local vk = require 'vkclient'
       local client = assert(vk.new{ standalone = os.getenv('VK_TEST_ADDR') })
       assert(client:call('PING') == 'PONG')
@@ -378,6 +380,13 @@ else
     for s in "${SERVERS[@]}"; do stage_bg "nginx suite ($s)" with_servers "$s" "$ROOT/tests/nginx/run.sh"; done
   else
     skip "nginx suite" "no nginx suite yet"
+  fi
+  if [ -x "$ROOT/tests/nginx/run_ngx.sh" ]; then
+    for s in "${SERVERS[@]}"; do
+      stage_bg "nginx vkclient.ngx suite ($s)" with_topologies "$s" "$ROOT/tests/nginx/run_ngx.sh"
+    done
+  else
+    skip "nginx vkclient.ngx suite" "no vkclient.ngx suite yet"
   fi
   stage_wait
 fi

@@ -49,6 +49,7 @@ build = {
             "bindings/lua/vklua_client.c",
             "bindings/lua/vklua_pipeline.c",
             "bindings/lua/vklua_lock.c",
+            "bindings/lua/vklua_hosted.c",
             "bindings/lua/vklua_module.c",
          },
          libraries = { "vkclient" },
@@ -56,5 +57,6 @@ build = {
          libdirs = { "$(VKCLIENT_LIBDIR)" },
          defines = {},
       },
+      ["vkclient.ngx"] = "bindings/lua/vkclient/ngx.lua",
    },
 }

@@ -14,6 +14,9 @@
  *   vklua_client.c    clients and commands
  *   vklua_pipeline.c  pipelines
  *   vklua_lock.c      lock options, lock handles, the lock manager
+ *   vklua_hosted.c    the bytes-mode client under require "vkclient.ngx"
+ *                     (vk._hosted_new): commands, pipelines and locks
+ *                     completing into a table, the connections' wants
  *   vklua_module.c    the classes, the module table and luaopen_vkclient
  *
  * Conventions (README "Lua"):
@@ -80,6 +83,8 @@ void vklua_push_int64(lua_State *L, int64_t value);
 #define VKLUA_CONFIG_MT "vkclient.config"
 #define VKLUA_STATIC_PASSWORD_MT "vkclient.static_password"
 #define VKLUA_GCP_IAM_MT "vkclient.gcp_iam"
+#define VKLUA_HOSTED_MT "vkclient.hosted"
+#define VKLUA_HOSTED_PIPELINE_MT "vkclient.hosted_pipeline"
 
 /* Arguments of client:call up to this count live on the C stack. */
 #define VKLUA_SMALL_ARGC 16
@@ -243,6 +248,10 @@ static inline void vklua_release_parked(vk_reply **parked)
 int vklua_collect_args(lua_State *L, int first, const char **small_argv, size_t *small_lens,
                        const char ***argv, size_t **lens);
 
+/* Pushes the status table of snap (client:status()), which it frees;
+ * returns 1. Raises when out of memory. */
+int vklua_return_snapshot(lua_State *L, vk_snapshot *snap);
+
 /* Client methods and metamethods; vk.new, vk.from_url. */
 extern const luaL_Reg vklua_client_methods[];
 extern const luaL_Reg vklua_client_meta[];
@@ -258,6 +267,14 @@ extern const luaL_Reg vklua_pipeline_meta[];
 
 /* ---- locks (vklua_lock.c) ------------------------------------------------ */
 
+/* Reads a lock options table (missing fields keep the defaults). */
+void vklua_read_lock_options(lua_State *L, int index, vk_lock_options *opts);
+/* Pushes a handle owning lock; the value at `keeper` (what the lock's
+ * client needs kept alive) becomes its user value. */
+void vklua_push_owned_lock(lua_State *L, vk_lock *lock, int keeper);
+/* The C handle of the lock handle at index (NULL once closed). */
+vk_lock *vklua_check_lock(lua_State *L, int index);
+
 /* Lock handle and lock manager methods and metamethods; vk.lock_manager,
  * vk.default_lock_options, vk.rate_limiter_lock_options. */
 extern const luaL_Reg vklua_lock_methods[];
@@ -265,6 +282,15 @@ extern const luaL_Reg vklua_lock_meta[];
 extern const luaL_Reg vklua_manager_methods[];
 extern const luaL_Reg vklua_manager_meta[];
 extern const luaL_Reg vklua_lock_functions[];
+
+/* ---- the bytes-mode client (vklua_hosted.c) ------------------------------- */
+
+/* Its methods and metamethods; vk._hosted_new, vk._hosted_from_url. */
+extern const luaL_Reg vklua_hosted_methods[];
+extern const luaL_Reg vklua_hosted_meta[];
+extern const luaL_Reg vklua_hosted_functions[];
+extern const luaL_Reg vklua_hosted_pipeline_methods[];
+extern const luaL_Reg vklua_hosted_pipeline_meta[];
 
 #if defined(__GNUC__)
 #  pragma GCC visibility pop

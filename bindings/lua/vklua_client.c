@@ -226,24 +226,23 @@ static int client_status(lua_State *L)
     vk_snapshot *snap = NULL;
     lua_State *previous = vklua_enter(L);
     vk_status st = vk_client_snapshot(&snap, c->client);
-    if (st != VK_OK) {
-        int nresults = vklua_return_failure(L, st);
-        vklua_leave(previous);
-        return nresults;
-    }
+    int nresults = st != VK_OK ? vklua_return_failure(L, st) : vklua_return_snapshot(L, snap);
+    vklua_deliver_events(c);
+    vklua_leave(previous);
+    return nresults;
+}
+
+int vklua_return_snapshot(lua_State *L, vk_snapshot *snap)
+{
     int failed = !lua_checkstack(L, 4) || vklua_protected_call(L, build_status, snap) != 0;
     vk_snapshot_free(snap);
-    if (failed) {
-        vklua_leave(previous);
+    if (failed)
         return vklua_raise_no_memory(L);
-    }
     lua_pushlightuserdata(L, &status_table_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, &status_table_key);
     lua_pushnil(L); /* clearing an existing key does not allocate */
     lua_rawset(L, LUA_REGISTRYINDEX);
-    vklua_deliver_events(c);
-    vklua_leave(previous);
     return 1;
 }
 

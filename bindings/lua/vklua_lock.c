@@ -43,7 +43,7 @@ static int l_rate_limiter_lock_options(lua_State *L)
 }
 
 /* Reads a lock options table (missing fields keep the defaults). */
-static void read_lock_options(lua_State *L, int index, vk_lock_options *opts)
+void vklua_read_lock_options(lua_State *L, int index, vk_lock_options *opts)
 {
     static const char *const fields[] = { "expiry", "tries", "retry_delay", "drift_factor",
                                           "auto_renew", NULL };
@@ -85,6 +85,23 @@ static lock_ud *push_lock_ud(lua_State *L, int manager, int borrowed)
     vklua_get_uservalue(L, manager);
     vklua_set_uservalue(L, -2);
     return h;
+}
+
+void vklua_push_owned_lock(lua_State *L, vk_lock *lock, int keeper)
+{
+    lock_ud *h = lua_newuserdata(L, sizeof *h);
+    h->lock = lock;
+    h->borrowed = 0;
+    luaL_getmetatable(L, VKLUA_LOCK_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, keeper);
+    vklua_set_uservalue(L, -2);
+}
+
+vk_lock *vklua_check_lock(lua_State *L, int index)
+{
+    lock_ud *h = luaL_checkudata(L, index, VKLUA_LOCK_MT);
+    return h->lock;
 }
 
 /* h:unlock() -> true | nil, err */
@@ -302,7 +319,7 @@ static int manager_acquire(lua_State *L)
     vk_lock_options opts;
     int has_opts = !lua_isnoneornil(L, 3);
     if (has_opts)
-        read_lock_options(L, 3, &opts);
+        vklua_read_lock_options(L, 3, &opts);
     lock_ud *h = push_lock_ud(L, 1, 0);
     lua_State *previous = vklua_enter(L);
     vk_status st = vk_lock_manager_acquire(&h->lock, m->manager, NULL, key, keylen,
@@ -422,7 +439,7 @@ static int manager_with_lock(lua_State *L)
 static int manager_with_lock_options(lua_State *L)
 {
     vk_lock_options opts;
-    read_lock_options(L, 3, &opts);
+    vklua_read_lock_options(L, 3, &opts);
     return with_lock_common(L, 4, &opts);
 }
 

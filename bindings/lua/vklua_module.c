@@ -62,6 +62,9 @@ int luaopen_vkclient(lua_State *L)
     new_class(L, VKLUA_MANAGER_MT, vklua_manager_methods, vklua_manager_meta);
     new_class(L, VKLUA_LOCK_MT, vklua_lock_methods, vklua_lock_meta);
     new_class(L, VKLUA_CONFIG_BOX_MT, NULL, vklua_config_box_meta);
+    new_class(L, VKLUA_HOSTED_MT, vklua_hosted_methods, vklua_hosted_meta);
+    new_class(L, VKLUA_HOSTED_PIPELINE_MT, vklua_hosted_pipeline_methods,
+              vklua_hosted_pipeline_meta);
     new_plain_metatable(L, VKLUA_ERROR_MT, vklua_error_meta);
     new_plain_metatable(L, VKLUA_CONFIG_MT, vklua_config_meta);
     new_plain_metatable(L, VKLUA_STATIC_PASSWORD_MT, vklua_static_password_meta);
@@ -75,6 +78,8 @@ int luaopen_vkclient(lua_State *L)
     vklua_setfuncs(L, vklua_lock_functions);
     vklua_setfuncs(L, vklua_sink_functions);
     vklua_setfuncs(L, vklua_config_functions);
+    /* For require "vkclient.ngx" only (vkclient/ngx.lua). */
+    vklua_setfuncs(L, vklua_hosted_functions);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_pushstring(L, vk_version());

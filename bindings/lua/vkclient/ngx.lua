@@ -1,0 +1,659 @@
+--[[
+require "vkclient.ngx": the vkclient client and lock for OpenResty, on
+cosockets. It never blocks a worker: every wait yields to nginx.
+
+The same surface as require "vkclient" (new, from_url, null, lock_manager,
+default_lock_options, rate_limiter_lock_options, set_package_logger;
+client:call, :pipeline, :status, :is_connected, :close; lock handles
+:unlock, :extend, :validity, :fencing_token, :key), the same nil, err
+results, error objects and texts. The C core (its bytes mode) makes every
+decision: handshake, routing (standalone, Sentinel, Cluster), retries,
+timeouts, the lock's rules. This file only moves bytes.
+
+How it works. A client is made once per worker (init_worker_by_lua* is
+fine: new() validates at once and does no I/O) and used from any phase
+that can wait: rewrite, access, content, ngx.timer. Its sockets belong to
+a driver, an ngx.timer that starts with the first call: cosockets are bound
+to the context that made them, so no request owns one. A request queues its
+operation in the core and waits on a semaphore; the driver writes what the
+core wants written, reads what arrives (one light thread per connection),
+and posts each waiting request its result. Many requests share the
+connection (commands are multiplexed); no request waits on another's I/O,
+and a blocking command (BLPOP k 0.2) runs on a connection of its own.
+
+TLS: the server name is verified against the CAs of nginx's
+lua_ssl_trusted_certificate directive (with lua_ssl_verify_depth), which
+the config names with tls = { use_system_ca = true }. A CA given in the
+config (ca_cert_base64, ca_file) cannot be handed to a cosocket: it is
+refused with INVALID_CONFIG rather than ignored.
+
+GCP IAM tokens are refreshed by the core's background thread, which never
+blocks a worker.
+]]
+
+local vk = require "vkclient"
+local semaphore = require "ngx.semaphore"
+
+local ngx = ngx
+local tcp = ngx.socket.tcp
+local spawn = ngx.thread.spawn
+local kill = ngx.thread.kill
+local get_phase = ngx.get_phase
+local timer_at = ngx.timer.at
+local exiting = ngx.worker.exiting
+local log = ngx.log
+local ERR = ngx.ERR
+local error_mt = vk.error_mt
+local codes = vk.codes
+local make_error = vk._error
+
+local setmetatable = setmetatable
+local getmetatable = getmetatable
+local pcall = pcall
+local select = select
+local type = type
+local tostring = tostring
+local unpack = unpack or table.unpack
+
+local M = {
+  null = vk.null,
+  version = vk.version,
+  codes = codes,
+  error_mt = error_mt,
+  default_lock_options = vk.default_lock_options,
+  rate_limiter_lock_options = vk.rate_limiter_lock_options,
+  set_package_logger = vk.set_package_logger,
+  static_password = vk.static_password,
+  gcp_iam = vk.gcp_iam,
+  config = vk.config,
+  describe = vk.describe,
+}
+
+-- The most bytes one read hands to the core.
+local READ_CHUNK = 65536
+-- A request re-checks its wait this often (its operation ends by the
+-- core's own timeouts; a BLPOP k 0 may wait as long as the server does).
+local WAIT_SLICE = 60
+-- The driver looks at the core (and whether the worker is exiting) at
+-- least this often (seconds).
+local IDLE_SLICE = 1
+-- Socket timeouts: the core keeps its own (dial, read, write) and drops the
+-- connection when one runs out, and the driver then stops the connection's
+-- thread; these only bound a cosocket call (ms). A read waits as long as
+-- the connection is idle (a timed-out read would be logged as an error).
+local CONNECT_TIMEOUT_MS = 60000
+local SEND_TIMEOUT_MS = 60000
+local READ_TIMEOUT_MS = 86400000
+
+-- The phases whose handlers may wait (a semaphore, a socket).
+local WAITING_PHASES = {
+  rewrite = true, access = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+
+local function phase_error()
+  local phase = get_phase()
+  return make_error(codes.INVALID_ARGUMENT, "invalid argument: vkclient.ngx cannot wait in the "
+    .. phase .. " phase: call it from rewrite, access, content or ngx.timer handlers")
+end
+
+local function closed_error()
+  return make_error(codes.NIL_CLIENT, "redis client is nil")
+end
+
+local function is_error(v)
+  return type(v) == "table" and getmetatable(v) == error_mt
+end
+
+-- ---- the driver: sockets, writes, reads, wake-ups ---------------------------------
+
+local Client = {}
+Client.__index = Client
+
+-- Hands the core's completions to the requests waiting for them.
+local function deliver(self)
+  local done = self._h:take_done()
+  for i = 1, #done, 3 do
+    local ticket = done[i]
+    local w = self._waiting[ticket]
+    if w ~= nil then
+      self._waiting[ticket] = nil
+      w.value, w.err, w.done = done[i + 1], done[i + 2], true
+      w.sema:post(1)
+    end
+  end
+end
+
+local function kick(self)
+  if self._kick:count() < 1 then
+    self._kick:post(1)
+  end
+end
+
+-- Ends a connection the core no longer wants (or all of them, when the
+-- driver stops): its light thread, which may be inside a read, is killed
+-- first (a cosocket cannot be closed while another thread reads it). Only
+-- the driver, which spawned the thread, may do this.
+local function drop(s)
+  s.closed = true
+  if s.thread ~= nil then
+    kill(s.thread)
+    s.thread = nil
+  end
+  if s.sock ~= nil then
+    s.sock:close()
+  end
+end
+
+-- An IP address, which nginx cannot verify a certificate against (it
+-- checks DNS names only).
+local function is_ip_literal(host)
+  return host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
+end
+
+-- One connection's life: connect (and TLS), then read until it fails or is
+-- no longer wanted. Runs in a light thread of the driver.
+local function connection(self, s, host, port, path, tls, server_name)
+  local h = self._h
+  if tls and (server_name == nil or is_ip_literal(server_name)) then
+    h:connect_failed(s.conn, "nginx verifies a certificate by DNS name only, and "
+      .. tostring(server_name) .. " is an IP address: set tls.server_name to a name the "
+      .. "server's certificate carries", true)
+    deliver(self)
+    kick(self)
+    return
+  end
+  local sock = tcp()
+  s.sock = sock
+  sock:settimeouts(CONNECT_TIMEOUT_MS, SEND_TIMEOUT_MS, READ_TIMEOUT_MS)
+  local ok, err
+  if path ~= nil then
+    ok, err = sock:connect("unix:" .. path)
+  else
+    ok, err = sock:connect(host, port)
+  end
+  if ok and tls and not s.closed then
+    -- lua-resty-core may raise from a failed handshake instead of
+    -- returning nil, err.
+    local called, session, herr = pcall(sock.sslhandshake, sock, nil, server_name, true)
+    if not called or not session then
+      if not s.closed and not self._closed then
+        h:connect_failed(s.conn, called and herr or ("the handshake raised: " .. tostring(session)), true)
+        deliver(self)
+        kick(self)
+      end
+      sock:close()
+      return
+    end
+  end
+  if s.closed or self._closed then
+    sock:close()
+    return
+  end
+  if not ok then
+    h:connect_failed(s.conn, err)
+    deliver(self)
+    kick(self)
+    sock:close()
+    return
+  end
+  s.open = true
+  h:connected(s.conn)
+  deliver(self)
+  kick(self)
+  while true do
+    local data, rerr = sock:receiveany(READ_CHUNK)
+    if s.closed or self._closed then
+      break
+    end
+    if data then
+      h:received(s.conn, data)
+      deliver(self)
+      kick(self)
+    elseif rerr ~= "timeout" then
+      h:lost(s.conn, rerr)
+      deliver(self)
+      kick(self)
+      break
+    end
+  end
+  s.open = false
+  s.thread = nil
+  sock:close()
+end
+
+-- Does what the core wants of each connection: open new ones, write what
+-- is due, close those it no longer wants. True when it did something
+-- (which may have changed the wants).
+local function serve_once(self)
+  local h = self._h
+  local socks = self._socks
+  local wanted = {}
+  local progress = false
+  for i = 1, h:connection_count() do
+    local conn, connect, _, output, host, port, path, tls, server_name = h:wants(i)
+    if conn == nil then
+      break
+    end
+    wanted[conn] = true
+    local s = socks[conn]
+    if connect and s == nil then
+      s = { conn = conn }
+      socks[conn] = s
+      local thread, err = spawn(connection, self, s, host, port, path, tls, server_name)
+      if not thread then
+        socks[conn] = nil
+        h:connect_failed(conn, "cannot start a light thread: " .. tostring(err))
+      else
+        s.thread = thread   -- killed by drop(); a finished one is harmless there
+      end
+      progress = true
+    elseif s ~= nil and s.open and output ~= nil then
+      -- The whole output goes; send yields while the socket is full.
+      local sent, err = s.sock:send(output)
+      if socks[conn] == s then
+        if sent then
+          h:wrote(conn, #output)
+        else
+          h:lost(conn, err)
+        end
+      end
+      progress = true
+    end
+    if progress then
+      deliver(self)
+      return true
+    end
+  end
+  for conn, s in pairs(socks) do
+    if not wanted[conn] then
+      socks[conn] = nil
+      drop(s)
+      progress = true
+    end
+  end
+  return progress
+end
+
+local function drive(self)
+  local h = self._h
+  while not self._closed and not exiting() do
+    while serve_once(self) do
+      if self._closed then
+        return
+      end
+    end
+    local ms = h:tick_in_ms()
+    if ms ~= 0 then
+      self._kick:wait(ms < 0 and IDLE_SLICE or ms / 1000)
+    end
+    if self._closed then
+      return
+    end
+    if h:tick_in_ms() == 0 then
+      h:tick()
+      deliver(self)
+    end
+  end
+end
+
+local function run_driver(premature, self)
+  if not premature then
+    local ok, err = pcall(drive, self)
+    if not ok then
+      log(ERR, "vkclient.ngx: the driver stopped: ", tostring(err))
+    end
+  end
+  self._driver = false
+  for _, s in pairs(self._socks) do
+    drop(s)
+  end
+  self._socks = {}
+  if not self._closed and not premature and not exiting() then
+    -- Whatever is still pending gets a driver again.
+    self:_start()
+  end
+end
+
+function Client:_start()
+  if self._driver then
+    return true
+  end
+  self._driver = true
+  local ok, err = timer_at(0, run_driver, self)
+  if not ok then
+    self._driver = false
+    return nil, make_error(codes.IO, "vkclient.ngx: cannot start the driver: " .. tostring(err))
+  end
+  return true
+end
+
+-- ---- requests: queue, then wait ------------------------------------------------------
+
+-- Checks that the caller may wait and starts the driver.
+local function usable(self)
+  if self._closed then
+    return nil, closed_error()
+  end
+  if not WAITING_PHASES[get_phase()] then
+    return nil, phase_error()
+  end
+  return self:_start()
+end
+
+-- Waits for the operation's completion: value, err (err false: none).
+local function await(self, ticket)
+  local w = { sema = semaphore.new(), done = false }
+  self._waiting[ticket] = w
+  kick(self)
+  while not w.done do
+    local ok, err = w.sema:wait(WAIT_SLICE)
+    if not ok and err ~= "timeout" then
+      self._waiting[ticket] = nil
+      if not self._closed then
+        self._h:cancel(ticket)
+      end
+      return false, make_error(codes.CANCELLED, "operation cancelled: " .. tostring(err))
+    end
+  end
+  return w.value, w.err
+end
+
+-- ---- clients ----------------------------------------------------------------------------
+
+local function wrap(h, err)
+  if not h then
+    return nil, err
+  end
+  return setmetatable({
+    _h = h,
+    _waiting = {},
+    _socks = {},
+    _kick = semaphore.new(),
+    _driver = false,
+    _closed = false,
+  }, Client)
+end
+
+-- A CA given in the config cannot be handed to a cosocket: only nginx's
+-- (lua_ssl_trusted_certificate) is used, which use_system_ca = true names.
+local function check_trust(config)
+  local tls = type(config) == "table" and config.tls or nil
+  if type(tls) == "table" and (tls.ca_cert_base64 ~= nil or tls.ca_file ~= nil) then
+    return nil, make_error(codes.INVALID_CONFIG, "invalid redis config: vkclient.ngx verifies "
+      .. "TLS with the CAs of nginx's lua_ssl_trusted_certificate: give tls = { "
+      .. "use_system_ca = true } instead of ca_cert_base64 or ca_file")
+  end
+  return true
+end
+
+--- vk.new(config) -> client | nil, err: validated now; connects on first use.
+function M.new(config)
+  local ok, err = check_trust(config)
+  if not ok then
+    return nil, err
+  end
+  return wrap(vk._hosted_new(config))
+end
+
+--- vk.from_url(url [, extra]) -> client | nil, err
+function M.from_url(url, extra)
+  local ok, err = check_trust(extra)
+  if not ok then
+    return nil, err
+  end
+  return wrap(vk._hosted_from_url(url, extra))
+end
+
+--- client:call(name, ...) -> reply | nil, err
+function Client:call(...)
+  local ok, err = usable(self)
+  if not ok then
+    return nil, err
+  end
+  local ticket
+  ticket, err = self._h:command(...)
+  if not ticket then
+    return nil, err
+  end
+  local value
+  value, err = await(self, ticket)
+  if err then
+    return nil, err
+  end
+  if is_error(value) then
+    return nil, value
+  end
+  return value
+end
+
+function Client:status()
+  if self._closed then
+    return nil, closed_error()
+  end
+  return self._h:status()
+end
+
+function Client:is_connected()
+  return not self._closed and self._h:is_connected()
+end
+
+--- client:close(): what is in flight ends with "operation cancelled: client closed".
+function Client:close()
+  if self._closed then
+    return
+  end
+  self._closed = true
+  self._h:close()
+  deliver(self)
+  kick(self)
+end
+
+-- ---- pipelines ---------------------------------------------------------------------------
+
+local Pipeline = {}
+Pipeline.__index = Pipeline
+
+--- client:pipeline() -> pipeline | nil, err
+function Client:pipeline()
+  if self._closed then
+    return nil, closed_error()
+  end
+  local p, err = self._h:pipeline_new()
+  if not p then
+    return nil, err
+  end
+  return setmetatable({ _client = self, _p = p }, Pipeline)
+end
+
+--- pipeline:call(name, ...) -> pipeline | nil, err (the blocking pipeline's
+--- refusals, at once)
+function Pipeline:call(...)
+  local ok, err = self._p:append(...)
+  if not ok then
+    return nil, err
+  end
+  return self
+end
+
+function Pipeline:length()
+  return self._p:length()
+end
+
+--- pipeline:run() -> { reply, ... } | nil, err (error replies in place); empties it.
+function Pipeline:run()
+  local client = self._client
+  local ok, err = usable(client)
+  if not ok then
+    return nil, err
+  end
+  if self._p:length() == 0 then
+    return {}
+  end
+  local ticket
+  ticket, err = client._h:pipeline_exec(self._p)
+  if not ticket then
+    return nil, err
+  end
+  local value
+  value, err = await(client, ticket)
+  if err then
+    return nil, err
+  end
+  return value
+end
+
+function Pipeline:close()
+  self._p:close()
+end
+
+-- ---- locks -------------------------------------------------------------------------------
+
+local Handle = {}
+Handle.__index = Handle
+
+local function new_handle(client, lock)
+  return setmetatable({ _client = client, _lock = lock }, Handle)
+end
+
+-- Runs a lock operation (ticket or nil, err) to its end: value, err.
+local function lock_wait(client, ticket, err)
+  if not ticket then
+    return false, err
+  end
+  return await(client, ticket)
+end
+
+--- handle:unlock() -> true | nil, err
+function Handle:unlock()
+  local client = self._client
+  local ok, err = usable(client)
+  if not ok then
+    return nil, err
+  end
+  local _
+  _, err = lock_wait(client, client._h:lock_unlock(self._lock))
+  if err then
+    return nil, err
+  end
+  return true
+end
+
+--- handle:extend(seconds) -> true | nil, err
+function Handle:extend(seconds)
+  local client = self._client
+  local ok, err = usable(client)
+  if not ok then
+    return nil, err
+  end
+  local _
+  _, err = lock_wait(client, client._h:lock_extend(self._lock, seconds))
+  if err then
+    return nil, err
+  end
+  return true
+end
+
+function Handle:validity() return self._lock:validity() end
+function Handle:fencing_token() return self._lock:fencing_token() end
+function Handle:key() return self._lock:key() end
+function Handle:is_lost() return self._lock:is_lost() end
+function Handle:close() return self._lock:close() end
+
+local Manager = {}
+Manager.__index = Manager
+
+--- vk.lock_manager(client) -> manager | nil, err (one client of this module)
+function M.lock_manager(client)
+  if getmetatable(client) == Client and client._closed then
+    return nil, closed_error()
+  end
+  if getmetatable(client) ~= Client then
+    if type(client) == "table" and getmetatable(client) == nil then
+      return nil, make_error(codes.INVALID_ARGUMENT, "invalid argument: vkclient.ngx lock "
+        .. "managers span one client (a Redlock quorum over several is to come)")
+    end
+    error("vkclient.ngx: lock_manager expects a client of vkclient.ngx", 2)
+  end
+  return setmetatable({ _client = client }, Manager)
+end
+
+--- manager:try_lock(key) -> handle | nil (taken) | nil, err
+function Manager:try_lock(key)
+  local client = self._client
+  local ok, err = usable(client)
+  if not ok then
+    return nil, err
+  end
+  local lock
+  lock, err = lock_wait(client, client._h:lock_try(key))
+  if err then
+    return nil, err
+  end
+  if not lock then
+    return nil
+  end
+  return new_handle(client, lock)
+end
+
+--- manager:acquire(key [, options]) -> handle | nil, err (LOCK_ACQUIRE when busy)
+function Manager:acquire(key, options)
+  local client = self._client
+  local ok, err = usable(client)
+  if not ok then
+    return nil, err
+  end
+  local lock
+  lock, err = lock_wait(client, client._h:lock_acquire(key, options))
+  if err then
+    return nil, err
+  end
+  return new_handle(client, lock)
+end
+
+-- The function's results, or its error as LOCK_FN with err.cause.
+local function after_function(handle, ok, ...)
+  handle:unlock()
+  if not ok then
+    local cause = ...
+    local err = make_error(codes.LOCK_FN, vk._strerror(codes.LOCK_FN) .. ": " .. tostring(cause))
+    err.cause = cause
+    return nil, err
+  end
+  if handle:is_lost() then
+    return nil, make_error(codes.LOCK_LOST, "lock was lost while held")
+  end
+  return ...
+end
+
+--- manager:with_lock_options(key, options, fn) -> fn's results | nil, err.
+--- fn(handle) may yield (call Redis, ngx.sleep); the lock is released after it.
+function Manager:with_lock_options(key, options, fn)
+  if type(fn) ~= "function" then
+    if fn == nil then
+      return nil, make_error(codes.NIL_LOCK_FN, "lock function is nil")
+    end
+    error("vkclient: with_lock expects a function", 2)
+  end
+  local handle, err = self:acquire(key, options)
+  if not handle then
+    return nil, err
+  end
+  return after_function(handle, pcall(fn, handle))
+end
+
+function Manager:with_lock(key, fn)
+  return self:with_lock_options(key, nil, fn)
+end
+
+--- Deprecated, as in require "vkclient": handle:unlock().
+function Manager:unlock(handle)
+  if handle == nil then
+    return nil, make_error(codes.NIL_LOCK_HANDLE_ON_UNLOCK, "lock handle is nil")
+  end
+  return handle:unlock()
+end
+
+function Manager:close() end
+
+return M

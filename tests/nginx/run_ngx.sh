@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# require "vkclient.ngx" (bindings/lua/vkclient/ngx.lua: the client and
+# lock on cosockets) inside a real nginx with lua-nginx-module (Debian's
+# nginx and libnginx-mod-http-lua, LuaJIT 2.1, lua-resty-core), against the
+# harness's servers:
+#
+#   /usr/bin/python3 tests/harness/vkharness.py run [--topologies] -- tests/nginx/run_ngx.sh
+#
+# It starts nginx (2 workers) in a temporary prefix on a free loopback port
+# with the LuaJIT build of vkclient.so ($VK_BUILD_DIR/bindings/lua/luajit)
+# and bindings/lua/?.lua, trusting the harness's CA through
+# lua_ssl_trusted_certificate; ngx_driver.py then sends the requests and
+# checks the handlers of ngx_app.lua (commands from many concurrent
+# requests, BLPOP next to quick GETs, locks contended by both workers and
+# by a Python process, calls from init_worker and the log phase, a closed
+# client, TLS, Sentinel and Cluster when --topologies gave them, parity
+# with require "vkclient"). nginx must then stop within NGX_QUIT_WAIT
+# seconds of a graceful QUIT (default 10), and a closed client's
+# connections leave the server within NGX_CLOSE_WAIT seconds (default 3).
+# Everything started here is stopped by PID.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$ROOT/tests/nginx
+BUILD=${VK_BUILD_DIR:-$ROOT/build/gcc}
+MODULE_DIR=$BUILD/bindings/lua/luajit
+: "${VK_TEST_ADDR:?run this under tests/harness/vkharness.py}"
+: "${VK_TEST_HARNESS:?run this under tests/harness/vkharness.py}"
+: "${VK_TEST_TLS_ADDR:?run this under tests/harness/vkharness.py without --plain-only}"
+
+fail() {
+  echo "nginx vkclient.ngx test: FAIL: $*" >&2
+  exit 1
+}
+
+[ -f "$MODULE_DIR/vkclient.so" ] || fail "missing $MODULE_DIR/vkclient.so (build with -DVK_BUILD_LUA=ON)"
+[ -f "$BUILD/bindings/python/vkclient/__init__.py" ] ||
+  fail "missing $BUILD/bindings/python (the Python binding holds the lock from outside nginx)"
+
+# The dynamic modules: lua-nginx-module needs the NDK loaded before it.
+find_module() {
+  local name=$1 dir
+  for dir in /usr/lib/nginx/modules /usr/share/nginx/modules; do
+    if [ -f "$dir/$name.so" ]; then
+      echo "$dir/$name.so"
+      return 0
+    fi
+  done
+  return 1
+}
+LOAD_MODULES=""
+for module in ndk_http_module ngx_http_lua_module; do
+  path=$(find_module "$module") || fail "nginx module $module not found (install libnginx-mod-http-lua)"
+  LOAD_MODULES+="load_module $path;"$'\n'
+done
+# As root, the workers would switch to an unprivileged user that may not
+# read the build tree: keep the current user.
+USER_DIRECTIVE=""
+if [ "$(id -u)" = 0 ]; then
+  USER_DIRECTIVE="user $(id -un) $(id -gn);"
+fi
+
+PREFIX=$(mktemp -d "${TMPDIR:-/tmp}/vk-ngx.XXXXXX")
+PORT=$(/usr/bin/python3 -c '
+import os, sys
+sys.path.insert(0, os.path.dirname(os.environ["VK_TEST_HARNESS"]))
+from vkharness import free_port
+print(free_port())')
+NGINX_PID=""
+
+# How long nginx may take to stop after QUIT (graceful shutdown) before it
+# is killed, and the test fails.
+QUIT_WAIT=${NGX_QUIT_WAIT:-10}
+QUIT_SLOW=""
+
+# Stops nginx by its PID: QUIT (graceful), then KILL for the master and
+# the workers it had (by their PIDs) after QUIT_WAIT seconds.
+stop_nginx() {
+  [ -n "$NGINX_PID" ] || return 0
+  local workers t0
+  workers=$(ps -o pid= --ppid "$NGINX_PID" 2>/dev/null || true)
+  t0=$(date +%s%N)
+  kill -QUIT "$NGINX_PID" 2>/dev/null || true
+  for _ in $(seq 1 $((QUIT_WAIT * 10))); do
+    kill -0 "$NGINX_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$NGINX_PID" 2>/dev/null; then
+    QUIT_SLOW=yes
+    echo "nginx did not stop within $QUIT_WAIT s of QUIT: killing it and its workers" >&2
+    ps -o pid,etimes,args --ppid "$NGINX_PID" >&2 || true
+    # shellcheck disable=SC2086
+    kill -KILL "$NGINX_PID" $workers 2>/dev/null || true
+  fi
+  wait "$NGINX_PID" 2>/dev/null || true
+  NGINX_PID=""
+  echo "nginx stopped $(( ($(date +%s%N) - t0) / 1000000 )) ms after QUIT"
+}
+
+cleanup() {
+  local rc=$?
+  stop_nginx || true
+  if [ "$rc" -ne 0 ] && [ -f "$PREFIX/error.log" ]; then
+    echo "---- nginx error.log (last 80 lines) ----" >&2
+    tail -n 80 "$PREFIX/error.log" >&2
+  fi
+  rm -rf "$PREFIX"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+mkdir -p "$PREFIX/logs"
+# The CA files: the harness's (trusted) and an unrelated one (/t/wrong_ca).
+CA_FILE=${VK_TEST_CA_FILE:?}
+echo "${VK_TEST_OTHER_CA_B64:?}" | base64 -d >"$PREFIX/other_ca.pem"
+
+/usr/bin/python3 - "$HERE/ngx.conf.in" "$PREFIX/nginx.conf" <<EOF
+import sys
+text = open(sys.argv[1]).read()
+values = {
+    "@LOAD_MODULES@": """$LOAD_MODULES""",
+    "@USER_DIRECTIVE@": "$USER_DIRECTIVE",
+    "@PREFIX@": "$PREFIX",
+    "@PORT@": "$PORT",
+    "@CPATH@": "$MODULE_DIR/?.so",
+    "@LUA_PATH@": "$HERE/?.lua;$ROOT/bindings/lua/?.lua",
+    "@CA_FILE@": "$CA_FILE",
+    "@OTHER_CA_FILE@": "$PREFIX/other_ca.pem",
+}
+for key, value in values.items():
+    text = text.replace(key, value)
+open(sys.argv[2], "w").write(text)
+EOF
+
+nginx -t -p "$PREFIX" -c "$PREFIX/nginx.conf" -e "$PREFIX/error.log" >"$PREFIX/check.log" 2>&1 ||
+  { cat "$PREFIX/check.log" >&2; fail "nginx -t rejected the configuration"; }
+nginx -p "$PREFIX" -c "$PREFIX/nginx.conf" -e "$PREFIX/error.log" &
+NGINX_PID=$!
+
+# Ready when nginx answers (the clients connect on first use).
+for _ in $(seq 1 100); do
+  curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$PORT/log_phase" 2>/dev/null && break
+  kill -0 "$NGINX_PID" 2>/dev/null || fail "nginx exited during start-up"
+  sleep 0.1
+done
+
+NGX_URL=http://127.0.0.1:$PORT NGX_ERROR_LOG=$PREFIX/error.log \
+  PYTHONPATH="$BUILD/bindings/python${PYTHONPATH:+:$PYTHONPATH}" \
+  /usr/bin/python3 "$HERE/ngx_driver.py" || fail "the checks above failed"
+
+# nginx stops on QUIT although its workers hold cosockets.
+stop_nginx
+[ -z "$QUIT_SLOW" ] || fail "nginx (graceful QUIT) did not stop within $QUIT_WAIT s"
+if grep -E '\[(alert|emerg|crit)\]|\[error\]' "$PREFIX/error.log" |
+   grep -v -E 'lua ssl certificate verify error|certificate verify failed'; then
+  fail "errors in nginx's error.log"
+fi
+echo "nginx vkclient.ngx test: OK"
