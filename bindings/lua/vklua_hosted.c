@@ -44,6 +44,7 @@ struct hosted_ud {
     hosted_op *ops;
     lua_Integer next_ticket;
     int done_ref;               /* registry: the completions table */
+    int has_sinks;              /* a logger or metrics function: events to poll */
 };
 
 static hosted_ud *check_hosted(lua_State *L)
@@ -210,17 +211,9 @@ static int hosted_gc(lua_State *L)
 
 static int make_hosted(lua_State *L, vklua_config_box *box, int has_sinks)
 {
-    if (has_sinks) {
-        vk_config_free(box->cfg);
-        box->cfg = NULL;
-        lua_pushnil(L);
-        const char *text = "invalid argument: vkclient.ngx does not take logger or metrics "
-                           "functions yet";
-        vklua_push_error_object(L, VK_ERR_INVALID_ARGUMENT, text, strlen(text));
-        return 2;
-    }
     hosted_ud *h = lua_newuserdata(L, sizeof *h);
     memset(h, 0, sizeof *h);
+    h->has_sinks = has_sinks;
     h->done_ref = LUA_NOREF;
     luaL_getmetatable(L, VKLUA_HOSTED_MT);
     lua_setmetatable(L, -2);
@@ -547,6 +540,20 @@ static int hosted_tick_in_ms(lua_State *L)
     return 1;
 }
 
+/* h:poll_events(): the logger and metrics events queued by the core's
+ * background threads (the IAM refresh) reach their functions now; those of
+ * the client's own calls already did. */
+static int hosted_poll_events(lua_State *L)
+{
+    hosted_ud *h = check_hosted(L);
+    if (h->has_sinks) {
+        lua_State *previous = vklua_enter(L);
+        (void)vk_hosted_poll_events(h->client, 0);
+        vklua_leave(previous);
+    }
+    return 0;
+}
+
 static int hosted_pending(lua_State *L)
 {
     hosted_ud *h = check_hosted(L);
@@ -664,6 +671,7 @@ const luaL_Reg vklua_hosted_methods[] = {
     {"tick", hosted_tick},
     {"tick_in_ms", hosted_tick_in_ms},
     {"pending", hosted_pending},
+    {"poll_events", hosted_poll_events},
     {"is_connected", hosted_is_connected},
     {"status", hosted_status},
     {"lock_try", hosted_lock_try},

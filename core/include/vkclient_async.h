@@ -203,6 +203,12 @@ VK_API size_t vk_async_pending(const vk_async *client);
  * slot map and the maps and redirects counted, and the token refresh state
  * (GCP IAM). Free it with vk_snapshot_free. */
 VK_API vk_status vk_async_snapshot(vk_snapshot **out, vk_async *client);
+/* With the config's event delivery VK_EVENTS_QUEUED: delivers the events
+ * queued by background threads (the GCP IAM refresh) to the logger and
+ * metrics sinks, on this thread, at most max (0: all); the events of the
+ * client's own calls reach the sinks at once. Returns how many were
+ * delivered, or -1 (NULL client, another thread). */
+VK_API int vk_async_poll_events(vk_async *client, int max);
 
 /* ------------------------------------------------------------------------ */
 /* Bytes mode: the host owns the sockets                                    */
@@ -289,6 +295,8 @@ VK_API vk_status vk_hosted_cancel(vk_hosted *client, uint64_t id);
 VK_API int vk_hosted_is_connected(const vk_hosted *client);
 VK_API vk_status vk_hosted_snapshot(vk_snapshot **out, vk_hosted *client);
 VK_API size_t vk_hosted_pending(const vk_hosted *client);
+/* As vk_async_poll_events(). */
+VK_API int vk_hosted_poll_events(vk_hosted *client, int max);
 
 /* ------------------------------------------------------------------------ */
 /* Distributed lock on event-loop and hosted clients                        */

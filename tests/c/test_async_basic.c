@@ -447,6 +447,8 @@ static void test_null_handles(vkt_loop *loop)
                 VK_ERR_INVALID_ARGUMENT, "invalid argument: pipeline is nil");
     CHECK_EQ_INT(vk_async_pending(NULL), 0);
     CHECK_EQ_INT(vk_async_is_connected(NULL), 0);
+    CHECK_EQ_INT(vk_async_poll_events(NULL, 0), -1);
+    CHECK_EQ_INT(vk_hosted_poll_events(NULL, 0), -1);
     vk_snapshot *snap = (vk_snapshot *)&id;
     CHECK_FAILS(vk_async_snapshot(&snap, NULL), VK_ERR_NIL_CLIENT, nil);
     CHECK(snap == NULL);

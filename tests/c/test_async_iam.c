@@ -8,7 +8,8 @@
  * The first token is fetched on the refresh thread: creating a client
  * never waits for Google, commands wait for the token while the loop goes
  * on, a failed first fetch fails them with the blocking client's text,
- * and the driven refresh mode is refused.
+ * the refresh thread's events wait for vk_async_poll_events in queued
+ * delivery, and the driven refresh mode is refused.
  */
 #include "vktest.h"
 #include "servers.h"
@@ -17,6 +18,7 @@
 
 #include "support/support.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +234,50 @@ static void test_first_token_fails(vkt_loop *loop)
     vk_async_free(c);
 }
 
+/* Events in VK_EVENTS_QUEUED mode: what the refresh thread logs waits
+ * for vk_async_poll_events, which delivers it on the loop's thread. */
+typedef struct log_seen {
+    pthread_t loop_thread;
+    int refreshed;           /* "GCP IAM token refreshed" seen */
+    int off_thread;          /* events delivered on another thread */
+} log_seen;
+
+static void record_log(void *userdata, vk_log_level level, const char *message,
+                       const vk_field *fields, size_t nfields)
+{
+    (void)level;
+    (void)fields;
+    (void)nfields;
+    log_seen *seen = userdata;
+    if (!pthread_equal(pthread_self(), seen->loop_thread))
+        seen->off_thread++;
+    if (strcmp(message, "GCP IAM token refreshed") == 0)
+        seen->refreshed++;
+}
+
+static void test_queued_events_are_polled(vkt_loop *loop)
+{
+    log_seen seen = {pthread_self(), 0, 0};
+    vk_config *cfg = iam_config();
+    CHECK_OK(vk_config_set_logger(cfg, record_log, &seen, NULL));
+    CHECK_OK(vk_config_set_event_delivery(cfg, VK_EVENTS_QUEUED));
+    vk_async *c = vkt_async_new(loop, cfg);
+    vk_config_free(cfg);
+    if (c == NULL)
+        return;
+    CHECK_EQ_INT(vk_async_poll_events(NULL, 0), -1);
+    vkt_op ping = {0};
+    CHECK(vkt_call(loop, c, &ping, 1, (const char *[]){"PING"}));
+    CHECK(ping.status == VK_OK && vkt_reply_is(ping.reply, "PONG"));
+    vkt_op_clear(&ping);
+    /* The first token was fetched on the refresh thread: its event waits. */
+    CHECK_EQ_INT(seen.refreshed, 0);
+    CHECK(vk_async_poll_events(c, 0) >= 1);
+    CHECK(seen.refreshed >= 1);   /* a later refresh (every second) may be in too */
+    CHECK_EQ_INT(seen.off_thread, 0);
+    vk_async_free(c);
+}
+
 static void test_driven_refresh_is_refused(vkt_loop *loop)
 {
     vk_config *cfg = iam_config();
@@ -274,6 +320,7 @@ int main(void)
     RUN_ON_LOOPS(test_rotation_under_load);
     RUN_ON_LOOPS(test_first_token_on_the_refresh_thread);
     RUN_ON_LOOPS(test_first_token_fails);
+    RUN_ON_LOOPS(test_queued_events_are_polled);
     RUN_ON_LOOPS(test_driven_refresh_is_refused);
 
     free(key_b64);

@@ -604,6 +604,62 @@ function app.lock_api()
     c.finish()
 end
 
+-- /t/renewal?run=R: a lock with a 1 s expiry and auto_renew, held 2.5 s by a
+-- function that sleeps: the worker's timers renew it (it stays held: a
+-- second try fails, the key lives past its first expiry), and it is not
+-- lost.
+function app.renewal()
+    local c = checks()
+    local key = prefix() .. "renewal"
+    local lost, tried, ttl
+    local res, err = locks:with_lock_options(key, { expiry = 1, auto_renew = true, tries = 1 },
+        function(handle)
+            ngx.sleep(1.5)
+            tried = locks:try_lock(key)
+            ttl = client:call("PTTL", key)
+            ngx.sleep(1.0)
+            lost = handle:is_lost()
+            return "done"
+        end)
+    c.eq("with_lock_options(auto_renew) result", res, "done")
+    c.ok("no error", err == nil, show(err))
+    c.ok("still held after 1.5 s (a try fails)", tried == nil, show(tried))
+    c.ok("the key lives past its first expiry", type(ttl) == "number" and ttl > 0, show(ttl))
+    c.eq("not lost", lost, false)
+    local after = locks:try_lock(key)
+    c.ok("released after the function", after ~= nil)
+    if after then
+        after:unlock()
+    end
+    c.finish()
+end
+
+-- /t/sinks?run=R: logger and metrics functions in the config run in the
+-- worker: the lock's acquisition metric reaches the metrics function.
+function app.sinks()
+    local c = checks()
+    local metrics, logs = {}, {}
+    local own, err = vkn.new{
+        standalone = os.getenv("VK_TEST_ADDR"),
+        logger = function(level, message) logs[#logs + 1] = level .. ":" .. message end,
+        metrics = function(name, kind) metrics[#metrics + 1] = name .. ":" .. kind end,
+    }
+    if not c.ok("a client with logger and metrics functions", own ~= nil, show(err)) then
+        return c.finish()
+    end
+    local own_locks = assert(vkn.lock_manager(own))
+    local res, lerr = own_locks:with_lock(prefix() .. "sinks", function()
+        return own:call("PING")
+    end)
+    c.eq("with_lock through the client with sinks", res, "PONG")
+    c.ok("no error", lerr == nil, show(lerr))
+    local seen = table.concat(metrics, ",")
+    c.ok("the metrics function saw redis_lock_acquisitions_total",
+         seen:find("redis_lock_acquisitions_total:counter", 1, true) ~= nil, seen)
+    own:close()
+    c.finish()
+end
+
 -- ---- (5) a closed client ---------------------------------------------------------------------
 
 -- /t/closed?run=R: a client of this request, closed with a BLPOP in flight.
@@ -1049,7 +1105,7 @@ local HANDLERS = {
     locked_incr = app.locked_incr, burst_arm = app.burst_arm, burst_result = app.burst_result,
     counter = app.counter, lock_api = app.lock_api, closed = app.closed, tls = app.tls,
     wrong_ca = app.wrong_ca, sentinel = app.sentinel, cluster = app.cluster, parity = app.parity,
-    init_error = app.init_error,
+    init_error = app.init_error, renewal = app.renewal, sinks = app.sinks,
 }
 
 function app.dispatch()

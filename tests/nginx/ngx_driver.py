@@ -408,6 +408,13 @@ def check_locks_from_timers():
     check_lock_order(holders, 100 + 20, counter)
 
 
+def check_renewal_and_sinks():
+    section("(3c) auto-renewal on the worker's timers; logger and metrics functions")
+    expect_ok(request("/t/renewal"), "/t/renewal (expiry 1 s, auto_renew, held 2.5 s)")
+    expect_ok(request("/t/sinks"), "/t/sinks (the lock's metric reaches the metrics function)")
+    print("  renewal and sinks: %s" % ("ok" if not FAILURES else "see above"))
+
+
 def check_phases():
     section("(4) calls from init_worker and from the log phase: nil, err")
     request("/log_phase")
@@ -535,7 +542,8 @@ def main():
     started = time.monotonic()
     print("vkclient.ngx in nginx (2 workers) against %s, run %s" % (os.environ.get("VK_TEST_SERVER"), RUN))
     for step in (check_api, check_concurrent_commands, check_blpop_next_to_gets,
-                 check_locks_from_requests, check_locks_from_timers, check_phases, check_closed,
+                 check_locks_from_requests, check_locks_from_timers, check_renewal_and_sinks,
+                 check_phases, check_closed,
                  check_tls, check_topologies):
         try:
             step()

@@ -28,7 +28,9 @@ config (ca_cert_base64, ca_file) cannot be handed to a cosocket: it is
 refused with INVALID_CONFIG rather than ignored.
 
 GCP IAM tokens are refreshed by the core's background thread, which never
-blocks a worker.
+blocks a worker. The config's logger and metrics functions are called in
+the worker: during the calls that raise their events, and for the refresh
+thread's events by the driver, within a second.
 ]]
 
 local vk = require "vkclient"
@@ -294,6 +296,9 @@ local function drive(self)
       h:tick()
       deliver(self)
     end
+    -- Events of the core's background threads (the IAM refresh) for the
+    -- config's logger and metrics functions.
+    h:poll_events()
   end
 end
 

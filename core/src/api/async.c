@@ -765,6 +765,11 @@ VK_API vk_status vk_async_snapshot(vk_snapshot **out, vk_async *client)
     return vk__driven_snapshot(out, client != NULL ? &client->d : NULL, "vk_async_snapshot");
 }
 
+VK_API int vk_async_poll_events(vk_async *client, int max)
+{
+    return vk__driven_poll_events(client != NULL ? &client->d : NULL, "vk_async_poll_events", max);
+}
+
 VK_API int vk_async_is_connected(const vk_async *client)
 {
     return client != NULL && vk__driven_connected(&client->d);

@@ -74,7 +74,7 @@ vk_status vk__driven_conn_open(vk_driven *d, const vk_endpoint *ep, const vk_con
 static vk_status seek_probe_open(void *userdata, const vk_endpoint *ep, const vk_config *cfg,
                                  vk_credentials *credentials, vk_engine **out)
 {
-    vk_driven_conn *c;
+    vk_driven_conn *c = NULL;
     vk_status st = vk__driven_conn_open(userdata, ep, cfg, credentials, &c);
     if (st == VK_OK)
         *out = c->engine;
@@ -560,6 +560,13 @@ vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id)
         st = vk__engine_cancel(d->engine, id, vk__now_ms());
     vk__driven_leave(d);
     return st;
+}
+
+int vk__driven_poll_events(vk_driven *d, const char *function, int max)
+{
+    if (vk__driven_usable(d, function) != VK_OK)
+        return -1;
+    return vk_client_poll_events(d->core, max);
 }
 
 size_t vk__driven_pending(const vk_driven *d)

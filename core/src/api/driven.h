@@ -207,6 +207,9 @@ vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id);
  * (VK_ERR_CANCELLED when cancelled or the client is freed first). */
 vk_status vk__driven_after(vk_driven *d, const char *function, int64_t delay_ms,
                            vk_async_fn fn, void *userdata, uint64_t *id);
+/* vk_X_poll_events: the queued events of the client's core; -1 when the
+ * client is not usable here. */
+int vk__driven_poll_events(vk_driven *d, const char *function, int max);
 /* Operations not complete (vk_X_pending). */
 size_t vk__driven_pending(const vk_driven *d);
 /* Connected (vk_X_is_connected): the node's connection is ready; Cluster

@@ -61,7 +61,7 @@ vk_status vk__driven_lane_take(vk_driven *d, const vk_endpoint *ep, vk_engine **
             return VK_OK;
         }
     }
-    vk_driven_conn *c;
+    vk_driven_conn *c = NULL;
     vk_status st = vk__driven_conn_open(d, ep, vk__client_config(d->core), &d->core->credentials,
                                         &c);
     if (st != VK_OK)

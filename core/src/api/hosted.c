@@ -384,6 +384,11 @@ VK_API vk_status vk_hosted_snapshot(vk_snapshot **out, vk_hosted *client)
     return vk__driven_snapshot(out, client != NULL ? &client->d : NULL, "vk_hosted_snapshot");
 }
 
+VK_API int vk_hosted_poll_events(vk_hosted *client, int max)
+{
+    return vk__driven_poll_events(client != NULL ? &client->d : NULL, "vk_hosted_poll_events", max);
+}
+
 VK_API int vk_hosted_is_connected(const vk_hosted *client)
 {
     return client != NULL && vk__driven_connected(&client->d);

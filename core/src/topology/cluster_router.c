@@ -766,7 +766,7 @@ static void ask_slot(rop *op, vk_command *cmd, size_t index, child_fn then)
 {
     vk_command getkeys;
     void *mem;
-    rop *child;
+    rop *child = NULL;
     vk_status st = vk__cluster_getkeys_command(cmd, &getkeys, &mem);
     if (st == VK_OK)
         st = new_child(op, &getkeys, mem, then, &child);
@@ -1015,7 +1015,7 @@ static void run_alone(rop *op)
             vk__reply_free(reply);
             op->array->element[i] = NULL;
         }
-        rop *child;
+        rop *child = NULL;
         vk_status st = new_child(op, &op->cmds.commands[i], NULL, alone_done, &child);
         if (st != VK_OK) {
             finish(op, st, NULL);
