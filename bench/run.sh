@@ -5,7 +5,8 @@
 # python3-redis); then the event-loop client against the blocking client
 # and valkey-benchmark -c 1 -P 16, with GLIDE for Node.js and ioredis for
 # reference (bench/async/run_async.sh); then vkclient.asyncio against
-# redis.asyncio and the blocking client from threads
+# redis.asyncio and the blocking client from threads, and the blocking
+# client with the Prometheus adapter against none
 # (bench/python/bench_asyncio.py). Client and server are pinned to the
 # same core, so the numbers show each client's own cost rather than the
 # cross-core loopback latency.

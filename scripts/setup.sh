@@ -11,7 +11,7 @@ as_root() {
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev gdb valgrind util-linux procps openssl
   libhiredis-dev libssl-dev libcurl4-openssl-dev libcjson-dev libuv1-dev libevent-dev
-  swig python3 python3-dev python3-pytest python3-pytest-asyncio python3-uvloop python3-pip python3-setuptools python3-wheel python3-cryptography
+  swig python3 python3-dev python3-pytest python3-pytest-asyncio python3-uvloop python3-pip python3-setuptools python3-wheel python3-cryptography python3-prometheus-client
   ruby ruby-dev ruby-minitest rake
   lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua5.4 liblua5.4-dev lua-busted luarocks
   redis-server redis-sentinel redis-tools

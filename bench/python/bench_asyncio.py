@@ -14,7 +14,10 @@ asyncio loop for both asyncio clients):
   - 1 task doing GET;
   - pipelines of 100 GETs from one task;
   - lock pairs from one task: vkclient try_lock + unlock against
-    redis.asyncio's Lock acquire(blocking=False) + release.
+    redis.asyncio's Lock acquire(blocking=False) + release;
+  - GET from one thread on the blocking vkclient with the Prometheus
+    adapter (vkclient.prometheus, Debian's python3-prometheus-client) as
+    its metrics sink, against the same client without any sink.
 The report gives the median ops/s per client and, per target, the median
 of the per-run ratios, one line each:
     target <name> <ratio> (>= <goal>) met|not met
@@ -37,8 +40,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "harness"))
 import redis.asyncio  # noqa: E402  Debian's python3-redis (4.3), the peer
 import redis.asyncio.lock  # noqa: E402
 
+import prometheus_client  # noqa: E402  Debian's python3-prometheus-client
 import vkclient  # noqa: E402
 import vkclient.asyncio  # noqa: E402
+from vkclient.prometheus import PrometheusMetrics  # noqa: E402
 
 TASKS = 64
 PIPELINE_DEPTH = 100
@@ -52,6 +57,7 @@ TARGETS = [
     ("asyncio_1_task_vs_redis_asyncio", 2.0, "vk_async_1", "redis_async_1"),
     ("asyncio_pipeline_100_vs_redis_asyncio", 4.0, "vk_async_pipeline", "redis_async_pipeline"),
     ("asyncio_lock_pairs_vs_redis_asyncio_lock", 2.0, "vk_async_lock", "redis_async_lock"),
+    ("prometheus_get_vs_no_sink", 0.85, "vk_get_prometheus", "vk_get_no_sink"),
 ]
 
 
@@ -114,6 +120,30 @@ def blocking_threads(client, ops, threads):
     return per_thread * threads / (time.perf_counter() - t0)
 
 
+def one_thread_get(client, ops):
+    get = client.get
+    t0 = time.perf_counter()
+    for _ in range(ops):
+        get(KEY)
+    return ops / (time.perf_counter() - t0)
+
+
+def sink_cost(cfg, ops):
+    """GET from one thread with the Prometheus adapter (a registry of this
+    run's own) and without any sink, each on a client of its own, warmed
+    up, measured back to back."""
+    with_prometheus = vkclient.Config(
+        standalone=cfg.standalone,
+        metrics=PrometheusMetrics(registry=prometheus_client.CollectorRegistry()))
+    rates = {}
+    with vkclient.Client(cfg) as plain, vkclient.Client(with_prometheus) as observed:
+        one_thread_get(plain, ops // 10)
+        one_thread_get(observed, ops // 10)
+        rates["vk_get_no_sink"] = one_thread_get(plain, ops // 2)
+        rates["vk_get_prometheus"] = one_thread_get(observed, ops // 2)
+    return rates
+
+
 async def one_run(host, port, ops):
     cfg = vkclient.Config(standalone=vkclient.Standalone("%s:%d" % (host, port)))
     rates = {}
@@ -140,6 +170,7 @@ async def one_run(host, port, ops):
     with vkclient.Client(cfg) as blocking:
         blocking_threads(blocking, TASKS * 20, TASKS)
         rates["vk_blocking_64_threads"] = blocking_threads(blocking, ops, TASKS)
+    rates.update(sink_cost(cfg, ops))
     return rates
 
 

@@ -27,6 +27,8 @@ def test_pip_install_offline_and_import_elsewhere(env, tmp_path):
         "assert vkclient.__file__.startswith(sys.argv[2]), vkclient.__file__\n"
         "c = vkclient.Client(vkclient.Config(standalone=vkclient.Standalone(sys.argv[1])))\n"
         "c.set('vkpy:pip-installed', 'works')\n"
+        "import vkclient.prometheus\n"
+        "assert vkclient.prometheus.__file__.startswith(sys.argv[2])\n"
         "print(c.get('vkpy:pip-installed').decode(), vkclient.__version__)\n")
     env_vars = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
     env_vars["PYTHONPATH"] = str(target)
@@ -34,13 +36,14 @@ def test_pip_install_offline_and_import_elsewhere(env, tmp_path):
                          cwd=str(elsewhere), env=env_vars, check=True, capture_output=True,
                          text=True).stdout
     assert out.split() == ["works", vkclient.__version__]
-    # The typing marker and every stub are installed with the package, as
-    # they are in the source tree.
+    # The typing marker, every module and every stub are installed with the
+    # package, as they are in the source tree.
     installed = target / "vkclient"
     source = os.path.join(PACKAGE_DIR, "vkclient")
     stubs = sorted(n for n in os.listdir(source) if n.endswith(".pyi"))
-    assert "__init__.pyi" in stubs
-    for name in ["py.typed"] + stubs:
+    modules = sorted(n for n in os.listdir(source) if n.endswith(".py"))
+    assert "__init__.pyi" in stubs and "prometheus.py" in modules
+    for name in ["py.typed"] + stubs + modules:
         assert (installed / name).is_file(), name
         with open(os.path.join(source, name), "rb") as f:
             assert (installed / name).read_bytes() == f.read(), name
