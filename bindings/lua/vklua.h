@@ -14,9 +14,11 @@
  *   vklua_client.c    clients and commands
  *   vklua_pipeline.c  pipelines
  *   vklua_lock.c      lock options, lock handles, the lock manager
- *   vklua_hosted.c    the bytes-mode client under require "vkclient.ngx"
- *                     (vk._hosted_new): commands, pipelines and locks
- *                     completing into a table, the connections' wants
+ *   vklua_ops.c       operations of the bytes-mode clients: tickets, and
+ *                     completions into one table (require "vkclient.ngx")
+ *   vklua_hosted.c    the bytes-mode client (vk._hosted_new): commands,
+ *                     pipelines, the connections' wants
+ *   vklua_hosted_lock.c  lock managers over bytes-mode clients
  *   vklua_module.c    the classes, the module table and luaopen_vkclient
  *
  * Conventions (README "Lua"):
@@ -38,6 +40,7 @@
 #define VKLUA_H
 
 #include <vkclient.h>
+#include <vkclient_async.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -85,6 +88,7 @@ void vklua_push_int64(lua_State *L, int64_t value);
 #define VKLUA_GCP_IAM_MT "vkclient.gcp_iam"
 #define VKLUA_HOSTED_MT "vkclient.hosted"
 #define VKLUA_HOSTED_PIPELINE_MT "vkclient.hosted_pipeline"
+#define VKLUA_HOSTED_MANAGER_MT "vkclient.hosted_lock_manager"
 
 /* Arguments of client:call up to this count live on the C stack. */
 #define VKLUA_SMALL_ARGC 16
@@ -200,6 +204,13 @@ vklua_config_box *vklua_push_config_box(lua_State *L);
 vk_status vklua_apply_config(lua_State *L, int t, vk_config *cfg, int with_topology,
                              int *has_sinks);
 
+/* The config of vk.new(config) (from_url 0) or vk.from_url(url [, extra])
+ * (from_url 1), from the arguments at 1 (and 2), in a box pushed on the
+ * stack (*out). Raises on misuse; returns the core's status for values it
+ * refuses. */
+vk_status vklua_config_from_args(lua_State *L, int from_url, vklua_config_box **out,
+                                 int *has_sinks);
+
 /* Metamethods of the config box, config tables and auth tables, and
  * vk.static_password, vk.gcp_iam, vk.config, vk.describe. */
 extern const luaL_Reg vklua_config_box_meta[];
@@ -283,14 +294,60 @@ extern const luaL_Reg vklua_manager_methods[];
 extern const luaL_Reg vklua_manager_meta[];
 extern const luaL_Reg vklua_lock_functions[];
 
-/* ---- the bytes-mode client (vklua_hosted.c) ------------------------------- */
+/* ---- operations of the bytes-mode clients (vklua_ops.c) ------------------ */
 
-/* Its methods and metamethods; vk._hosted_new, vk._hosted_from_url. */
+typedef enum vklua_op_kind {
+    VKLUA_OP_REPLY,     /* a command or pipeline: its reply */
+    VKLUA_OP_LOCK,      /* an acquisition: a handle (its id is the manager's) */
+    VKLUA_OP_DONE       /* an unlock or extend: true */
+} vklua_op_kind;
+
+typedef struct vklua_op vklua_op;
+/* The operations in flight of one client or manager. */
+typedef struct vklua_op_list {
+    vklua_op *head;
+} vklua_op_list;
+
+struct vklua_op {
+    vklua_op *prev, *next;
+    vklua_op_list *list;
+    lua_Integer ticket;         /* the Lua side's name for it */
+    vklua_op_kind kind;
+    uint64_t id;                /* the core's, for cancel */
+    int keeper_ref;             /* registry: kept alive while it runs (LUA_NOREF) */
+};
+
+/* A new operation in list; the value at `keeper` (0: none) stays alive
+ * until it completes (a manager, which lock handles then keep). */
+vklua_op *vklua_op_new(lua_State *L, vklua_op_list *list, vklua_op_kind kind, int keeper);
+/* The operation was queued (its ticket returned), or refused (undone;
+ * nil, err returned). */
+int vklua_op_queued(lua_State *L, vklua_op *op, vk_status st);
+vklua_op *vklua_op_find(const vklua_op_list *list, lua_Integer ticket);
+/* Returns nil, err: no such operation in flight. */
+int vklua_no_such_operation(lua_State *L);
+/* The completions the core calls, with the operation as userdata. */
+void vklua_op_on_reply(void *op, vk_status status, vk_reply *reply);
+void vklua_op_on_lock(void *op, vk_status status, vk_lock *lock);
+void vklua_op_on_done(void *op, vk_status status);
+/* vk._take_done. */
+extern const luaL_Reg vklua_op_functions[];
+
+/* ---- the bytes-mode client (vklua_hosted.c) and its locks (vklua_hosted_lock.c) */
+
+/* The client of the bytes-mode userdata at index; raises when closed. */
+vk_hosted *vklua_check_hosted(lua_State *L, int index);
+
+/* Methods and metamethods; vk._hosted_new, vk._hosted_from_url, vk._error,
+ * vk._strerror; vk._hosted_lock_manager. */
 extern const luaL_Reg vklua_hosted_methods[];
 extern const luaL_Reg vklua_hosted_meta[];
 extern const luaL_Reg vklua_hosted_functions[];
 extern const luaL_Reg vklua_hosted_pipeline_methods[];
 extern const luaL_Reg vklua_hosted_pipeline_meta[];
+extern const luaL_Reg vklua_hosted_manager_methods[];
+extern const luaL_Reg vklua_hosted_manager_meta[];
+extern const luaL_Reg vklua_hosted_lock_functions[];
 
 #if defined(__GNUC__)
 #  pragma GCC visibility pop

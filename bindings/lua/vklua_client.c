@@ -52,16 +52,9 @@ static int connect_client(lua_State *L, vklua_config_box *box, int has_sinks)
 /* vk.new(config) -> client | nil, err */
 static int l_new(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    vklua_config_box *box = vklua_push_config_box(L);
-    lua_State *previous = vklua_enter(L);
-    vk_status st = vk_config_new(&box->cfg);
-    vklua_leave(previous);
-    if (st != VK_OK)
-        return vklua_return_failure(L, st);
+    vklua_config_box *box;
     int has_sinks = 0;
-    st = vklua_apply_config(L, 1, box->cfg, 1, &has_sinks);
+    vk_status st = vklua_config_from_args(L, 0, &box, &has_sinks);
     if (st != VK_OK)
         return vklua_return_failure(L, st);
     return connect_client(L, box, has_sinks);
@@ -70,22 +63,9 @@ static int l_new(lua_State *L)
 /* vk.from_url(url [, extra]) -> client | nil, err */
 static int l_from_url(lua_State *L)
 {
-    const char *url = luaL_checkstring(L, 1);
-    if (!lua_isnoneornil(L, 2))
-        luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    vklua_config_box *box = vklua_push_config_box(L);
-    lua_State *previous = vklua_enter(L);
-    vk_status st = vk_config_from_url(&box->cfg, url);
-    vklua_leave(previous);
-    if (st != VK_OK)
-        return vklua_return_failure(L, st);
+    vklua_config_box *box;
     int has_sinks = 0;
-    if (lua_istable(L, 2)) {
-        st = vklua_apply_config(L, 2, box->cfg, 0, &has_sinks);
-    } else {
-        st = vk_config_set_event_delivery(box->cfg, VK_EVENTS_QUEUED);
-    }
+    vk_status st = vklua_config_from_args(L, 1, &box, &has_sinks);
     if (st != VK_OK)
         return vklua_return_failure(L, st);
     return connect_client(L, box, has_sinks);

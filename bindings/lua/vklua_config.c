@@ -550,3 +550,31 @@ const luaL_Reg vklua_config_functions[] = {
     { "describe", l_describe },
     { NULL, NULL },
 };
+
+vk_status vklua_config_from_args(lua_State *L, int from_url, vklua_config_box **out,
+                                 int *has_sinks)
+{
+    const char *url = NULL;
+    if (from_url) {
+        url = luaL_checkstring(L, 1);
+        if (!lua_isnoneornil(L, 2))
+            luaL_checktype(L, 2, LUA_TTABLE);
+        lua_settop(L, 2);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_settop(L, 1);
+    }
+    vklua_config_box *box = vklua_push_config_box(L);
+    *out = box;
+    *has_sinks = 0;
+    lua_State *previous = vklua_enter(L);
+    vk_status st = from_url ? vk_config_from_url(&box->cfg, url) : vk_config_new(&box->cfg);
+    vklua_leave(previous);
+    if (st != VK_OK)
+        return st;
+    if (!from_url)
+        return vklua_apply_config(L, 1, box->cfg, 1, has_sinks);
+    if (lua_istable(L, 2))
+        return vklua_apply_config(L, 2, box->cfg, 0, has_sinks);
+    return vk_config_set_event_delivery(box->cfg, VK_EVENTS_QUEUED);
+}

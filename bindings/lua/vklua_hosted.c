@@ -2,16 +2,9 @@
  * The bytes-mode client (vk_hosted) for require "vkclient.ngx"
  * (vkclient/ngx.lua), which owns the sockets: the core decides everything,
  * this file only converts. Hidden from users: vk._hosted_new and
- * vk._hosted_from_url.
- *
- * An operation (command, pipeline, lock acquisition, unlock, extend)
- * returns a ticket at once; its completion runs later inside a call into
- * this client (received, wrote, tick, ...) and appends
- *   ticket, value, err
- * to the client's completions table, which h:take_done() hands over: value
- * is the reply in Lua form (a lock handle; true for unlock/extend), or
- * false; err is an error object, or false. A try that finds the lock taken
- * gives false, false.
+ * vk._hosted_from_url. Commands and pipelines return tickets and complete
+ * into the shared completions table (vklua_ops.c); the host reads each
+ * connection's wants and reports what its sockets did.
  */
 #include "vklua.h"
 
@@ -20,32 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum op_kind {
-    OP_COMMAND,
-    OP_PIPELINE,
-    OP_LOCK,          /* an acquisition: its id is the manager's */
-    OP_DONE           /* unlock, extend: no id */
-} op_kind;
-
-typedef struct hosted_op hosted_op;
-typedef struct hosted_ud hosted_ud;
-
-struct hosted_op {
-    hosted_op *prev, *next;     /* in the client's list, until it completes */
-    hosted_ud *h;
-    lua_Integer ticket;
-    op_kind kind;
-    uint64_t id;                /* for cancel */
-};
-
-struct hosted_ud {
+struct vklua_hosted {
     vk_hosted *client;          /* NULL once closed */
-    vk_async_lock_manager *locks;   /* made on first use */
-    hosted_op *ops;
-    lua_Integer next_ticket;
-    int done_ref;               /* registry: the completions table */
+    vklua_op_list ops;          /* its commands and pipelines in flight */
     int has_sinks;              /* a logger or metrics function: events to poll */
 };
+
+typedef struct vklua_hosted hosted_ud;
 
 static hosted_ud *check_hosted(lua_State *L)
 {
@@ -55,144 +29,22 @@ static hosted_ud *check_hosted(lua_State *L)
     return h;
 }
 
-/* ---- completions --------------------------------------------------------- */
-
-typedef struct completion {
-    hosted_op *op;
-    vk_status status;
-    const vk_reply *reply;
-    vk_lock *lock;
-    int lock_contended;         /* a try found the lock taken */
-} completion;
-
-/* Appends ticket, value, err to the completions table (under protection:
- * a memory error cannot unwind through the core). */
-static int append_completion(lua_State *L)
+vk_hosted *vklua_check_hosted(lua_State *L, int index)
 {
-    completion *c = lua_touserdata(L, 1);
-    hosted_ud *h = c->op->h;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->done_ref);
-    int t = lua_gettop(L);
-    int n = (int)vklua_rawlen(L, t);
-    lua_pushinteger(L, c->op->ticket);
-    lua_rawseti(L, t, n + 1);
-    if (c->status != VK_OK) {
-        lua_pushboolean(L, 0);
-        const char *message = vk_last_error();
-        if (vk_last_status() != c->status || message[0] == '\0')
-            message = vk_strerror(c->status);
-        vklua_push_error_object(L, c->status, message, strlen(message));
-    } else if (c->op->kind == OP_LOCK) {
-        if (c->lock != NULL) {
-            lua_pushvalue(L, 2);   /* the client keeps the lock's node alive */
-            vklua_push_owned_lock(L, c->lock, lua_gettop(L));
-            c->lock = NULL;        /* owned by the handle now */
-            lua_remove(L, -2);
-        } else {
-            lua_pushboolean(L, 0);
-        }
-        lua_pushboolean(L, 0);
-    } else if (c->op->kind == OP_DONE) {
-        lua_pushboolean(L, 1);
-        lua_pushboolean(L, 0);
-    } else {
-        vklua_push_reply(L, c->reply);
-        lua_pushboolean(L, 0);
-    }
-    lua_rawseti(L, t, n + 3);
-    lua_rawseti(L, t, n + 2);
-    return 0;
-}
-
-static void unlink_op(hosted_op *op)
-{
-    hosted_ud *h = op->h;
-    if (op->prev != NULL)
-        op->prev->next = op->next;
-    else
-        h->ops = op->next;
-    if (op->next != NULL)
-        op->next->prev = op->prev;
-}
-
-/* Every completion: the Lua state inside the call that runs it takes the
- * result. Outside any call (the client is being freed by the collector)
- * there is nobody to tell. */
-static void complete(hosted_op *op, vk_status status, const vk_reply *reply, vk_lock *lock)
-{
-    unlink_op(op);
-    lua_State *L = vklua_active_state;
-    completion c = {op, status, reply, lock, 0};
-    if (L != NULL && op->h->done_ref != LUA_NOREF && lua_checkstack(L, 8)) {
-        int keeper = lua_gettop(L) >= 1 ? 1 : 0;   /* the client userdata */
-        lua_pushcfunction(L, append_completion);
-        lua_pushlightuserdata(L, &c);
-        if (keeper)
-            lua_pushvalue(L, keeper);
-        else
-            lua_pushnil(L);
-        if (lua_pcall(L, 2, 0, 0) != 0)
-            lua_pop(L, 1);
-    }
-    if (c.lock != NULL)
-        vk_lock_free(c.lock);
-    free(op);
-}
-
-static void on_reply(void *userdata, vk_status status, vk_reply *reply)
-{
-    complete(userdata, status, reply, NULL);
-    vk_reply_free(reply);
-}
-
-static void on_lock(void *userdata, vk_status status, vk_lock *lock)
-{
-    complete(userdata, status, NULL, lock);
-}
-
-static void on_done(void *userdata, vk_status status)
-{
-    complete(userdata, status, NULL, NULL);
-}
-
-/* A new operation record (its ticket next), or NULL (out of memory). */
-static hosted_op *new_op(hosted_ud *h, op_kind kind)
-{
-    hosted_op *op = calloc(1, sizeof *op);
-    if (op == NULL)
-        return NULL;
-    op->h = h;
-    op->kind = kind;
-    op->ticket = ++h->next_ticket;
-    op->next = h->ops;
-    if (h->ops != NULL)
-        h->ops->prev = op;
-    h->ops = op;
-    return op;
-}
-
-/* The operation was queued (its ticket returned), or refused (undone). */
-static int queued(lua_State *L, hosted_op *op, vk_status st)
-{
-    if (st != VK_OK) {
-        unlink_op(op);
-        free(op);
-        return vklua_return_failure(L, st);
-    }
-    lua_pushinteger(L, op->ticket);
-    return 1;
+    hosted_ud *h = luaL_checkudata(L, index, VKLUA_HOSTED_MT);
+    if (h->client == NULL)
+        luaL_error(L, "vkclient.ngx: the client is closed");
+    return h->client;
 }
 
 /* ---- the client ------------------------------------------------------------ */
 
+/* h:close(): what is in flight completes, cancelled, into the table. */
 static int hosted_close(lua_State *L)
 {
     hosted_ud *h = vklua_check_self(L, VKLUA_HOSTED_MT);
     lua_State *previous = vklua_enter(L);
     if (h->client != NULL) {
-        /* What is in flight completes, cancelled, into the table. */
-        vk_async_lock_manager_free(h->locks);
-        h->locks = NULL;
         vk_hosted_free(h->client);
         h->client = NULL;
     }
@@ -200,25 +52,13 @@ static int hosted_close(lua_State *L)
     return 0;
 }
 
-/* The collector: nobody can take completions any more. */
-static int hosted_gc(lua_State *L)
-{
-    hosted_ud *h = vklua_check_self(L, VKLUA_HOSTED_MT);
-    luaL_unref(L, LUA_REGISTRYINDEX, h->done_ref);
-    h->done_ref = LUA_NOREF;
-    return hosted_close(L);
-}
-
 static int make_hosted(lua_State *L, vklua_config_box *box, int has_sinks)
 {
     hosted_ud *h = lua_newuserdata(L, sizeof *h);
     memset(h, 0, sizeof *h);
     h->has_sinks = has_sinks;
-    h->done_ref = LUA_NOREF;
     luaL_getmetatable(L, VKLUA_HOSTED_MT);
     lua_setmetatable(L, -2);
-    lua_newtable(L);
-    h->done_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_State *previous = vklua_enter(L);
     vk_status st = vk_hosted_new(&h->client, box->cfg);
     vk_config_free(box->cfg);
@@ -229,41 +69,26 @@ static int make_hosted(lua_State *L, vklua_config_box *box, int has_sinks)
     return 1;
 }
 
-/* vk._hosted_new(config) -> client | nil, err: validated now, no I/O. */
-static int l_hosted_new(lua_State *L)
+/* vk._hosted_new(config) -> client | nil, err: validated now, no I/O.
+ * vk._hosted_from_url(url [, extra]) -> client | nil, err */
+static int hosted_new_from(lua_State *L, int from_url)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    vklua_config_box *box = vklua_push_config_box(L);
-    lua_State *previous = vklua_enter(L);
-    vk_status st = vk_config_new(&box->cfg);
-    vklua_leave(previous);
-    if (st != VK_OK)
-        return vklua_return_failure(L, st);
+    vklua_config_box *box;
     int has_sinks = 0;
-    st = vklua_apply_config(L, 1, box->cfg, 1, &has_sinks);
+    vk_status st = vklua_config_from_args(L, from_url, &box, &has_sinks);
     if (st != VK_OK)
         return vklua_return_failure(L, st);
     return make_hosted(L, box, has_sinks);
 }
 
-/* vk._hosted_from_url(url [, extra]) -> client | nil, err */
+static int l_hosted_new(lua_State *L)
+{
+    return hosted_new_from(L, 0);
+}
+
 static int l_hosted_from_url(lua_State *L)
 {
-    const char *url = luaL_checkstring(L, 1);
-    if (!lua_isnoneornil(L, 2))
-        luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    vklua_config_box *box = vklua_push_config_box(L);
-    lua_State *previous = vklua_enter(L);
-    vk_status st = vk_config_from_url(&box->cfg, url);
-    vklua_leave(previous);
-    if (st != VK_OK)
-        return vklua_return_failure(L, st);
-    int has_sinks = 0;
-    if (lua_istable(L, 2) && (st = vklua_apply_config(L, 2, box->cfg, 0, &has_sinks)) != VK_OK)
-        return vklua_return_failure(L, st);
-    return make_hosted(L, box, has_sinks);
+    return hosted_new_from(L, 1);
 }
 
 /* h:command(...) -> ticket | nil, err */
@@ -275,13 +100,14 @@ static int hosted_command(lua_State *L)
     const char **argv;
     size_t *lens;
     int argc = vklua_collect_args(L, 2, small_argv, small_lens, &argv, &lens);
-    hosted_op *op = new_op(h, OP_COMMAND);
+    vklua_op *op = vklua_op_new(L, &h->ops, VKLUA_OP_REPLY, 0);
     if (op == NULL)
         return vklua_raise_no_memory(L);
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_hosted_command(h->client, argc, argv, lens, on_reply, op, &op->id);
+    vk_status st = vk_hosted_command(h->client, argc, argv, lens, vklua_op_on_reply, op,
+                                     &op->id);
     vklua_leave(previous);
-    return queued(L, op, st);
+    return vklua_op_queued(L, op, st);
 }
 
 /* ---- pipelines ---------------------------------------------------------------- */
@@ -351,13 +177,13 @@ static int hosted_pipeline_exec(lua_State *L)
 {
     hosted_ud *h = check_hosted(L);
     hosted_pipeline_ud *p = check_pipeline(L, 2);
-    hosted_op *op = new_op(h, OP_PIPELINE);
+    vklua_op *op = vklua_op_new(L, &h->ops, VKLUA_OP_REPLY, 0);
     if (op == NULL)
         return vklua_raise_no_memory(L);
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_hosted_pipeline_exec(p->p, on_reply, op, &op->id);
+    vk_status st = vk_hosted_pipeline_exec(p->p, vklua_op_on_reply, op, &op->id);
     vklua_leave(previous);
-    return queued(L, op, st);
+    return vklua_op_queued(L, op, st);
 }
 
 const luaL_Reg vklua_hosted_pipeline_methods[] = {
@@ -377,34 +203,13 @@ const luaL_Reg vklua_hosted_pipeline_meta[] = {
 static int hosted_cancel(lua_State *L)
 {
     hosted_ud *h = check_hosted(L);
-    lua_Integer ticket = luaL_checkinteger(L, 2);
-    hosted_op *op = h->ops;
-    while (op != NULL && op->ticket != ticket)
-        op = op->next;
-    if (op == NULL || op->kind == OP_DONE) {
-        lua_pushnil(L);
-        const char *text = "invalid argument: no such operation in flight";
-        vklua_push_error_object(L, VK_ERR_INVALID_ARGUMENT, text, strlen(text));
-        return 2;
-    }
+    vklua_op *op = vklua_op_find(&h->ops, luaL_checkinteger(L, 2));
+    if (op == NULL)
+        return vklua_no_such_operation(L);
     lua_State *previous = vklua_enter(L);
-    vk_status st = op->kind == OP_LOCK ? vk_async_lock_cancel(h->locks, op->id)
-                                       : vk_hosted_cancel(h->client, op->id);
+    vk_status st = vk_hosted_cancel(h->client, op->id);
     vklua_leave(previous);
     return vklua_return_status(L, st);
-}
-
-/* h:take_done() -> the completions table (ticket, value, err, ...), and a
- * new empty one takes its place. */
-static int hosted_take_done(lua_State *L)
-{
-    hosted_ud *h = vklua_check_self(L, VKLUA_HOSTED_MT);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->done_ref);
-    if (vklua_rawlen(L, -1) == 0)
-        return 1;
-    lua_newtable(L);
-    lua_rawseti(L, LUA_REGISTRYINDEX, h->done_ref);
-    return 1;
 }
 
 /* ---- the connections' wants -------------------------------------------------- */
@@ -580,87 +385,11 @@ static int hosted_status(lua_State *L)
     return vklua_return_snapshot(L, snap);
 }
 
-/* ---- locks ------------------------------------------------------------------------ */
-
-static vk_status ensure_locks(hosted_ud *h)
-{
-    if (h->locks != NULL)
-        return VK_OK;
-    return vk_hosted_lock_manager_new(&h->locks, &h->client, 1);
-}
-
-
-/* h:lock_try(key) / h:lock_acquire(key [, options]) -> ticket | nil, err */
-static int lock_start(lua_State *L, int acquire)
-{
-    hosted_ud *h = check_hosted(L);
-    size_t len;
-    const char *key = luaL_checklstring(L, 2, &len);   /* empty: the core's refusal */
-    vk_lock_options opts;
-    int has_opts = acquire && !lua_isnoneornil(L, 3);
-    if (has_opts)
-        vklua_read_lock_options(L, 3, &opts);
-    lua_State *previous = vklua_enter(L);
-    vk_status st = ensure_locks(h);
-    vklua_leave(previous);
-    if (st != VK_OK)
-        return vklua_return_failure(L, st);
-    hosted_op *op = new_op(h, OP_LOCK);
-    if (op == NULL)
-        return vklua_raise_no_memory(L);
-    previous = vklua_enter(L);
-    st = acquire ? vk_async_lock_acquire(h->locks, key, len, has_opts ? &opts : NULL, on_lock,
-                                         op, &op->id)
-                 : vk_async_lock_try(h->locks, key, len, on_lock, op, &op->id);
-    vklua_leave(previous);
-    return queued(L, op, st);
-}
-
-static int hosted_lock_try(lua_State *L)
-{
-    return lock_start(L, 0);
-}
-
-static int hosted_lock_acquire(lua_State *L)
-{
-    return lock_start(L, 1);
-}
-
-/* h:lock_unlock(handle) / h:lock_extend(handle, seconds) -> ticket | nil, err */
-static int hosted_lock_unlock(lua_State *L)
-{
-    hosted_ud *h = check_hosted(L);
-    vk_lock *lock = vklua_check_lock(L, 2);
-    hosted_op *op = new_op(h, OP_DONE);
-    if (op == NULL)
-        return vklua_raise_no_memory(L);
-    lua_State *previous = vklua_enter(L);
-    vk_status st = vk_async_lock_unlock(lock, on_done, op);
-    vklua_leave(previous);
-    return queued(L, op, st);
-}
-
-static int hosted_lock_extend(lua_State *L)
-{
-    hosted_ud *h = check_hosted(L);
-    vk_lock *lock = vklua_check_lock(L, 2);
-    luaL_checktype(L, 3, LUA_TNUMBER);
-    int64_t ms = vklua_seconds_to_ms(L, 3, "expiry");
-    hosted_op *op = new_op(h, OP_DONE);
-    if (op == NULL)
-        return vklua_raise_no_memory(L);
-    lua_State *previous = vklua_enter(L);
-    vk_status st = vk_async_lock_extend(lock, ms, on_done, op);
-    vklua_leave(previous);
-    return queued(L, op, st);
-}
-
 const luaL_Reg vklua_hosted_methods[] = {
     {"command", hosted_command},
     {"pipeline_new", hosted_pipeline_new},
     {"pipeline_exec", hosted_pipeline_exec},
     {"cancel", hosted_cancel},
-    {"take_done", hosted_take_done},
     {"connection_count", hosted_connection_count},
     {"wants", hosted_wants},
     {"connected", hosted_connected},
@@ -674,16 +403,12 @@ const luaL_Reg vklua_hosted_methods[] = {
     {"poll_events", hosted_poll_events},
     {"is_connected", hosted_is_connected},
     {"status", hosted_status},
-    {"lock_try", hosted_lock_try},
-    {"lock_acquire", hosted_lock_acquire},
-    {"lock_unlock", hosted_lock_unlock},
-    {"lock_extend", hosted_lock_extend},
     {"close", hosted_close},
     {NULL, NULL},
 };
 
 const luaL_Reg vklua_hosted_meta[] = {
-    {"__gc", hosted_gc},
+    {"__gc", hosted_close},
     {NULL, NULL},
 };
 

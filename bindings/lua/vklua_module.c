@@ -65,6 +65,8 @@ int luaopen_vkclient(lua_State *L)
     new_class(L, VKLUA_HOSTED_MT, vklua_hosted_methods, vklua_hosted_meta);
     new_class(L, VKLUA_HOSTED_PIPELINE_MT, vklua_hosted_pipeline_methods,
               vklua_hosted_pipeline_meta);
+    new_class(L, VKLUA_HOSTED_MANAGER_MT, vklua_hosted_manager_methods,
+              vklua_hosted_manager_meta);
     new_plain_metatable(L, VKLUA_ERROR_MT, vklua_error_meta);
     new_plain_metatable(L, VKLUA_CONFIG_MT, vklua_config_meta);
     new_plain_metatable(L, VKLUA_STATIC_PASSWORD_MT, vklua_static_password_meta);
@@ -80,6 +82,8 @@ int luaopen_vkclient(lua_State *L)
     vklua_setfuncs(L, vklua_config_functions);
     /* For require "vkclient.ngx" only (vkclient/ngx.lua). */
     vklua_setfuncs(L, vklua_hosted_functions);
+    vklua_setfuncs(L, vklua_hosted_lock_functions);
+    vklua_setfuncs(L, vklua_op_functions);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_pushstring(L, vk_version());

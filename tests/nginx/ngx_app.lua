@@ -744,8 +744,12 @@ function app.tls()
         -- certificate's DNS names only, so the IP cannot be verified; the
         -- connection is refused with a TLS error saying so (not made
         -- without the check).
-        if c.ok("TLS client made in init_worker", tls_client ~= nil) then
-            local v, e = tls_client:call("PING")
+        -- A client of this request: the worker's may be inside the
+        -- reconnect rate limit after an earlier request's failed dial.
+        local own = vkn.new{ standalone = addr, tls = { use_system_ca = true } }
+        if c.ok("TLS client to an IP address", own ~= nil) then
+            local v, e = own:call("PING")
+            own:close()
             c.fails("PING over TLS to an IP address without server_name", "TLS",
                     "^TLS error: handshake with " .. addr:gsub("%p", "%%%0") .. " failed: nginx verifies a "
                     .. "certificate by DNS name only, and 127%.0%.0%.1 is an IP address: set "

@@ -48,6 +48,7 @@ local ERR = ngx.ERR
 local error_mt = vk.error_mt
 local codes = vk.codes
 local make_error = vk._error
+local take_done = vk._take_done
 
 local setmetatable = setmetatable
 local getmetatable = getmetatable
@@ -112,14 +113,19 @@ end
 local Client = {}
 Client.__index = Client
 
+-- The requests waiting, by ticket. Every client of the worker completes
+-- into one table (a lock operation may complete inside any of its
+-- clients' calls), so any driver that collects it serves them all.
+local WAITING = {}
+
 -- Hands the core's completions to the requests waiting for them.
-local function deliver(self)
-  local done = self._h:take_done()
+local function deliver()
+  local done = take_done()
   for i = 1, #done, 3 do
     local ticket = done[i]
-    local w = self._waiting[ticket]
+    local w = WAITING[ticket]
     if w ~= nil then
-      self._waiting[ticket] = nil
+      WAITING[ticket] = nil
       w.value, w.err, w.done = done[i + 1], done[i + 2], true
       w.sema:post(1)
     end
@@ -161,7 +167,7 @@ local function connection(self, s, host, port, path, tls, server_name)
     h:connect_failed(s.conn, "nginx verifies a certificate by DNS name only, and "
       .. tostring(server_name) .. " is an IP address: set tls.server_name to a name the "
       .. "server's certificate carries", true)
-    deliver(self)
+    deliver()
     kick(self)
     return
   end
@@ -181,7 +187,7 @@ local function connection(self, s, host, port, path, tls, server_name)
     if not called or not session then
       if not s.closed and not self._closed then
         h:connect_failed(s.conn, called and herr or ("the handshake raised: " .. tostring(session)), true)
-        deliver(self)
+        deliver()
         kick(self)
       end
       sock:close()
@@ -194,14 +200,14 @@ local function connection(self, s, host, port, path, tls, server_name)
   end
   if not ok then
     h:connect_failed(s.conn, err)
-    deliver(self)
+    deliver()
     kick(self)
     sock:close()
     return
   end
   s.open = true
   h:connected(s.conn)
-  deliver(self)
+  deliver()
   kick(self)
   while true do
     local data, rerr = sock:receiveany(READ_CHUNK)
@@ -210,11 +216,11 @@ local function connection(self, s, host, port, path, tls, server_name)
     end
     if data then
       h:received(s.conn, data)
-      deliver(self)
+      deliver()
       kick(self)
     elseif rerr ~= "timeout" then
       h:lost(s.conn, rerr)
-      deliver(self)
+      deliver()
       kick(self)
       break
     end
@@ -263,7 +269,7 @@ local function serve_once(self)
       progress = true
     end
     if progress then
-      deliver(self)
+      deliver()
       return true
     end
   end
@@ -294,7 +300,7 @@ local function drive(self)
     end
     if h:tick_in_ms() == 0 then
       h:tick()
-      deliver(self)
+      deliver()
     end
     -- Events of the core's background threads (the IAM refresh) for the
     -- config's logger and metrics functions.
@@ -347,21 +353,44 @@ local function usable(self)
 end
 
 -- Waits for the operation's completion: value, err (err false: none).
-local function await(self, ticket)
+-- clients: those whose drivers move its bytes; target: the core's object
+-- that can cancel it.
+local function await(clients, target, ticket)
   local w = { sema = semaphore.new(), done = false }
-  self._waiting[ticket] = w
-  kick(self)
+  WAITING[ticket] = w
+  for i = 1, #clients do
+    kick(clients[i])
+  end
   while not w.done do
     local ok, err = w.sema:wait(WAIT_SLICE)
     if not ok and err ~= "timeout" then
-      self._waiting[ticket] = nil
-      if not self._closed then
-        self._h:cancel(ticket)
-      end
+      WAITING[ticket] = nil
+      pcall(target.cancel, target, ticket)
       return false, make_error(codes.CANCELLED, "operation cancelled: " .. tostring(err))
     end
   end
   return w.value, w.err
+end
+
+-- Queues an operation (the method `start` of target, the core's client or
+-- lock manager, with its arguments) and waits for it: value | nil, err.
+local function run(clients, target, start, ...)
+  for i = 1, #clients do
+    local ok, err = usable(clients[i])
+    if not ok then
+      return nil, err
+    end
+  end
+  local ticket, err = target[start](target, ...)
+  if not ticket then
+    return nil, err
+  end
+  local value
+  value, err = await(clients, target, ticket)
+  if err then
+    return nil, err
+  end
+  return value
 end
 
 -- ---- clients ----------------------------------------------------------------------------
@@ -370,14 +399,15 @@ local function wrap(h, err)
   if not h then
     return nil, err
   end
-  return setmetatable({
+  local client = setmetatable({
     _h = h,
-    _waiting = {},
     _socks = {},
     _kick = semaphore.new(),
     _driver = false,
     _closed = false,
   }, Client)
+  client._alone = { client }   -- the clients of its own operations
+  return client
 end
 
 -- A CA given in the config cannot be handed to a cosocket: only nginx's
@@ -412,18 +442,8 @@ end
 
 --- client:call(name, ...) -> reply | nil, err
 function Client:call(...)
-  local ok, err = usable(self)
-  if not ok then
-    return nil, err
-  end
-  local ticket
-  ticket, err = self._h:command(...)
-  if not ticket then
-    return nil, err
-  end
-  local value
-  value, err = await(self, ticket)
-  if err then
+  local value, err = run(self._alone, self._h, "command", ...)
+  if err ~= nil then
     return nil, err
   end
   if is_error(value) then
@@ -450,7 +470,7 @@ function Client:close()
   end
   self._closed = true
   self._h:close()
-  deliver(self)
+  deliver()
   kick(self)
 end
 
@@ -487,25 +507,15 @@ end
 
 --- pipeline:run() -> { reply, ... } | nil, err (error replies in place); empties it.
 function Pipeline:run()
-  local client = self._client
-  local ok, err = usable(client)
-  if not ok then
-    return nil, err
-  end
   if self._p:length() == 0 then
+    local ok, err = usable(self._client)
+    if not ok then
+      return nil, err
+    end
     return {}
   end
-  local ticket
-  ticket, err = client._h:pipeline_exec(self._p)
-  if not ticket then
-    return nil, err
-  end
-  local value
-  value, err = await(client, ticket)
-  if err then
-    return nil, err
-  end
-  return value
+  local client = self._client
+  return run(client._alone, client._h, "pipeline_exec", self._p)
 end
 
 function Pipeline:close()
@@ -517,46 +527,20 @@ end
 local Handle = {}
 Handle.__index = Handle
 
-local function new_handle(client, lock)
-  return setmetatable({ _client = client, _lock = lock }, Handle)
-end
-
--- Runs a lock operation (ticket or nil, err) to its end: value, err.
-local function lock_wait(client, ticket, err)
-  if not ticket then
-    return false, err
-  end
-  return await(client, ticket)
+local function new_handle(manager, lock)
+  return setmetatable({ _manager = manager, _lock = lock }, Handle)
 end
 
 --- handle:unlock() -> true | nil, err
 function Handle:unlock()
-  local client = self._client
-  local ok, err = usable(client)
-  if not ok then
-    return nil, err
-  end
-  local _
-  _, err = lock_wait(client, client._h:lock_unlock(self._lock))
-  if err then
-    return nil, err
-  end
-  return true
+  local m = self._manager
+  return run(m._clients, m._m, "unlock", self._lock)
 end
 
 --- handle:extend(seconds) -> true | nil, err
 function Handle:extend(seconds)
-  local client = self._client
-  local ok, err = usable(client)
-  if not ok then
-    return nil, err
-  end
-  local _
-  _, err = lock_wait(client, client._h:lock_extend(self._lock, seconds))
-  if err then
-    return nil, err
-  end
-  return true
+  local m = self._manager
+  return run(m._clients, m._m, "extend", self._lock, seconds)
 end
 
 function Handle:validity() return self._lock:validity() end
@@ -568,52 +552,51 @@ function Handle:close() return self._lock:close() end
 local Manager = {}
 Manager.__index = Manager
 
---- vk.lock_manager(client) -> manager | nil, err (one client of this module)
-function M.lock_manager(client)
-  if getmetatable(client) == Client and client._closed then
-    return nil, closed_error()
+--- vk.lock_manager(client) or vk.lock_manager({ c1, c2, c3 }) (a Redlock
+--- quorum over independent servers) -> manager | nil, err
+function M.lock_manager(clients)
+  if getmetatable(clients) == Client then
+    clients = { clients }
+  elseif type(clients) ~= "table" or getmetatable(clients) ~= nil or #clients == 0 then
+    error("vkclient.ngx: lock_manager expects a client of vkclient.ngx or a list of them", 2)
   end
-  if getmetatable(client) ~= Client then
-    if type(client) == "table" and getmetatable(client) == nil then
-      return nil, make_error(codes.INVALID_ARGUMENT, "invalid argument: vkclient.ngx lock "
-        .. "managers span one client (a Redlock quorum over several is to come)")
+  local list, cores = {}, {}
+  for i = 1, #clients do
+    local client = clients[i]
+    if getmetatable(client) ~= Client then
+      error("vkclient.ngx: lock_manager expects clients of vkclient.ngx", 2)
     end
-    error("vkclient.ngx: lock_manager expects a client of vkclient.ngx", 2)
+    if client._closed then
+      return nil, closed_error()
+    end
+    list[i], cores[i] = client, client._h
   end
-  return setmetatable({ _client = client }, Manager)
+  local m, err = vk._hosted_lock_manager(cores)
+  if not m then
+    return nil, err
+  end
+  return setmetatable({ _clients = list, _m = m }, Manager)
 end
 
 --- manager:try_lock(key) -> handle | nil (taken) | nil, err
 function Manager:try_lock(key)
-  local client = self._client
-  local ok, err = usable(client)
-  if not ok then
-    return nil, err
-  end
-  local lock
-  lock, err = lock_wait(client, client._h:lock_try(key))
-  if err then
+  local lock, err = run(self._clients, self._m, "try", key)
+  if err ~= nil then
     return nil, err
   end
   if not lock then
-    return nil
+    return nil   -- taken
   end
-  return new_handle(client, lock)
+  return new_handle(self, lock)
 end
 
 --- manager:acquire(key [, options]) -> handle | nil, err (LOCK_ACQUIRE when busy)
 function Manager:acquire(key, options)
-  local client = self._client
-  local ok, err = usable(client)
-  if not ok then
+  local lock, err = run(self._clients, self._m, "acquire", key, options)
+  if not lock then
     return nil, err
   end
-  local lock
-  lock, err = lock_wait(client, client._h:lock_acquire(key, options))
-  if err then
-    return nil, err
-  end
-  return new_handle(client, lock)
+  return new_handle(self, lock)
 end
 
 -- The function's results, or its error as LOCK_FN with err.cause.
@@ -659,6 +642,8 @@ function Manager:unlock(handle)
   return handle:unlock()
 end
 
-function Manager:close() end
+function Manager:close()
+  self._m:close()
+end
 
 return M

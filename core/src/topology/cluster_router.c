@@ -267,6 +267,19 @@ static void free_op(rop *op)
     free(op);
 }
 
+/* A caller's operation leaves the list of those not complete. */
+static void unlink_op(rop *op)
+{
+    vk_router *r = op->r;
+    if (op->prev != NULL)
+        op->prev->next = op->next;
+    else
+        r->ops = op->next;
+    if (op->next != NULL)
+        op->next->prev = op->prev;
+    r->op_count--;
+}
+
 /* An operation done with and with nothing out goes; its parent, which
  * held it, may go then too. */
 static void release(rop *op)
@@ -347,13 +360,7 @@ static void finish(rop *op, vk_status st, redisReply *reply)
         op->on_done(op, st, reply);
         op->holds--;
     } else {
-        if (op->prev != NULL)
-            op->prev->next = op->next;
-        else
-            r->ops = op->next;
-        if (op->next != NULL)
-            op->next->prev = op->prev;
-        r->op_count--;
+        unlink_op(op);
         if (op->kind == ROP_PIPELINE && st == VK_OK) {
             reply = op->array;
             op->array = NULL;
@@ -1138,14 +1145,7 @@ void vk__router_free(vk_router *r)
 /* Unlinks a caller's operation never queued, and frees it. */
 static void discard_new(rop *op)
 {
-    vk_router *r = op->r;
-    if (op->prev != NULL)
-        op->prev->next = op->next;
-    else
-        r->ops = op->next;
-    if (op->next != NULL)
-        op->next->prev = op->prev;
-    r->op_count--;
+    unlink_op(op);
     free_op(op);
 }
 
