@@ -10,7 +10,11 @@
 --
 -- One client per worker, made in init_worker_by_lua (no I/O there), on the
 -- plain server, and when the harness gives them: the TLS-only server,
--- the Sentinel group and the Cluster.
+-- the Sentinel group and the Cluster. Made on first use in a handler: the
+-- client of the IAM server (its /iam/ location trusts that server's CA)
+-- and those of the group and cluster the driver starts for the failover
+-- and the slot migration. lua-resty-redis (the interop check) connects
+-- per request.
 local vkn = require "vkclient.ngx"
 local vk = require "vkclient"   -- the blocking module, for the parity checks
 
@@ -124,6 +128,16 @@ local function arg(name)
     local value = ngx.req.get_uri_args()[name]
     if type(value) == "table" then
         value = value[1]
+    end
+    return value
+end
+
+-- A query argument that must be given (one value, where assert(arg(...),
+-- "x") would also pass its message on as an argument).
+local function need(name)
+    local value = arg(name)
+    if value == nil then
+        error("missing query argument " .. name, 2)
     end
     return value
 end
@@ -895,6 +909,386 @@ function app.cluster()
     c.finish()
 end
 
+-- ---- (8) values exchanged with lua-resty-redis ----------------------------------------------
+
+-- The values both modules write and read: every byte, protocol-looking
+-- bytes, the empty string, a large value (many reads of READ_CHUNK).
+local function interop_values(id)
+    return {
+        { "empty", "" },
+        { "all_bytes", ALL_BYTES .. id },
+        { "reversed", ALL_BYTES:reverse() .. id },
+        { "protocol", "\r\n$5\r\nhello\r\n*1\r\n:1\r\n-ERR x\r\n+OK\r\n_\r\n" .. id },
+        { "nul", "\0\0" .. id .. "\0" },
+        { "big", string.rep(ALL_BYTES, 4096) .. id },   -- 1 MiB and the id
+    }
+end
+
+-- /t/interop?run=R&id=N: vkclient.ngx writes, lua-resty-redis reads the
+-- same bytes back; lua-resty-redis writes, vkclient.ngx reads; strings,
+-- binary keys, a hash with binary fields, a list, integers and missing
+-- keys; then each reads the other's keys in a pipeline.
+function app.interop()
+    local c = checks()
+    local found, redis = pcall(require, "resty.redis")
+    if not found then
+        c.put("skipped", "lua-resty-redis is not on lua_package_path")
+        return c.finish()
+    end
+    local id = need("id")
+    local p = prefix() .. "interop:" .. id .. ":"
+    local host, port = os.getenv("VK_TEST_ADDR"):match("^(.+):(%d+)$")
+    local red = redis:new()
+    red:set_timeouts(5000, 10000, 10000)
+    local ok, err = red:connect(host, tonumber(port))
+    if not c.ok("lua-resty-redis connect", ok, tostring(err)) then
+        return c.finish()
+    end
+    local values = interop_values(id)
+
+    -- vkclient.ngx -> lua-resty-redis
+    for _, v in ipairs(values) do
+        local key = p .. "vk:" .. v[1]
+        c.eq("vkclient.ngx SET " .. v[1], client:call("SET", key, v[2]), "OK")
+        c.eq("lua-resty-redis GET of vkclient.ngx's " .. v[1], red:get(key), v[2])
+    end
+    c.eq("vkclient.ngx SET (binary key)", client:call("SET", p .. "vk:key:" .. ALL_BYTES, ALL_BYTES), "OK")
+    c.eq("lua-resty-redis GET (binary key)", red:get(p .. "vk:key:" .. ALL_BYTES), ALL_BYTES)
+    local big = values[#values][2]
+    c.eq("vkclient.ngx HSET (binary fields)",
+         client:call("HSET", p .. "vk:hash", ALL_BYTES, "1", "", ALL_BYTES, "big", big), 3)
+    local h = red:hgetall(p .. "vk:hash")
+    if c.ok("lua-resty-redis HGETALL", type(h) == "table" and #h == 6, show(h)) then
+        h = red:array_to_hash(h)
+        c.eq("HGETALL [binary field]", h[ALL_BYTES], "1")
+        c.eq("HGETALL [empty field]", h[""], ALL_BYTES)
+        c.eq("HGETALL [big]", h.big, big)
+    end
+    c.eq("vkclient.ngx INCRBY", client:call("INCRBY", p .. "vk:n", 41), 41)
+    c.eq("lua-resty-redis INCR of vkclient.ngx's counter", red:incr(p .. "vk:n"), 42)
+
+    -- lua-resty-redis -> vkclient.ngx
+    for _, v in ipairs(values) do
+        local key = p .. "resty:" .. v[1]
+        c.eq("lua-resty-redis SET " .. v[1], red:set(key, v[2]), "OK")
+        c.eq("vkclient.ngx GET of lua-resty-redis's " .. v[1], client:call("GET", key), v[2])
+    end
+    c.eq("lua-resty-redis RPUSH", red:rpush(p .. "resty:list", ALL_BYTES, "", big, "\r\n"), 4)
+    local list = client:call("LRANGE", p .. "resty:list", 0, -1)
+    if c.ok("vkclient.ngx LRANGE", type(list) == "table" and #list == 4, show(list)) then
+        c.eq("LRANGE [1]", list[1], ALL_BYTES)
+        c.eq("LRANGE [2]", list[2], "")
+        c.eq("LRANGE [3]", list[3], big)
+        c.eq("LRANGE [4]", list[4], "\r\n")
+    end
+    c.eq("vkclient.ngx INCR of lua-resty-redis's counter", client:call("INCR", p .. "resty:list:n"), 1)
+    c.eq("lua-resty-redis GET of it", red:get(p .. "resty:list:n"), "1")
+    -- A missing key is ngx.null for both.
+    c.eq("lua-resty-redis GET missing", red:get(p .. "missing"), ngx.null)
+    c.eq("vkclient.ngx GET missing", client:call("GET", p .. "missing"), ngx.null)
+
+    -- Pipelines: each reads the other's keys.
+    red:init_pipeline()
+    for _, v in ipairs(values) do
+        red:get(p .. "vk:" .. v[1])
+    end
+    red:hget(p .. "vk:hash", ALL_BYTES)
+    local results, perr = red:commit_pipeline()
+    if c.ok("lua-resty-redis pipeline of vkclient.ngx's keys", type(results) == "table", tostring(perr)) then
+        for i, v in ipairs(values) do
+            c.eq("lua-resty-redis pipeline GET " .. v[1], results[i], v[2])
+        end
+        c.eq("lua-resty-redis pipeline HGET", results[#values + 1], "1")
+    end
+    local pl = client:pipeline()
+    for _, v in ipairs(values) do
+        pl:call("GET", p .. "resty:" .. v[1])
+    end
+    pl:call("LINDEX", p .. "resty:list", 2)
+    results, perr = pl:run()
+    if c.ok("vkclient.ngx pipeline of lua-resty-redis's keys", type(results) == "table", show(perr)) then
+        for i, v in ipairs(values) do
+            c.eq("vkclient.ngx pipeline GET " .. v[1], results[i], v[2])
+        end
+        c.eq("vkclient.ngx pipeline LINDEX", results[#values + 1], big)
+    end
+
+    -- For the driver, which reads them on the server: what each wrote.
+    c.put("vk_big_key", p .. "vk:big")
+    c.put("resty_all_bytes_key", p .. "resty:all_bytes")
+    local kept, kerr = red:set_keepalive(10000, 16)
+    c.ok("lua-resty-redis set_keepalive", kept, tostring(kerr))
+    c.finish()
+end
+
+-- ---- (9) GCP IAM tokens rotating under load over TLS ------------------------------------
+
+-- The worker's client of the IAM server (tests/harness/iam_env.py): TLS
+-- verified with the /iam/ location's CA, tokens of 3 s refreshed every
+-- second by the core's thread. Made on the first /iam/ request.
+local iam_client
+
+local function get_iam_client()
+    if iam_client == nil then
+        local err
+        iam_client, err = vkn.new{
+            standalone = os.getenv("VK_IAM_ADDR"),
+            tls = { use_system_ca = true, server_name = "localhost" },
+            gcp_iam = {
+                credentials_base64 = os.getenv("VK_IAM_CREDENTIALS_B64"),
+                service_account = os.getenv("VK_IAM_SERVICE_ACCOUNT"),
+                endpoint = os.getenv("VK_IAM_ENDPOINT"),
+                token_lifetime = 3,
+                refresh_every = 1,
+                refresh_check_interval = 0.2,
+            },
+            options = { dial_timeout = 5, read_timeout = 5, write_timeout = 5 },
+        }
+        if not iam_client then
+            return nil, err
+        end
+    end
+    return iam_client
+end
+
+local function put_iam_status(c, cl)
+    local status = cl:status() or {}
+    c.put("last_refresh_at", status.last_refresh_at and string.format("%.3f", status.last_refresh_at) or "nil")
+    c.put("last_refresh_error", show(status.last_refresh_error))
+    c.put("refresh_loop_running", tostring(status.refresh_loop_running))
+    c.put("connected", tostring(status.connected))
+end
+
+-- /iam/load?run=R&key=K[&blpop=1]: INCR of the request's key and of the
+-- run's total, a GET of the key (at least what the INCR gave), with
+-- blpop=1 also a BLPOP 0.05 (a connection of its own, which logs in with
+-- the token of the moment); the client's refresh time after.
+function app.iam_load()
+    local c = checks()
+    local cl, err = get_iam_client()
+    if not c.ok("the IAM client", cl ~= nil, show(err)) then
+        return c.finish()
+    end
+    local key = prefix() .. "iam:" .. need("key")
+    local n, ierr = cl:call("INCR", key)
+    if c.ok("INCR", type(n) == "number", show(n or ierr)) then
+        c.put("n", n)
+    end
+    local total, terr = cl:call("INCR", prefix() .. "iam:total")
+    c.ok("INCR of the total", type(total) == "number", show(total or terr))
+    local got, gerr = cl:call("GET", key)
+    c.ok("GET", type(got) == "string" and type(n) == "number" and tonumber(got) >= n, show(got or gerr))
+    if arg("blpop") then
+        local v, berr = cl:call("BLPOP", prefix() .. "iam:empty", "0.05")
+        c.eq("BLPOP 0.05 (a connection of its own)", v, vkn.null)
+        c.eq("BLPOP error", berr, nil)
+    end
+    put_iam_status(c, cl)
+    c.finish()
+end
+
+-- /iam/status?run=R[&key=K]: the client's refresh status, who it is
+-- logged in as, and the value of the run's key K.
+function app.iam_status()
+    local c = checks()
+    local cl, err = get_iam_client()
+    if not c.ok("the IAM client", cl ~= nil, show(err)) then
+        return c.finish()
+    end
+    local who, werr = cl:call("ACL", "WHOAMI")
+    c.eq("ACL WHOAMI", who, "default")
+    c.ok("ACL WHOAMI error", werr == nil, show(werr))
+    if arg("key") then
+        local value, verr = cl:call("GET", prefix() .. "iam:" .. arg("key"))
+        c.ok("GET " .. arg("key"), type(value) == "string", show(value or verr))
+        c.put("value", value)
+    end
+    put_iam_status(c, cl)
+    c.finish()
+end
+
+-- ---- (10), (11) a Sentinel failover and a slot migration under load -------------------------
+
+-- Clients of the driver's own Sentinel group and Cluster, made in each
+-- worker on its first request that names them.
+local own_clients = {}
+
+local function split(list)
+    local t = {}
+    for a in list:gmatch("[^,]+") do
+        t[#t + 1] = a
+    end
+    return t
+end
+
+local function own_client(kind)
+    local addresses = need(kind == "sentinel" and "sentinels" or "seeds")
+    local name = arg("name")
+    local key = kind .. "|" .. addresses .. "|" .. tostring(name)
+    local cl = own_clients[key]
+    if cl == nil then
+        local config = { options = { dial_timeout = 1, read_timeout = 2, write_timeout = 2 } }
+        if kind == "sentinel" then
+            config.sentinel = { addresses = split(addresses), master_name = need("name") }
+        else
+            config.cluster = { addresses = split(addresses) }
+        end
+        cl = assert(vkn.new(config))
+        own_clients[key] = cl
+    end
+    return cl
+end
+
+local function one_line(s)
+    return (tostring(s):gsub("[\r\n]", " "))
+end
+
+-- /t/fo_set?sentinels=A,B,C&name=N&key=K&value=V: one SET through the
+-- worker's client of the group: outcome=ok, or outcome=error with the
+-- error's code and text (a write that failed says so); the client's
+-- master after it.
+function app.fo_set()
+    local c = checks()
+    local cl = own_client("sentinel")
+    local value, err = cl:call("SET", need("key"), need("value"))
+    if value == "OK" and err == nil then
+        c.put("outcome", "ok")
+    elseif value == nil and type(err) == "table" and getmetatable(err) == vkn.error_mt then
+        c.put("outcome", "error")
+        c.put("code", err.code)
+        c.put("text", one_line(err))
+    else
+        c.ok("SET answers OK or nil, err", false, show(value) .. " " .. show(err))
+    end
+    local status = cl:status() or {}
+    c.put("master_address", status.master_address)
+    c.put("master_switches", status.master_switches)
+    c.finish()
+end
+
+-- /t/fo_status?sentinels=A,B,C&name=N&key=K: a SET and GET through the
+-- worker's client, and its status.
+function app.fo_status()
+    local c = checks()
+    local cl = own_client("sentinel")
+    local key = need("key") .. ":" .. ngx.worker.pid()
+    c.eq("SET", cl:call("SET", key, "after"), "OK")
+    c.eq("GET", cl:call("GET", key), "after")
+    local status = cl:status() or {}
+    c.eq("status.mode", status.mode, "sentinel")
+    c.eq("status.connected", status.connected, true)
+    c.put("master_address", status.master_address)
+    c.put("master_switches", status.master_switches)
+    c.put("key", key)
+    c.finish()
+end
+
+-- /t/own_close: the worker's clients of the driver's own group and
+-- cluster are closed before the driver stops them.
+function app.own_close()
+    local c = checks()
+    local n = 0
+    for key, cl in pairs(own_clients) do
+        cl:close()
+        own_clients[key] = nil
+        n = n + 1
+    end
+    c.put("closed", n)
+    c.finish()
+end
+
+-- /t/mig?seeds=A,B,C&op=single&key=K             INCR K, GET K
+--                  &op=pipeline&keys=K1,K2,K3,K4&other=O
+--                                                 INCR K1, INCR K2, GET O, INCR K3, INCR K4
+--                  &op=multi&keys=M1,...&n=N       MSET Mi N..., MGET Mi...
+-- through the worker's client of the cluster; incremented= the keys whose
+-- INCR succeeded (in order), the client's redirect counts after.
+function app.mig()
+    local c = checks()
+    local cl = own_client("cluster")
+    local op = arg("op")
+    local done = {}
+    if op == "single" then
+        local key = need("key")
+        local n, err = cl:call("INCR", key)
+        if c.ok("INCR " .. key, type(n) == "number", show(n or err)) then
+            done[#done + 1] = key
+            local got, gerr = cl:call("GET", key)
+            c.ok("GET " .. key .. " after INCR", type(got) == "string" and tonumber(got) >= n,
+                 show(got or gerr) .. " after INCR gave " .. n)
+        end
+    elseif op == "pipeline" then
+        local keys = split(need("keys"))
+        local pl = cl:pipeline()
+        for i, key in ipairs(keys) do
+            pl:call("INCR", key)
+            if i == 2 then
+                pl:call("GET", need("other"))
+            end
+        end
+        local results, err = pl:run()
+        if c.ok("pipeline across the slots", type(results) == "table", show(err)) then
+            c.eq("pipeline GET of the other slot", results[3], "steady")
+            for i, key in ipairs(keys) do
+                local r = results[i <= 2 and i or i + 1]
+                if c.ok("pipeline INCR " .. key, type(r) == "number", show(r)) then
+                    done[#done + 1] = key
+                end
+            end
+        end
+    elseif op == "multi" then
+        local keys = split(need("keys"))
+        local n = need("n")
+        local args = {}
+        for _, key in ipairs(keys) do
+            args[#args + 1] = key
+            args[#args + 1] = n
+        end
+        local ok, err = cl:call("MSET", unpack(args))
+        c.eq("MSET", ok, "OK")
+        c.ok("MSET error", err == nil, show(err))
+        local got, gerr = cl:call("MGET", unpack(keys))
+        if c.ok("MGET", type(got) == "table" and #got == #keys, show(got or gerr)) then
+            for i, key in ipairs(keys) do
+                c.eq("MGET " .. key, got[i], n)
+            end
+        end
+    else
+        c.ok("op", false, show(op))
+    end
+    c.put("incremented", table.concat(done, ","))
+    local status = cl:status() or {}
+    c.put("moved_redirects", status.moved_redirects)
+    c.put("ask_redirects", status.ask_redirects)
+    c.finish()
+end
+
+-- /t/mig_status?seeds=A,B,C: the worker's cluster client's status, and
+-- GETs of keys=K1,... through it.
+function app.mig_status()
+    local c = checks()
+    local cl = own_client("cluster")
+    local status = cl:status() or {}
+    c.eq("status.mode", status.mode, "cluster")
+    c.eq("status.connected", status.connected, true)
+    c.put("moved_redirects", status.moved_redirects)
+    c.put("ask_redirects", status.ask_redirects)
+    local nodes = {}
+    for address in pairs(status.nodes or {}) do
+        nodes[#nodes + 1] = address
+    end
+    table.sort(nodes)
+    c.put("nodes", table.concat(nodes, ","))
+    local values = {}
+    for _, key in ipairs(split(arg("keys") or "")) do
+        local v, err = cl:call("GET", key)
+        c.ok("GET " .. key, type(v) == "string", show(v or err))
+        values[#values + 1] = tostring(v)
+    end
+    c.put("values", table.concat(values, ","))
+    c.finish()
+end
+
 -- ---- parity with require "vkclient" -------------------------------------------------------------
 
 -- A value, in words that do not depend on which module made it.
@@ -1110,10 +1504,18 @@ local HANDLERS = {
     counter = app.counter, lock_api = app.lock_api, closed = app.closed, tls = app.tls,
     wrong_ca = app.wrong_ca, sentinel = app.sentinel, cluster = app.cluster, parity = app.parity,
     init_error = app.init_error, renewal = app.renewal, sinks = app.sinks,
+    interop = app.interop, iam_load = app.iam_load, iam_status = app.iam_status,
+    fo_set = app.fo_set, fo_status = app.fo_status, mig = app.mig, mig_status = app.mig_status,
+    own_close = app.own_close,
 }
 
 function app.dispatch()
+    -- /t/name, and /iam/name (a location of its own: see ngx.conf.in).
     local name = ngx.var.uri:match("^/t/([%w_]+)$")
+    local iam = ngx.var.uri:match("^/iam/([%w_]+)$")
+    if iam ~= nil then
+        name = "iam_" .. iam
+    end
     local handler = name and HANDLERS[name]
     if not handler then
         ngx.status = 404

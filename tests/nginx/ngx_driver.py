@@ -4,16 +4,23 @@ and runs this): sends the requests to ngx_app.lua's handlers, many at a
 time, and checks what only the outside can see: both workers serving,
 timings next to BLPOP, a lock contended by both workers and by a Python
 process using the blocking binding, the servers' own view of keys and
-connections.
+connections, the bytes lua-resty-redis and vkclient.ngx exchange, GCP IAM
+tokens rotating under load (the Google stand-in's log), and with
+--topologies a Sentinel failover and a Cluster slot migration under load,
+on a group and a cluster this driver starts and stops (the harness's
+shared ones keep their master and slot map).
 
 Standard library only (urllib, threads) with Debian's /usr/bin/python3,
 except the lock holder (`ngx_driver.py holder ...`), which imports the
 Python binding from PYTHONPATH ($VK_BUILD_DIR/bindings/python).
 
-Environment: NGX_URL (http://127.0.0.1:port), the harness's VK_TEST_*.
+Environment: NGX_URL (http://127.0.0.1:port), the harness's VK_TEST_*,
+iam_env.py's VK_IAM_* (exported by run_ngx.sh).
 """
 
+import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -538,13 +545,493 @@ def check_topologies():
     print("  Cluster masters %s" % ",".join(cluster))
 
 
+def check_interop():
+    section("(8) lua-resty-redis in the same nginx: each reads the other's values (every byte, "
+            "1 MiB), also in pipelines")
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda i: request("/t/interop", id=i), range(16)))
+    if replies[0].ok and replies[0].get("skipped"):
+        print("  not run: %s (see run_ngx.sh, NGX_RESTY_REDIS_LIB)" % replies[0]["skipped"])
+        return
+    bad = [r for r in replies if not r.ok]
+    for r in bad[:3]:
+        expect_ok(r, "/t/interop")
+    check(not bad, "every /t/interop request passed its checks", "%d of 16 failed" % len(bad))
+    workers = {r.worker for r in replies if r.ok}
+    check(len(workers) == 2, "both workers ran /t/interop", str(sorted(workers)))
+    print("  16 requests (8 at a time) over workers %s: %d passed" % (sorted(workers),
+                                                                     len(replies) - len(bad)))
+    # The server's own view of what each module wrote.
+    topologies = harness()
+    addr = os.environ["VK_TEST_ADDR"]
+    for i, r in enumerate(replies):
+        if not r.ok:
+            continue
+        big = topologies.cli(addr, "GET", r["vk_big_key"], timeout=30)
+        big = big.encode() if isinstance(big, str) else big
+        check(big == bytes(range(256)) * 4096 + str(i).encode(),
+              "the server holds vkclient.ngx's 1 MiB value byte for byte (request %d)" % i,
+              "%s bytes" % (None if big is None else len(big)))
+        value = topologies.cli(addr, "GET", r["resty_all_bytes_key"])
+        value = value.encode() if isinstance(value, str) else value
+        check(value == bytes(range(256)) + str(i).encode(),
+              "the server holds lua-resty-redis's bytes 0..255 (request %d)" % i, repr(value)[:80])
+        break
+
+
+def iam_log(kind):
+    """Entries of the Google stand-in's request log (iam_env.py) of kind
+    "iam" (tokens minted, answered 200) or "expiry" (a token removed from
+    the server's ACL)."""
+    entries = []
+    try:
+        with open(os.environ["VK_IAM_REQUEST_LOG"]) as f:
+            for line in f:
+                if line.strip():
+                    entries.append(json.loads(line))
+    except OSError:
+        return []
+    if kind == "iam":
+        return [e for e in entries if e["endpoint"] == "iam" and e["status"] == 200]
+    return [e for e in entries if e["endpoint"] == kind and e["status"] == 0]
+
+
+def check_iam_rotation():
+    section("(9) TLS + GCP IAM tokens (3 s, renewed every second) under load: 12 request loops "
+            "of INCR, INCR, GET (and BLPOP 0.05)")
+    if not os.environ.get("VK_IAM_ADDR"):
+        print("  not run: no IAM server (run_ngx.sh starts iam_env.py)")
+        return
+    # Each worker's client gets its first token and logs in (a first call
+    # may time out waiting for it on a loaded machine: it is asked again).
+    seen = {}
+    t0 = time.monotonic()
+    last, early = None, 0
+    while len(seen) < 2 and time.monotonic() - t0 < 30:
+        with ThreadPoolExecutor(4) as pool:
+            for r in pool.map(lambda _: request("/iam/status"), range(4)):
+                last = r
+                if r.ok:
+                    seen.setdefault(r.worker, r)
+                else:
+                    early += 1
+        if len(seen) < 2:
+            time.sleep(0.1)
+    if not check(len(seen) == 2, "both workers' IAM clients log in over TLS",
+                 "workers %s; last: HTTP %s %s" % (sorted(seen), last and last.status,
+                                                    last and last.body.rstrip())):
+        return
+    print("  both workers' clients logged in (ACL WHOAMI: default) within %.1f s; %d first "
+          "calls failed" % (time.monotonic() - t0, early))
+
+    minted_before = len(iam_log("iam"))
+    expired_before = len(iam_log("expiry"))
+    stop = threading.Event()
+    guard = threading.Lock()
+    results = []          # (thread, t0, t1, reply)
+
+    def loop(n):
+        i = 0
+        while not stop.is_set():
+            i += 1
+            params = {"key": "k%d" % n}
+            if i % 10 == 0:
+                params["blpop"] = 1
+            t0 = time.monotonic()
+            r = request("/iam/load", timeout=30, **params)
+            with guard:
+                results.append((n, t0, time.monotonic(), r))
+
+    def refresh_times():
+        times = {}
+        with guard:
+            for _, _, _, r in results:
+                if r.ok and r.get("last_refresh_at") not in (None, "nil"):
+                    times.setdefault(r.worker, set()).add(r["last_refresh_at"])
+        return times
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(12)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    # 4.5 s at least, and until each worker's client saw 3 more refreshes
+    # and old tokens left the server (at most 20 s, on a loaded machine).
+    while True:
+        time.sleep(0.25)
+        took = time.monotonic() - t0
+        times = refresh_times()
+        rotated = len(times) == 2 and all(len(v) >= 4 for v in times.values())
+        expired = len(iam_log("expiry")) - expired_before
+        if took >= 4.5 and rotated and expired >= 2 or took >= 20:
+            break
+    stop.set()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    minted = len(iam_log("iam")) - minted_before
+    expired = len(iam_log("expiry")) - expired_before
+
+    bad = [r for _, _, _, r in results if not r.ok]
+    for r in bad[:3]:
+        expect_ok(r, "/iam/load")
+    per_worker = {}
+    for _, _, _, r in results:
+        per_worker[r.worker] = per_worker.get(r.worker, 0) + 1
+    times = refresh_times()
+    print("  %d requests in %.1f s, %d failed; per worker %s; tokens minted %d, expired %d; "
+          "refresh times seen per worker %s"
+          % (len(results), took, len(bad), per_worker, minted, expired,
+             {w: len(v) for w, v in times.items()}))
+    check(not bad, "zero failed requests while the tokens rotated",
+          "%d of %d failed" % (len(bad), len(results)))
+    check(len(per_worker) == 2 and min(per_worker.values()) >= 20, "both workers served the load",
+          str(per_worker))
+    check(len(times) == 2 and all(len(v) >= 4 for v in times.values()),
+          "each worker's client refreshed its token at least 3 times under load "
+          "(status().last_refresh_at)", str({w: sorted(v) for w, v in times.items()}))
+    check(minted >= 6, "the stand-in minted tokens for both workers during the load", "%d" % minted)
+    check(expired >= 2, "old tokens expired off the server during the load", "%d" % expired)
+    errors = {r.get("last_refresh_error") for _, _, _, r in results if r.ok} - {"nil"}
+    check(not errors, "no refresh error in status()", str(errors))
+    if not bad:
+        # Each INCR went once: the total and each loop's key are exact.
+        done = {}
+        for n, _, _, r in results:
+            done[n] = done.get(n, 0) + 1
+        total = request("/iam/status", key="total").get("value")
+        check(total == str(len(results)), "the run's total counts every request once",
+              "%s vs %d" % (total, len(results)))
+        last = {}
+        for n, _, _, r in results:
+            last[n] = max(last.get(n, 0), int(r["n"]))
+        check(last == done, "each loop's key counts its requests", "%s vs %s" % (last, done))
+    after = both_workers("/iam/status")
+    for r in after:
+        expect_ok(r, "/iam/status after the load")
+
+
+
+def until(predicate, timeout, step=0.02):
+    """The time predicate first held (polled), or None after timeout s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(step)
+    return None
+
+
+def start_own_topologies():
+    """A Sentinel group and a 3-master Cluster of this driver's own (the
+    shared ones keep their master and slot map), started side by side as
+    the harness does: (group, cluster), either None when its start failed
+    (reported)."""
+    topologies = harness()
+    binary = os.environ.get("VK_TEST_SERVER", "valkey-server")
+    made = {"group": topologies.SentinelGroup(binary, name="vkngxfailover"),
+            "cluster": topologies.Cluster(binary, masters=3, replicas=0)}
+    errors = {}
+
+    def start(name):
+        try:
+            made[name].start()
+        except Exception as err:  # reported below
+            errors[name] = err
+            made[name].stop()
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in made]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, err in errors.items():
+        check(False, "the driver's own %s started" % name, repr(err))
+    print("  own Sentinel group and Cluster started in %.1f s" % (time.monotonic() - t0))
+    return (None if "group" in errors else made["group"],
+            None if "cluster" in errors else made["cluster"])
+
+
+class FailoverWriters:
+    """Request loops that each write 1, 2, 3... to their own key through
+    /t/fo_set and remember the last acknowledged value and when; every
+    error answer (a clean nil, err from vkclient.ngx, with its times), and
+    every answer that is not one (HTTP failure, a handler's FAIL). Once
+    stopped, each still ends on an acknowledged write (for 30 s at most),
+    so that the value on the server is the last one it saw succeed."""
+
+    def __init__(self, group, count):
+        self.params = {"sentinels": ",".join(group.sentinel_addresses), "name": group.name}
+        self.keys = ["ngxfo:%s:%d" % (RUN, i) for i in range(count)]
+        self.last_ok = [0] * count
+        self.last_ok_at = [0.0] * count
+        self.errors = []        # (t0, t1, worker, code, text)
+        self.bad = []           # replies that are neither OK nor nil, err
+        self.seen = []          # (t1, worker, master_address)
+        self.guard = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._write, args=(i,)) for i in range(count)]
+        for t in self._threads:
+            t.start()
+
+    def _write(self, i):
+        n = 0
+        deadline = None
+        while not self._stop.is_set() or n != self.last_ok[i]:
+            if self._stop.is_set():
+                deadline = deadline or time.monotonic() + 30
+                if time.monotonic() > deadline:
+                    return
+            n += 1
+            t0 = time.monotonic()
+            r = request("/t/fo_set", timeout=30, key=self.keys[i], value=n, **self.params)
+            t1 = time.monotonic()
+            with self.guard:
+                if r.ok:
+                    self.seen.append((t1, r.worker, r.get("master_address")))
+                if r.ok and r.get("outcome") == "ok":
+                    self.last_ok[i], self.last_ok_at[i] = n, t1
+                    continue
+                if r.ok and r.get("outcome") == "error":
+                    self.errors.append((t0, t1, r.worker, r.get("code"), r.get("text")))
+                else:
+                    self.bad.append(r)
+            time.sleep(0.02)
+
+    def switched(self, address):
+        """When each worker first answered with address as its master."""
+        first = {}
+        with self.guard:
+            for t1, worker, master in self.seen:
+                if master == address and worker not in first:
+                    first[worker] = t1
+        return first
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
+def check_failover(group):
+    section("(10) Sentinel failover while 8 request loops write through vkclient.ngx "
+            "(a group of the driver's own)")
+    w = FailoverWriters(group, 8)
+    try:
+        warm = until(lambda: all(n > 5 for n in w.last_ok), 30)
+        if not check(warm is not None and not w.errors and not w.bad,
+                     "the writes succeed before the failover",
+                     "last acknowledged %s, errors %s, bad %s"
+                     % (w.last_ok, w.errors[:3], [r.body[:200] for r in w.bad[:3]])):
+            return
+        old = group.master()
+        old_address = group.nodes[old].address
+        workers = {worker for _, worker, _ in w.seen}
+        check(len(workers) == 2, "both workers write before the failover", str(sorted(workers)))
+        check(set(w.switched(old_address)) == workers,
+              "status().master_address names the master before the failover",
+              "%s vs %s" % (w.switched(old_address), old_address))
+
+        started = time.monotonic()
+        group.failover()
+        new = group.wait_new_master(old, 30.0)
+        if not check(new >= 0 and new != old, "the sentinels promoted a replica", str(new)):
+            return
+        new_address = group.nodes[new].address
+        # Each worker's client follows the sentinels to the new master ...
+        both = until(lambda: len(w.switched(new_address)) == 2, 30.0)
+        first = w.switched(new_address)
+        check(both is not None, "both workers' clients switched to %s" % new_address,
+              "switched: %s" % first)
+        switched = max(first.values()) if first else time.monotonic()
+        # ... and every loop's writes succeed again after that.
+        resumed = until(lambda: all(t > switched for t in w.last_ok_at), 15.0)
+        check(resumed is not None, "every loop's writes succeed again after the switch",
+              "last acknowledged at %s (switch at %.2f)"
+              % (["%.2f" % (t - started) for t in w.last_ok_at], switched - started))
+        time.sleep(0.3)   # keep writing on the new master for a while
+    finally:
+        w.stop()
+
+    summary = "switch %.2f s after SENTINEL FAILOVER (per worker %s); %d errors: %s" % (
+        switched - started, {k: "%.2f" % (v - started) for k, v in first.items()},
+        len(w.errors), sorted({"%s: %s" % (e[3], e[4]) for e in w.errors})[:4])
+    print("  " + summary)
+    for r in w.bad[:3]:
+        expect_ok(r, "/t/fo_set (answers OK or nil, err)")
+    check(not w.bad, "every write answered OK or nil, err (none lost in a failed request)",
+          "%d did not" % len(w.bad))
+    # What each loop saw acknowledged last is what the new master holds.
+    held = [group.nodes[new].cli("GET", key) for key in w.keys]
+    check(held == [str(n) for n in w.last_ok],
+          "the new master holds each loop's last acknowledged write",
+          "held %s, acknowledged %s" % (held, w.last_ok))
+    # Errors only in the switch window.
+    late = [e for e in w.errors if e[1] < started or e[0] > switched + 1.0]
+    check(not late, "errors only between the failover and 1 s after the switch",
+          "%d outside: %s" % (len(late), ["%.2f..%.2f %s" % (e[0] - started, e[1] - started, e[4])
+                                           for e in late[:3]]))
+    for r in both_workers("/t/fo_status", key="ngxfo:%s:after" % RUN, **w.params):
+        if not expect_ok(r, "/t/fo_status"):
+            continue
+        check(r.get("master_address") == new_address,
+              "status().master_address names the new master (worker %s)" % r.worker,
+              "%s vs %s" % (r.get("master_address"), new_address))
+        check(r.get("master_switches") == "1", "status().master_switches is 1 (worker %s)" % r.worker,
+              r.get("master_switches"))
+        check(group.nodes[new].cli("GET", r["key"]) == "after",
+              "a write after the switch is on the new master (worker %s)" % r.worker)
+
+
+def check_migration(cluster):
+    section("(11) a Cluster slot migration (ASK, then MOVED) while 13 request loops INCR, "
+            "pipeline and MSET its keys (a cluster of the driver's own)")
+    params = {"seeds": ",".join(cluster.seed_addresses)}
+    tag = "{ngxmig-%s}" % RUN
+    keys = ["%s:%d" % (tag, k) for k in range(20)]
+    multi = ["%s:multi:%d" % (tag, k) for k in range(6)]
+    slot = cluster.key_slot(keys[0])
+    other = next("ngxsteady:%d" % i for i in range(100)
+                 if cluster.key_slot("ngxsteady:%d" % i) != slot)
+    for key in keys:
+        cluster.key_owner(key).cli("SET", key, 0)
+    cluster.key_owner(other).cli("SET", other, "steady")
+    source = cluster.master_index(cluster.slot_owner(slot))
+    target = (source + 1) % 3
+
+    stop = threading.Event()
+    guard = threading.Lock()
+    increments = dict.fromkeys(keys, 0)
+    errors = []
+    operations = [0]
+    multi_rounds = [0]
+    workers = {}
+    rng = random.Random(11)
+
+    def record(r, count):
+        with guard:
+            for key in filter(None, r.get("incremented", "").split(",")):
+                increments[key] += 1
+            if not r.ok:
+                errors.append(r)
+            operations[0] += count
+            workers[r.worker] = workers.get(r.worker, 0) + 1
+
+    def singles():
+        while not stop.is_set():
+            record(request("/t/mig", timeout=30, op="single",
+                           key=keys[rng.randrange(len(keys))], **params), 2)
+
+    def pipelines():
+        while not stop.is_set():
+            picked = ",".join(keys[rng.randrange(len(keys))] for _ in range(4))
+            record(request("/t/mig", timeout=30, op="pipeline", keys=picked, other=other,
+                           **params), 5)
+
+    def multi_keys():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            multi_rounds[0] = n - 1
+            record(request("/t/mig", timeout=30, op="multi", keys=",".join(multi), n=n,
+                           **params), 2)
+
+    threads = [threading.Thread(target=singles) for _ in range(10)]
+    threads += [threading.Thread(target=pipelines) for _ in range(2)]
+    threads.append(threading.Thread(target=multi_keys))
+    moved = None
+    for t in threads:
+        t.start()
+    try:
+        # The load runs on both workers (the multi keys written) before the slot moves.
+        ready = until(lambda: operations[0] >= 300 and multi_rounds[0] >= 2 and len(workers) == 2,
+                      30.0)
+        if not check(ready is not None, "the load runs on both workers before the migration",
+                     "operations %d, multi rounds %d, workers %s"
+                     % (operations[0], multi_rounds[0], workers)):
+            return
+        before = operations[0]
+        listed = cluster.node(cluster.slot_owner(slot)).cli("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        check(sorted(listed) == sorted(keys + multi), "the slot's keys are on its owner",
+              str(listed))
+        t0 = time.monotonic()
+        # Five keys at a time with pauses: the clients meet ASK, then MOVED.
+        moved = cluster.migrate_slot(slot, target, pause=0.25, batch=5)
+        took = time.monotonic() - t0
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    during = operations[0] - before
+    print("  slot %d moved from master %d to %d (%s keys) in %.1f s; %d operations during it, "
+          "%d in all; requests per worker %s; %d failed"
+          % (slot, source, target, moved, took, during, operations[0], workers, len(errors)))
+    for r in errors[:3]:
+        expect_ok(r, "/t/mig")
+    check(not errors, "zero failed requests during the migration", "%d failed" % len(errors))
+    check(moved == len(keys) + len(multi), "the migration moved the slot's keys", str(moved))
+    check(during >= 50, "the load ran during the migration", "%d operations" % during)
+    new_owner = cluster.masters[target]
+    check(cluster.slot_owner(slot) == new_owner, "the slot's new owner is master %d" % target)
+    # Every acknowledged increment is there, on the new owner, and through
+    # each worker's client.
+    held = [cluster.node(new_owner).cli("GET", key) for key in keys]
+    want = [str(increments[key]) for key in keys]
+    check(held == want, "the new owner holds every acknowledged increment",
+          "held %s, acknowledged %s" % (held, want))
+    redirects = {}
+    for r in both_workers("/t/mig_status", keys=",".join(keys), **params):
+        if not expect_ok(r, "/t/mig_status"):
+            continue
+        check(r.get("values", "").split(",") == want,
+              "worker %s's client reads every value at its new owner" % r.worker,
+              "%s vs %s" % (r.get("values"), want))
+        moved_n, ask_n = int(r.get("moved_redirects", 0)), int(r.get("ask_redirects", 0))
+        redirects[r.worker] = (moved_n, ask_n)
+        check(moved_n + ask_n > 0, "worker %s's client followed redirects" % r.worker,
+              "moved_redirects %d, ask_redirects %d" % (moved_n, ask_n))
+        check(sorted(r.get("nodes", "").split(",")) == sorted(cluster.masters),
+              "status().nodes are the masters (worker %s)" % r.worker, r.get("nodes"))
+    print("  (moved_redirects, ask_redirects) per worker: %s" % redirects)
+    check(any(a > 0 for _, a in redirects.values()), "the ASK phase was met",
+          str(redirects))
+
+
+def check_topology_changes():
+    if not os.environ.get("VK_TEST_SENTINEL_ADDRS") or not os.environ.get("VK_TEST_CLUSTER_ADDRS"):
+        section("(10), (11) a failover and a slot migration under load: not run "
+                "(run the harness with --topologies)")
+        return
+    group, cluster = start_own_topologies()
+    try:
+        for step, topology in ((check_failover, group), (check_migration, cluster)):
+            if topology is None:
+                continue
+            try:
+                step(topology)
+            except Exception as err:  # reported as a failure of that step
+                import traceback
+                traceback.print_exc()
+                check(False, "%s raised" % step.__name__, repr(err))
+    finally:
+        # The workers' clients go first: no reconnection to stopped servers
+        # (nginx would log each refused connect as an error).
+        for r in both_workers("/t/own_close"):
+            expect_ok(r, "/t/own_close")
+        for topology in (group, cluster):
+            if topology is not None:
+                topology.stop()
+
+
 def main():
     started = time.monotonic()
     print("vkclient.ngx in nginx (2 workers) against %s, run %s" % (os.environ.get("VK_TEST_SERVER"), RUN))
     for step in (check_api, check_concurrent_commands, check_blpop_next_to_gets,
                  check_locks_from_requests, check_locks_from_timers, check_renewal_and_sinks,
                  check_phases, check_closed,
-                 check_tls, check_topologies):
+                 check_tls, check_topologies, check_interop, check_iam_rotation,
+                 check_topology_changes):
         try:
             step()
         except Exception as err:  # reported as a failure of that step
