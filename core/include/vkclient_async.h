@@ -152,10 +152,11 @@ typedef void (*vk_async_fn)(void *userdata, vk_status status, vk_reply *reply);
  * A blocking command (BLPOP, XREAD BLOCK, WAIT, ...; see
  * vk_command_is_blocking) waits for its own timeout plus the read timeout,
  * on a connection of its own to the node (a lane): the operations queued
- * after it on the shared connection do not wait for it. A lane is kept
- * for the next blocking command once its command completes (up to 8 per
- * client), and closed when its command is cancelled, which ends the wait
- * on the server at once. In Sentinel mode a lane goes to the master last
+ * after it on the shared connection do not wait for it. Each blocking
+ * command in flight has its lane (n of them: n connections). A lane is
+ * kept for the next blocking command once its command completes (up to 8
+ * idle per client), and closed when its command is cancelled, which ends
+ * the wait on the server at once. In Sentinel mode a lane goes to the master last
  * found; before one is found, and when the lane's node answers READONLY or
  * MASTERDOWN (the command is then sent again, once, where the shared
  * connection finds the master), the command waits on the shared

@@ -120,7 +120,11 @@ static void test_rotation_under_load(vkt_loop *loop)
     l.stop = true;
     CHECK(vkt_loop_run_until(loop, load_drained, &l, 10000));
     size_t refreshes = count_iam_requests() - iam_before;
-    VKT_CHECK_(refreshes >= 4, "%zu refreshes in 7 s", refreshes);
+    /* Under Valgrind (a stretched time scale) each refresh's signing and
+     * HTTPS call run many times slower: fewer rotations fit, and what
+     * matters, no command failing across them, is checked the same. */
+    size_t want = vkt_scaled_ms(1) > 1 ? 2 : 4;
+    VKT_CHECK_(refreshes >= want, "%zu refreshes in 7 s", refreshes);
     VKT_CHECK_(l.failed == 0, "%ld of %ld commands failed, the first: %s", l.failed,
                l.ok + l.failed, l.first_failure);
     CHECK(l.ok > 100);
