@@ -7,9 +7,11 @@
 # reference (bench/async/run_async.sh); then vkclient.asyncio against
 # redis.asyncio and the blocking client from threads, and the blocking
 # client with the Prometheus adapter against none
-# (bench/python/bench_asyncio.py). Client and server are pinned to the
-# same core, so the numbers show each client's own cost rather than the
-# cross-core loopback latency.
+# (bench/python/bench_asyncio.py); last, require "vkclient.ngx" against
+# lua-resty-redis in one nginx worker under wrk (bench/nginx/run_nginx.sh).
+# Client and server are pinned to the same core, so the numbers show each
+# client's own cost rather than the cross-core loopback latency (wrk, the
+# nginx benchmark's load, runs on another core).
 #
 #   bash bench/run.sh [ops per case] [runs]
 #   VK_BENCH_CPU=1 bash bench/run.sh      # pin to another core
@@ -30,6 +32,11 @@ vk_build gcc "$BENCH_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF \
 BENCH_PY_BUILD=$BUILD_ROOT/bench-python
 vk_build gcc "$BENCH_PY_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF \
   -DVK_BUILD_BENCH=OFF -DVK_BUILD_EXAMPLES=OFF -DVK_BUILD_LUA=OFF -DVK_BUILD_RUBY=OFF >/dev/null
+# The Lua binding, optimised, for the nginx benchmark (the tree and flags of
+# bench/lua/run.sh).
+BENCH_LUA_BUILD=$BUILD_ROOT/bench-lua
+vk_build gcc "$BENCH_LUA_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF \
+  -DVK_BUILD_PYTHON=OFF -DVK_BUILD_LUA=ON -DVK_BUILD_RUBY=OFF -DVK_BUILD_EXAMPLES=OFF >/dev/null
 
 # taskset on the harness pins everything it starts: the server (started on
 # a free port and stopped by PID when the benchmark ends) and the clients.
@@ -37,6 +44,7 @@ export BENCH_BIN=$BENCH_BUILD/bench/c/bench_core LOCK_BENCH_BIN=$BENCH_BUILD/ben
 export RP_LOCK_BENCH=$ROOT/bench/python/redis_py_lock_pairs.py
 export BENCH_ASYNC_BIN=$BENCH_BUILD/bench/c/bench_async ASYNC_RUN=$ROOT/bench/async/run_async.sh
 export ASYNCIO_BENCH=$ROOT/bench/python/bench_asyncio.py ASYNCIO_PYTHONPATH=$BENCH_PY_BUILD/bindings/python
+export NGX_RUN=$ROOT/bench/nginx/run_nginx.sh NGX_MODULE_DIR=$BENCH_LUA_BUILD/bindings/lua/luajit
 export OPS RUNS CPU
 exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$SERVER" -- bash -c '
   set -euo pipefail
@@ -71,4 +79,6 @@ exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$S
   bash "$ASYNC_RUN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS"
   echo
   PYTHONPATH=$ASYNCIO_PYTHONPATH /usr/bin/python3 "$ASYNCIO_BENCH" --ops "$OPS" --runs "$RUNS"
+  echo
+  bash "$NGX_RUN" 127.0.0.1 "$VK_TEST_PORT" "$RUNS"
 '

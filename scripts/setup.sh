@@ -16,7 +16,7 @@ PACKAGES=(
   lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua5.4 liblua5.4-dev lua-busted luarocks
   redis-server redis-sentinel redis-tools
   python3-redis python3-hiredis ruby-redis lua-redis
-  nginx libnginx-mod-http-lua
+  nginx libnginx-mod-http-lua wrk
 )
 BACKPORTS_PACKAGES=(valkey-server valkey-sentinel valkey-tools)
 
