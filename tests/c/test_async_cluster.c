@@ -1917,7 +1917,7 @@ static void test_killed_master_is_replaced(vkt_loop *loop)
 
 int main(void)
 {
-    /* VKTEST_NEEDS_SERVER */
+    /* VKTEST_NEEDS_SERVER VKTEST_FAILOVERS */
     int64_t t0 = vkt_now_ms();
     cluster = vkt_cluster_start(MASTERS, REPLICATED, PASSWORD, false);
     if (cluster == NULL) {

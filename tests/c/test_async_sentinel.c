@@ -655,7 +655,7 @@ static void test_demoted_master_is_left_on_readonly(vkt_loop *loop)
 
 int main(void)
 {
-    /* VKTEST_NEEDS_SERVER */
+    /* VKTEST_NEEDS_SERVER VKTEST_FAILOVERS */
     group = vkt_sentinel_group_start(GROUP);
     CHECK(group != NULL);
     if (group == NULL)

@@ -1128,7 +1128,7 @@ static void test_tls_cluster(void)
 
 int main(void)
 {
-    /* VKTEST_NEEDS_SERVER */
+    /* VKTEST_NEEDS_SERVER VKTEST_FAILOVERS */
     cluster = vkt_cluster_start(MASTERS, 1, PASSWORD, false);
     if (cluster == NULL) {
         fprintf(stderr, "cannot start a cluster of %s\n", vkt_server_binary());

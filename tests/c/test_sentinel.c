@@ -940,7 +940,7 @@ static void test_tls_group(void)
 
 int main(void)
 {
-    /* VKTEST_NEEDS_SERVER */
+    /* VKTEST_NEEDS_SERVER VKTEST_FAILOVERS */
     group = vkt_sentinel_group_start(GROUP);
     CHECK(group != NULL);
     if (group == NULL)
