@@ -240,8 +240,11 @@ static void test_tls_commands(vkt_loop *loop)
     vk_async_free(c);
     wrong = 0;
     for (int i = 0; i < PENDING; i++)
-        if (pending[i].calls != 1 || pending[i].status != VK_ERR_CANCELLED)
-            wrong++;
+        if (pending[i].calls != 1 || pending[i].status != VK_ERR_CANCELLED) {
+            if (wrong++ == 0)
+                fprintf(stderr, "first wrong: calls %d status %d (%s)\n", pending[i].calls,
+                        (int)pending[i].status, pending[i].error);
+        }
     CHECK_EQ_INT(wrong, 0);
 }
 

@@ -463,6 +463,25 @@ static void read_ready(vk_async_conn *c)
     }
 }
 
+/* Before the engines whose wake-up is due look at their deadlines, what
+ * their open sockets hold is read: a reply waiting unread is not a stall.
+ * A busy loop may run the timer before it polls the sockets (libuv does),
+ * and would otherwise time out a connection whose reply has come. */
+static void read_due(vk_async *a, int64_t now_ms)
+{
+    if (a->node.io != NULL && a->node.net == NET_OPEN && a->node.base.wake_at_ms <= now_ms)
+        read_ready(&a->node);
+    /* Reading may close connections: a closed record is moved to the
+     * closed list (freed after the handler) and has no socket. */
+    for (vk_driven_conn *p = a->d.probes; p != NULL && !a->d.free_requested;) {
+        vk_driven_conn *next = p->next;
+        vk_async_conn *c = (vk_async_conn *)p;
+        if (c->io != NULL && c->net == NET_OPEN && p->wake_at_ms <= now_ms)
+            read_ready(c);
+        p = next;
+    }
+}
+
 /* The connections whose engine wants its bytes written, at the end of a
  * handler. */
 static void flush_wanted(vk_async *a)
@@ -722,6 +741,7 @@ VK_API void vk_async_handle_timer(vk_async *client)
     bool outer = !client->in_handler;
     client->in_handler = true;
     client->timer_at_ms = VK_ENGINE_NEVER;   /* it went off */
+    read_due(client, vk__now_ms());
     vk__driven_tick(&client->d, &client->node.base, vk__now_ms());
     if (!client->d.free_requested)
         schedule_timer(client);
