@@ -53,10 +53,8 @@ local take_done = vk._take_done
 local setmetatable = setmetatable
 local getmetatable = getmetatable
 local pcall = pcall
-local select = select
 local type = type
 local tostring = tostring
-local unpack = unpack or table.unpack
 
 local M = {
   null = vk.null,

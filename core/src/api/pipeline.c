@@ -344,11 +344,6 @@ static vk_status check_refusals(vk_pipeline *p)
     return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
 }
 
-bool vk__pipeline_is_split(const vk_pipeline *p)
-{
-    return !p->formatted;
-}
-
 vk_status vk__pipeline_take_commands(vk_pipeline *p, vk_pipeline_commands *out)
 {
     memset(out, 0, sizeof *out);

@@ -17,9 +17,8 @@ void *vk__pipeline_owner(const vk_pipeline *p);
  * commands move into batch (count 0: nothing to send). */
 vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch);
 
-/* Cluster mode: the commands are kept as arguments, for the router. */
-bool vk__pipeline_is_split(const vk_pipeline *p);
-/* As vk__pipeline_take, for a split pipeline: its refusals, then its
+/* As vk__pipeline_take, for a cluster pipeline (its commands kept as
+ * arguments, for the router): its refusals, then its
  * commands with their bytes (count 0: nothing to send). */
 vk_status vk__pipeline_take_commands(vk_pipeline *p, vk_pipeline_commands *out);
 

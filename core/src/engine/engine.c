@@ -1131,17 +1131,6 @@ void vk__engine_tick(vk_engine *e, int64_t now_ms)
     end(e);
 }
 
-vk_status vk__engine_submit(vk_engine *e, int argc, const char *const *argv,
-                            const size_t *argvlen, vk_async_fn fn, void *op_userdata,
-                            int64_t now_ms, uint64_t *id)
-{
-    vk_command cmd;
-    vk_status st = vk__command_accept(&cmd, argc, argv, argvlen);
-    if (st != VK_OK)
-        return st;
-    return vk__engine_command(e, &cmd, fn, op_userdata, now_ms, id);
-}
-
 void vk__engine_follow_master(vk_engine *e)
 {
     e->follows_master = true;

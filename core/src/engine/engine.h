@@ -91,13 +91,6 @@ vk_status vk__engine_command(vk_engine *e, const vk_command *cmd, vk_async_fn fn
                              void *op_userdata, int64_t now_ms, uint64_t *id);
 vk_status vk__engine_pipeline(vk_engine *e, vk_pipeline_batch *batch, vk_async_fn fn,
                               void *op_userdata, int64_t now_ms, uint64_t *id);
-/* A caller's command: arguments checked (VK_ERR_INVALID_ARGUMENT),
- * classified, refused when it would change the shared connection
- * (VK_ERR_COMMAND_NOT_ALLOWED), then queued; nothing completes on a
- * refusal. */
-vk_status vk__engine_submit(vk_engine *e, int argc, const char *const *argv,
-                            const size_t *argvlen, vk_async_fn fn, void *op_userdata,
-                            int64_t now_ms, uint64_t *id);
 /* A wait: completes with VK_OK and no reply at (or after) at_ms, on a
  * tick; no connection is involved. Cancelled like any operation. */
 vk_status vk__engine_after(vk_engine *e, int64_t at_ms, vk_async_fn fn, void *op_userdata,

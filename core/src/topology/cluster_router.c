@@ -34,15 +34,6 @@ typedef enum rop_kind {
     ROP_PIPELINE
 } rop_kind;
 
-typedef enum rop_state {
-    ROP_IDLE,         /* between steps */
-    ROP_WAITING,      /* for the slot map (in the router's waiting list) */
-    ROP_ON_NODE,      /* its request is with a node's engine */
-    ROP_PAUSED,       /* before its next try */
-    ROP_CHILD,        /* a child operation works for it */
-    ROP_PARTS         /* a pipeline's parts are with the nodes */
-} rop_state;
-
 typedef struct rop rop;
 typedef struct part part;
 
@@ -62,11 +53,11 @@ struct part {
 
 struct rop {
     rop *prev, *next;         /* a caller's: in r->ops */
-    rop *wait_next;           /* ROP_WAITING: in r->waiting */
+    rop *wait_next;           /* waiting: next in r->waiting */
     vk_router *r;
     uint64_t id;              /* 0: a child */
     rop_kind kind;
-    rop_state state;
+    bool waiting;             /* in the router's waiting list (the slot map) */
     vk_async_fn fn;           /* a caller's operation */
     void *userdata;
     rop *parent;              /* a child: what it works for, and how it tells */
@@ -81,12 +72,12 @@ struct rop {
     vk_cluster_tries tries;
     bool use_redirect;        /* the next try goes to redirect's target */
     vk_cluster_redirect redirect;
-    vk_engine *engine;        /* ROP_ON_NODE: where its request is, and its id */
+    vk_engine *engine;        /* where its request is, and its id (NULL: none) */
     uint64_t sub_id;
     bool on_lane;             /* a blocking command: engine is a lane of its own */
     vk_endpoint node;         /* the node of its last try */
-    uint64_t timer_id;        /* ROP_PAUSED */
-    rop *child;               /* ROP_CHILD */
+    uint64_t timer_id;        /* its pause before the next try (0: none) */
+    rop *child;               /* a child working for it (NULL: none) */
 
     /* ROP_PIPELINE */
     vk_pipeline_commands cmds;
@@ -353,7 +344,6 @@ static void finish(rop *op, vk_status st, redisReply *reply)
         return;
     }
     op->done = true;
-    op->state = ROP_IDLE;
     vk_router *r = op->r;
     if (op->parent != NULL) {
         op->holds++;   /* kept while the parent reads it */
@@ -376,7 +366,7 @@ static void abort_op(rop *op)
 {
     vk_router *r = op->r;
     op->holds++;   /* kept while its pieces come back */
-    if (op->state == ROP_WAITING) {
+    if (op->waiting) {
         rop **at = &r->waiting;
         while (*at != NULL && *at != op)
             at = &(*at)->wait_next;
@@ -388,7 +378,7 @@ static void abort_op(rop *op)
                     r->waiting_tail = w;
             }
         }
-        op->state = ROP_IDLE;
+        op->waiting = false;
     }
     if (op->engine != NULL)
         vk__engine_cancel(op->engine, op->sub_id, now_ms(r));
@@ -412,7 +402,7 @@ static void abort_op(rop *op)
 static void wait_for_map(rop *op)
 {
     vk_router *r = op->r;
-    op->state = ROP_WAITING;
+    op->waiting = true;
     op->wait_next = NULL;
     if (r->waiting_tail != NULL)
         r->waiting_tail->wait_next = op;
@@ -432,7 +422,7 @@ static void end_waiting(vk_router *r, vk_status st)
     while (w != NULL) {
         rop *op = w;
         w = w->wait_next;
-        op->state = ROP_IDLE;
+        op->waiting = false;
         op->holds++;   /* kept while it goes on */
         if (r->map != NULL) {
             continue_op(op);
@@ -586,7 +576,6 @@ static void pause_done(void *userdata, vk_status st, vk_reply *reply)
         release(op);
         return;
     }
-    op->state = ROP_IDLE;
     if (st != VK_OK) {
         finish(op, st, NULL);
         return;
@@ -610,7 +599,6 @@ static void pause_then_retry(rop *op, const vk_cluster_next *next)
         finish(op, st, NULL);
         return;
     }
-    op->state = ROP_PAUSED;
     op->holds++;
 }
 
@@ -661,7 +649,6 @@ static void node_done(void *userdata, vk_status st, vk_reply *vreply)
         release(op);
         return;
     }
-    op->state = ROP_IDLE;
     if (st != VK_OK) {
         try_failed(op, st, may_resend);
         return;
@@ -738,7 +725,6 @@ static void route(rop *op)
     }
     op->engine = engine;
     op->on_lane = blocking;
-    op->state = ROP_ON_NODE;
     op->holds++;
 }
 
@@ -761,7 +747,6 @@ static vk_status new_child(rop *op, const vk_command *cmd, void *mem, child_fn o
     child->mem = mem;
     vk__cluster_tries_init(&child->tries, NULL);
     op->child = child;
-    op->state = ROP_CHILD;
     op->holds++;
     *out = child;
     return VK_OK;
@@ -807,7 +792,6 @@ static bool slot_from_getkeys(rop *parent, vk_command *cmd, vk_status st, redisR
 static void command_slot_known(rop *child, vk_status st, redisReply *reply)
 {
     rop *op = child->parent;
-    op->state = ROP_IDLE;
     if (slot_from_getkeys(op, &op->cmd, st, reply))
         route(op);
 }
@@ -817,7 +801,6 @@ static void command_slot_known(rop *child, vk_status st, redisReply *reply)
 static void pipeline_slot_known(rop *child, vk_status st, redisReply *reply)
 {
     rop *op = child->parent;
-    op->state = ROP_IDLE;
     if (!slot_from_getkeys(op, &op->cmds.commands[child->index], st, reply))
         return;
     op->slots_known++;
@@ -828,7 +811,6 @@ static void pipeline_slot_known(rop *child, vk_status st, redisReply *reply)
 static void alone_done(rop *child, vk_status st, redisReply *reply)
 {
     rop *op = child->parent;
-    op->state = ROP_IDLE;
     if (st != VK_OK) {
         finish(op, st, NULL);
         return;
@@ -879,7 +861,6 @@ static void part_done(void *userdata, vk_status st, vk_reply *vreply)
         if (op->parts[i] != NULL)
             return;   /* others are still out */
     }
-    op->state = ROP_IDLE;
     pipeline_step(op);
 }
 
@@ -943,7 +924,6 @@ static void send_parts(rop *op)
             per_node[node_of[i]]++;
     }
     op->parts_sent = true;
-    op->state = ROP_PARTS;
     op->holds++;   /* kept while the parts go out */
     for (size_t n = 0; n < nodes; n++) {
         if (per_node[n] == 0)
@@ -987,7 +967,6 @@ static void send_parts(rop *op)
         if (op->parts[i] != NULL)
             return;   /* part_done goes on */
     }
-    op->state = ROP_IDLE;
     pipeline_step(op);
 }
 
