@@ -25,6 +25,7 @@
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,21 +464,63 @@ static void read_ready(vk_async_conn *c)
     }
 }
 
-/* Before the engines whose wake-up is due look at their deadlines, what
- * their open sockets hold is read: a reply waiting unread is not a stall.
- * A busy loop may run the timer before it polls the sockets (libuv does),
- * and would otherwise time out a connection whose reply has come. */
-static void read_due(vk_async *a, int64_t now_ms)
+/* A connection's descriptor is ready for events: the step its state takes. */
+static void step(vk_async_conn *c, int events)
 {
-    if (a->node.io != NULL && a->node.net == NET_OPEN && a->node.base.wake_at_ms <= now_ms)
-        read_ready(&a->node);
-    /* Reading may close connections: a closed record is moved to the
+    vk_async_io *io = c->io;
+    switch (c->net) {
+    case NET_RESOLVING:
+        lookup_done(c);
+        break;
+    case NET_CONNECTING:
+        connect_done(c);
+        break;
+    case NET_TLS:
+        tls_step(c);
+        break;
+    case NET_OPEN:
+        if (events & VK_EV_READ)
+            read_ready(c);
+        if (c->io == io && (events & VK_EV_WRITE))
+            c->flush_wanted = true;
+        break;
+    }
+}
+
+/* Before the engines whose wake-up is due look at their deadlines, each
+ * due connection whose descriptor is ready is stepped as if the loop had
+ * said so: a reply waiting unread, or a connect or TLS handshake whose
+ * answer has come, is not a stall. A busy loop may run the timer before it
+ * polls the sockets (libuv does), and would otherwise time out a
+ * connection that is ready (seen with a hundred TLS connections opening at
+ * once on a slow machine). */
+static void step_if_ready(vk_async_conn *c, int64_t now_ms)
+{
+    if (c->io == NULL || c->base.wake_at_ms > now_ms)
+        return;
+    struct pollfd p = {.fd = c->io->fd, .events = 0};
+    if (c->io->events & VK_EV_READ)
+        p.events |= POLLIN;
+    if (c->io->events & VK_EV_WRITE)
+        p.events |= POLLOUT;
+    if (p.events == 0 || poll(&p, 1, 0) <= 0)
+        return;
+    int events = 0;
+    if (p.revents & (POLLIN | POLLHUP | POLLERR))
+        events |= VK_EV_READ;
+    if (p.revents & (POLLOUT | POLLHUP | POLLERR))
+        events |= VK_EV_WRITE;
+    step(c, events);
+}
+
+static void step_ready_due(vk_async *a, int64_t now_ms)
+{
+    step_if_ready(&a->node, now_ms);
+    /* Stepping may close connections: a closed record is moved to the
      * closed list (freed after the handler) and has no socket. */
     for (vk_driven_conn *p = a->d.probes; p != NULL && !a->d.free_requested;) {
         vk_driven_conn *next = p->next;
-        vk_async_conn *c = (vk_async_conn *)p;
-        if (c->io != NULL && c->net == NET_OPEN && p->wake_at_ms <= now_ms)
-            read_ready(c);
+        step_if_ready((vk_async_conn *)p, now_ms);
         p = next;
     }
 }
@@ -705,23 +748,7 @@ VK_API void vk_async_handle_io(vk_async_io *io, int events)
     enter(a);
     bool outer = !a->in_handler;
     a->in_handler = true;
-    switch (c->net) {
-    case NET_RESOLVING:
-        lookup_done(c);
-        break;
-    case NET_CONNECTING:
-        connect_done(c);
-        break;
-    case NET_TLS:
-        tls_step(c);
-        break;
-    case NET_OPEN:
-        if (events & VK_EV_READ)
-            read_ready(c);
-        if (c->io == io && (events & VK_EV_WRITE))
-            c->flush_wanted = true;
-        break;
-    }
+    step(c, events);
     if (outer) {
         flush_wanted(a);
         a->in_handler = false;
@@ -741,7 +768,7 @@ VK_API void vk_async_handle_timer(vk_async *client)
     bool outer = !client->in_handler;
     client->in_handler = true;
     client->timer_at_ms = VK_ENGINE_NEVER;   /* it went off */
-    read_due(client, vk__now_ms());
+    step_ready_due(client, vk__now_ms());
     vk__driven_tick(&client->d, &client->node.base, vk__now_ms());
     if (!client->d.free_requested)
         schedule_timer(client);
