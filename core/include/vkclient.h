@@ -148,6 +148,45 @@ typedef void (*vk_metric_fn)(void *userdata, const char *name, vk_metric_kind ki
 /* Releases a callback's userdata once vkclient no longer needs it. */
 typedef void (*vk_free_fn)(void *userdata);
 
+/*
+ * Tracing. A tracer sees the client's work as spans, each started and
+ * ended on the thread that does the work:
+ *   "redis.connect"        the first connection (vk_client_new) and
+ *                          vk_client_connect;
+ *   "redis.reconnect"      a connection made again after one was lost;
+ *   "redis.close"          vk_client_close (and so vk_client_free);
+ *   "redis.iam_refresh"    one GCP IAM token fetch;
+ *   "redis.lock.try_lock"  one attempt at a lock (vk_lock_manager_try_lock,
+ *                          vk_async_lock_try);
+ *   "redis.lock.with_lock" acquire, run fn, release
+ *                          (vk_lock_manager_with_lock[_options]);
+ *   "redis.command"        with vk_config_set_trace_commands only: one
+ *                          command or pipeline, from its call to its reply.
+ *
+ * start returns the host's handle for the span (NULL is allowed: it is
+ * handed back to end as it is). parent is the handle of the span this one
+ * runs in: the client's own enclosing span on this thread (a connect
+ * inside a with_lock), else the handle the caller put on the call's
+ * context (vk_context_set_trace_parent), else NULL. The attributes are
+ * lent for the call; they never hold a secret (no password, token or
+ * argument of a command): "db.system" ("redis"), "redis.mode",
+ * "server.address", "redis.lock.key", "db.operation" (a command's name) at
+ * the start; "redis.lock.attempts" and "redis.lock.outcome" at the end.
+ * end gets VK_OK, or the failure's code and its text (as vk_last_error()
+ * gives it). Times are the wall clock in nanoseconds since the Unix epoch.
+ *
+ * Event delivery (vk_config_set_event_delivery) applies: in
+ * VK_EVENTS_QUEUED mode a span of a background thread (the IAM refresh)
+ * is delivered, start then end, by the poll, with the times it ran and no
+ * parent. A tracer must not call back into the client that called it.
+ */
+typedef void *(*vk_span_start_fn)(void *userdata, const char *name, void *parent,
+                                  int64_t start_unix_ns, const vk_field *attributes,
+                                  size_t nattributes);
+typedef void (*vk_span_end_fn)(void *userdata, void *span, int64_t end_unix_ns,
+                               vk_status status, const char *error,
+                               const vk_field *attributes, size_t nattributes);
+
 /* The process-wide logger used for diagnostics of misuse (NULL handles).
  * fn == NULL restores the no-op logger. The previous userdata is freed.
  * VK_ERR_NO_MEMORY when the logger cannot be stored: the previous one stays
@@ -186,6 +225,10 @@ VK_API vk_status vk_context_set_timeout_ms(vk_context *ctx, int64_t timeout_ms);
  * connection (the reply can no longer be read): it is closed, not reused. */
 VK_API vk_status vk_context_cancel(vk_context *ctx);
 VK_API int vk_context_is_cancelled(const vk_context *ctx);
+/* The span (a tracer's handle, see vk_span_start_fn) that the spans of
+ * calls made with this context are children of; NULL: none. */
+VK_API vk_status vk_context_set_trace_parent(vk_context *ctx, void *parent);
+
 VK_API vk_status vk_context_set_interrupt_check(vk_context *ctx, vk_interrupt_fn fn,
                                                 void *userdata);
 
@@ -306,6 +349,21 @@ VK_API vk_status vk_config_set_logger(vk_config *cfg, vk_log_fn fn, void *userda
 VK_API vk_status vk_config_set_metrics(vk_config *cfg, vk_metric_fn fn, void *userdata,
                                        vk_free_fn free_userdata);
 VK_API vk_status vk_config_set_event_delivery(vk_config *cfg, vk_event_delivery delivery);
+/* The tracer (see vk_span_start_fn); start == NULL removes it, and end
+ * may not be NULL otherwise. */
+VK_API vk_status vk_config_set_tracer(vk_config *cfg, vk_span_start_fn start,
+                                      vk_span_end_fn end, void *userdata,
+                                      vk_free_fn free_userdata);
+/* 1: a "redis.command" span per command and pipeline (default 0: each
+ * costs two calls into the tracer). */
+VK_API vk_status vk_config_set_trace_commands(vk_config *cfg, int enabled);
+/* 0: the pools do not report redis_pool_connections and
+ * redis_pool_waiters to the metrics sink at each change, as they do by
+ * default (1): a change costs three calls into the sink, on every command.
+ * A host that scrapes (Prometheus) calls vk_client_report_pool_gauges when
+ * it scrapes instead. */
+VK_API vk_status vk_config_set_pool_gauges(vk_config *cfg, int report);
+
 VK_API vk_status vk_config_set_refresh_mode(vk_config *cfg, vk_refresh_mode mode);
 
 /* Applies the defaults of SEMANTICS §1 and validates. On failure the code
@@ -463,6 +521,12 @@ VK_API size_t vk_snapshot_node_count(const vk_snapshot *snapshot);
 VK_API const char *vk_snapshot_node_address(const vk_snapshot *snapshot, size_t i);
 VK_API int vk_snapshot_node_slots(const vk_snapshot *snapshot, size_t i);
 
+/* Reports the pools' gauges (redis_pool_connections by state and
+ * redis_pool_waiters, per node in Cluster mode) to the metrics sink now,
+ * on this thread, as the pools do at each change unless
+ * vk_config_set_pool_gauges turned that off; 0 while the client has no
+ * pool (closed). */
+VK_API vk_status vk_client_report_pool_gauges(vk_client *client);
 /* Delivers queued events (VK_EVENTS_QUEUED) to the sinks on this thread,
  * at most max (0 = all); returns how many were delivered, or -1 for NULL. */
 VK_API int vk_client_poll_events(vk_client *client, int max);

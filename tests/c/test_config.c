@@ -352,7 +352,7 @@ static vk_config *prepared(const vk_config *cfg, captured_logs *logs)
     vk_config *copy = NULL;
     CHECK_OK(vk_config_clone(&copy, cfg));
     vk_callback *cb = vk__callback_new((void (*)(void))capture_log, logs, NULL);
-    vk_events *ev = vk__events_new(cb, NULL, VK_EVENTS_ANY_THREAD);
+    vk_events *ev = vk__events_new(cb, NULL, NULL, VK_EVENTS_ANY_THREAD);
     CHECK_OK(vk__config_prepare(copy, ev));
     vk__events_free(ev);
     vk__callback_unref(cb);

@@ -182,7 +182,7 @@ static void rig_init(rig *g, int64_t lifetime_ms, int64_t every_ms, int64_t inte
     g->cfg.refresh_mode = mode;
     vk_callback *logger = vk__callback_new((void (*)(void))log_sink, NULL, NULL);
     vk_callback *metrics = vk__callback_new((void (*)(void))metric_sink, NULL, NULL);
-    g->events = vk__events_new(logger, metrics, VK_EVENTS_ANY_THREAD);
+    g->events = vk__events_new(logger, metrics, NULL, VK_EVENTS_ANY_THREAD);
     vk__callback_unref(logger);
     vk__callback_unref(metrics);
     CHECK_OK(vk__refresher_new(&g->r, &g->cfg, g->events, record_apply, &g->tokens));

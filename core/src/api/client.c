@@ -95,6 +95,53 @@ static void count_reconnection(vk_client *c, const char *result)
     vk__metric(c->events, "redis_reconnections_total", VK_METRIC_COUNTER, 1, label, 1);
 }
 
+/* ---- spans -------------------------------------------------------------------- */
+
+static const char *mode_name(unsigned topology)
+{
+    if (topology & VK_TOPO_SENTINEL)
+        return "sentinel";
+    if (topology & VK_TOPO_CLUSTER)
+        return "cluster";
+    return "standalone";
+}
+
+/* What the client connects to, for logs and spans: the node, the
+ * Sentinel master's name, or the first cluster seed. */
+static void describe_target(const vk_client *c, char *out, size_t cap)
+{
+    if (c->sentinel != NULL)
+        snprintf(out, cap, "sentinel master %s", c->cfg->sentinel_master);
+    else if (c->cluster != NULL)
+        snprintf(out, cap, "%s", c->cfg->cluster_addresses.items[0]);
+    else
+        vk__format_endpoint(out, cap, &c->endpoint);
+}
+
+/* A span about the client's connection (connect, reconnect, close). */
+typedef struct client_span {
+    vk_span span;
+    char address[400];
+} client_span;
+
+static void client_span_start(client_span *cs, vk_client *c, const char *name, vk_context *ctx)
+{
+    if (VK_LIKELY(vk__events_tracer(c->events) == NULL)) {
+        cs->span.tracer = NULL;
+        return;
+    }
+    describe_target(c, cs->address, sizeof cs->address);
+    const vk_field attrs[] = {{"db.system", "redis"},
+                              {"redis.mode", mode_name(c->cfg->topology_mask)},
+                              {"server.address", cs->address}};
+    vk__span_start(&cs->span, c->events, name, ctx, attrs, 3);
+}
+
+static void client_span_end(client_span *cs, vk_status st)
+{
+    vk__span_end(&cs->span, st, NULL, NULL, 0);
+}
+
 /* ---- connect: create, ping, swap ------------------------------------------ */
 
 /* Sentinel mode: the node must say it is a master (handshake.h). */
@@ -283,6 +330,8 @@ VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx)
     if (client == NULL)
         return nil_client("vk_client_connect");
     vk__client_check_fork(client);
+    client_span span;
+    client_span_start(&span, client, "redis.connect", ctx);
     pthread_mutex_lock(&client->connect_lock);
     master_switch sw;
     vk_status st = locate_master(client, ctx, &sw);
@@ -294,10 +343,13 @@ VK_API vk_status vk_client_connect(vk_client *client, vk_context *ctx)
     announce_switch(client, &sw);
     if (st != VK_OK) {
         count_connection_failure(client, "connect");
+        client_span_end(&span, st);
         return st;
     }
     vk__client_set_last_error(client, NULL);
-    return vk__client_start_refresher(client);
+    st = vk__client_start_refresher(client);
+    client_span_end(&span, st);
+    return st;
 }
 
 /* Fails at once inside the back-off window after failed reconnects. */
@@ -324,6 +376,8 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
         pthread_mutex_unlock(&c->connect_lock);
         return st;
     }
+    client_span span;
+    client_span_start(&span, c, "redis.reconnect", ctx);
     /* In sentinel mode a lost connection may mean a failover: ask again. */
     master_switch sw;
     st = locate_master(c, ctx, &sw);
@@ -341,7 +395,9 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
         announce_switch(c, &sw);
         count_reconnection(c, "success");
         vk__log(c->events, VK_LOG_INFO, "reconnected to Redis/Valkey", NULL, 0);
-        return vk__client_start_refresher(c);
+        st = vk__client_start_refresher(c);
+        client_span_end(&span, st);
+        return st;
     }
     char *cause = vk__error_dup();
     record_reconnect_failure(c);
@@ -355,6 +411,7 @@ static vk_status reconnect_on_demand(vk_client *c, vk_context *ctx)
     vk__log(c->events, VK_LOG_WARN, "redis reconnect failed", fields, 1);
     vk__fail_restore(st, cause);
     free(cause);
+    client_span_end(&span, st);
     return st;
 }
 
@@ -439,15 +496,6 @@ vk_status vk__client_start_refresher(vk_client *c)
 
 /* ---- new / close / free ------------------------------------------------------ */
 
-static const char *mode_name(unsigned topology)
-{
-    if (topology & VK_TOPO_SENTINEL)
-        return "sentinel";
-    if (topology & VK_TOPO_CLUSTER)
-        return "cluster";
-    return "standalone";
-}
-
 static vk_status alloc_client(vk_client **out, const vk_config *user_cfg)
 {
     vk_client *c = calloc(1, sizeof *c);
@@ -458,7 +506,8 @@ static vk_status alloc_client(vk_client **out, const vk_config *user_cfg)
         free(c);
         return st;
     }
-    c->events = vk__events_new(c->cfg->logger, c->cfg->metrics, c->cfg->event_delivery);
+    c->events = vk__events_new(c->cfg->logger, c->cfg->metrics, c->cfg->tracer,
+                               c->cfg->event_delivery);
     if (c->events == NULL) {
         vk_config_free(c->cfg);
         free(c);
@@ -513,16 +562,23 @@ static vk_status prepare_client(vk_client *c)
     return st;
 }
 
+static vk_status first_connect_traced(vk_client *c);
+
+/* vk_client_new's connection, in its "redis.connect" span. */
 static vk_status first_connect(vk_client *c)
+{
+    client_span span;
+    client_span_start(&span, c, "redis.connect", NULL);
+    vk_status st = first_connect_traced(c);
+    client_span_end(&span, st);
+    return st;
+}
+
+static vk_status first_connect_traced(vk_client *c)
 {
     char address[400];
     const char *mode = mode_name(c->cfg->topology_mask);
-    if (c->sentinel != NULL)
-        snprintf(address, sizeof address, "sentinel master %s", c->cfg->sentinel_master);
-    else if (c->cluster != NULL)
-        snprintf(address, sizeof address, "%s", c->cfg->cluster_addresses.items[0]);
-    else
-        vk__format_endpoint(address, sizeof address, &c->endpoint);
+    describe_target(c, address, sizeof address);
     vk_field fields[] = {{"mode", mode}, {"address", address}};
     vk__log(c->events, VK_LOG_INFO, "connecting to Redis/Valkey", fields, 2);
 
@@ -547,6 +603,8 @@ static vk_status first_connect(vk_client *c)
     return vk__client_start_refresher(c);
 }
 
+static void close_client(vk_client *client);
+
 VK_API vk_status vk_client_new(vk_client **out, const vk_config *cfg)
 {
     if (out == NULL)
@@ -565,7 +623,7 @@ VK_API vk_status vk_client_new(vk_client **out, const vk_config *cfg)
     if (st != VK_OK) {
         /* Keep the failure's text across the teardown's own calls. */
         char *cause = vk__error_dup();
-        vk_client_close(c);
+        close_client(c);   /* a client that never was: no "redis.close" span */
         vk__client_unref(c);
         vk__fail_restore(st, cause);
         free(cause);
@@ -614,7 +672,9 @@ vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigne
     }
     if (st != VK_OK) {
         char *cause = vk__error_dup();
-        vk_client_free(c);
+        atomic_store(&c->alive, false);
+        close_client(c);   /* a client that never was: no "redis.close" span */
+        vk__client_unref(c);
         vk__fail_restore(st, cause);
         free(cause);
         return st;
@@ -623,11 +683,9 @@ vk_status vk__client_new_detached(vk_client **out, const vk_config *cfg, unsigne
     return VK_OK;
 }
 
-VK_API vk_status vk_client_close(vk_client *client)
+/* Stops the background work and closes every connection; idempotent. */
+static void close_client(vk_client *client)
 {
-    if (client == NULL)
-        return nil_client("vk_client_close");
-    vk__client_check_fork(client);
     vk__sentinel_watch_stop(client->watch);
     if (client->refresher != NULL) {
         vk__refresher_stop(client->refresher);
@@ -643,6 +701,17 @@ VK_API vk_status vk_client_close(vk_client *client)
     vk__pool_close(old);
     vk__pool_unref(old);
     vk__cluster_close(client->cluster);
+}
+
+VK_API vk_status vk_client_close(vk_client *client)
+{
+    if (client == NULL)
+        return nil_client("vk_client_close");
+    vk__client_check_fork(client);
+    client_span span;
+    client_span_start(&span, client, "redis.close", NULL);
+    close_client(client);
+    client_span_end(&span, VK_OK);
     return VK_OK;
 }
 
@@ -653,6 +722,26 @@ VK_API void vk_client_free(vk_client *client)
     atomic_store(&client->alive, false);
     vk_client_close(client);
     vk__client_unref(client);
+}
+
+VK_API vk_status vk_client_report_pool_gauges(vk_client *client)
+{
+    if (client == NULL)
+        return nil_client("vk_client_report_pool_gauges");
+    vk__client_check_fork(client);
+    if (client->cluster != NULL) {
+        vk__cluster_report_pool_gauges(client->cluster);
+        return VK_OK;
+    }
+    pthread_mutex_lock(&client->lock);
+    vk_pool *p = client->pool != NULL ? vk__pool_ref(client->pool) : NULL;
+    pthread_mutex_unlock(&client->lock);
+    if (p != NULL)
+        vk__pool_report_gauges(p);
+    else
+        vk__pool_report_none(client->events);
+    vk__pool_unref(p);
+    return VK_OK;
 }
 
 /* ---- status ------------------------------------------------------------------- */

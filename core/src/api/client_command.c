@@ -7,6 +7,7 @@
  * unless a metrics sink wants the latency, and logs nothing.
  */
 #include "api/client.h"
+#include "api/command_observe.h"
 #include "topology/cluster.h"
 
 /* One attempt on one pooled connection. *sent tells whether the request
@@ -45,10 +46,7 @@ static void observe_latency(vk_client *c, const vk_command *cmd, int64_t started
 {
     char name[VK_COMMAND_LABEL_MAX];
     vk__command_label(cmd, name);
-    const vk_field label[] = {{"command", name}};
-    double seconds = (double)(vk__now_us() - started_us) / 1e6;
-    vk__metric(c->events, "redis_command_duration_seconds", VK_METRIC_HISTOGRAM, seconds,
-               label, 1);
+    vk__command_observe_latency(c, name, started_us);
 }
 
 static vk_status check_args(vk_reply **out, int argc, const char *const *argv,
@@ -121,12 +119,19 @@ VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context
     vk_status st = check_args(out, argc, argv, argvlen);
     if (VK_UNLIKELY(st != VK_OK))
         return st;
+    vk_command_span span;
+    bool traced = VK_UNLIKELY(client->cfg->trace_commands) &&
+                  vk__command_span_start(&span, client, argv[0], argvlen[0], 0, ctx);
     /* Before anything is sent: the pooled connection stays as it was. A
      * lone MULTI or EXEC is refused too; a transaction needs a pipeline. */
     vk_command cmd;
     vk__command_classify(&cmd, argc, argv, argvlen);
-    if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE))
-        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
+    if (VK_UNLIKELY(cmd.effect != VK_EFFECT_NONE)) {
+        st = vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", cmd.refusal);
+        if (VK_UNLIKELY(traced))
+            vk__command_span_end(&span, st);
+        return st;
+    }
     vk__client_check_fork(client);
 
     bool timed = vk__events_has_metrics(client->events);
@@ -136,6 +141,8 @@ VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context
         st = cluster_command(client, &reply, ctx, &cmd);
     else
         st = command_with_retries(client, &reply, ctx, &cmd);
+    if (VK_UNLIKELY(traced))
+        vk__command_span_end(&span, st);
     if (timed)
         observe_latency(client, &cmd, started_us);
     *out = (vk_reply *)reply;

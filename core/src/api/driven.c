@@ -2,6 +2,7 @@
  * The part every driver of the engine shares (see driven.h).
  */
 #include "api/driven.h"
+#include "api/command_observe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -451,11 +452,16 @@ vk_status vk__driven_command(vk_driven *d, const char *function, int argc,
     if (st != VK_OK)
         return st;
     uint64_t op_id = 0;
+    /* Malformed arguments are refused below and not observed. */
+    bool observed = argc > 0 && argv != NULL && argvlen != NULL && argv[0] != NULL &&
+                    vk__command_observe_wrap(d->core, argv[0], argvlen[0], 0, &fn, &userdata);
     vk__driven_enter(d);
     if (d->router != NULL)
         st = vk__router_command(d->router, argc, argv, argvlen, fn, userdata, &op_id);
     else
         st = submit_command(d, argc, argv, argvlen, fn, userdata, &op_id);
+    if (VK_UNLIKELY(observed) && st != VK_OK)
+        vk__command_observe_unwrap(fn, userdata, st);
     if (!vk__driven_leave(d) && st == VK_OK && id != NULL)
         *id = op_id;
     return st;
@@ -523,8 +529,12 @@ vk_status vk__driven_pipeline_exec(vk_driven_kind kind, const char *function,
     if (st != VK_OK)
         return st;
     uint64_t op_id = 0;
+    bool observed = vk__command_observe_wrap(d->core, NULL, 0, vk_pipeline_length(pipeline),
+                                             &fn, &userdata);
     vk__driven_enter(d);
     st = submit_pipeline(d, pipeline, fn, userdata, &op_id);
+    if (VK_UNLIKELY(observed) && st != VK_OK)
+        vk__command_observe_unwrap(fn, userdata, st);
     if (!vk__driven_leave(d) && st == VK_OK && id != NULL)
         *id = op_id;
     return st;

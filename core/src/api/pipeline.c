@@ -16,6 +16,7 @@
  * rather than pooled.
  */
 #include "api/client.h"
+#include "api/command_observe.h"
 #include "topology/cluster.h"
 #include "engine/conn.h"
 #include "api/pipeline.h"
@@ -422,6 +423,9 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
         *out = (vk_reply *)array;
         return VK_OK;
     }
+    vk_command_span span;
+    bool traced = VK_UNLIKELY(c->cfg->trace_commands) &&
+                  vk__command_span_start(&span, c, NULL, 0, pipeline->count, ctx);
     vk_pool *pool;
     vk_conn *conn;
     st = c->cluster != NULL ? exec_cluster(pipeline, array, ctx)
@@ -439,6 +443,8 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
         vk__pool_unref(pool);
     }
     reset(pipeline);
+    if (VK_UNLIKELY(traced))
+        vk__command_span_end(&span, st);
     if (st != VK_OK) {
         char *cause = vk__error_dup();
         vk__reply_free(array);

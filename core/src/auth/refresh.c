@@ -186,7 +186,21 @@ static bool stopping(vk_refresher *r)
 /* Fetches a token and puts it in service. The caller holds fetch_lock,
  * which also makes record_success/record_failure the only writers of
  * last_error. */
+static vk_status refresh_once_traced(vk_refresher *r, vk_context *ctx);
+
+/* One fetch, in a "redis.iam_refresh" span. */
 static vk_status refresh_once(vk_refresher *r, vk_context *ctx)
+{
+    vk_span span;
+    const vk_field attrs[] = {{"db.system", "redis"},
+                              {"gcp.service_account", r->service_account}};
+    vk__span_start(&span, r->events, "redis.iam_refresh", ctx, attrs, 2);
+    vk_status st = refresh_once_traced(r, ctx);
+    vk__span_end(&span, st, NULL, NULL, 0);
+    return st;
+}
+
+static vk_status refresh_once_traced(vk_refresher *r, vk_context *ctx)
 {
     const vk_gcp_request req = {
         .credentials_base64 = r->credentials_base64,

@@ -141,6 +141,7 @@ VK_API void vk_config_free(vk_config *cfg)
     free(cfg->iam_endpoint);
     vk__callback_unref(cfg->logger);
     vk__callback_unref(cfg->metrics);
+    vk__callback_unref(cfg->tracer);
     vk__wipe(cfg, sizeof *cfg);
     free(cfg);
 }
@@ -182,6 +183,7 @@ VK_API vk_status vk_config_clone(vk_config **out, const vk_config *cfg)
     ok = copy_field(&copy->iam_endpoint, cfg->iam_endpoint) && ok;
     copy->logger = vk__callback_ref(cfg->logger);
     copy->metrics = vk__callback_ref(cfg->metrics);
+    copy->tracer = vk__callback_ref(cfg->tracer);
     if (!ok) {
         vk_config_free(copy);
         return vk__fail_nomem();
@@ -453,6 +455,37 @@ VK_API vk_status vk_config_set_metrics(vk_config *cfg, vk_metric_fn fn, void *us
         return nil_config(__func__);
     }
     return set_callback(&cfg->metrics, (void (*)(void))fn, userdata, free_userdata);
+}
+
+VK_API vk_status vk_config_set_tracer(vk_config *cfg, vk_span_start_fn start,
+                                      vk_span_end_fn end, void *userdata,
+                                      vk_free_fn free_userdata)
+{
+    if (cfg == NULL || (start != NULL && end == NULL)) {
+        if (free_userdata != NULL)
+            free_userdata(userdata);
+        if (cfg == NULL)
+            return nil_config(__func__);
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a tracer needs an end function");
+    }
+    vk_status st = set_callback(&cfg->tracer, (void (*)(void))start, userdata, free_userdata);
+    if (st == VK_OK && cfg->tracer != NULL)
+        cfg->tracer->fn2 = (void (*)(void))end;
+    return st;
+}
+
+VK_API vk_status vk_config_set_trace_commands(vk_config *cfg, int enabled)
+{
+    REQUIRE_CONFIG(cfg);
+    cfg->trace_commands = enabled != 0;
+    return VK_OK;
+}
+
+VK_API vk_status vk_config_set_pool_gauges(vk_config *cfg, int report)
+{
+    REQUIRE_CONFIG(cfg);
+    cfg->no_pool_gauges = report == 0;
+    return VK_OK;
 }
 
 VK_API vk_status vk_config_set_event_delivery(vk_config *cfg, vk_event_delivery delivery)

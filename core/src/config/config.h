@@ -69,6 +69,9 @@ struct vk_config {
 
     vk_callback *logger;
     vk_callback *metrics;
+    vk_callback *tracer;             /* fn: vk_span_start_fn, fn2: vk_span_end_fn */
+    bool trace_commands;
+    bool no_pool_gauges;             /* vk_config_set_pool_gauges(cfg, 0) */
     vk_event_delivery event_delivery;
     vk_refresh_mode refresh_mode;
 };

@@ -217,10 +217,32 @@ static void report_gauges(vk_pool *p, int in_use, int idle, int waiters)
  * unlocking so a slow sink never holds up other callers. */
 static void unlock_and_report(vk_pool *p)
 {
-    if (VK_LIKELY(!vk__events_has_metrics(p->params.events))) {
+    if (VK_LIKELY(!vk__events_has_metrics(p->params.events) || p->params.cfg->no_pool_gauges)) {
         pthread_mutex_unlock(&p->lock);
         return;
     }
+    int idle = p->idle_count;
+    int in_use = p->open_count - p->idle_count;
+    int waiters = p->waiters;
+    pthread_mutex_unlock(&p->lock);
+    report_gauges(p, in_use, idle, waiters);
+}
+
+void vk__pool_report_none(vk_events *ev)
+{
+    if (!vk__events_has_metrics(ev))
+        return;
+    const vk_field in_use[] = {{"state", "in_use"}}, idle[] = {{"state", "idle"}};
+    vk__metric(ev, "redis_pool_connections", VK_METRIC_GAUGE, 0, in_use, 1);
+    vk__metric(ev, "redis_pool_connections", VK_METRIC_GAUGE, 0, idle, 1);
+    vk__metric(ev, "redis_pool_waiters", VK_METRIC_GAUGE, 0, NULL, 0);
+}
+
+void vk__pool_report_gauges(vk_pool *p)
+{
+    if (p == NULL || !vk__events_has_metrics(p->params.events))
+        return;
+    pthread_mutex_lock(&p->lock);
     int idle = p->idle_count;
     int in_use = p->open_count - p->idle_count;
     int waiters = p->waiters;

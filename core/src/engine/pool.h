@@ -93,6 +93,11 @@ void vk__pool_discard(vk_pool *p, vk_conn *c);
  * commands seldom pay for it. Each is out of the pool meanwhile; one that
  * fails is closed. Connections in use catch up when next handed out. */
 void vk__pool_reauth_idle(vk_pool *p, vk_context *ctx);
+/* Reports the pool's gauges to the metrics sink now (NULL-safe), whether
+ * or not the config has them reported at each change. */
+void vk__pool_report_gauges(vk_pool *p);
+/* The gauges of no pool (a client closed or not connected): all 0. */
+void vk__pool_report_none(vk_events *ev);
 /* Closes the idle connections and refuses further gets; connections in use
  * are closed as they come back. Idempotent. */
 void vk__pool_close(vk_pool *p);

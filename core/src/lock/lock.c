@@ -295,9 +295,11 @@ static vk_status check_manager_and_key(vk_lock_manager *manager, const char *key
  */
 static vk_status acquire_with_retries(vk_lock **out, vk_lock_manager *m, vk_context *ctx,
                                       const char *key, size_t keylen,
-                                      const vk_lock_options *opts, vk_lock_outcome *outcome)
+                                      const vk_lock_options *opts, vk_lock_outcome *outcome,
+                                      int *attempts)
 {
     *out = NULL;
+    *attempts = 0;
     vk_lock *lock = new_lock(m, key, keylen, opts);
     if (!lock) {
         *outcome = VK_LOCK_FAULT;
@@ -309,8 +311,10 @@ static vk_status acquire_with_retries(vk_lock **out, vk_lock_manager *m, vk_cont
         if (attempt > 0 && opts->retry_delay_ms > 0)
             st = vk__ctx_sleep_ms(ctx, vk__lock_jittered_delay_ms(opts->retry_delay_ms));
         vk_lock_outcome once = VK_LOCK_FAULT;
-        if (st == VK_OK)
+        if (st == VK_OK) {
             once = acquire_once(lock, ctx, &st);
+            (*attempts)++;
+        }
         if (once == VK_LOCK_ACQUIRED) {
             vk__lock_tries_note(&tries, once, VK_OK);
             *outcome = once;
@@ -344,10 +348,16 @@ vk_status vk_lock_manager_try_lock(vk_lock **out, vk_lock_manager *manager, vk_c
         return st;
     vk_lock_options opts = VK_LOCK_OPTIONS_INIT;
     opts.tries = 1;
+    vk_lock_span span;
+    vk__lock_span_start(&span, manager_events(manager), "redis.lock.try_lock", ctx, key,
+                        keylen);
     vk_lock_outcome outcome;
-    st = acquire_with_retries(out, manager, ctx, key, keylen, &opts, &outcome);
+    int attempts;
+    st = acquire_with_retries(out, manager, ctx, key, keylen, &opts, &outcome, &attempts);
     vk__lock_report_acquire(manager_events(manager), key, keylen, outcome);
-    return outcome == VK_LOCK_FAULT ? vk__lock_fail_attempt(st, key, keylen) : VK_OK;
+    st = outcome == VK_LOCK_FAULT ? vk__lock_fail_attempt(st, key, keylen) : VK_OK;
+    vk__lock_span_end(&span, st, NULL, attempts, vk__lock_outcome_name(outcome));
+    return st;
 }
 
 vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager, vk_context *ctx,
@@ -365,7 +375,8 @@ vk_status vk_lock_manager_acquire(vk_lock **out, vk_lock_manager *manager, vk_co
     if (st != VK_OK)
         return st;
     vk_lock_outcome outcome;
-    st = acquire_with_retries(out, manager, ctx, key, keylen, &resolved, &outcome);
+    int attempts;
+    st = acquire_with_retries(out, manager, ctx, key, keylen, &resolved, &outcome, &attempts);
     vk__lock_report_acquire(manager_events(manager), key, keylen, outcome);
     if (outcome == VK_LOCK_CONTENDED)
         return vk__lock_fail_acquire(VK_ERR_LOCK_ACQUIRE, key, keylen, "lock already taken");
@@ -614,6 +625,11 @@ static void release_after_fn(vk_lock *lock)
     vk_context_free(ctx);
 }
 
+static vk_status with_lock_traced(vk_lock_manager *manager, vk_context *ctx, const char *key,
+                                  size_t keylen, const vk_lock_options *resolved,
+                                  vk_lock_fn fn, void *userdata, int *attempts,
+                                  const char **outcome_name);
+
 vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager, vk_context *ctx,
                                             const char *key, size_t keylen,
                                             const vk_lock_options *opts, vk_lock_fn fn,
@@ -629,13 +645,34 @@ vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager, vk_context
     st = vk__lock_options_resolve(&resolved, opts);
     if (st != VK_OK)
         return st;
+    vk_lock_span span;
+    vk__lock_span_start(&span, manager_events(manager), "redis.lock.with_lock", ctx, key,
+                        keylen);
+    int attempts = 0;
+    const char *outcome = "error";
+    st = with_lock_traced(manager, ctx, key, keylen, &resolved, fn, userdata, &attempts,
+                          &outcome);
+    vk__lock_span_end(&span, st, NULL, attempts, outcome);
+    return st;
+}
 
+/* Acquires, runs fn, releases; *outcome_name: "released" (fn ran),
+ * "contended" (held by another through every try), "lost" (fn ran but
+ * the lock expired meanwhile) or "error". */
+static vk_status with_lock_traced(vk_lock_manager *manager, vk_context *ctx, const char *key,
+                                  size_t keylen, const vk_lock_options *resolved,
+                                  vk_lock_fn fn, void *userdata, int *attempts,
+                                  const char **outcome_name)
+{
     vk_lock *lock = NULL;
     vk_lock_outcome outcome;
-    st = acquire_with_retries(&lock, manager, ctx, key, keylen, &resolved, &outcome);
+    vk_status st = acquire_with_retries(&lock, manager, ctx, key, keylen, resolved, &outcome,
+                                        attempts);
     vk__lock_report_acquire(manager_events(manager), key, keylen, outcome);
-    if (outcome == VK_LOCK_CONTENDED)
+    if (outcome == VK_LOCK_CONTENDED) {
+        *outcome_name = "contended";
         return vk__lock_fail_acquire(VK_ERR_LOCK_ACQUIRE, key, keylen, "lock already taken");
+    }
     if (outcome == VK_LOCK_FAULT) {
         /* Cancellation and deadlines keep their codes so that bindings
          * raise their own interrupt and timeout errors. */
@@ -647,7 +684,7 @@ vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager, vk_context
         return st;
     }
 
-    if (resolved.auto_renew && (st = renew_or_give_back(lock)) != VK_OK)
+    if (resolved->auto_renew && (st = renew_or_give_back(lock)) != VK_OK)
         return st;
     vk_status fn_st = fn(userdata, lock);
     char *fn_detail = NULL;
@@ -659,6 +696,7 @@ vk_status vk_lock_manager_with_lock_options(vk_lock_manager *manager, vk_context
 
     /* fn finished, but another holder may have run beside it: the caller
      * must hear of it even if fn did not look. */
+    *outcome_name = lost ? "lost" : "released";
     if (fn_st == VK_OK && lost)
         return vk__fail_msg(VK_ERR_LOCK_LOST, "lock was lost while held");
     if (fn_st == VK_OK)

@@ -83,6 +83,8 @@ struct lock_op {
     vk_lock *lock;
     vk_lock_options opts;
     int tries_done;
+    vk_lock_span *span;       /* OP_TRY with a tracer: "redis.lock.try_lock" */
+    const char *outcome;      /* the span's, once known */
     vk_async_lock_fn lock_fn;
     vk_async_done_fn done_fn;
     void *userdata;
@@ -289,6 +291,12 @@ static void free_op(lock_op *op)
             break;
         }
     }
+    if (op->span != NULL) {
+        /* Ended without a result (its client went first). */
+        vk__lock_span_end(op->span, VK_ERR_CANCELLED, vk_strerror(VK_ERR_CANCELLED),
+                          op->tries_done, "error");
+        free(op->span);
+    }
     free(op->result_detail);
     free(op->attempt.fault_detail);
     free(op->tries.last_detail);
@@ -323,11 +331,26 @@ static void deliver(lock_op *op)
 
 /* A cancelled acquisition has given back what it took: it ends, its own
  * handle (never given out) with it. */
+static void end_span(lock_op *op, vk_status st, const char *error);
+
 static void end_cancelled(lock_op *op)
 {
+    op->outcome = "cancelled";
+    end_span(op, VK_ERR_CANCELLED, vk_strerror(VK_ERR_CANCELLED));
     if (op->lock != NULL)
         state_of(op->lock)->free_requested = true;
     free_op(op);
+}
+
+/* The try's span ends with its result. */
+static void end_span(lock_op *op, vk_status st, const char *error)
+{
+    if (op->span == NULL)
+        return;
+    vk__lock_span_end(op->span, st, error, op->tries_done,
+                      op->outcome != NULL ? op->outcome : "error");
+    free(op->span);
+    op->span = NULL;
 }
 
 static void finish(lock_op *op, vk_status st, vk_lock *lock)
@@ -336,6 +359,7 @@ static void finish(lock_op *op, vk_status st, vk_lock *lock)
         end_cancelled(op);
         return;
     }
+    end_span(op, st, NULL);
     op->done = true;
     op->result = st;
     op->result_detail = st != VK_OK ? vk__error_dup() : NULL;
@@ -576,6 +600,7 @@ static void retry_wait_over(void *userdata, vk_status st, vk_reply *reply)
 static void acquired(lock_op *op)
 {
     vk_lock *lock = op->lock;
+    op->outcome = vk__lock_outcome_name(VK_LOCK_ACQUIRED);
     vk__lock_report_acquire(manager_events(op->m), lock->key, lock->keylen, VK_LOCK_ACQUIRED);
     if (op->opts.auto_renew) {
         state_of(lock)->renewing = true;
@@ -590,6 +615,7 @@ static void attempts_over(lock_op *op)
     vk_status fault;
     vk_lock_outcome outcome = vk__lock_tries_end(&op->tries, &fault);
     vk_lock *lock = op->lock;
+    op->outcome = vk__lock_outcome_name(outcome);
     vk__lock_report_acquire(manager_events(op->m), lock->key, lock->keylen, outcome);
     if (op->kind == OP_TRY) {
         if (outcome == VK_LOCK_FAULT)
@@ -743,6 +769,10 @@ static vk_status start_acquire(op_kind kind, vk_async_lock_manager *m, const cha
     op->lock_fn = fn;
     op->userdata = userdata;
     op->starting = true;
+    if (kind == OP_TRY && vk__events_tracer(manager_events(m)) != NULL &&
+        (op->span = malloc(sizeof *op->span)) != NULL)
+        vk__lock_span_start_detached(op->span, manager_events(m), "redis.lock.try_lock", key,
+                                     keylen);
     uint64_t op_id = op->id;
     start_attempt(op);
     vk_status st = started(op, function);

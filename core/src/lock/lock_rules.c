@@ -465,7 +465,7 @@ void vk__lock_log(vk_events *ev, vk_log_level level, const char *message, const 
     free(quoted);
 }
 
-static const char *outcome_label(vk_lock_outcome outcome)
+const char *vk__lock_outcome_name(vk_lock_outcome outcome)
 {
     switch (outcome) {
     case VK_LOCK_ACQUIRED: return "acquired";
@@ -477,7 +477,7 @@ static const char *outcome_label(vk_lock_outcome outcome)
 void vk__lock_report_acquire(vk_events *ev, const char *key, size_t keylen,
                              vk_lock_outcome outcome)
 {
-    count_metric(ev, "redis_lock_acquisitions_total", outcome_label(outcome));
+    count_metric(ev, "redis_lock_acquisitions_total", vk__lock_outcome_name(outcome));
     if (outcome == VK_LOCK_ACQUIRED)
         vk__lock_log(ev, VK_LOG_DEBUG, "lock acquired", key, keylen, NULL);
     else if (outcome == VK_LOCK_CONTENDED)
@@ -513,4 +513,56 @@ vk_status vk__lock_fail_nil_handle(const char *function)
 {
     vk__misuse(function, "lock handle is nil or not initialized");
     return vk__fail_msg(VK_ERR_NIL_LOCK_HANDLE, "lock handle is nil or not initialized");
+}
+
+/* ---- spans -------------------------------------------------------------------- */
+
+/* The key as an attribute: its bytes, a control byte shown as '?', cut to
+ * the buffer. */
+static void key_text(char *out, size_t cap, const char *key, size_t keylen)
+{
+    size_t n = keylen < cap - 1 ? keylen : cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)key[i];
+        out[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+    }
+    out[n] = '\0';
+}
+
+static void lock_span_begin(vk_lock_span *ls, vk_events *ev, const char *name,
+                            vk_context *ctx, bool detached, const char *key, size_t keylen)
+{
+    if (VK_LIKELY(vk__events_tracer(ev) == NULL)) {
+        ls->span.tracer = NULL;
+        return;
+    }
+    key_text(ls->key, sizeof ls->key, key, keylen);
+    const vk_field attrs[] = {{"db.system", "redis"}, {"redis.lock.key", ls->key}};
+    if (detached)
+        vk__span_start_detached(&ls->span, ev, name, attrs, 2);
+    else
+        vk__span_start(&ls->span, ev, name, ctx, attrs, 2);
+}
+
+void vk__lock_span_start(vk_lock_span *ls, vk_events *ev, const char *name, vk_context *ctx,
+                         const char *key, size_t keylen)
+{
+    lock_span_begin(ls, ev, name, ctx, false, key, keylen);
+}
+
+void vk__lock_span_start_detached(vk_lock_span *ls, vk_events *ev, const char *name,
+                                  const char *key, size_t keylen)
+{
+    lock_span_begin(ls, ev, name, NULL, true, key, keylen);
+}
+
+void vk__lock_span_end(vk_lock_span *ls, vk_status st, const char *error, int attempts,
+                       const char *outcome)
+{
+    if (VK_LIKELY(ls->span.tracer == NULL))
+        return;
+    char count[16];
+    snprintf(count, sizeof count, "%d", attempts);
+    const vk_field attrs[] = {{"redis.lock.attempts", count}, {"redis.lock.outcome", outcome}};
+    vk__span_end(&ls->span, st, error, attrs, 2);
 }

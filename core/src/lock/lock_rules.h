@@ -196,6 +196,23 @@ vk_status vk__async_lock_auto_renew(vk_lock *lock);
 /* The log and metrics of an acquisition's outcome. */
 void vk__lock_report_acquire(vk_events *ev, const char *key, size_t keylen,
                              vk_lock_outcome outcome);
+/* "acquired", "contended" or "error": the metric's label, a span's outcome. */
+const char *vk__lock_outcome_name(vk_lock_outcome outcome);
+
+/* A "redis.lock.*" span: the key at the start (its bytes, a control byte
+ * as '?'), the attempts made and the outcome at the end. */
+typedef struct vk_lock_span {
+    vk_span span;
+    char key[256];
+} vk_lock_span;
+void vk__lock_span_start(vk_lock_span *ls, vk_events *ev, const char *name, vk_context *ctx,
+                         const char *key, size_t keylen);
+/* For an event-loop operation, which ends in a later call. */
+void vk__lock_span_start_detached(vk_lock_span *ls, vk_events *ev, const char *name,
+                                  const char *key, size_t keylen);
+/* error: NULL for this thread's vk_last_error() when st is a failure. */
+void vk__lock_span_end(vk_lock_span *ls, vk_status st, const char *error, int attempts,
+                       const char *outcome);
 /* "failed to acquire lock <quoted key>: <cause>" with code. */
 vk_status vk__lock_fail_acquire(vk_status code, const char *key, size_t keylen,
                                 const char *cause);

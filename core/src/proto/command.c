@@ -407,13 +407,17 @@ void vk__command_classify(vk_command *cmd, int argc, const char *const *argv,
     cmd->refusal = info->reason;
 }
 
-void vk__command_label(const vk_command *cmd, char label[VK_COMMAND_LABEL_MAX])
+void vk__command_name_label(const char *name, size_t len, char label[VK_COMMAND_LABEL_MAX])
 {
-    size_t len = cmd->argvlen[0];
     size_t n = len < VK_COMMAND_LABEL_MAX - 1 ? len : VK_COMMAND_LABEL_MAX - 1;
     for (size_t i = 0; i < n; i++)
-        label[i] = (char)tolower((unsigned char)cmd->argv[0][i]);
+        label[i] = (char)tolower((unsigned char)name[i]);
     label[n] = '\0';
+}
+
+void vk__command_label(const vk_command *cmd, char label[VK_COMMAND_LABEL_MAX])
+{
+    vk__command_name_label(cmd->argv[0], cmd->argvlen[0], label);
 }
 
 VK_API int vk_command_is_blocking(int argc, const char *const *argv, const size_t *argvlen)

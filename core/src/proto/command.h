@@ -74,5 +74,7 @@ vk_status vk__command_copy(const vk_command *cmd, vk_command *out, void **mem);
 #define VK_COMMAND_LABEL_MAX 64
 /* The command's name in lower case, for the latency metric's label. */
 void vk__command_label(const vk_command *cmd, char label[VK_COMMAND_LABEL_MAX]);
+/* The same label from a command's name (its first argument). */
+void vk__command_name_label(const char *name, size_t len, char label[VK_COMMAND_LABEL_MAX]);
 
 #endif /* VK_COMMAND_H */

@@ -36,6 +36,7 @@ struct vk_context {
     atomic_int watched_fd;
     vk_interrupt_fn interrupt;
     void *interrupt_userdata;
+    void *trace_parent;            /* a tracer's span handle */
 };
 
 VK_API vk_status vk_context_new(vk_context **out)
@@ -236,4 +237,17 @@ vk_status vk__ctx_sleep_ms(vk_context *ctx, int64_t ms)
     int64_t deadline = ms > (VK_NO_DEADLINE - now) / 1000 - 1 ? VK_NO_DEADLINE - 1
                                                               : now + ms * 1000;
     return vk__ctx_wait_fd(ctx, -1, 0, deadline);
+}
+
+VK_API vk_status vk_context_set_trace_parent(vk_context *ctx, void *parent)
+{
+    if (ctx == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "ctx is NULL");
+    ctx->trace_parent = parent;
+    return VK_OK;
+}
+
+void *vk__ctx_trace_parent(const vk_context *ctx)
+{
+    return ctx != NULL ? ctx->trace_parent : NULL;
 }

@@ -1,5 +1,5 @@
 /*
- * Logger and metrics sinks. A client's events normally reach its sinks on
+ * Logger, metrics and tracer sinks. A client's events normally reach its sinks on
  * whichever thread raised them. In VK_EVENTS_QUEUED mode, events raised on
  * a background thread (the IAM refresh loop) are deep-copied into a bounded
  * queue instead, and the host delivers them on its own thread with
@@ -23,20 +23,28 @@
 
 /* One queued event, deep-copied into a single allocation: the struct, the
  * field array, then every string. */
+typedef enum queued_kind { QUEUED_LOG, QUEUED_METRIC, QUEUED_SPAN } queued_kind;
+
 typedef struct queued_event {
     struct queued_event *next;
-    bool is_log;
+    queued_kind kind;
     vk_log_level level;
-    vk_metric_kind kind;
+    vk_metric_kind metric_kind;
     double value;
-    const char *text;          /* log message or metric name */
-    const vk_field *fields;
+    const char *text;          /* log message, metric name or span name */
+    const vk_field *fields;    /* a span's: the start's, then the end's */
     size_t nfields;
+    /* A span that ran on a background thread, delivered whole. */
+    size_t nstart_fields;
+    const char *error;
+    vk_status status;
+    int64_t start_ns, end_ns;
 } queued_event;
 
 struct vk_events {
     vk_callback *logger;
     vk_callback *metrics;
+    vk_callback *tracer;
     vk_event_delivery mode;
 
     pthread_mutex_t lock;      /* guards the queue */
@@ -48,7 +56,8 @@ struct vk_events {
 
 static _Thread_local bool on_background_thread = false;
 
-vk_events *vk__events_new(vk_callback *logger, vk_callback *metrics, vk_event_delivery mode)
+vk_events *vk__events_new(vk_callback *logger, vk_callback *metrics, vk_callback *tracer,
+                          vk_event_delivery mode)
 {
     vk_events *ev = calloc(1, sizeof *ev);
     if (ev == NULL)
@@ -64,6 +73,7 @@ vk_events *vk__events_new(vk_callback *logger, vk_callback *metrics, vk_event_de
     pthread_mutex_init(&ev->lock, NULL);
     ev->logger = vk__callback_ref(logger);
     ev->metrics = vk__callback_ref(metrics);
+    ev->tracer = vk__callback_ref(tracer);
     ev->mode = mode;
     return ev;
 }
@@ -81,6 +91,7 @@ void vk__events_free(vk_events *ev)
         close(ev->wake_fd);
     vk__callback_unref(ev->logger);
     vk__callback_unref(ev->metrics);
+    vk__callback_unref(ev->tracer);
     free(ev);
 }
 
@@ -124,6 +135,11 @@ bool vk__events_has_metrics(const vk_events *ev)
     return ev != NULL && ev->metrics != NULL;
 }
 
+const vk_callback *vk__events_tracer(const vk_events *ev)
+{
+    return ev != NULL ? ev->tracer : NULL;
+}
+
 static size_t text_size(const char *s)
 {
     return s != NULL ? strlen(s) + 1 : 0;
@@ -141,25 +157,41 @@ static const char *place_text(char **cursor, const char *s)
     return copy;
 }
 
-static queued_event *copy_event(const char *text, const vk_field *fields, size_t nfields)
+/* The event with text, error and the fields of both arrays (a span's
+ * start and end attributes; more == NULL elsewhere) in one allocation. */
+static queued_event *copy_event_with(const char *text, const char *error,
+                                     const vk_field *fields, size_t nfields,
+                                     const vk_field *more, size_t nmore)
 {
-    size_t size = sizeof(queued_event) + nfields * sizeof(vk_field) + text_size(text);
-    for (size_t i = 0; i < nfields; i++)
-        size += text_size(fields[i].key) + text_size(fields[i].value);
+    size_t total = nfields + nmore;
+    size_t size = sizeof(queued_event) + total * sizeof(vk_field) + text_size(text) +
+                  text_size(error);
+    for (size_t i = 0; i < total; i++) {
+        const vk_field *f = i < nfields ? &fields[i] : &more[i - nfields];
+        size += text_size(f->key) + text_size(f->value);
+    }
     queued_event *e = malloc(size);
     if (e == NULL)
         return NULL;
     memset(e, 0, sizeof *e);
     vk_field *copied = (vk_field *)(e + 1);
-    char *cursor = (char *)(copied + nfields);
-    for (size_t i = 0; i < nfields; i++) {
-        copied[i].key = place_text(&cursor, fields[i].key);
-        copied[i].value = place_text(&cursor, fields[i].value);
+    char *cursor = (char *)(copied + total);
+    for (size_t i = 0; i < total; i++) {
+        const vk_field *f = i < nfields ? &fields[i] : &more[i - nfields];
+        copied[i].key = place_text(&cursor, f->key);
+        copied[i].value = place_text(&cursor, f->value);
     }
     e->text = place_text(&cursor, text);
-    e->fields = nfields > 0 ? copied : NULL;
-    e->nfields = nfields;
+    e->error = place_text(&cursor, error);
+    e->fields = total > 0 ? copied : NULL;
+    e->nfields = total;
+    e->nstart_fields = nfields;
     return e;
+}
+
+static queued_event *copy_event(const char *text, const vk_field *fields, size_t nfields)
+{
+    return copy_event_with(text, NULL, fields, nfields, NULL, 0);
 }
 
 static void enqueue(vk_events *ev, queued_event *e)
@@ -191,6 +223,24 @@ static bool should_queue(const vk_events *ev)
     return ev->mode == VK_EVENTS_QUEUED && on_background_thread;
 }
 
+bool vk__events_defers(const vk_events *ev)
+{
+    return ev != NULL && should_queue(ev);
+}
+
+void vk__events_queue_span(vk_events *ev, const vk_span_record *span)
+{
+    queued_event *e = copy_event_with(span->name, span->error, span->start_attrs,
+                                      span->nstart_attrs, span->end_attrs, span->nend_attrs);
+    if (e == NULL)
+        return; /* out of memory: the span is lost, not the work */
+    e->kind = QUEUED_SPAN;
+    e->status = span->status;
+    e->start_ns = span->start_ns;
+    e->end_ns = span->end_ns;
+    enqueue(ev, e);
+}
+
 void vk__log(vk_events *ev, vk_log_level level, const char *message, const vk_field *fields,
              size_t nfields)
 {
@@ -203,7 +253,7 @@ void vk__log(vk_events *ev, vk_log_level level, const char *message, const vk_fi
     queued_event *e = copy_event(message, fields, nfields);
     if (e == NULL)
         return; /* out of memory: a diagnostic is not worth failing for */
-    e->is_log = true;
+    e->kind = QUEUED_LOG;
     e->level = level;
     enqueue(ev, e);
 }
@@ -220,18 +270,30 @@ void vk__metric(vk_events *ev, const char *name, vk_metric_kind kind, double val
     queued_event *e = copy_event(name, labels, nlabels);
     if (e == NULL)
         return;
-    e->is_log = false;
-    e->kind = kind;
+    e->kind = QUEUED_METRIC;
+    e->metric_kind = kind;
     e->value = value;
     enqueue(ev, e);
 }
 
 static void deliver(vk_events *ev, const queued_event *e)
 {
-    if (e->is_log)
+    switch (e->kind) {
+    case QUEUED_LOG:
         vk__callback_log(ev->logger, e->level, e->text, e->fields, e->nfields);
-    else
-        vk__callback_metric(ev->metrics, e->text, e->kind, e->value, e->fields, e->nfields);
+        break;
+    case QUEUED_METRIC:
+        vk__callback_metric(ev->metrics, e->text, e->metric_kind, e->value, e->fields,
+                            e->nfields);
+        break;
+    case QUEUED_SPAN: {
+        const vk_field *end_fields = e->fields != NULL ? e->fields + e->nstart_fields : NULL;
+        vk__callback_span(ev->tracer, e->text, e->start_ns, e->fields, e->nstart_fields,
+                          e->end_ns, e->status, e->error, end_fields,
+                          e->nfields - e->nstart_fields);
+        break;
+    }
+    }
 }
 
 /* Tells the logger how many events the full queue dropped. */

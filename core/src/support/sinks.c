@@ -16,6 +16,7 @@ vk_callback *vk__callback_new(void (*fn)(void), void *userdata, vk_free_fn free_
     if (cb == NULL)
         return NULL;
     cb->fn = fn;
+    cb->fn2 = NULL;
     cb->userdata = userdata;
     cb->free_userdata = free_userdata;
     cb->refs = 1;
@@ -50,6 +51,17 @@ void vk__callback_metric(const vk_callback *cb, const char *name, vk_metric_kind
 {
     vk_metric_fn fn = (vk_metric_fn)cb->fn;
     fn(cb->userdata, name, kind, value, labels, nlabels);
+}
+
+void vk__callback_span(const vk_callback *tracer, const char *name, int64_t start_ns,
+                       const vk_field *start_attrs, size_t nstart, int64_t end_ns,
+                       vk_status status, const char *error, const vk_field *end_attrs,
+                       size_t nend)
+{
+    vk_span_start_fn start = (vk_span_start_fn)tracer->fn;
+    vk_span_end_fn end = (vk_span_end_fn)tracer->fn2;
+    void *span = start(tracer->userdata, name, NULL, start_ns, start_attrs, nstart);
+    end(tracer->userdata, span, end_ns, status, error, end_attrs, nend);
 }
 
 /* ---- names ---------------------------------------------------------------- */

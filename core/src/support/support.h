@@ -86,6 +86,8 @@ void vk__ctx_unwatch_fd(vk_context *ctx, int fd);
 /* VK_ERR_CANCELLED when cancelled (or the interrupt check fired),
  * VK_ERR_TIMEOUT when the deadline passed, else VK_OK. Sets the detail. */
 vk_status vk__ctx_check(vk_context *ctx);
+/* The tracer's handle set with vk_context_set_trace_parent (NULL-safe). */
+void *vk__ctx_trace_parent(const vk_context *ctx);
 /* Waits for `events` (POLLIN/POLLOUT) on fd until min(deadline_us, ctx's
  * deadline), waking on cancel and running the interrupt check at least
  * every 50 ms. VK_OK when ready, else VK_ERR_TIMEOUT / VK_ERR_CANCELLED
@@ -99,7 +101,8 @@ vk_status vk__ctx_sleep_ms(vk_context *ctx, int64_t ms);
 
 /* A refcounted callback (function + userdata + free hook). */
 typedef struct vk_callback {
-    void (*fn)(void);           /* vk_log_fn or vk_metric_fn */
+    void (*fn)(void);           /* vk_log_fn, vk_metric_fn or vk_span_start_fn */
+    void (*fn2)(void);          /* a tracer's vk_span_end_fn; else NULL */
     void *userdata;
     vk_free_fn free_userdata;
     int refs;                   /* atomic */
@@ -108,6 +111,21 @@ typedef struct vk_callback {
 vk_callback *vk__callback_new(void (*fn)(void), void *userdata, vk_free_fn free_userdata);
 vk_callback *vk__callback_ref(vk_callback *cb);     /* NULL-safe */
 void vk__callback_unref(vk_callback *cb);           /* NULL-safe; frees userdata at 0 */
+
+/* Delivers a whole span to a tracer: start (no parent), then end. */
+void vk__callback_span(const vk_callback *tracer, const char *name, int64_t start_ns,
+                       const vk_field *start_attrs, size_t nstart, int64_t end_ns,
+                       vk_status status, const char *error, const vk_field *end_attrs,
+                       size_t nend);
+/* A span that ran on a background thread, queued whole (trace.c). */
+typedef struct vk_span_record {
+    const char *name;
+    int64_t start_ns, end_ns;
+    const vk_field *start_attrs, *end_attrs;
+    size_t nstart_attrs, nend_attrs;
+    vk_status status;
+    const char *error;
+} vk_span_record;
 /* Calls a logger / metrics callback. */
 void vk__callback_log(const vk_callback *cb, vk_log_level level, const char *message,
                       const vk_field *fields, size_t nfields);
@@ -118,7 +136,8 @@ void vk__callback_metric(const vk_callback *cb, const char *name, vk_metric_kind
  * for events raised on threads other than the caller's. */
 typedef struct vk_events vk_events;
 
-vk_events *vk__events_new(vk_callback *logger, vk_callback *metrics, vk_event_delivery mode);
+vk_events *vk__events_new(vk_callback *logger, vk_callback *metrics, vk_callback *tracer,
+                          vk_event_delivery mode);
 void vk__events_free(vk_events *ev);
 /* After fork() in the child: a wake-up descriptor of its own, an empty
  * queue (the parent delivers its events), locks re-initialised. */
@@ -128,12 +147,52 @@ void vk__events_after_fork(vk_events *ev);
 void vk__events_enter_background(void);
 bool vk__events_has_logger(const vk_events *ev);
 bool vk__events_has_metrics(const vk_events *ev);
+/* The tracer (NULL: none). */
+const vk_callback *vk__events_tracer(const vk_events *ev);
+/* True when what this thread raises for ev is queued for the host's poll
+ * (a background thread in VK_EVENTS_QUEUED mode). */
+bool vk__events_defers(const vk_events *ev);
+/* Queues a span of a background thread for the host's poll. */
+void vk__events_queue_span(vk_events *ev, const vk_span_record *span);
 void vk__log(vk_events *ev, vk_log_level level, const char *message,
              const vk_field *fields, size_t nfields);
 void vk__metric(vk_events *ev, const char *name, vk_metric_kind kind, double value,
                 const vk_field *labels, size_t nlabels);
 int vk__events_poll(vk_events *ev, int max);
 vk_status vk__events_wait(vk_events *ev, vk_context *ctx, int64_t timeout_ms);
+
+/* ---- trace.c: spans -------------------------------------------------------- */
+
+/* A span in progress: on the stack of the function it covers (scoped), or
+ * in an event-loop operation (detached). Zeroed, it is "not traced". */
+typedef struct vk_span {
+    const vk_callback *tracer;  /* NULL: not traced */
+    vk_events *ev;
+    const char *name;           /* a literal */
+    void *handle;               /* the host's */
+    int64_t start_ns;
+    struct vk_span *outer;      /* scoped: the span it runs in, on this thread */
+    bool scoped;
+    void *deferred;             /* queued delivery: the start, copied */
+} vk_span;
+
+/* Starts a span that ends on this thread before the one it runs in: it is
+ * the parent of the spans started meanwhile. The parent is the client's
+ * enclosing span on this thread, else ctx's trace parent. attrs are
+ * copied where they must outlive the call. No-op without a tracer. */
+void vk__span_start(vk_span *s, vk_events *ev, const char *name, vk_context *ctx,
+                    const vk_field *attrs, size_t nattrs);
+/* Starts a span that ends later, on this thread, in any order (an
+ * event-loop operation): it is nobody's parent. */
+void vk__span_start_detached(vk_span *s, vk_events *ev, const char *name,
+                             const vk_field *attrs, size_t nattrs);
+/* Ends it: status, error (NULL: this thread's vk_last_error() when status
+ * is not VK_OK) and the attributes known at the end. The thread's error is
+ * kept across the tracer's call. */
+void vk__span_end(vk_span *s, vk_status status, const char *error, const vk_field *attrs,
+                  size_t nattrs);
+/* Wall clock, nanoseconds since the Unix epoch. */
+int64_t vk__wall_ns(void);
 /* The process-wide package logger. */
 void vk__package_log(vk_log_level level, const char *message,
                      const vk_field *fields, size_t nfields);

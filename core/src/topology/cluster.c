@@ -193,6 +193,14 @@ void vk__cluster_reauth_idle(vk_cluster *cl, vk_context *ctx)
     vk__slot_map_unref(m);
 }
 
+void vk__cluster_report_pool_gauges(vk_cluster *cl)
+{
+    vk_slot_map *m = vk__cluster_map(cl, NULL);
+    for (size_t i = 0; m != NULL && i < m->node_count; i++)
+        vk__pool_report_gauges(atomic_load(&m->nodes[i].pool));
+    vk__slot_map_unref(m);
+}
+
 /* ---- one request on one node -------------------------------------------------------- */
 
 /* Runs a command on a connection of pool, preceded by ASKING when asked

@@ -203,6 +203,8 @@ vk_status vk__cluster_connect(vk_cluster *cl, vk_context *ctx);
 /* Re-authenticates every node pool's idle connections with the current
  * credentials (vk__pool_reauth_idle). */
 void vk__cluster_reauth_idle(vk_cluster *cl, vk_context *ctx);
+/* Reports the gauges of the masters' pools to the metrics sink now. */
+void vk__cluster_report_pool_gauges(vk_cluster *cl);
 /* Drops the map and closes every pool. Idempotent. */
 void vk__cluster_close(vk_cluster *cl);
 /* Runs one command on the master of its keys' slot (any master when it
