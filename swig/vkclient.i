@@ -92,6 +92,8 @@
 %ignore vk_context_set_timeout_ms;
 %ignore vk_context_cancel;
 %ignore vk_context_is_cancelled;
+/* A tracer's parent comes from the tracer's own current context. */
+%ignore vk_context_set_trace_parent;
 %ignore vk_lock_options;
 /* Fields reach Python as a dict (vkpy_callbacks.c). */
 %ignore vk_field;
@@ -257,6 +259,24 @@ VKPY_OUT_HANDLE(vk_lock_manager)
         $1 = vkpy_metric_trampoline;
         $2 = $input;
         $3 = vkpy_release_callable;
+    }
+}
+
+/* The tracer: an object with start_span and end_span (checked by
+ * vkclient.config), or None to remove it. */
+%typemap(in) (vk_span_start_fn start, vk_span_end_fn end, void *userdata,
+              vk_free_fn free_userdata) {
+    if ($input == Py_None) {
+        $1 = NULL;
+        $2 = NULL;
+        $3 = NULL;
+        $4 = NULL;
+    } else {
+        Py_INCREF($input);
+        $1 = vkpy_span_start_trampoline;
+        $2 = vkpy_span_end_trampoline;
+        $3 = $input;
+        $4 = vkpy_release_callable;
     }
 }
 

@@ -414,6 +414,49 @@ def test_concurrent_commands_from_threads(key):
     s.check()
 
 
+# ---- pool gauges read when scraped -------------------------------------------------------
+
+class CountingMetrics(PrometheusMetrics):
+    """The adapter itself as the sink (so the client attaches to it and
+    stops reporting pool gauges at each change), counting reports by name."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.counts = {}
+
+    def __call__(self, name, kind, value, labels):
+        self.counts[name] = self.counts.get(name, 0) + 1
+        super().__call__(name, kind, value, labels)
+
+
+def test_pool_gauges_are_read_when_scraped(key):
+    registry = prometheus_client.CollectorRegistry()
+    metrics = CountingMetrics(registry=registry)
+    with vkclient.Client(plain_config(metrics=metrics)) as c:
+        for i in range(100):
+            c.set(key, i)
+        # A command costs the sink one call, its latency: the pool's
+        # gauges wait for the scrape.
+        assert metrics.counts.get("redis_pool_connections", 0) == 0
+        assert metrics.counts["redis_command_duration_seconds"] == 100
+        s = Scrape(registry)
+        assert s.value("redis_pool_connections", state="idle", node="") >= 1
+        assert s.value("redis_pool_connections", state="in_use", node="") == 0
+        assert s.value("redis_pool_waiters", node="") == 0
+        # A connection held by a blocking command is in use while scraped.
+        waiter = threading.Thread(target=c.execute, args=("BLPOP", key + ":none", "1"))
+        waiter.start()
+        wait_until(lambda: Scrape(registry).value(
+            "redis_pool_connections", state="in_use", node="") == 1)
+        waiter.join()
+        assert Scrape(registry).value("redis_pool_connections", state="in_use", node="") == 0
+    closed = Scrape(registry)
+    assert closed.value("redis_pool_connections", state="idle", node="") == 0
+    assert closed.value("redis_pool_connections", state="in_use", node="") == 0
+
+
 # ---- Cluster: per-node gauges and slot map refreshes ---------------------------------
 
 @pytest.fixture(scope="module")

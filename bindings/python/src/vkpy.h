@@ -81,6 +81,14 @@ void vkpy_log_trampoline(void *userdata, vk_log_level level, const char *message
 void vkpy_metric_trampoline(void *userdata, const char *name, vk_metric_kind kind,
                             double value, const vk_field *labels, size_t nlabels);
 void vkpy_release_callable(void *userdata);
+/* The tracer's: userdata is a strong reference to an object with
+ * start_span(name, parent, attributes, start_ns) and
+ * end_span(span, error, attributes, end_ns); a span handle is a strong
+ * reference to what start_span returned, dropped after end_span. */
+void *vkpy_span_start_trampoline(void *userdata, const char *name, void *parent,
+                                 int64_t start_ns, const vk_field *attrs, size_t nattrs);
+void vkpy_span_end_trampoline(void *userdata, void *span, int64_t end_ns, vk_status status,
+                              const char *error, const vk_field *attrs, size_t nattrs);
 
 /* A context for a blocking call that must stop on Ctrl-C: its interrupt
  * check runs Python's signal handlers under the GIL, and a handler's

@@ -78,6 +78,66 @@ void vkpy_metric_trampoline(void *userdata, const char *name, vk_metric_kind kin
     PyGILState_Release(gil);
 }
 
+/* ---- the tracer: an object with start_span and end_span ------------------- */
+
+/* tracer.<method>(*args) under the GIL, as call_sink; a new reference to
+ * the result, or NULL after reporting the tracer's exception. Steals args. */
+static PyObject *call_tracer(PyObject *tracer, const char *method, PyObject *args)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *result = NULL;
+    PyObject *fn = args ? PyObject_GetAttrString(tracer, method) : NULL;
+    if (fn != NULL)
+        result = PyObject_CallObject(fn, args);
+    if (result == NULL)
+        PyErr_WriteUnraisable(fn != NULL ? fn : tracer);
+    Py_XDECREF(fn);
+    Py_XDECREF(args);
+    PyErr_Restore(type, value, traceback);
+    return result;
+}
+
+void *vkpy_span_start_trampoline(void *userdata, const char *name, void *parent,
+                                 int64_t start_ns, const vk_field *attrs, size_t nattrs)
+{
+    if (!python_alive())
+        return NULL;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *dict = fields_to_dict(attrs, nattrs);
+    PyObject *args = dict ? Py_BuildValue("(sONL)", name, parent ? (PyObject *)parent : Py_None,
+                                          dict, (long long)start_ns)
+                          : NULL;
+    /* The handle is the tracer's span, referenced until end_span; None
+     * when start_span failed, so that end_span still pairs with it. */
+    PyObject *span = call_tracer((PyObject *)userdata, "start_span", args);
+    if (span == NULL) {
+        span = Py_None;
+        Py_INCREF(span);
+    }
+    PyGILState_Release(gil);
+    return span;
+}
+
+void vkpy_span_end_trampoline(void *userdata, void *span, int64_t end_ns, vk_status status,
+                              const char *error, const vk_field *attrs, size_t nattrs)
+{
+    if (span == NULL || !python_alive())
+        return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *dict = fields_to_dict(attrs, nattrs);
+    PyObject *args = NULL;
+    if (dict != NULL && status == VK_OK)
+        args = Py_BuildValue("(OONL)", (PyObject *)span, Py_None, dict, (long long)end_ns);
+    else if (dict != NULL)
+        args = Py_BuildValue("(OsNL)", (PyObject *)span,
+                             error != NULL ? error : vk_strerror(status), dict,
+                             (long long)end_ns);
+    Py_XDECREF(call_tracer((PyObject *)userdata, "end_span", args));
+    Py_DECREF((PyObject *)span);
+    PyGILState_Release(gil);
+}
+
 void vkpy_release_callable(void *userdata)
 {
     if (!python_alive())

@@ -4,8 +4,8 @@ import datetime
 import logging
 import os
 from types import TracebackType
-from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Type,
-                    TypeVar, Union)
+from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol,
+                    Sequence, Type, TypeVar, Union)
 
 import builtins
 
@@ -16,6 +16,13 @@ Arg = Union[bytes, str, int, float, bytearray, memoryview]
 Reply = Any  # str | bytes | int | float | bool | None | list | dict | ResponseError
 LogSink = Union[logging.Logger, logging.LoggerAdapter, Callable[[str, str, Dict[str, str]], Any]]
 MetricsSink = Callable[[str, str, float, Dict[str, str]], Any]
+
+class Tracer(Protocol):
+    """What Config(tracer=...) takes: see Config."""
+    def start_span(self, name: str, parent: Any, attributes: Dict[str, str],
+                   start_ns: int) -> Any: ...
+    def end_span(self, span: Any, error: Optional[str], attributes: Dict[str, str],
+                 end_ns: int) -> Any: ...
 _T = TypeVar("_T")
 
 TLS1_0: int
@@ -102,16 +109,20 @@ class Config:
     options: Optional[ConnectionOptions]
     logger: Optional[LogSink]
     metrics: Optional[MetricsSink]
+    tracer: Optional[Tracer]
+    trace_commands: bool
     url: Optional[str]
     def __init__(self, standalone: Optional[Union[str, Standalone]] = ...,
                  sentinel: Optional[Sentinel] = ...,
                  cluster: Optional[Union[Cluster, str, Sequence[str]]] = ..., tls: Optional[TLS] = ...,
                  static_password: Optional[StaticPassword] = ..., gcp_iam: Optional[GCPIAM] = ...,
                  options: Optional[ConnectionOptions] = ..., logger: Optional[LogSink] = ...,
-                 metrics: Optional[MetricsSink] = ...) -> None: ...
+                 metrics: Optional[MetricsSink] = ..., tracer: Optional[Tracer] = ...,
+                 trace_commands: bool = ...) -> None: ...
     @classmethod
     def from_url(cls, url: str, tls: Optional[TLS] = ..., options: Optional[ConnectionOptions] = ...,
-                 logger: Optional[LogSink] = ..., metrics: Optional[MetricsSink] = ...) -> Config: ...
+                 logger: Optional[LogSink] = ..., metrics: Optional[MetricsSink] = ...,
+                 tracer: Optional[Tracer] = ..., trace_commands: bool = ...) -> Config: ...
     def validate(self) -> None: ...
 
 class Status(NamedTuple):
@@ -141,7 +152,8 @@ class Client:
     def __init__(self, config: Config) -> None: ...
     @classmethod
     def from_url(cls, url: str, tls: Optional[TLS] = ..., options: Optional[ConnectionOptions] = ...,
-                 logger: Optional[LogSink] = ..., metrics: Optional[MetricsSink] = ...) -> Client: ...
+                 logger: Optional[LogSink] = ..., metrics: Optional[MetricsSink] = ...,
+                 tracer: Optional[Tracer] = ..., trace_commands: bool = ...) -> Client: ...
     def execute(self, *args: Arg) -> Reply: ...
     def get(self, key: Arg) -> Optional[bytes]: ...
     def set(self, key: Arg, value: Arg, px: Optional[Union[int, datetime.timedelta]] = ...,

@@ -1,4 +1,4 @@
-"""Logger and metrics sinks: from what Python users pass to what the core calls.
+"""Logger, metrics and tracer sinks: from what Python users pass to what the core calls.
 
 The core calls a sink as ``sink(level, message, fields)`` (logger) or
 ``sink(name, kind, value, labels)`` (metrics), possibly from a background
@@ -61,3 +61,14 @@ def metrics_sink(metrics):
     if metrics is None or callable(metrics):
         return metrics
     raise TypeError("metrics must be a callable(name, kind, value, labels) or None")
+
+
+def tracer_sink(tracer):
+    """None or an object with start_span and end_span methods."""
+    if tracer is None:
+        return None
+    for method in ("start_span", "end_span"):
+        if not callable(getattr(tracer, method, None)):
+            raise TypeError("tracer must have start_span(name, parent, attributes, start_ns) "
+                            "and end_span(span, error, attributes, end_ns) methods, or be None")
+    return tracer

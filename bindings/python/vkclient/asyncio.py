@@ -23,6 +23,9 @@ by the blocking client, and a pipeline is split by node).
 """
 
 import asyncio as _asyncio
+import sys as _sys
+import time as _time
+import types as _types
 
 from . import _native
 from .client import Status, _status_of
@@ -75,10 +78,12 @@ class Client(_native.AsyncClientCore):
         self.config = config
 
     @classmethod
-    def from_url(cls, url, tls=None, options=None, logger=None, metrics=None):
+    def from_url(cls, url, tls=None, options=None, logger=None, metrics=None, tracer=None,
+                 trace_commands=False):
         """As vkclient.Client.from_url (redis://, rediss://, unix://)."""
         return cls(Config.from_url(url, tls=tls, options=options, logger=logger,
-                                   metrics=metrics))
+                                   metrics=metrics, tracer=tracer,
+                                   trace_commands=trace_commands))
 
     async def connect(self):
         """Opens the connection now (handshake and PING) rather than on the
@@ -291,8 +296,23 @@ class LockManager:
             raise _nil_lock_fn()
         if not callable(fn):
             raise TypeError("lock function must be callable, not %s" % type(fn).__name__)
+        span = _LockSpan(self._clients, key)
+        try:
+            result = await self._with_lock_traced(key, options, fn, span)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.end(None)
+        return result
+
+    async def _with_lock_traced(self, key, options, fn, span):
         native = options._as_native() if options is not None else None
-        handle = await self._acquire(key, native)
+        try:
+            handle = await self._acquire(key, native)
+        except Exception as exc:
+            span.outcome = "contended" if _is_contended(exc) else "error"
+            raise
+        span.outcome = "released"
         renew = options is not None and options.auto_renew
         try:
             result = fn()
@@ -311,6 +331,7 @@ class LockManager:
             if not lost:
                 raise
         if lost:
+            span.outcome = "lost"
             raise LockLostError(_native.vk_strerror(_native.VK_ERR_LOCK_LOST))
         return result
 
@@ -329,6 +350,58 @@ class LockManager:
 
     def __repr__(self):
         return "<vkclient.asyncio.LockManager nodes=%d>" % (len(self._clients),)
+
+
+def _is_contended(exc):
+    return str(exc).endswith(": lock already taken")
+
+
+class _LockSpan:
+    """The "redis.lock.with_lock" span of an async with_lock, which runs
+    here rather than in the core: the same name and attributes as the
+    blocking one's, less the attempts, which the core does not report to
+    an async caller. The tracer of the first client's config; none: no-op.
+    A tracer that raises is reported as an unraisable exception."""
+
+    __slots__ = ("tracer", "span", "outcome")
+
+    def __init__(self, clients, key):
+        self.tracer = None
+        self.span = None
+        self.outcome = "error"
+        config = getattr(clients[0], "config", None) if clients else None
+        tracer = getattr(config, "tracer", None)
+        if tracer is None:
+            return
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        try:
+            self.span = tracer.start_span("redis.lock.with_lock", None,
+                                          {"db.system": "redis", "redis.lock.key": text},
+                                          _time.time_ns())
+            self.tracer = tracer
+        except Exception:
+            _report_unraisable(tracer)
+
+    def end(self, exc):
+        """Ends the span: exc None, or what with_lock raises. The outcome
+        stays "released" when the function raised after the lock was
+        taken, as in the core."""
+        if self.tracer is None:
+            return
+        error = None if exc is None else (str(exc) or type(exc).__name__)
+        try:
+            self.tracer.end_span(self.span, error, {"redis.lock.outcome": self.outcome},
+                                 _time.time_ns())
+        except Exception:
+            _report_unraisable(self.tracer)
+
+
+def _report_unraisable(obj):
+    """The tracer's exception, as the C trampolines report theirs."""
+    exc_type, exc, tb = _sys.exc_info()
+    _sys.unraisablehook(_types.SimpleNamespace(
+        exc_type=exc_type, exc_value=exc, exc_traceback=tb,
+        err_msg="Exception ignored in the vkclient tracer", object=obj))
 
 
 async def _release_quietly(handle):

@@ -4,7 +4,8 @@ import datetime
 from types import TracebackType
 from typing import (Any, Awaitable, Callable, List, Optional, Sequence, Type, TypeVar, Union)
 
-from . import Config, ConnectionOptions, LockOptions, LogSink, MetricsSink, Status, TLS
+from . import (Config, ConnectionOptions, LockOptions, LogSink, MetricsSink, Status, TLS,
+               Tracer)
 
 Duration = Union[float, int, datetime.timedelta]
 Arg = Union[bytes, str, int, float, bytearray, memoryview]
@@ -29,7 +30,8 @@ class Client:
     def __init__(self, config: Config) -> None: ...
     @classmethod
     def from_url(cls, url: str, tls: Optional[TLS] = ..., options: Optional[ConnectionOptions] = ...,
-                 logger: Optional[LogSink] = ..., metrics: Optional[MetricsSink] = ...) -> Client: ...
+                 logger: Optional[LogSink] = ..., metrics: Optional[MetricsSink] = ...,
+                 tracer: Optional[Tracer] = ..., trace_commands: bool = ...) -> Client: ...
     def execute(self, *args: Arg) -> Awaitable[Reply]: ...
     def get(self, key: Arg) -> Awaitable[Optional[bytes]]: ...
     def set(self, key: Arg, value: Arg, px: Optional[Union[int, datetime.timedelta]] = ...,

@@ -77,15 +77,27 @@ class Client(_native.ClientCore):
         finally:
             _native.vk_config_free(native)
         self.config = config
+        attach = getattr(config.metrics, "attach_client", None)
+        if attach is not None and getattr(config.metrics, "scrapes_pool_gauges", False):
+            attach(self)
+
+    def _report_pool_gauges(self):
+        """Reports the pool gauges to the metrics sink now (a sink that
+        scrapes them asks for this)."""
+        pointer = self._pointer()
+        if pointer is not None:   # None once closed
+            _native.vk_client_report_pool_gauges(pointer)
 
     @classmethod
-    def from_url(cls, url, tls=None, options=None, logger=None, metrics=None):
+    def from_url(cls, url, tls=None, options=None, logger=None, metrics=None, tracer=None,
+                 trace_commands=False):
         """A client for redis://[[user]:password@]host[:port][/db],
         rediss://... (TLS, trusting the system store unless
         tls=TLS(ca_cert_base64=...) or TLS(ca_file=...) gives a CA) or
         unix://[[user]:password@]/path.sock[?db=N]."""
         return cls(Config.from_url(url, tls=tls, options=options, logger=logger,
-                                   metrics=metrics))
+                                   metrics=metrics, tracer=tracer,
+                                   trace_commands=trace_commands))
 
     def pipeline(self):
         """A new Pipeline: queue commands with .execute(...), send them with .run()."""

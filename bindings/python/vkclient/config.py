@@ -12,7 +12,7 @@ import math
 import os
 
 from . import _native
-from ._sinks import log_sink, metrics_sink
+from ._sinks import log_sink, metrics_sink, tracer_sink
 
 __all__ = [
     "Standalone", "Sentinel", "Cluster", "TLS", "StaticPassword", "GCPIAM",
@@ -247,15 +247,28 @@ class Config:
     fields: dict); metrics: a callable(name: str, kind: str, value: float,
     labels: dict). Either may be called from a background thread.
 
+    tracer: an object with ``start_span(name, parent, attributes,
+    start_ns)``, which returns the tracer's span (any object), and
+    ``end_span(span, error, attributes, end_ns)``; error is None on
+    success, else the failure's text. parent is the span start_span
+    returned for the enclosing vkclient span (a connect inside a
+    with_lock), or None: the tracer's own current context is then the
+    parent. Spans: redis.connect, redis.reconnect, redis.close,
+    redis.iam_refresh (on the refresh thread, without a parent),
+    redis.lock.try_lock, redis.lock.with_lock, and with
+    trace_commands=True one redis.command per command or pipeline. No
+    attribute holds a secret or a command's arguments.
+
     repr()/str() show the core's redacted description: no secret ever
     appears.
     """
 
     __slots__ = ("standalone", "sentinel", "cluster", "tls", "static_password", "gcp_iam",
-                 "options", "logger", "metrics", "url")
+                 "options", "logger", "metrics", "tracer", "trace_commands", "url")
 
     def __init__(self, standalone=None, sentinel=None, cluster=None, tls=None,
-                 static_password=None, gcp_iam=None, options=None, logger=None, metrics=None):
+                 static_password=None, gcp_iam=None, options=None, logger=None, metrics=None,
+                 tracer=None, trace_commands=False):
         self.standalone = standalone
         self.sentinel = sentinel
         self.cluster = cluster
@@ -265,14 +278,18 @@ class Config:
         self.options = options
         self.logger = logger
         self.metrics = metrics
+        self.tracer = tracer
+        self.trace_commands = trace_commands
         self.url = None
 
     @classmethod
-    def from_url(cls, url, tls=None, options=None, logger=None, metrics=None):
+    def from_url(cls, url, tls=None, options=None, logger=None, metrics=None, tracer=None,
+                 trace_commands=False):
         """redis://[[user]:password@]host[:port][/db], rediss://... (TLS,
         trusting the system store unless tls=TLS(...) gives a CA),
         unix://[[user]:password@]/path.sock[?db=N]."""
-        cfg = cls(tls=tls, options=options, logger=logger, metrics=metrics)
+        cfg = cls(tls=tls, options=options, logger=logger, metrics=metrics, tracer=tracer,
+                  trace_commands=trace_commands)
         cfg.url = url
         return cfg
 
@@ -417,11 +434,22 @@ def build_native(cfg, with_sinks=True):
             _apply_gcp_iam(native, _instance(cfg.gcp_iam, GCPIAM, "gcp_iam"))
         if cfg.options is not None:
             _apply_options(native, _instance(cfg.options, ConnectionOptions, "options"))
+        if not isinstance(cfg.trace_commands, bool):
+            raise TypeError("trace_commands must be a bool, not %s"
+                            % type(cfg.trace_commands).__name__)
+        tracer = tracer_sink(cfg.tracer)
         if with_sinks:
             if cfg.logger is not None:
                 n.vk_config_set_logger(native, log_sink(cfg.logger))
             if cfg.metrics is not None:
                 n.vk_config_set_metrics(native, metrics_sink(cfg.metrics))
+                # A sink that reads the pool gauges when it is scraped
+                # (vkclient.prometheus) spares every command their report.
+                if getattr(cfg.metrics, "scrapes_pool_gauges", False):
+                    n.vk_config_set_pool_gauges(native, 0)
+            if tracer is not None:
+                n.vk_config_set_tracer(native, tracer)
+                n.vk_config_set_trace_commands(native, int(cfg.trace_commands))
     except BaseException:
         n.vk_config_free(native)
         raise

@@ -100,6 +100,8 @@ METRICS = {
 _DEFAULT_BUCKETS = {"redis_command_duration_seconds": COMMAND_DURATION_BUCKETS,
                     "redis_lock_hold_seconds": LOCK_HOLD_BUCKETS}
 _MIN_GAUGES = frozenset({"redis_iam_token_expiry_seconds"})
+# Read from the client when scraped rather than reported at each change.
+_POOL_GAUGES = frozenset({"redis_pool_connections", "redis_pool_waiters"})
 _NAMESPACE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
@@ -125,6 +127,8 @@ class _Gauge:
     def collect(self):
         combined = {}
         for adapter in self.families.live_adapters():
+            if self.name in _POOL_GAUGES:
+                adapter._read_pool_gauges()
             values = adapter._gauges.get(self.name)
             for labelvalues, value in list(values.items()) if values else ():
                 if labelvalues not in combined:
@@ -278,7 +282,12 @@ class PrometheusMetrics:
     metric of the same name that another library made.
     """
 
-    __slots__ = ("registry", "namespace", "_families", "_updates", "_gauges", "__weakref__")
+    # The client reads its pool gauges when scraped (Config turns their
+    # report at each change off: three calls into Python per command).
+    scrapes_pool_gauges = True
+
+    __slots__ = ("registry", "namespace", "_families", "_updates", "_gauges", "_client",
+                 "__weakref__")
 
     def __init__(self, registry=None, namespace="", buckets=None):
         if registry is None:
@@ -291,6 +300,7 @@ class PrometheusMetrics:
         self.namespace = namespace
         self._updates = {}   # (name, (label, value)...) -> callable(value)
         self._gauges = {}    # name -> {label values: this client's latest value}
+        self._client = None  # weakref to the blocking client it serves
         self._families = _families_for(registry, namespace, _checked_buckets(buckets))
         with self._families.lock:
             self._families.adapters.add(self)
@@ -320,6 +330,29 @@ class PrometheusMetrics:
             update = child.inc if kind == "counter" else child.observe
         self._updates[key] = update
         return update
+
+    def attach_client(self, client):
+        """Called by vkclient.Client with itself: the client whose pool
+        gauges a scrape reads."""
+        self._client = weakref.ref(client)
+
+    def _read_pool_gauges(self):
+        """The attached client's pool gauges now, through the sink; 0 once
+        the client is closed or gone, as a closing pool reports them. A
+        sink used without a client attached (wrapped in another callable)
+        keeps what the pool reported at each change."""
+        if self._client is None:
+            return
+        client = self._client()
+        if client is not None and client._pointer() is not None:
+            for name in _POOL_GAUGES:
+                self._gauges.get(name, {}).clear()
+            client._report_pool_gauges()
+            return
+        for name in _POOL_GAUGES:
+            values = self._gauges.get(name, {})
+            for labelvalues in values:
+                values[labelvalues] = 0.0
 
     def __repr__(self):
         return "PrometheusMetrics(namespace=%r)" % (self.namespace,)
