@@ -96,9 +96,15 @@ class TestThreads < Minitest::Test
         puts "interrupted"
       end
     RUBY
+    blocked = -> { @client.call("INFO", "clients")[/^blocked_clients:(\d+)/, 1].to_i }
+    before = blocked.call
     IO.popen([RbConfig.ruby, "-e", script], "r+") do |io|
       assert_equal "ready\n", io.gets
-      sleep 0.2
+      # The signal is sent once the command waits in the server, not while
+      # a loaded machine still runs the child up to its begin block.
+      deadline = monotonic + 10
+      sleep 0.02 until blocked.call > before || monotonic > deadline
+      assert_operator blocked.call, :>, before, "the child's BLPOP is blocked in the server"
       started = monotonic
       Process.kill("INT", io.pid)
       assert_equal "interrupted\n", io.gets

@@ -2,7 +2,7 @@
  * The hand-written half of the Ruby binding. SWIG (swig/ruby.swg) wraps the
  * plain configuration calls; these files own what SWIG cannot do well:
  * the command hot path, replies, the GVL around every blocking call, the
- * lock manager with Ruby blocks, and the logger/metrics trampolines.
+ * lock manager with Ruby blocks, and the logger/metrics/tracer trampolines.
  *
  * Threading rules, kept by every file here:
  *  - a call that may wait on the network runs through vkrb_blocking(), with
@@ -52,8 +52,13 @@ typedef vk_status (*vkrb_blocking_fn)(void *data, vk_context *ctx);
  * raises, so the caller can release what it holds before vkrb_raise().
  * fn may not touch Ruby objects. */
 vk_status vkrb_blocking(vkrb_blocking_fn fn, void *data);
-/* Non-zero while the calling thread runs inside vkrb_blocking(). */
+/* Non-zero while the calling thread runs inside vkrb_blocking() with the
+ * GVL released (zero again while vkrb_call_with_gvl() holds it). */
 int vkrb_in_blocking(void);
+/* From inside vkrb_blocking(): runs fn(arg) with the GVL taken back
+ * (rb_thread_call_with_gvl), marking the thread as holding it meanwhile so
+ * that a vkclient call made by fn nests. */
+void *vkrb_call_with_gvl(void *(*fn)(void *), void *arg);
 
 /* ---- command arguments and replies (vkrb_args.c, vkrb_reply.c) ----------- */
 
@@ -95,6 +100,25 @@ int vkrb_sinks_mute(int muted);
 /* Re-raises an interrupt (Thread#kill, Interrupt...) that a sink received
  * while the core was delivering events; no-op when there is none. */
 void vkrb_sinks_reraise_pending(void);
+/* Runs fn(arg) holding the GVL, for a callback of the core: directly on a
+ * thread that holds it, through vkrb_call_with_gvl() inside vkrb_blocking().
+ * Returns 0, without running fn, where Ruby may not be entered (muted, or a
+ * thread Ruby does not know). */
+int vkrb_sinks_enter(void *(*fn)(void *), void *arg);
+/* With the GVL: call(arg) under rb_protect. A StandardError is printed as
+ * a warning ("vkclient: <what> raised: ...") and dropped; an interrupt is
+ * kept for vkrb_sinks_reraise_pending(). Returns 0 without calling when an
+ * interrupt is already pending on this thread, else 1. */
+int vkrb_sinks_protect(VALUE (*call)(VALUE), VALUE arg, const char *what);
+
+/* ---- tracer (vkrb_trace.c) ----------------------------------------------- */
+
+/* Non-zero once a tracer was installed in any config of this process. */
+extern int vkrb_tracing_in_use;
+/* With the GVL: puts the caller's trace parent (VKClient.with_trace_parent
+ * on this fiber, else none) on ctx, before a call runs with it. */
+void vkrb_trace_set_parent(vk_context *ctx);
+void vkrb_init_trace(void);
 
 /* ---- SWIG glue (swig/ruby.swg) ------------------------------------------- */
 

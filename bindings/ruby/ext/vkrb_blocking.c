@@ -5,6 +5,9 @@
  * once (a call blocked on a socket has that socket shut down; the
  * connection is dropped).
  *
+ * When a tracer is in use, the context carries the caller's trace parent
+ * (VKClient.with_trace_parent), read before the GVL is released.
+ *
  * A context costs an eventfd, so each thread keeps one between calls and
  * replaces it only once it was cancelled (a cancelled context stays
  * cancelled). A call made while another is running on the same thread
@@ -42,6 +45,18 @@ static void *run_without_gvl(void *arg)
     in_blocking = 0;
     call->ran = 1;
     return NULL;
+}
+
+/* in_blocking says "the GVL is released right now": it is cleared while
+ * vkrb_call_with_gvl() holds the GVL (a with_lock block, a sink), so that
+ * a call made from there (a command in the block) nests correctly, and set
+ * again when the core resumes. */
+void *vkrb_call_with_gvl(void *(*fn)(void *), void *arg)
+{
+    in_blocking = 0;
+    void *result = rb_thread_call_with_gvl(fn, arg);
+    in_blocking = 1;
+    return result;
 }
 
 static void cancel_call(void *ctx)
@@ -97,6 +112,8 @@ vk_status vkrb_blocking(vkrb_blocking_fn fn, void *data)
         vk_status st = take_context(&call.ctx);
         if (st != VK_OK)
             return st;
+        if (vkrb_tracing_in_use)
+            vkrb_trace_set_parent(call.ctx); /* reads Ruby: before the GVL is released */
         rb_nogvl(run_without_gvl, &call, cancel_call, call.ctx,
                  RB_NOGVL_INTR_FAIL | RB_NOGVL_UBF_ASYNC_SAFE);
         give_back_context(call.ctx);

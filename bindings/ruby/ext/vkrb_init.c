@@ -14,6 +14,7 @@ void vkrb_init(void)
     vkrb_mVKClient = rb_define_module("VKClient");
     vkrb_init_errors();
     vkrb_init_sinks();
+    vkrb_init_trace();
     vkrb_init_client();
     vkrb_init_lock();
 }

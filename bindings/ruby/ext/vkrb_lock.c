@@ -418,7 +418,7 @@ static vk_status block_trampoline(void *userdata, vk_lock *lock)
 {
     with_lock_call *call = userdata;
     call->lock = lock;
-    rb_thread_call_with_gvl(run_block_with_gvl, call);
+    vkrb_call_with_gvl(run_block_with_gvl, call);
     /* Any non-OK status makes the core release and report a function
      * failure; the Ruby exception itself is raised again afterwards. */
     return call->block_state || !NIL_P(call->error) ? VK_ERR_LOCK_FN : VK_OK;

@@ -1,8 +1,9 @@
 /*
- * Logger and metrics trampolines. The core calls them on:
+ * Logger and metrics trampolines, and the delivery rules that the tracer's
+ * (vkrb_trace.c) share with them. The core calls them on:
  *  - the thread of the Ruby call that raised the event, which is inside
  *    vkrb_blocking() with the GVL released: the GVL is taken back for the
- *    call (rb_thread_call_with_gvl);
+ *    call (vkrb_call_with_gvl);
  *  - the thread that runs vk_client_poll_events(), which holds the GVL:
  *    the callable is called directly.
  * Objects freed by Ruby's GC free their core handles with the sinks muted.
@@ -11,10 +12,10 @@
  * thread. An event from any other foreign thread is dropped rather than
  * entering Ruby unsafely.
  *
- * A sink that raises a StandardError does not break the client: a warning
- * is printed and the event is lost. Anything else (Thread#kill, Interrupt,
- * Timeout) is kept and raised again once the core has returned, because it
- * is aimed at the thread, not at the sink.
+ * A sink (or tracer) that raises a StandardError does not break the
+ * client: a warning is printed and the event is lost. Anything else
+ * (Thread#kill, Interrupt, Timeout) is kept and raised again once the core
+ * has returned, because it is aimed at the thread, not at the sink.
  */
 #include "vkrb.h"
 
@@ -78,33 +79,45 @@ static int is_interrupt(VALUE exc)
     return 0;
 }
 
-static void *deliver_with_gvl(void *arg)
+int vkrb_sinks_protect(VALUE (*call)(VALUE), VALUE arg, const char *what)
 {
     if (pending_state)
-        return NULL; /* the thread is being interrupted: deliver no more */
+        return 0; /* the thread is being interrupted: deliver no more */
     int state = 0;
-    rb_protect(call_sink, (VALUE)arg, &state);
+    rb_protect(call, arg, &state);
     if (!state)
-        return NULL;
+        return 1;
     VALUE exc = rb_errinfo();
     if (NIL_P(exc) || is_interrupt(exc)) {
         pending_state = state;
-        return NULL;
+        return 1;
     }
     rb_set_errinfo(Qnil);
     VALUE text = rb_funcall(exc, rb_intern("full_message"), 0);
-    rb_warn("vkclient: a logger or metrics sink raised: %s", StringValueCStr(text));
+    rb_warn("vkclient: %s raised: %s", what, StringValueCStr(text));
+    return 1;
+}
+
+int vkrb_sinks_enter(void *(*fn)(void *), void *arg)
+{
+    if (muted || !ruby_native_thread_p())
+        return 0; /* inside the GC, or a foreign thread: never enter Ruby */
+    if (vkrb_in_blocking())
+        vkrb_call_with_gvl(fn, arg);
+    else
+        fn(arg);
+    return 1;
+}
+
+static void *deliver_with_gvl(void *arg)
+{
+    vkrb_sinks_protect(call_sink, (VALUE)arg, "a logger or metrics sink");
     return NULL;
 }
 
 static void deliver(const sink_event *e)
 {
-    if (muted || !ruby_native_thread_p())
-        return; /* inside the GC, or a foreign thread: never enter Ruby */
-    if (vkrb_in_blocking())
-        rb_thread_call_with_gvl(deliver_with_gvl, (void *)e);
-    else
-        deliver_with_gvl((void *)e);
+    vkrb_sinks_enter(deliver_with_gvl, (void *)e);
 }
 
 static void log_trampoline(void *userdata, vk_log_level level, const char *message,

@@ -51,10 +51,11 @@ module VKClient
   # #call, #connect and #connected? are implemented in C (ext/vkrb_client.c).
   class Client
     # Keys of Client.new besides the topology/auth/TLS/options ones.
-    SINK_KEYS = %i[logger metrics].freeze
+    SINK_KEYS = %i[logger metrics tracer trace_commands].freeze
 
     # Opens a client from a redis://, rediss:// or unix:// URL. Other
-    # keywords (tls:, options:, logger:, metrics:) apply on top of it.
+    # keywords (tls:, options:, logger:, metrics:, tracer:, ...) apply on
+    # top of it.
     def self.from_url(url, **kwargs)
       new(url: url, **kwargs)
     end
@@ -72,21 +73,38 @@ module VKClient
     end
 
     # Normalises, validates, connects and pings (SEMANTICS §2 New).
-    def initialize(logger: nil, metrics: nil, **config)
+    #
+    # tracer: an object responding to
+    # #start_span(name, parent, attributes, start_ns) (returns the span: any
+    # object, handed back to #end_span and, as +parent+, to the #start_span
+    # of the spans that run inside it) and
+    # #end_span(span, error, attributes, end_ns) (+error+ nil, or the
+    # failure's text). trace_commands: true adds a "redis.command" span per
+    # command and pipeline.
+    def initialize(logger: nil, metrics: nil, tracer: nil, trace_commands: false, **config)
       # The sinks stay referenced by the client for as long as the core may
       # call them.
       @logger = Sinks.logger_callable(logger)
       @metrics = Sinks.metrics_callable(metrics)
+      @tracer = Sinks.tracer_object(tracer)
+      trace_commands = Sinks.trace_commands_flag(trace_commands)
       cfg = Config.build(**config)
       begin
         Native.config_set_sinks(cfg, @logger, @metrics)
+        Native.config_set_tracer(cfg, @tracer, trace_commands) if @tracer
         @description = Config.describe(cfg)
         _native_open(cfg)
       ensure
         Config.free(cfg)
       end
       flush_events
-      start_event_thread if @logger || @metrics
+      start_event_thread if sinks?
+    end
+
+    # VKClient.with_trace_parent: +span+ is the parent of the spans of the
+    # calls made in the block (on this client and any other).
+    def with_trace_parent(span, &block)
+      VKClient.with_trace_parent(span, &block)
     end
 
     # Runs the block with a pipeline and sends its commands in one round
@@ -129,7 +147,7 @@ module VKClient
     # Delivers the events the core queued (IAM refresh logs...) on this
     # thread now; they are also delivered by the client's event thread.
     def flush_events
-      _poll_events if @logger || @metrics
+      _poll_events if sinks?
     end
 
     def inspect
@@ -138,6 +156,10 @@ module VKClient
     alias to_s inspect
 
     private
+
+    def sinks?
+      !(@logger.nil? && @metrics.nil? && @tracer.nil?)
+    end
 
     # A Ruby thread waits (GVL released) for events that the core's
     # background threads queued, and calls the sinks with them: Ruby is

@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 module VKClient
-  # Logger and metrics sinks. A logger is any object responding to
+  # Logger, metrics and tracer sinks. A logger is any object responding to
   # #call(level, message, fields) (level :debug/:info/:warn/:error, fields
   # a Hash of Strings), or a standard ::Logger. A metrics sink responds to
   # #call(name, kind, value, labels) (kind :counter/:gauge/:histogram).
@@ -31,6 +31,57 @@ module VKClient
 
       metrics
     end
+
+    TRACER_METHODS = {
+      start_span: "#start_span(name, parent, attributes, start_ns)",
+      end_span: "#end_span(span, error, attributes, end_ns)"
+    }.freeze
+
+    # The tracer itself, checked: an object (not a block) responding to
+    # #start_span and #end_span (see Client.new).
+    def tracer_object(tracer)
+      return nil if tracer.nil?
+
+      missing = TRACER_METHODS.keys.reject { |m| tracer.respond_to?(m) }
+      return tracer if missing.empty?
+
+      raise TypeError, "tracer must respond to #{TRACER_METHODS.values.join(' and ')}; " \
+                       "#{tracer.class} lacks #{missing.map { |m| "##{m}" }.join(' and ')}"
+    end
+
+    def trace_commands_flag(value)
+      return value if [true, false].include?(value)
+
+      raise TypeError, "trace_commands must be true or false, not #{value.class}"
+    end
+  end
+
+  # The fiber-local storage key of the caller's trace parent.
+  TRACE_PARENT_KEY = :vkclient_trace_parent
+  private_constant :TRACE_PARENT_KEY
+
+  # Runs the block with +span+ as the parent of the spans of the vkclient
+  # calls this thread (fiber) makes in it, on every client and lock manager
+  # that has a tracer: +span+ reaches the tracer's #start_span as +parent+
+  # when no vkclient span of its own encloses the call. nil: no parent.
+  # Nests; the previous parent is back after the block. Returns the block's
+  # value.
+  def self.with_trace_parent(span)
+    raise ArgumentError, "with_trace_parent needs a block" unless block_given?
+
+    storage = Thread.current
+    previous = storage[TRACE_PARENT_KEY]
+    storage[TRACE_PARENT_KEY] = span
+    begin
+      yield
+    ensure
+      storage[TRACE_PARENT_KEY] = previous
+    end
+  end
+
+  # The parent set by the innermost with_trace_parent of this fiber, or nil.
+  def self.trace_parent
+    Thread.current[TRACE_PARENT_KEY]
   end
 
   # The process-wide logger for diagnostics of misuse; nil restores the
