@@ -8,7 +8,7 @@
  * and map errors. One file per concern:
  *   vklua_common.c    shims, status names, the calling thread's Lua state,
  *                     error objects, strings the core owns, seconds <-> ms
- *   vklua_sinks.c     logger, metrics and package logger callbacks
+ *   vklua_sinks.c     logger, metrics, tracer and package logger callbacks
  *   vklua_config.c    config tables, auth/config printing without secrets
  *   vklua_reply.c     replies to Lua values
  *   vklua_client.c    clients and commands
@@ -28,8 +28,8 @@
  *  - misuse (wrong argument types, unknown config fields) raises;
  *  - a nil reply, also inside arrays, is vk.null (a NULL light userdata, so
  *    it equals OpenResty's ngx.null);
- *  - callbacks (logger, metrics, the with_lock function) only ever run on
- *    the thread that owns the lua_State, inside a call into this module:
+ *  - callbacks (logger, metrics, tracer, the with_lock function) only ever
+ *    run on the thread that owns the lua_State, inside a call into this module:
  *    clients queue background events and deliver them at the end of each
  *    call and in client:poll().
  *
@@ -168,13 +168,20 @@ int vklua_raise_no_memory(lua_State *L);
  * validation sees what the caller meant. */
 int64_t vklua_seconds_to_ms(lua_State *L, int index, const char *what);
 
-/* ---- callbacks: logger, metrics, package logger (vklua_sinks.c) ---------- */
+/* ---- callbacks: logger, metrics, tracer, package logger (vklua_sinks.c) -- */
 
 /* Installs the function at index as the config's logger / metrics sink.
  * Returns VK_ERR_NO_MEMORY when the reference cannot be stored, else the
  * core's status. */
 vk_status vklua_config_set_logger(lua_State *L, int index, vk_config *cfg);
 vk_status vklua_config_set_metrics(lua_State *L, int index, vk_config *cfg);
+/* Installs the functions at `start` and `finish` as the config's tracer.
+ * Span handles are registry references (see vklua_span_handle). */
+vk_status vklua_config_set_tracer(lua_State *L, int start, int finish, vk_config *cfg);
+/* The span handle the core sees for a registry reference (NULL for
+ * LUA_REFNIL: a nil span); the tracer trampolines turn it back into the
+ * value. */
+void *vklua_span_handle(int ref);
 /* vk.set_package_logger. */
 extern const luaL_Reg vklua_sink_functions[];
 
@@ -231,6 +238,8 @@ typedef struct vklua_client_ud {
     vk_client *client;  /* NULL once closed */
     vk_reply *parked;   /* a reply being converted; freed if conversion raised */
     int has_sinks;      /* events to deliver after each call */
+    vk_context *trace_ctx; /* the caller-given trace parent, inside
+                              client:with_trace_parent; else NULL */
 } vklua_client_ud;
 
 static inline vklua_client_ud *vklua_check_client(lua_State *L)
@@ -238,7 +247,8 @@ static inline vklua_client_ud *vklua_check_client(lua_State *L)
     return vklua_check_self(L, VKLUA_CLIENT_MT);
 }
 
-/* Delivers the client's queued logger/metrics events, if it has sinks. */
+/* Delivers the client's queued logger/metrics/tracer events, if it has
+ * sinks. */
 static inline void vklua_deliver_events(vklua_client_ud *c)
 {
     if (c->has_sinks && c->client != NULL)

@@ -1,7 +1,7 @@
 /*
  * Clients: vk.new and vk.from_url, commands (client:call), status and the
- * other client methods. Every call delivers the client's queued logger and
- * metrics events before it returns.
+ * other client methods, client:with_trace_parent. Every call delivers the
+ * client's queued logger, metrics and tracer events before it returns.
  */
 #include "vklua.h"
 
@@ -131,7 +131,7 @@ static int client_call(lua_State *L)
 
     vk_reply *reply = NULL;
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_client_command(&reply, c->client, NULL, argc, argv, lens);
+    vk_status st = vk_client_command(&reply, c->client, c->trace_ctx, argc, argv, lens);
     /* Results first: a sink run by vklua_deliver_events may call into vkclient
      * and replace this thread's last error. */
     int nresults = st != VK_OK ? vklua_return_failure(L, st) : return_reply(L, &c->parked, reply);
@@ -264,7 +264,7 @@ static int client_connect(lua_State *L)
 {
     vklua_client_ud *c = vklua_check_client(L);
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_client_connect(c->client, NULL);
+    vk_status st = vk_client_connect(c->client, c->trace_ctx);
     int nresults = vklua_return_status(L, st);
     vklua_deliver_events(c);
     vklua_leave(previous);
@@ -288,11 +288,47 @@ static int client_tick(lua_State *L)
 {
     vklua_client_ud *c = vklua_check_client(L);
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_client_tick(c->client, NULL);
+    vk_status st = vk_client_tick(c->client, c->trace_ctx);
     int nresults = vklua_return_status(L, st);
     vklua_deliver_events(c);
     vklua_leave(previous);
     return nresults;
+}
+
+/* client:with_trace_parent(span, fn, ...) -> fn's results. The spans of
+ * the calls made through this client while fn runs (and through lock
+ * managers over it) that have no enclosing vkclient span name span as
+ * their parent. An error raised by fn is raised again, after the parent is
+ * restored. */
+static int client_with_trace_parent(lua_State *L)
+{
+    vklua_client_ud *c = vklua_check_client(L);
+    luaL_checkany(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 3;
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* nil: LUA_REFNIL, no reference */
+    vk_context *ctx = NULL;
+    lua_State *previous = vklua_enter(L);
+    vk_status st = vk_context_new(&ctx);
+    if (st == VK_OK)
+        st = vk_context_set_trace_parent(ctx, vklua_span_handle(ref));
+    vklua_leave(previous);
+    if (st != VK_OK) {
+        vk_context_free(ctx);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return vklua_raise_no_memory(L);
+    }
+    vk_context *outer = c->trace_ctx;
+    c->trace_ctx = ctx;
+    int base = 2; /* fn and its arguments start at 3 */
+    int status = lua_pcall(L, nargs, LUA_MULTRET, 0);
+    c->trace_ctx = outer;
+    vk_context_free(ctx);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (status != 0)
+        return lua_error(L);
+    return lua_gettop(L) - base;
 }
 
 static int client_tostring(lua_State *L)
@@ -314,6 +350,7 @@ const luaL_Reg vklua_client_methods[] = {
     { "connect", client_connect },
     { "poll", client_poll },
     { "tick", client_tick },
+    { "with_trace_parent", client_with_trace_parent },
     { "close", client_close },
     { NULL, NULL },
 };

@@ -381,10 +381,38 @@ static vk_status apply_options(lua_State *L, int t, vk_config *cfg)
     return VK_OK;
 }
 
-/* Sinks and modes; *has_sinks tells whether a logger or metrics was set. */
+/* tracer = { start = function, finish = function }: both are required. */
+static vk_status apply_tracer(lua_State *L, int t, vk_config *cfg)
+{
+    static const char *const fields[] = { "start", "finish", NULL };
+    static const char *const functions[] = { "start", "finish" };
+    int tracer = opt_table(L, t, "config", "tracer");
+    if (tracer == 0)
+        return VK_OK;
+    vklua_check_fields(L, tracer, "tracer", fields);
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, tracer, functions[i]);
+        if (lua_type(L, -1) != LUA_TFUNCTION)
+            luaL_error(L, "vkclient: tracer.%s must be a function, got %s", functions[i],
+                       luaL_typename(L, -1));
+    }
+    vk_status st = vklua_config_set_tracer(L, tracer + 1, tracer + 2, cfg);
+    lua_pop(L, 3);
+    return st;
+}
+
+/* Sinks and modes; *has_sinks tells whether a logger, metrics or tracer
+ * was set. */
 static vk_status apply_host(lua_State *L, int t, vk_config *cfg, int *has_sinks)
 {
     *has_sinks = 0;
+    if (vklua_get_field(L, t, "config", "tracer", LUA_TNONE) != LUA_TNIL)
+        *has_sinks = 1;
+    lua_pop(L, 1);
+    TRY(apply_tracer(L, t, cfg));
+    int trace_commands = 0;
+    if (vklua_opt_boolean(L, t, "config", "trace_commands", &trace_commands))
+        TRY(vk_config_set_trace_commands(cfg, trace_commands));
     if (vklua_get_field(L, t, "config", "logger", LUA_TFUNCTION) != LUA_TNIL) {
         TRY(vklua_config_set_logger(L, -1, cfg));
         *has_sinks = 1;
@@ -411,10 +439,12 @@ static vk_status apply_host(lua_State *L, int t, vk_config *cfg, int *has_sinks)
 
 static const char *const config_fields[] = { "standalone", "sentinel", "cluster", "tls",
                                              "static_password", "gcp_iam", "options",
-                                             "logger", "metrics", "refresh_mode", NULL };
+                                             "logger", "metrics", "tracer", "trace_commands",
+                                             "refresh_mode", NULL };
 /* What vk.from_url takes besides the URL (the URL gives topology and auth). */
 static const char *const url_extra_fields[] = { "tls", "options", "logger", "metrics",
-                                                "refresh_mode", NULL };
+                                                "tracer", "trace_commands", "refresh_mode",
+                                                NULL };
 
 /* Fills cfg from the config table at t. Raises on misuse; returns the
  * core's status for values it refuses. */
@@ -469,8 +499,8 @@ static int l_gcp_iam(lua_State *L)
 }
 
 /* vk.describe(config) -> the core's one-line description, secrets redacted
- * (or nil, err when the core refuses a value). Logger/metrics functions in
- * the table are referenced only for the duration of the call. */
+ * (or nil, err when the core refuses a value). Logger/metrics/tracer
+ * functions in the table are referenced only for the duration of the call. */
 static int l_describe(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);

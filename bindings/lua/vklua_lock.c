@@ -222,6 +222,16 @@ static int is_client(lua_State *L, int index)
     return same;
 }
 
+/* The caller-given trace parent of the manager's calls: the one set on the
+ * first of its clients inside client:with_trace_parent (NULL: none). */
+static vk_context *manager_trace_ctx(const manager_ud *m)
+{
+    for (int i = 0; i < m->nclients; i++)
+        if (m->clients[i]->trace_ctx != NULL)
+            return m->clients[i]->trace_ctx;
+    return NULL;
+}
+
 static void manager_deliver_events(manager_ud *m)
 {
     for (int i = 0; i < m->nclients; i++)
@@ -299,7 +309,8 @@ static int manager_try_lock(lua_State *L)
     const char *key = check_key(L, 2, &keylen);
     lock_ud *h = push_lock_ud(L, 1, 0);
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_lock_manager_try_lock(&h->lock, m->manager, NULL, key, keylen);
+    vk_status st = vk_lock_manager_try_lock(&h->lock, m->manager, manager_trace_ctx(m), key,
+                                            keylen);
     int nresults = 1;
     if (st != VK_OK)
         nresults = vklua_return_failure(L, st);
@@ -322,8 +333,8 @@ static int manager_acquire(lua_State *L)
         vklua_read_lock_options(L, 3, &opts);
     lock_ud *h = push_lock_ud(L, 1, 0);
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_lock_manager_acquire(&h->lock, m->manager, NULL, key, keylen,
-                                           has_opts ? &opts : NULL);
+    vk_status st = vk_lock_manager_acquire(&h->lock, m->manager, manager_trace_ctx(m), key,
+                                           keylen, has_opts ? &opts : NULL);
     int nresults = st != VK_OK ? vklua_return_failure(L, st) : 1;
     manager_deliver_events(m);
     vklua_leave(previous);
@@ -413,7 +424,8 @@ static int with_lock_common(lua_State *L, int fn_index, const vk_lock_options *o
     int base = call.handle;
 
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_lock_manager_with_lock_options(m->manager, NULL, key, keylen, opts,
+    vk_status st = vk_lock_manager_with_lock_options(m->manager, manager_trace_ctx(m), key,
+                                                     keylen, opts,
                                                      has_fn ? run_locked_function : NULL,
                                                      &call);
     call.borrowed->lock = NULL;

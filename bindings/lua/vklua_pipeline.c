@@ -66,7 +66,7 @@ static int pipeline_run(lua_State *L)
     vklua_release_parked(&p->parked);
     vk_reply *reply = NULL;
     lua_State *previous = vklua_enter(L);
-    vk_status st = vk_pipeline_exec(&reply, p->pipeline, NULL);
+    vk_status st = vk_pipeline_exec(&reply, p->pipeline, p->owner->trace_ctx);
     if (st != VK_OK) {
         int nresults = vklua_return_failure(L, st);
         vklua_deliver_events(p->owner);

@@ -1,13 +1,13 @@
 /*
- * Logger, metrics and package logger callbacks: Lua functions handed to the
- * core, and the trampolines that call them on the thread that owns their
- * Lua state, inside a call into this module (see vklua.h).
+ * Logger, metrics, tracer and package logger callbacks: Lua functions
+ * handed to the core, and the trampolines that call them on the thread that
+ * owns their Lua state, inside a call into this module (see vklua.h).
  */
 #include "vklua.h"
 
 #include <stdlib.h>
 
-/* ---- callbacks: logger, metrics, package logger -------------------------- */
+/* ---- callbacks: logger, metrics, tracer, package logger ------------------ */
 
 /* Identifies the Lua universe a state belongs to (its registry table). */
 static const void *universe_of(lua_State *L)
@@ -19,6 +19,7 @@ static const void *universe_of(lua_State *L)
 typedef struct lua_callback {
     const void *universe; /* the Lua state that owns ref */
     int ref;              /* the function, in that state's registry */
+    int ref2;             /* a tracer's finish function; else LUA_NOREF */
 } lua_callback;
 
 /* Takes a reference to the function at index; NULL when out of memory. */
@@ -29,6 +30,7 @@ static lua_callback *callback_new(lua_State *L, int index)
         return NULL;
     lua_pushvalue(L, index);
     cb->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    cb->ref2 = LUA_NOREF;
     cb->universe = universe_of(L);
     return cb;
 }
@@ -40,8 +42,10 @@ static void callback_free(void *userdata)
 {
     lua_callback *cb = userdata;
     lua_State *L = vklua_active_state;
-    if (L != NULL && universe_of(L) == cb->universe)
+    if (L != NULL && universe_of(L) == cb->universe) {
         luaL_unref(L, LUA_REGISTRYINDEX, cb->ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, cb->ref2);
+    }
     free(cb);
 }
 
@@ -127,6 +131,120 @@ static void metric_trampoline(void *userdata, const char *name, vk_metric_kind k
         (void)vklua_protected_call(L, deliver_metric, &e);
 }
 
+/* ---- tracer --------------------------------------------------------------- */
+
+/*
+ * A span handle, for the core, is the registry reference of the value the
+ * tracer's start function returned (nil: no reference, NULL). It stays
+ * referenced until finish has run for it. Caller-given parents
+ * (client:with_trace_parent) are references in the same registry, so the
+ * start trampoline turns any parent the core hands it back into its value.
+ */
+void *vklua_span_handle(int ref)
+{
+    return ref > 0 ? (void *)(intptr_t)ref : NULL;
+}
+
+static int span_ref(void *handle)
+{
+    return handle != NULL ? (int)(intptr_t)handle : LUA_REFNIL;
+}
+
+/* Pushes the span value behind handle (nil for NULL). */
+static void push_span(lua_State *L, void *handle)
+{
+    if (handle == NULL)
+        lua_pushnil(L);
+    else
+        lua_rawgeti(L, LUA_REGISTRYINDEX, span_ref(handle));
+}
+
+/* Wall-clock nanoseconds to Unix seconds, with microsecond precision (what
+ * a double keeps for current dates; client:status() gives times the same
+ * way). */
+static void push_unix_seconds(lua_State *L, int64_t unix_ns)
+{
+    lua_pushnumber(L, (lua_Number)(unix_ns / 1000) / 1e6);
+}
+
+typedef struct span_start_event {
+    const lua_callback *cb;
+    const char *name;
+    void *parent;
+    int64_t start_ns;
+    const vk_field *attributes;
+    size_t nattributes;
+    int ref;            /* out: the reference to what start returned */
+} span_start_event;
+
+/* span = start(name, parent, attributes, start_time), run under
+ * vklua_protected_call; the span is referenced (nil is not). */
+static int deliver_span_start(lua_State *L)
+{
+    span_start_event *e = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->cb->ref);
+    lua_pushstring(L, e->name != NULL ? e->name : "");
+    push_span(L, e->parent);
+    push_fields(L, e->attributes, e->nattributes);
+    push_unix_seconds(L, e->start_ns);
+    lua_call(L, 4, 1);
+    e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* A start function that raises gives a nil span (finish still runs). */
+static void *span_start_trampoline(void *userdata, const char *name, void *parent,
+                                   int64_t start_unix_ns, const vk_field *attributes,
+                                   size_t nattributes)
+{
+    span_start_event e = { userdata, name, parent, start_unix_ns, attributes, nattributes,
+                           LUA_REFNIL };
+    lua_State *L = callback_state(e.cb);
+    if (L == NULL || vklua_protected_call(L, deliver_span_start, &e) != 0)
+        return NULL;
+    return vklua_span_handle(e.ref);
+}
+
+typedef struct span_end_event {
+    const lua_callback *cb;
+    void *span;
+    int64_t end_ns;
+    vk_status status;
+    const char *error;
+    const vk_field *attributes;
+    size_t nattributes;
+} span_end_event;
+
+/* finish(span, err, attributes, end_time), run under vklua_protected_call. */
+static int deliver_span_end(lua_State *L)
+{
+    const span_end_event *e = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->cb->ref2);
+    push_span(L, e->span);
+    if (e->status == VK_OK)
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, e->error != NULL ? e->error : vk_strerror(e->status));
+    push_fields(L, e->attributes, e->nattributes);
+    push_unix_seconds(L, e->end_ns);
+    lua_call(L, 4, 0);
+    return 0;
+}
+
+/* The span's reference is dropped once finish has run, raise or not. */
+static void span_end_trampoline(void *userdata, void *span, int64_t end_unix_ns,
+                                vk_status status, const char *error,
+                                const vk_field *attributes, size_t nattributes)
+{
+    span_end_event e = { userdata, span, end_unix_ns, status, error, attributes, nattributes };
+    lua_State *L = callback_state(e.cb);
+    if (L == NULL)
+        return;
+    (void)vklua_protected_call(L, deliver_span_end, &e);
+    if (span != NULL)
+        luaL_unref(L, LUA_REGISTRYINDEX, span_ref(span));
+}
+
 /* config.logger and config.metrics: the function at index, referenced
  * until the core frees the sink. */
 vk_status vklua_config_set_logger(lua_State *L, int index, vk_config *cfg)
@@ -143,6 +261,19 @@ vk_status vklua_config_set_metrics(lua_State *L, int index, vk_config *cfg)
     if (cb == NULL)
         return VK_ERR_NO_MEMORY;
     return vk_config_set_metrics(cfg, metric_trampoline, cb, callback_free);
+}
+
+/* config.tracer: the start and finish functions at those indexes,
+ * referenced until the core frees the tracer. */
+vk_status vklua_config_set_tracer(lua_State *L, int start, int finish, vk_config *cfg)
+{
+    lua_callback *cb = callback_new(L, start);
+    if (cb == NULL)
+        return VK_ERR_NO_MEMORY;
+    lua_pushvalue(L, finish);
+    cb->ref2 = luaL_ref(L, LUA_REGISTRYINDEX);
+    return vk_config_set_tracer(cfg, span_start_trampoline, span_end_trampoline, cb,
+                                callback_free);
 }
 
 /* vk.set_package_logger(fn or nil). Raises when the core cannot store
