@@ -388,6 +388,13 @@ else
   else
     skip "nginx vkclient.ngx suite" "no vkclient.ngx suite yet"
   fi
+  if [ -x "$ROOT/tests/nginx/run_metrics.sh" ]; then
+    for s in "${SERVERS[@]}"; do
+      stage_bg "nginx vkclient.prometheus suite ($s)" with_servers "$s" "$ROOT/tests/nginx/run_metrics.sh"
+    done
+  else
+    skip "nginx vkclient.prometheus suite" "no vkclient.prometheus suite yet"
+  fi
   stage_wait
 fi
 

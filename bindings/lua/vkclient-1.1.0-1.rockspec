@@ -60,5 +60,6 @@ build = {
          defines = {},
       },
       ["vkclient.ngx"] = "bindings/lua/vkclient/ngx.lua",
+      ["vkclient.prometheus"] = "bindings/lua/vkclient/prometheus.lua",
    },
 }
