@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks vkclient against its peers on one local server (DESIGN §7):
-# the C core against raw hiredis, then valkey-benchmark -c 1 -P 1 for
+# the C core against raw hiredis, and without sinks against release 1.0
+# (bench/sinks_cost.sh), then valkey-benchmark -c 1 -P 1 for
 # reference, and the lock pairs also against redis-py's Lock (Debian's
 # python3-redis); then the event-loop client against the blocking client
 # and valkey-benchmark -c 1 -P 16, with GLIDE for Node.js and ioredis for
@@ -41,6 +42,8 @@ vk_build gcc "$BENCH_LUA_BUILD" -DCMAKE_BUILD_TYPE=Release -DVK_BUILD_TESTS=OFF 
 # taskset on the harness pins everything it starts: the server (started on
 # a free port and stopped by PID when the benchmark ends) and the clients.
 export BENCH_BIN=$BENCH_BUILD/bench/c/bench_core LOCK_BENCH_BIN=$BENCH_BUILD/bench/c/bench_lock
+export BENCH_GET_BIN=$BENCH_BUILD/bench/c/bench_get BENCH_LIB_DIR=$BENCH_BUILD
+export SINKS_COST=$ROOT/bench/sinks_cost.sh
 export RP_LOCK_BENCH=$ROOT/bench/python/redis_py_lock_pairs.py
 export BENCH_ASYNC_BIN=$BENCH_BUILD/bench/c/bench_async ASYNC_RUN=$ROOT/bench/async/run_async.sh
 export ASYNCIO_BENCH=$ROOT/bench/python/bench_asyncio.py ASYNCIO_PYTHONPATH=$BENCH_PY_BUILD/bindings/python
@@ -51,6 +54,8 @@ exec taskset -c "$CPU" /usr/bin/python3 "$HARNESS" run --plain-only --server "$S
   echo "server: $VK_TEST_SERVER on 127.0.0.1:$VK_TEST_PORT; server and clients pinned to cpu $CPU"
   echo
   "$BENCH_BIN" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$RUNS"
+  echo
+  bash "$SINKS_COST" 127.0.0.1 "$VK_TEST_PORT" "$OPS" "$(( RUNS * 2 + 1 ))" "$BENCH_GET_BIN" "$BENCH_LIB_DIR"
   echo
   pairs=""
   if [ -x "$LOCK_BENCH_BIN" ]; then
