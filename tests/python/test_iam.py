@@ -174,7 +174,8 @@ def test_credentials_from_the_environment(iam, tmp_path, monkeypatch):
 
 def test_no_secret_in_any_log_or_error(iam, capfd):
     """Everything an IAM session writes (log lines with their fields, metrics,
-    error texts, reprs, the process's stdout and stderr) over a connect,
+    spans with their attributes and errors, error texts, reprs, the
+    process's stdout and stderr) over a connect,
     refreshes, failing refreshes and failing connects holds none of the key,
     the credentials, the issued tokens or the passwords."""
     server, google, ca_b64 = iam
@@ -189,6 +190,21 @@ def test_no_secret_in_any_log_or_error(iam, capfd):
         captured.append("%s %s %r" % (name, kind, value))
         captured.extend("%s=%s" % (k, v) for k, v in labels.items())
 
+    class Tracer:
+        spans = []
+
+        def start_span(self, name, parent, attributes, start_ns):
+            self.spans.append(name)
+            captured.append(name)
+            captured.extend("%s=%s" % (k, v) for k, v in attributes.items())
+            return name
+
+        def end_span(self, span, error, attributes, end_ns):
+            captured.append("%s ended: %s" % (span, error))
+            captured.extend("%s=%s" % (k, v) for k, v in attributes.items())
+
+    tracer = Tracer()
+
     def errors(exc_info):
         captured.extend([str(exc_info.value), repr(exc_info.value)])
         captured.extend(str(a) for a in exc_info.value.args)
@@ -199,6 +215,7 @@ def test_no_secret_in_any_log_or_error(iam, capfd):
         cfg = iam_config(iam, token_lifetime=60.0, refresh_every=0.5,
                          refresh_check_interval=0.1, refresh_operation_timeout=2.0)
         cfg.logger, cfg.metrics = logger, metrics
+        cfg.tracer, cfg.trace_commands = tracer, True
         captured.extend([repr(cfg), str(cfg.gcp_iam)])
         with vkclient.Client(cfg) as c:
             # Connect and refresh.
@@ -227,7 +244,7 @@ def test_no_secret_in_any_log_or_error(iam, capfd):
         # A wrong password on the same server.
         bad = plain_config(server.address, tls=vkclient.TLS(ca_b64),
                            static_password=vkclient.StaticPassword(wrong_password),
-                           logger=logger, metrics=metrics)
+                           logger=logger, metrics=metrics, tracer=tracer)
         captured.append(repr(bad))
         with pytest.raises(vkclient.AuthenticationError) as info:
             vkclient.Client(bad)
@@ -243,6 +260,8 @@ def test_no_secret_in_any_log_or_error(iam, capfd):
     assert "GCP IAM token refresh failed; keeping the current token" in messages
     assert "backend down for maintenance" in refused
     assert "GCP IAM token request failed" in text
+    assert {"redis.connect", "redis.iam_refresh", "redis.command",
+            "redis.close"} <= set(tracer.spans)
 
     key_lines = [line for line in google.key["private_pem"].splitlines()
                  if line and not line.startswith("-----")]

@@ -52,10 +52,12 @@ static deferred_start *copy_start(const vk_field *attrs, size_t nattrs)
 
 static bool begin(vk_span *s, vk_events *ev, const char *name)
 {
-    memset(s, 0, sizeof *s);
     const vk_callback *tracer = vk__events_tracer(ev);
-    if (VK_LIKELY(tracer == NULL))
+    if (VK_LIKELY(tracer == NULL)) {
+        s->tracer = NULL;
         return false;
+    }
+    memset(s, 0, sizeof *s);
     s->tracer = tracer;
     s->ev = ev;
     s->name = name;
