@@ -269,14 +269,44 @@ static vk_status failure_status(lua_State *L, int index)
     return VK_ERR_IO;
 }
 
+/* h:connected(conn [, reused]): reused: taken from the keepalive pool
+ * h:pool_name(conn) named, so no handshake is sent again. */
 static int hosted_connected(lua_State *L)
 {
     hosted_ud *h = check_hosted(L);
     uint64_t conn = check_conn(L);
+    int reused = lua_toboolean(L, 3);
     lua_State *previous = vklua_enter(L);
-    vk_hosted_connected(h->client, conn);
+    if (reused)
+        vk_hosted_connected_reused(h->client, conn);
+    else
+        vk_hosted_connected(h->client, conn);
     vklua_leave(previous);
     return 0;
+}
+
+/* h:pool_name(conn) -> name | nil: the keepalive pool of a connection to
+ * be opened, or of one the core gave up clean (to put it there). */
+static int hosted_pool_name(lua_State *L)
+{
+    hosted_ud *h = check_hosted(L);
+    const char *name = vk_hosted_pool_name(h->client, check_conn(L));
+    if (name == NULL)
+        return 0;
+    lua_pushstring(L, name);
+    return 1;
+}
+
+/* h:release(conn) -> true | nil, err: the core gives conn up for the pool
+ * once a PING's reply is in, if it is clean. */
+static int hosted_release(lua_State *L)
+{
+    hosted_ud *h = check_hosted(L);
+    uint64_t conn = check_conn(L);
+    lua_State *previous = vklua_enter(L);
+    vk_status st = vk_hosted_release(h->client, conn);
+    vklua_leave(previous);
+    return vklua_return_status(L, st);
 }
 
 /* h:connect_failed(conn, why [, tls]) */
@@ -393,6 +423,8 @@ const luaL_Reg vklua_hosted_methods[] = {
     {"connection_count", hosted_connection_count},
     {"wants", hosted_wants},
     {"connected", hosted_connected},
+    {"pool_name", hosted_pool_name},
+    {"release", hosted_release},
     {"connect_failed", hosted_connect_failed},
     {"wrote", hosted_wrote},
     {"received", hosted_received},

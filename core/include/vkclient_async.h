@@ -299,6 +299,67 @@ VK_API size_t vk_hosted_pending(const vk_hosted *client);
 /* As vk_async_poll_events(). */
 VK_API int vk_hosted_poll_events(vk_hosted *client, int max);
 
+/*
+ * Connection reuse: a keepalive pool of the host's (nginx's cosocket pool:
+ * sock:connect with pool = name, sock:getreusedtimes(), sock:setkeepalive).
+ * The client decides which connection may be kept and under which name;
+ * the host keeps them and hands them back.
+ *
+ * Pool names. A connection fit for reuse was opened to the same node, with
+ * the same TLS server name, db, protocol and user, and logged in with the
+ * credentials the client has now. The name says all of that: node
+ * (host:port or unix:path), TLS server name ("-" without TLS), db,
+ * protocol, user, and the credentials generation as "cred=<client>.<n>":
+ * <client> is a number of the client's own in this process (two clients
+ * never share a pool: their passwords may differ) and <n> moves on with
+ * every change of its credentials (a new GCP IAM token), so a connection
+ * logged in with old credentials is never taken again. No secret is in
+ * it. For example "vkclient|node=10.0.0.5:6379|tls=-|db=2|proto=2|
+ * cred=1.3|user=app". The sentinels' connections are never pooled.
+ *
+ * Opening: for a connection whose wants say connect, vk_hosted_pool_name()
+ * names the pool to take it from. When the host takes one from there
+ * (ngx: getreusedtimes() > 0) it reports vk_hosted_connected_reused()
+ * instead of vk_hosted_connected(): the handshake (HELLO/AUTH, SELECT,
+ * PING) is not sent again, and a TLS connection is already through its
+ * TLS handshake (the host skips it). In Sentinel mode ROLE is still
+ * asked. A token newer than the connection's name is sent (AUTH) in line
+ * before the first request.
+ *
+ * Giving up. The client gives a connection up clean only when it is
+ * ready (handshake done), nothing is in flight (no reply awaited, not
+ * even of a cancelled request; no blocking command), nothing is queued
+ * or left to write, it is not subscribed nor in a transaction, it has not
+ * failed, and its credentials are current. Such a connection may go to
+ * the pool; any other one the host must close, never pool:
+ *   - vk_hosted_release(): the host would put conn away (its driver goes
+ *     idle). VK_OK when conn is clean (with credentials replaced since it
+ *     logged in, their AUTH goes first): the client writes a PING on it and,
+ *     once the reply is read (unless an operation was queued meanwhile,
+ *     which keeps the connection), gives it up: conn leaves the wants.
+ *     The PING lets a host whose read cannot be interrupted (a cosocket
+ *     read ends only with data or by closing) get its reader back: the
+ *     reader returns with the reply, and after handing it over
+ *     (vk_hosted_received) finds vk_hosted_pool_name(conn) set: it puts
+ *     the socket in that pool and stops reading. Otherwise
+ *     VK_ERR_INVALID_ARGUMENT, and nothing changes.
+ *   - a connection the client leaves on its own (a lane beyond those it
+ *     keeps idle, a node that left the cluster's slot map): when it was
+ *     clean, vk_hosted_pool_name(conn) names the pool it may go to.
+ * The client remembers the last 32 connections given up clean.
+ */
+/* The keepalive pool of connection conn: one to be opened (take it from
+ * there), or one given up clean (put it there). NULL otherwise: an open
+ * connection still wanted, one given up that must be closed, or one that
+ * is never pooled. Valid until the next call on the client. */
+VK_API const char *vk_hosted_pool_name(const vk_hosted *client, uint64_t conn);
+/* Instead of vk_hosted_connected(): conn was taken from its pool. For a
+ * connection that has no pool (vk_hosted_pool_name() NULL) the dial fails
+ * (VK_ERR_IO "closed: the connection has no keepalive pool"): close it. */
+VK_API void vk_hosted_connected_reused(vk_hosted *client, uint64_t conn);
+/* Gives conn up for the pool once a PING's reply is in (see above). */
+VK_API vk_status vk_hosted_release(vk_hosted *client, uint64_t conn);
+
 /* ------------------------------------------------------------------------ */
 /* Distributed lock on event-loop and hosted clients                        */
 /* ------------------------------------------------------------------------ */

@@ -1107,6 +1107,91 @@ function app.iam_status()
     c.finish()
 end
 
+-- ---- (12) connections kept across the driver's idle periods ----------------------------------
+
+-- The server's id of the connection a call runs on, the db it has
+-- selected and the user it is logged in as (CLIENT INFO), and whether the
+-- client's driver was running before the call (it ends after a second
+-- with nothing to do, putting its connections in nginx's keepalive pool).
+local function put_connection(c, cl)
+    c.put("driver_was_running", tostring(cl._driver))
+    local id, err = cl:call("CLIENT", "ID")
+    if c.ok("CLIENT ID", type(id) == "number", show(id or err)) then
+        c.put("id", id)
+    end
+    local info, ierr = cl:call("CLIENT", "INFO")
+    if c.ok("CLIENT INFO", type(info) == "string", show(info or ierr)) then
+        c.put("db", info:match(" db=(%d+)"))
+        c.put("user", info:match(" user=(%S+)"))
+    end
+end
+
+-- The worker's client of the keepalive checks: db 5, as the ACL user the
+-- driver made; a new password (the driver changed it on the server) makes
+-- a new client, as an application reconfigured would.
+local ka_client, ka_password
+
+-- /t/keepalive?run=R&user=U&password=P: put_connection, and a value the
+-- client wrote in its db.
+function app.keepalive()
+    local c = checks()
+    local password = need("password")
+    if ka_client == nil or ka_password ~= password then
+        if ka_client ~= nil then
+            ka_client:close()
+        end
+        local err
+        ka_client, err = vkn.new{
+            standalone = os.getenv("VK_TEST_ADDR"),
+            static_password = { username = need("user"), password = password },
+            options = { db = 5, dial_timeout = 2, read_timeout = 3 },
+            keepalive_timeout = 30,
+            keepalive_pool_size = 4,
+        }
+        if not c.ok("a client of db 5 as " .. need("user"), ka_client ~= nil, show(err)) then
+            return c.finish()
+        end
+        ka_password = password
+    end
+    put_connection(c, ka_client)
+    local key = prefix() .. "ka:" .. ngx.worker.pid()
+    c.eq("SET in db 5", ka_client:call("SET", key, "five"), "OK")
+    c.eq("GET in db 5", ka_client:call("GET", key), "five")
+    c.finish()
+end
+
+-- /iam/keepalive?run=R: put_connection on the IAM client (whose token is
+-- replaced every second).
+function app.iam_keepalive()
+    local c = checks()
+    local cl, err = get_iam_client()
+    if not c.ok("the IAM client", cl ~= nil, show(err)) then
+        return c.finish()
+    end
+    put_connection(c, cl)
+    put_iam_status(c, cl)
+    c.finish()
+end
+
+-- /t/keepalive_options: the options are checked as the core's fields.
+function app.keepalive_options()
+    local c = checks()
+    local addr = os.getenv("VK_TEST_ADDR")
+    local ok, err = pcall(vkn.new, { standalone = addr, keepalive_timeout = "60" })
+    c.ok("keepalive_timeout = \"60\" raises", not ok and tostring(err):find(
+        "vkclient: config.keepalive_timeout must be a number, got string", 1, true), show(err))
+    ok, err = pcall(vkn.new, { standalone = addr, keepalive_pool_size = 0 })
+    c.ok("keepalive_pool_size = 0 raises", not ok and tostring(err):find(
+        "vkclient: config.keepalive_pool_size must be a whole number >= 1", 1, true), show(err))
+    local off = vkn.new{ standalone = addr, keepalive = false }
+    c.ok("keepalive = false is taken", off ~= nil)
+    if off then
+        c.eq("a call without keepalive", off:call("PING"), "PONG")
+        off:close()
+    end
+    c.finish()
+end
+
 -- ---- (10), (11) a Sentinel failover and a slot migration under load -------------------------
 
 -- Clients of the driver's own Sentinel group and Cluster, made in each
@@ -1506,7 +1591,8 @@ local HANDLERS = {
     init_error = app.init_error, renewal = app.renewal, sinks = app.sinks,
     interop = app.interop, iam_load = app.iam_load, iam_status = app.iam_status,
     fo_set = app.fo_set, fo_status = app.fo_status, mig = app.mig, mig_status = app.mig_status,
-    own_close = app.own_close,
+    own_close = app.own_close, keepalive = app.keepalive, iam_keepalive = app.iam_keepalive,
+    keepalive_options = app.keepalive_options,
 }
 
 function app.dispatch()

@@ -711,6 +711,105 @@ def check_iam_rotation():
 
 
 
+# How long a client's driver waits with nothing to do before it puts its
+# connections in nginx's keepalive pool and ends (IDLE_SLICE of ngx.lua),
+# and the pause between two bursts that outlasts it.
+DRIVER_IDLE = 1.0
+PAUSE = DRIVER_IDLE + 2.0
+
+
+def first_replies(path, attempts=60, **params):
+    """Each worker's first answer (by PID), from requests sent one at a time
+    (so the first one a worker got is known)."""
+    seen = {}
+    for _ in range(attempts):
+        r = request(path, **params)
+        if r.worker is not None and r.worker not in seen:
+            seen[r.worker] = r
+        if len(seen) >= 2:
+            break
+    check(len(seen) == 2, "%s answered from both workers" % path, "workers %s" % sorted(seen))
+    return seen
+
+
+def check_keepalive():
+    section("(12) connections kept across the driver's idle periods (setkeepalive, "
+            "getreusedtimes), a password change and GCP IAM rotation")
+    import vkclient
+    addr = os.environ["VK_TEST_ADDR"]
+    user = "ngxka%s" % RUN
+    with vkclient.Client(vkclient.Config(standalone=vkclient.Standalone(addr))) as admin:
+        admin.execute("ACL", "SETUSER", user, "on", ">first-password", "~*", "&*", "+@all")
+        r = request("/t/keepalive_options")
+        expect_ok(r, "the keepalive options are checked")
+
+        def burst(password, label):
+            replies = first_replies("/t/keepalive", user=user, password=password)
+            for r in replies.values():
+                expect_ok(r, "%s: /t/keepalive" % label)
+                check(r.get("db") == "5", "%s: the connection has db 5 selected" % label,
+                      str(r.get("db")))
+                check(r.get("user") == user, "%s: the connection is logged in as %s"
+                      % (label, user), str(r.get("user")))
+            return replies
+
+        first = burst("first-password", "first burst")
+        time.sleep(PAUSE)
+        second = burst("first-password", "after a pause")
+        for w, r in second.items():
+            check(r.get("driver_was_running") == "false",
+                  "after a pause of %.1f s the worker's driver had ended" % PAUSE,
+                  "worker %s: %s" % (w, r.get("driver_was_running")))
+            check(first.get(w) is not None and r.get("id") == first[w].get("id"),
+                  "after the pause the worker's call ran on the same server connection "
+                  "(from the keepalive pool, no handshake: db and user kept)",
+                  "worker %s: CLIENT ID %s then %s" % (w, first.get(w) and first[w].get("id"),
+                                                       r.get("id")))
+        print("  CLIENT ID per worker before and after a %.1f s pause: %s"
+              % (PAUSE, {w: (first[w].get("id") if w in first else None, r.get("id"))
+                         for w, r in second.items()}))
+
+        # The password changes on the server and in the application's config.
+        admin.execute("ACL", "SETUSER", user, "resetpass", ">second-password")
+        third = burst("second-password", "new password")
+        old_ids = {r.get("id") for r in list(first.values()) + list(second.values())}
+        for w, r in third.items():
+            check(r.get("id") not in old_ids,
+                  "after a password change no connection logged in with the old one is reused",
+                  "worker %s: CLIENT ID %s among %s" % (w, r.get("id"), sorted(old_ids)))
+        time.sleep(PAUSE)
+        fourth = burst("second-password", "new password after a pause")
+        for w, r in fourth.items():
+            check(third.get(w) is not None and r.get("id") == third[w].get("id"),
+                  "the new password's connection is reused after a pause",
+                  "worker %s: CLIENT ID %s then %s" % (w, third.get(w) and third[w].get("id"),
+                                                       r.get("id")))
+        admin.execute("ACL", "DELUSER", user)
+
+    if not os.environ.get("VK_IAM_ADDR"):
+        print("  GCP IAM: not run: no IAM server (run_ngx.sh starts iam_env.py)")
+        return
+    # The IAM client's token is replaced every second: after a pause no
+    # connection logged in with an older token is taken from the pool.
+    before = first_replies("/iam/keepalive")
+    for r in before.values():
+        expect_ok(r, "/iam/keepalive")
+    time.sleep(PAUSE)
+    after = first_replies("/iam/keepalive")
+    for w, r in after.items():
+        expect_ok(r, "/iam/keepalive after a pause")
+        check(r.get("driver_was_running") == "false",
+              "GCP IAM: after the pause the worker's driver had ended",
+              "worker %s: %s" % (w, r.get("driver_was_running")))
+        check(before.get(w) is not None and r.get("id") != before[w].get("id"),
+              "GCP IAM: after the token rotated, the connection logged in with the old token "
+              "is not reused", "worker %s: CLIENT ID %s then %s"
+              % (w, before.get(w) and before[w].get("id"), r.get("id")))
+    print("  GCP IAM: CLIENT ID per worker before and after the pause: %s"
+          % {w: (before[w].get("id") if w in before else None, r.get("id"))
+             for w, r in after.items()})
+
+
 def until(predicate, timeout, step=0.02):
     """The time predicate first held (polled), or None after timeout s."""
     deadline = time.monotonic() + timeout
@@ -1031,7 +1130,7 @@ def main():
                  check_locks_from_requests, check_locks_from_timers, check_renewal_and_sinks,
                  check_phases, check_closed,
                  check_tls, check_topologies, check_interop, check_iam_rotation,
-                 check_topology_changes):
+                 check_keepalive, check_topology_changes):
         try:
             step()
         except Exception as err:  # reported as a failure of that step

@@ -15,7 +15,9 @@
 # by a Python process, calls from init_worker and the log phase, a closed
 # client, TLS, Sentinel and Cluster when --topologies gave them, parity
 # with require "vkclient", values exchanged with lua-resty-redis, GCP IAM
-# tokens rotating under load, and with --topologies a Sentinel failover and
+# tokens rotating under load, connections kept in nginx's keepalive pool
+# across the driver's idle periods and never reused after a password
+# change or a token rotation, and with --topologies a Sentinel failover and
 # a Cluster slot migration under load on a group and a cluster of the
 # driver's own). nginx must then stop within NGX_QUIT_WAIT seconds of a
 # graceful QUIT (default 10), and a closed client's connections leave the

@@ -27,10 +27,28 @@ the config names with tls = { use_system_ca = true }. A CA given in the
 config (ca_cert_base64, ca_file) cannot be handed to a cosocket: it is
 refused with INVALID_CONFIG rather than ignored.
 
+Connection reuse: the driver ends once the client has had nothing to do
+for a second, and puts its connections in nginx's keepalive pool
+(setkeepalive); the next call starts a driver that takes them back
+(connect with the pool's name, getreusedtimes() > 0) without the
+handshake (HELLO/AUTH, SELECT) or TLS again. The core decides which
+connection may go to the pool (a clean one: nothing in flight, not
+subscribed, not failed, current credentials) and names the pool (node,
+TLS server name, db, protocol, user, and the client's credentials
+generation, never a secret), so a connection logged in with a token or
+password since replaced is never taken again; any other connection is
+closed. Options in the config table: keepalive (default true),
+keepalive_timeout (seconds a connection may wait in the pool, default 60,
+0: no limit) and keepalive_pool_size (connections kept per pool, default
+30), as lua-resty-redis's set_keepalive(timeout, size) takes them. A
+client whose driver keeps a connection that may not be pooled (the
+Sentinel subscription) keeps its driver.
+
 GCP IAM tokens are refreshed by the core's background thread, which never
 blocks a worker. The config's logger and metrics functions are called in
 the worker: during the calls that raise their events, and for the refresh
-thread's events by the driver, within a second.
+thread's events by the driver, within a second while it runs (a driver
+that ended for lack of work delivers them when the next one starts).
 ]]
 
 local vk = require "vkclient"
@@ -42,6 +60,7 @@ local spawn = ngx.thread.spawn
 local kill = ngx.thread.kill
 local get_phase = ngx.get_phase
 local timer_at = ngx.timer.at
+local now = ngx.now
 local exiting = ngx.worker.exiting
 local log = ngx.log
 local ERR = ngx.ERR
@@ -53,6 +72,10 @@ local take_done = vk._take_done
 local setmetatable = setmetatable
 local getmetatable = getmetatable
 local pcall = pcall
+local pairs = pairs
+local next = next
+local error = error
+local floor = math.floor
 local type = type
 local tostring = tostring
 
@@ -85,6 +108,10 @@ local IDLE_SLICE = 1
 local CONNECT_TIMEOUT_MS = 60000
 local SEND_TIMEOUT_MS = 60000
 local READ_TIMEOUT_MS = 86400000
+-- Connection reuse: how long a connection may wait in nginx's keepalive
+-- pool (s) and how many each pool keeps, unless the config says.
+local KEEPALIVE_TIMEOUT = 60
+local KEEPALIVE_POOL_SIZE = 30
 
 -- The phases whose handlers may wait (a semaphore, a socket).
 local WAITING_PHASES = {
@@ -159,7 +186,7 @@ end
 
 -- One connection's life: connect (and TLS), then read until it fails or is
 -- no longer wanted. Runs in a light thread of the driver.
-local function connection(self, s, host, port, path, tls, server_name)
+local function connection(self, s, host, port, path, tls, server_name, pool)
   local h = self._h
   if tls and (server_name == nil or is_ip_literal(server_name)) then
     h:connect_failed(s.conn, "nginx verifies a certificate by DNS name only, and "
@@ -173,12 +200,23 @@ local function connection(self, s, host, port, path, tls, server_name)
   s.sock = sock
   sock:settimeouts(CONNECT_TIMEOUT_MS, SEND_TIMEOUT_MS, READ_TIMEOUT_MS)
   local ok, err
-  if path ~= nil then
+  -- The core names the pool a fit connection may be taken from.
+  local options = nil
+  if pool ~= nil and self._keepalive then
+    options = { pool = pool, pool_size = self._pool_size }
+  end
+  if path ~= nil and options ~= nil then
+    ok, err = sock:connect("unix:" .. path, options)
+  elseif path ~= nil then
     ok, err = sock:connect("unix:" .. path)
+  elseif options ~= nil then
+    ok, err = sock:connect(host, port, options)
   else
     ok, err = sock:connect(host, port)
   end
-  if ok and tls and not s.closed then
+  -- Taken from the pool: logged in and through TLS already.
+  local reused = ok and options ~= nil and (sock:getreusedtimes() or 0) > 0
+  if ok and tls and not reused and not s.closed then
     -- lua-resty-core may raise from a failed handshake instead of
     -- returning nil, err.
     local called, session, herr = pcall(sock.sslhandshake, sock, nil, server_name, true)
@@ -204,7 +242,7 @@ local function connection(self, s, host, port, path, tls, server_name)
     return
   end
   s.open = true
-  h:connected(s.conn)
+  h:connected(s.conn, reused)
   deliver()
   kick(self)
   while true do
@@ -214,6 +252,21 @@ local function connection(self, s, host, port, path, tls, server_name)
     end
     if data then
       h:received(s.conn, data)
+      -- Given up clean with this reply (a release's PING): to the pool,
+      -- and this thread stops reading (a read cannot be interrupted).
+      local name = self._keepalive and h:pool_name(s.conn)
+      if name then
+        s.open = false
+        s.thread = nil
+        s.sock = nil
+        local kept = sock:setkeepalive(self._keepalive_ms, self._pool_size)
+        if not kept then
+          sock:close()
+        end
+        deliver()
+        kick(self)
+        return
+      end
       deliver()
       kick(self)
     elseif rerr ~= "timeout" then
@@ -246,7 +299,8 @@ local function serve_once(self)
     if connect and s == nil then
       s = { conn = conn }
       socks[conn] = s
-      local thread, err = spawn(connection, self, s, host, port, path, tls, server_name)
+      local thread, err = spawn(connection, self, s, host, port, path, tls, server_name,
+        h:pool_name(conn))
       if not thread then
         socks[conn] = nil
         h:connect_failed(conn, "cannot start a light thread: " .. tostring(err))
@@ -281,17 +335,53 @@ local function serve_once(self)
   return progress
 end
 
+-- Nothing to do for IDLE_SLICE: each open connection is offered back to
+-- the core (its reader puts it in the keepalive pool once the core gave it
+-- up); true once none is left, and the driver may end.
+local function put_away(self, idle_since)
+  local h = self._h
+  if not self._keepalive or h:pending() > 0 then
+    return false, nil
+  end
+  idle_since = idle_since or now()
+  if now() - idle_since < IDLE_SLICE then
+    return false, idle_since
+  end
+  if next(self._socks) == nil then
+    return true, idle_since
+  end
+  for conn, s in pairs(self._socks) do
+    if s.open then
+      h:release(conn)   -- refused for a connection that is not clean: it stays
+    end
+  end
+  return false, idle_since
+end
+
 local function drive(self)
   local h = self._h
+  local idle_since = nil
   while not self._closed and not exiting() do
     while serve_once(self) do
       if self._closed then
         return
       end
     end
+    local done
+    done, idle_since = put_away(self, idle_since)
+    if done then
+      return "idle"
+    end
+    while serve_once(self) do
+      if self._closed then
+        return
+      end
+    end
+    -- At most IDLE_SLICE: the idle check and the refresh thread's events
+    -- come at least that often.
     local ms = h:tick_in_ms()
     if ms ~= 0 then
-      self._kick:wait(ms < 0 and IDLE_SLICE or ms / 1000)
+      self._kick:wait((ms < 0 or ms > IDLE_SLICE * 1000) and IDLE_SLICE or ms / 1000)
     end
     if self._closed then
       return
@@ -307,18 +397,21 @@ local function drive(self)
 end
 
 local function run_driver(premature, self)
+  local idle = false
   if not premature then
     local ok, err = pcall(drive, self)
     if not ok then
       log(ERR, "vkclient.ngx: the driver stopped: ", tostring(err))
     end
+    idle = ok and err == "idle"
   end
   self._driver = false
   for _, s in pairs(self._socks) do
     drop(s)
   end
   self._socks = {}
-  if not self._closed and not premature and not exiting() then
+  if not self._closed and not premature and not exiting() and
+      (not idle or self._h:pending() > 0) then
     -- Whatever is still pending gets a driver again.
     self:_start()
   end
@@ -393,7 +486,7 @@ end
 
 -- ---- clients ----------------------------------------------------------------------------
 
-local function wrap(h, err)
+local function wrap(h, err, keepalive)
   if not h then
     return nil, err
   end
@@ -403,6 +496,9 @@ local function wrap(h, err)
     _kick = semaphore.new(),
     _driver = false,
     _closed = false,
+    _keepalive = keepalive.keepalive ~= false,
+    _keepalive_ms = floor((keepalive.keepalive_timeout or KEEPALIVE_TIMEOUT) * 1000),
+    _pool_size = keepalive.keepalive_pool_size or KEEPALIVE_POOL_SIZE,
   }, Client)
   client._alone = { client }   -- the clients of its own operations
   return client
@@ -420,13 +516,44 @@ local function check_trust(config)
   return true
 end
 
+-- The connection reuse options (this module's, not the core's): the
+-- config without them, and them (checked as the core checks its fields).
+local KEEPALIVE_OPTIONS = {
+  keepalive = "boolean", keepalive_timeout = "number", keepalive_pool_size = "number",
+}
+
+local function split_keepalive(config)
+  if type(config) ~= "table" or getmetatable(config) ~= nil then
+    return config, {}
+  end
+  local core, keepalive = {}, {}
+  for k, v in pairs(config) do
+    local want = KEEPALIVE_OPTIONS[k]
+    if want == nil then
+      core[k] = v
+    elseif type(v) ~= want then
+      error("vkclient: config." .. k .. " must be a " .. want .. ", got " .. type(v), 3)
+    elseif want == "number" and (v < 0 or v ~= v or v == math.huge or
+        (k == "keepalive_pool_size" and (v < 1 or v ~= floor(v)))) then
+      error("vkclient: config." .. k .. " must be " .. (k == "keepalive_pool_size"
+        and "a whole number >= 1" or "a number of seconds >= 0"), 3)
+    else
+      keepalive[k] = v
+    end
+  end
+  return core, keepalive
+end
+
 --- vk.new(config) -> client | nil, err: validated now; connects on first use.
 function M.new(config)
   local ok, err = check_trust(config)
   if not ok then
     return nil, err
   end
-  return wrap(vk._hosted_new(config))
+  local core, keepalive = split_keepalive(config)
+  local h
+  h, err = vk._hosted_new(core)
+  return wrap(h, err, keepalive)
 end
 
 --- vk.from_url(url [, extra]) -> client | nil, err
@@ -435,7 +562,10 @@ function M.from_url(url, extra)
   if not ok then
     return nil, err
   end
-  return wrap(vk._hosted_from_url(url, extra))
+  local core, keepalive = split_keepalive(extra)
+  local h
+  h, err = vk._hosted_from_url(url, core)
+  return wrap(h, err, keepalive)
 end
 
 --- client:call(name, ...) -> reply | nil, err

@@ -8,12 +8,30 @@
  * The connections are the node's and, in Sentinel mode, the probes that ask
  * the sentinels where the master is (sentinel_seek.c), each with its
  * engine.
+ *
+ * Connection reuse: the host may keep connections in a keepalive pool of
+ * its own (nginx's cosocket pool). Each connection to be opened gets the
+ * name of the pool that may hold one fit for it; a connection given up
+ * clean (the engine's verdict, vk__engine_idle) is remembered for a while
+ * with the name of the pool it may go to.
  */
 #include "api/driven.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Room for a pool name: the node, the TLS server name, the user. */
+#define POOL_NAME_MAX 1024
+/* Connections given up clean that the client remembers (the last ones). */
+#define RELEASED_MAX 32
+
+/* Every client of the process has a number of its own in its pool names:
+ * two clients never share a pool, so a connection logged in by one (with
+ * its password or token) is never taken by another, whose credentials
+ * may differ (a password changed by making a new client). */
+static _Atomic uint64_t last_instance;
 
 typedef struct hosted_conn hosted_conn;
 struct hosted_conn {
@@ -22,13 +40,88 @@ struct hosted_conn {
     uint64_t id;            /* the current connection, 0: none */
     bool connecting;        /* id is to be opened */
     bool open;              /* id is open */
+    /* To be opened: the keepalive pool that may hold a connection fit for
+     * it ("" when it is not to be pooled), and the credentials generation
+     * that name carries. */
+    char pool[POOL_NAME_MAX];
+    uint64_t pool_generation;
 };
+
+/* A connection given up clean, and the pool it may go to. */
+typedef struct released_conn {
+    uint64_t id;
+    char pool[POOL_NAME_MAX];
+} released_conn;
 
 struct vk_hosted {
     vk_driven d;            /* first: the engine, the core, the thread */
     hosted_conn node;       /* the probes (Sentinel) are in d.probes */
     uint64_t last_id;
+    uint64_t instance;      /* see last_instance */
+    released_conn released[RELEASED_MAX];   /* a ring */
+    size_t released_next;
 };
+
+/* ---- pool names ------------------------------------------------------------ */
+
+/* The connections whose state is the client's config alone: the node's,
+ * the lanes, the nodes of a cluster. Not the sentinels' (other
+ * credentials; one is subscribed). */
+static bool poolable(const hosted_conn *c)
+{
+    return c->base.is_node || c->base.lane || c->client->d.router != NULL;
+}
+
+/* The name of the pool for c's connections logged in with the credentials
+ * of *generation (0: the current ones, whose generation it takes): what
+ * would make a reused connection wrong (node, TLS server name, db,
+ * protocol, user, credentials), and no secret. False when it does not
+ * fit. */
+static bool pool_name(const hosted_conn *c, uint64_t *generation, char *out, size_t size)
+{
+    const vk_hosted *h = c->client;
+    const vk_config *cfg = vk__client_config(h->d.core);
+    char *user = NULL, *pass = NULL;
+    uint64_t current = 0;
+    if (vk__credentials_copy(&h->d.core->credentials, &user, &pass, &current) != VK_OK)
+        return false;
+    if (*generation == 0)
+        *generation = current;
+    char node[300];
+    vk__format_endpoint(node, sizeof node, &c->base.endpoint);
+    const char *server_name = cfg->tls_server_name != NULL && cfg->tls_server_name[0] != '\0'
+                                  ? cfg->tls_server_name
+                                  : c->base.endpoint.host;
+    int n = snprintf(out, size, "vkclient|node=%s|tls=%s|db=%d|proto=%d|cred=%llu.%llu|user=%s",
+                     node, cfg->tls_enabled && server_name != NULL ? server_name : "-", cfg->db,
+                     cfg->protocol == 3 ? 3 : 2, (unsigned long long)h->instance,
+                     (unsigned long long)*generation, user != NULL ? user : "default");
+    free(user);
+    vk__free_secret(pass);
+    return n > 0 && (size_t)n < size;
+}
+
+/* The client gave c's connection up clean: the host may pool it. */
+static void remember_released(hosted_conn *c, uint64_t generation)
+{
+    vk_hosted *h = c->client;
+    char name[POOL_NAME_MAX];
+    if (!pool_name(c, &generation, name, sizeof name))
+        return;
+    released_conn *r = &h->released[h->released_next];
+    r->id = c->id;
+    memcpy(r->pool, name, sizeof name);
+    h->released_next = (h->released_next + 1) % RELEASED_MAX;
+}
+
+static const released_conn *find_released(const vk_hosted *h, uint64_t id)
+{
+    for (size_t i = 0; i < RELEASED_MAX && id != 0; i++) {
+        if (h->released[i].id == id)
+            return &h->released[i];
+    }
+    return NULL;
+}
 
 /* ---- the engines' driver functions ----------------------------------------- */
 
@@ -37,6 +130,10 @@ static void want_connection(hosted_conn *c)
     c->id = ++c->client->last_id;
     c->connecting = true;
     c->open = false;
+    c->pool[0] = '\0';
+    c->pool_generation = 0;
+    if (poolable(c) && !pool_name(c, &c->pool_generation, c->pool, sizeof c->pool))
+        c->pool[0] = '\0';
 }
 
 static void drv_open(void *userdata)
@@ -63,6 +160,8 @@ static void drv_located(vk_driven *d, vk_status st)
 static void drv_close(void *userdata)
 {
     hosted_conn *c = userdata;
+    if (c->id != 0 && c->open && poolable(c) && vk__engine_closing_clean(c->base.engine))
+        remember_released(c, vk__engine_auth_generation(c->base.engine));
     c->id = 0;
     c->connecting = false;
     c->open = false;
@@ -111,6 +210,9 @@ static void drv_conn_closed(vk_driven *d, vk_driven_conn *base)
 {
     (void)d;
     hosted_conn *c = (hosted_conn *)base;
+    /* A lane beyond those kept idle, a node that left the slot map. */
+    if (c->id != 0 && c->open && poolable(c) && vk__engine_idle(c->base.engine))
+        remember_released(c, vk__engine_auth_generation(c->base.engine));
     c->id = 0;
     c->connecting = c->open = false;
 }
@@ -155,6 +257,7 @@ VK_API vk_status vk_hosted_new(vk_hosted **out, const vk_config *cfg)
     h->d.conn_closed = drv_conn_closed;
     h->d.conn_free = drv_conn_free;
     h->d.located = drv_located;
+    h->instance = atomic_fetch_add(&last_instance, 1) + 1;
     h->node.client = h;
     vk__driven_conn_init(&h->node.base, &h->d, NULL, true);
     const vk_engine_driver driver = conn_driver(&h->node);
@@ -263,6 +366,8 @@ static hosted_conn *current(vk_hosted *h, uint64_t id, const char *function)
     return NULL;
 }
 
+static void connect_failed_detail(vk_hosted *h, hosted_conn *c, vk_status status);
+
 VK_API void vk_hosted_connected(vk_hosted *client, uint64_t conn)
 {
     hosted_conn *c = current(client, conn, "vk_hosted_connected");
@@ -275,6 +380,76 @@ VK_API void vk_hosted_connected(vk_hosted *client, uint64_t conn)
     leave(client);
 }
 
+VK_API void vk_hosted_connected_reused(vk_hosted *client, uint64_t conn)
+{
+    hosted_conn *c = current(client, conn, "vk_hosted_connected_reused");
+    if (c == NULL || !c->connecting)
+        return;
+    if (c->pool[0] == '\0') {
+        /* Not one to take from a pool: the host must not have. */
+        vk__misuse("vk_hosted_connected_reused", "the connection has no keepalive pool");
+        vk__fail(VK_ERR_IO, "closed: the connection has no keepalive pool");
+        connect_failed_detail(client, c, VK_ERR_IO);
+        return;
+    }
+    c->connecting = false;
+    c->open = true;
+    enter(client);
+    vk__engine_opened_reused(c->base.engine, c->pool_generation, vk__now_ms());
+    leave(client);
+}
+
+/* ---- connection reuse --------------------------------------------------------------- */
+
+VK_API const char *vk_hosted_pool_name(const vk_hosted *client, uint64_t conn)
+{
+    if (client == NULL || conn == 0 || client->d.engine == NULL)
+        return NULL;
+    const hosted_conn *c = client->node.id == conn ? &client->node : NULL;
+    for (const vk_driven_conn *p = client->d.probes; c == NULL && p != NULL; p = p->next) {
+        if (((const hosted_conn *)p)->id == conn)
+            c = (const hosted_conn *)p;
+    }
+    if (c != NULL)
+        return c->connecting && c->pool[0] != '\0' ? c->pool : NULL;
+    const released_conn *r = find_released(client, conn);
+    return r != NULL ? r->pool : NULL;
+}
+
+VK_API vk_status vk_hosted_release(vk_hosted *client, uint64_t conn)
+{
+    if (client == NULL || client->d.closing || client->d.free_requested)
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    vk_status st = vk__driven_check_thread(&client->d, "vk_hosted_release");
+    if (st != VK_OK)
+        return st;
+    hosted_conn *c = current(client, conn, "vk_hosted_release");
+    if (c == NULL || !c->open)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "connection %llu is not open",
+                        (unsigned long long)conn);
+    if (!poolable(c))
+        return vk__fail(VK_ERR_INVALID_ARGUMENT,
+                        "connection %llu is not kept in a pool (a sentinel's)",
+                        (unsigned long long)conn);
+    enter(client);
+    bool started = vk__engine_release(c->base.engine, vk__now_ms());
+    leave(client);
+    if (!started)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT,
+                        "connection %llu is busy or not ready: it cannot be kept",
+                        (unsigned long long)conn);
+    return VK_OK;
+}
+
+/* The dial failed, its detail set. */
+static void connect_failed_detail(vk_hosted *h, hosted_conn *c, vk_status status)
+{
+    c->connecting = false;
+    enter(h);
+    vk__engine_open_failed(c->base.engine, status, vk__now_ms());
+    leave(h);
+}
+
 static void connect_failed(vk_hosted *h, hosted_conn *c, vk_status status, const char *why)
 {
     why = why != NULL && why[0] != '\0' ? why : "failed";
@@ -284,10 +459,7 @@ static void connect_failed(vk_hosted *h, hosted_conn *c, vk_status status, const
         vk__fail(VK_ERR_TIMEOUT, "dial %s: %s", c->base.peer, why);
     else
         status = vk__fail(VK_ERR_IO, "dial %s: %s", c->base.peer, why);
-    c->connecting = false;
-    enter(h);
-    vk__engine_open_failed(c->base.engine, status, vk__now_ms());
-    leave(h);
+    connect_failed_detail(h, c, status);
 }
 
 VK_API void vk_hosted_connect_failed(vk_hosted *client, uint64_t conn, vk_status status,

@@ -29,6 +29,9 @@
 #define VK_ENGINE_MASTER_CHECK_MS 1000
 /* While a first GCP IAM token is awaited, how often the engine looks. */
 #define VK_ENGINE_TOKEN_POLL_MS 10
+/* Where a new token's AUTH and a release's PING sit in steps[]. */
+#define VK_ENGINE_AUTH_STEP VK_HANDSHAKE_MAX_STEPS
+#define VK_ENGINE_RELEASE_STEP (VK_HANDSHAKE_MAX_STEPS + 1)
 
 typedef enum op_kind {
     OP_COMMAND,
@@ -105,6 +108,14 @@ struct vk_engine {
     int handshake_left;         /* handshake replies still awaited */
     uint64_t auth_generation;   /* credentials the connection logged in with */
     bool reauth_in_line;        /* a new token's AUTH awaits its reply */
+    /* Connection reuse (vk__engine_release): */
+    bool releasing;             /* the PING that ends a release is in line */
+    bool release_due;           /* its reply came: given up at the end of the
+                                 * turn, if still idle */
+    bool closing_clean;         /* the driver's close() runs for a connection
+                                 * given up clean */
+    /* A pub/sub message came: the connection is subscribed, never idle. */
+    bool subscribed;
     bool exclusive_in_line;     /* a transaction is in the line */
     /* Sentinel mode (vk__engine_follow_master): the handshake asks ROLE,
      * the dial waits for the driver to locate the master, and a node that
@@ -125,7 +136,9 @@ struct vk_engine {
     int64_t token_poll_ms;
     int64_t token_wait_deadline_ms;  /* 0: not waiting */
     uint64_t token_failures_seen;
-    engine_op steps[VK_HANDSHAKE_MAX_STEPS + 1];
+    /* The handshake's steps, then a new token's AUTH, then a release's
+     * PING (VK_ENGINE_AUTH_STEP, VK_ENGINE_RELEASE_STEP). */
+    engine_op steps[VK_HANDSHAKE_MAX_STEPS + 2];
 
     /* Blocking commands in the line stretch the read timeout. */
     int blocking_in_line;
@@ -344,6 +357,9 @@ static void connection_down(vk_engine *e, vk_status st)
     e->reauth_in_line = false;
     e->exclusive_in_line = false;
     e->stale = false;
+    e->releasing = false;
+    e->release_due = false;
+    e->subscribed = false;
     if (e->mux != NULL) {
         e->dead_mux = e->mux;
         e->mux = NULL;
@@ -414,6 +430,54 @@ static void retire_stale(vk_engine *e)
     e->pump_again = true;
 }
 
+/* The connection is ready for requests. */
+static void handshake_done(vk_engine *e, int64_t now_ms)
+{
+    e->state = CONN_READY;
+    e->next_check_ms = now_ms + VK_ENGINE_MASTER_CHECK_MS;
+    vk__reconnect_gate_passed(&e->gate);
+    e->pump_again = true;
+}
+
+/* A release's PING was answered and nothing else came: the connection
+ * leaves quietly (nothing fails), for the host's keepalive pool; the next
+ * operation opens one again. */
+static void give_up_clean(vk_engine *e)
+{
+    e->state = CONN_DOWN;
+    e->closing_clean = true;
+    e->drv.close(e->drv.userdata);
+    e->closing_clean = false;
+    e->dead_mux = e->mux;
+    e->mux = NULL;
+    e->pump_again = true;
+}
+
+/* A connection taken from the host's keepalive pool was logged in (with
+ * the credentials of `generation`), and its db selected, when it was
+ * first opened: only the master check is sent again (Sentinel mode: the
+ * node may have been demoted since). */
+static void start_reused(vk_engine *e, uint64_t generation, int64_t now_ms)
+{
+    e->auth_generation = generation;
+    e->handshake_left = 0;
+    if (!e->follows_master) {
+        handshake_done(e, now_ms);
+        return;
+    }
+    static const char *const role[] = {"ROLE"};
+    static const size_t role_len[] = {4};
+    engine_op *op = &e->steps[0];
+    *op = (engine_op){.kind = OP_HANDSHAKE, .step = role[0]};
+    vk_status st = vk__mux_submit_secret(e->mux, op, 1, role, role_len, false);
+    if (st != VK_OK) {
+        fail_connection(e, st, now_ms);
+        return;
+    }
+    e->handshake_left = 1;
+    e->drv.want_write(e->drv.userdata);
+}
+
 static void start_handshake(vk_engine *e, int64_t now_ms)
 {
     char *user = NULL, *pass = NULL;
@@ -457,7 +521,7 @@ static void reauthenticate(vk_engine *e, int64_t now_ms)
     if (st == VK_OK && pass != NULL) {
         vk_handshake_step step;
         vk__handshake_auth_step(&step, user, pass);
-        engine_op *op = &e->steps[VK_HANDSHAKE_MAX_STEPS];
+        engine_op *op = &e->steps[VK_ENGINE_AUTH_STEP];
         *op = (engine_op){.kind = OP_HANDSHAKE, .step = step.name};
         st = vk__mux_submit_secret(e->mux, op, step.argc, step.argv, step.lens, true);
         e->reauth_in_line = st == VK_OK;
@@ -481,16 +545,22 @@ static void handshake_reply(vk_engine *e, engine_op *step, redisReply *reply, in
         fail_connection(e, st, now_ms);
         return;
     }
-    if (step == &e->steps[VK_HANDSHAKE_MAX_STEPS]) {
+    if (step == &e->steps[VK_ENGINE_AUTH_STEP]) {
         e->reauth_in_line = false;
         return;
     }
-    if (--e->handshake_left == 0) {
-        e->state = CONN_READY;
-        e->next_check_ms = now_ms + VK_ENGINE_MASTER_CHECK_MS;
-        vk__reconnect_gate_passed(&e->gate);
+    if (step == &e->steps[VK_ENGINE_RELEASE_STEP]) {
+        /* An operation that came after the PING keeps the connection;
+         * else it goes at the end of the turn, once the bytes fed are all
+         * read (and if nothing was queued meanwhile). */
+        e->releasing = false;
+        e->release_due = vk__mux_in_flight(e->mux) == 0 && e->queue.count == 0 &&
+                         e->retries.count == 0;
         e->pump_again = true;
+        return;
     }
+    if (--e->handshake_left == 0)
+        handshake_done(e, now_ms);
 }
 
 /* ---- replies ------------------------------------------------------------------- */
@@ -576,6 +646,7 @@ static void on_mux_done(void *userdata, void *opp, vk_status st, redisReply *rep
 static void on_mux_push(void *userdata, redisReply *message)
 {
     vk_engine *e = userdata;
+    e->subscribed = true;
     e->drv.push(e->drv.userdata, message);
 }
 
@@ -695,6 +766,11 @@ static bool awaiting_token(vk_engine *e, int64_t now_ms)
 static void pump(vk_engine *e, int64_t now_ms)
 {
     e->pump_again = false;
+    if (VK_UNLIKELY(e->release_due)) {
+        e->release_due = false;
+        if (vk__engine_idle(e))
+            give_up_clean(e);
+    }
     if (e->state == CONN_DOWN && e->queue.head != NULL) {
         engine_op *head = e->queue.head;
         if (head->not_before_ms > now_ms)
@@ -1033,7 +1109,9 @@ bool vk__engine_ready(const vk_engine *e)
     return e->state == CONN_READY;
 }
 
-void vk__engine_opened(vk_engine *e, int64_t now_ms)
+/* The connection is open: a new one logs in, a reused one (reused) is
+ * ready at once. */
+static void opened(vk_engine *e, bool reused, uint64_t generation, int64_t now_ms)
 {
     if (e->state != CONN_DIALING)
         return;
@@ -1048,11 +1126,91 @@ void vk__engine_opened(vk_engine *e, int64_t now_ms)
         e->reauth_in_line = false;
         e->exclusive_in_line = false;
         e->stale = false;
-        start_handshake(e, now_ms);
+        e->releasing = e->release_due = e->subscribed = false;
+        if (reused)
+            start_reused(e, generation, now_ms);
+        else
+            start_handshake(e, now_ms);
     } else {
         open_failed(e, st, now_ms);
     }
     end(e);
+}
+
+void vk__engine_opened(vk_engine *e, int64_t now_ms)
+{
+    opened(e, false, 0, now_ms);
+}
+
+void vk__engine_opened_reused(vk_engine *e, uint64_t generation, int64_t now_ms)
+{
+    opened(e, true, generation, now_ms);
+}
+
+/* Idle, whatever credentials it logged in with. */
+static bool idle_as_logged_in(const vk_engine *e)
+{
+    if (e->state != CONN_READY || e->mux == NULL || e->stale || e->subscribed ||
+        e->releasing || e->reauth_in_line || e->exclusive_in_line)
+        return false;
+    if (vk__mux_in_flight(e->mux) > 0 || vk__mux_status(e->mux) != VK_OK)
+        return false;
+    size_t unwritten;
+    vk__mux_output(e->mux, &unwritten);
+    return unwritten == 0 && e->queue.count == 0 && e->retries.count == 0 &&
+           e->line.count == 0;
+}
+
+static bool credentials_current(const vk_engine *e)
+{
+    return e->credentials == NULL ||
+           atomic_load_explicit(&e->credentials->generation, memory_order_acquire) ==
+               e->auth_generation;
+}
+
+bool vk__engine_idle(const vk_engine *e)
+{
+    /* Logged in with credentials replaced since: not to be reused. */
+    return idle_as_logged_in(e) && credentials_current(e);
+}
+
+bool vk__engine_release(vk_engine *e, int64_t now_ms)
+{
+    if (e->releasing)
+        return true;
+    if (!idle_as_logged_in(e))
+        return false;
+    static const char *const ping[] = {"PING"};
+    static const size_t ping_len[] = {4};
+    begin(e, now_ms);
+    /* Newer credentials (a token refreshed while it was idle): their AUTH
+     * goes first, so that the connection is pooled under their name. */
+    if (!credentials_current(e)) {
+        reauthenticate(e, now_ms);
+        if (e->state != CONN_READY) {
+            end(e);
+            return false;
+        }
+    }
+    engine_op *op = &e->steps[VK_ENGINE_RELEASE_STEP];
+    *op = (engine_op){.kind = OP_HANDSHAKE, .step = ping[0]};
+    bool ok = vk__mux_submit_secret(e->mux, op, 1, ping, ping_len, false) == VK_OK;
+    if (ok) {
+        e->releasing = true;
+        e->drv.want_write(e->drv.userdata);
+    }
+    end(e);
+    return ok;
+}
+
+bool vk__engine_closing_clean(const vk_engine *e)
+{
+    return e->closing_clean;
+}
+
+uint64_t vk__engine_auth_generation(const vk_engine *e)
+{
+    return e->auth_generation;
 }
 
 void vk__engine_open_failed(vk_engine *e, vk_status status, int64_t now_ms)

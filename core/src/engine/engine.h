@@ -116,4 +116,31 @@ void vk__engine_lost(vk_engine *e, vk_status status, int64_t now_ms);
 /* The time asked for through wake() has come. */
 void vk__engine_tick(vk_engine *e, int64_t now_ms);
 
+/* ---- connection reuse (a host's keepalive pool, bytes mode) ------------- */
+
+/* The connection is open, taken from the host's keepalive pool, where it
+ * went after a release (vk__engine_release) of a connection logged in
+ * with the credentials of `generation`: no handshake is sent (Sentinel
+ * mode: only ROLE); with newer credentials, their AUTH goes in line. */
+void vk__engine_opened_reused(vk_engine *e, uint64_t generation, int64_t now_ms);
+/* Clean, so that another client may take the connection as it is: ready
+ * (handshake done), nothing in flight or queued (no reply or cancelled
+ * request awaited, no partial output), not subscribed, not in a
+ * transaction, not left (Sentinel), not failed, and logged in with the
+ * current credentials. */
+bool vk__engine_idle(const vk_engine *e);
+/* Gives an idle connection up for the host's pool (one idle but logged in
+ * with credentials replaced since sends their AUTH first): a PING goes out, and
+ * once its reply is in, if the connection is still idle, the driver's
+ * close() runs with vk__engine_closing_clean() true and nothing fails
+ * (an operation queued meanwhile keeps it). True when started (or
+ * already running), false when the connection is not idle. The PING is
+ * what makes this work for a host whose read cannot be interrupted: its
+ * reader returns with the reply. */
+bool vk__engine_release(vk_engine *e, int64_t now_ms);
+/* Inside the driver's close(): the connection is given up clean. */
+bool vk__engine_closing_clean(const vk_engine *e);
+/* The credentials generation the connection logged in with. */
+uint64_t vk__engine_auth_generation(const vk_engine *e);
+
 #endif /* VK_ENGINE_H */
