@@ -674,6 +674,101 @@ function app.sinks()
     c.finish()
 end
 
+-- /t/tracing?run=R: a client of this request with a recording tracer and
+-- trace_commands: commands and a pipeline, a with_lock whose function
+-- yields and calls Redis, a busy try_lock, a with_lock that gives up, and
+-- close: names, attributes, errors, parents (none: the driver runs the
+-- core's work on its own timer), every span finished, no secret.
+function app.tracing()
+    local c = checks()
+    local spans = {}
+    local tracer = {
+        start = function(name, parent, attributes, start_time)
+            local s = { name = name, parent = parent, attributes = attributes,
+                        start_time = start_time }
+            spans[#spans + 1] = s
+            return s
+        end,
+        finish = function(s, err, attributes, end_time)
+            s.err, s.end_time, s.finished = err, end_time, true
+            for k, v in pairs(attributes) do
+                s.attributes[k] = v
+            end
+        end,
+    }
+    local own, err = vkn.new{
+        standalone = os.getenv("VK_TEST_ACL_ADDR"),
+        static_password = { username = os.getenv("VK_TEST_ACL_USER"),
+                            password = os.getenv("VK_TEST_ACL_PASS") },
+        tracer = tracer, trace_commands = true,
+    }
+    if not c.ok("a client with a tracer", own ~= nil, show(err)) then
+        return c.finish()
+    end
+    local key = prefix() .. "tracing"
+    c.eq("SET", own:call("SET", key, "secret-value"), "OK")
+    local p = own:pipeline()
+    p:call("GET", key)
+    p:call("PING")
+    p:run()
+    local locks = assert(vkn.lock_manager(own))
+    local res = locks:with_lock(key .. ":lock", function()
+        ngx.sleep(0.01)
+        return own:call("INCR", key .. ":n")
+    end)
+    c.eq("with_lock's function ran", res, 1)
+    local holder = assert(locks:try_lock(key .. ":held"))
+    local busy, berr = locks:try_lock(key .. ":held")
+    c.ok("try_lock on a held key: nil, no error", busy == nil and berr == nil, show(berr))
+    local none, gerr = locks:with_lock_options(key .. ":held",
+        { tries = 2, retry_delay = 0.01 }, function() return "never" end)
+    c.ok("with_lock on a held key gives up", none == nil and gerr ~= nil, show(gerr))
+    holder:unlock()
+    own:close()
+
+    local by_name = {}
+    for _, s in ipairs(spans) do
+        by_name[s.name] = by_name[s.name] or {}
+        table.insert(by_name[s.name], s)
+        c.ok(s.name .. " finished", s.finished == true)
+        c.ok(s.name .. " times", type(s.start_time) == "number" and
+             s.start_time <= (s.end_time or 0) and s.start_time > 1.6e9, show(s.start_time))
+        for k, v in pairs(s.attributes) do
+            c.ok(s.name .. " " .. k .. " holds no secret",
+                 not tostring(v):find(os.getenv("VK_TEST_ACL_PASS"), 1, true) and
+                 not tostring(v):find("secret-value", 1, true), tostring(v))
+        end
+        c.ok(s.name .. " error holds no secret", s.err == nil or
+             not s.err:find(os.getenv("VK_TEST_ACL_PASS"), 1, true), show(s.err))
+    end
+    local ops = {}
+    for _, s in ipairs(by_name["redis.command"] or {}) do
+        ops[#ops + 1] = s.attributes["db.operation"]
+    end
+    local joined = table.concat(ops, ",")
+    c.ok("command spans: set, pipeline, incr among them",
+         joined:find("set", 1, true) and joined:find("pipeline", 1, true) and
+         joined:find("incr", 1, true), joined)
+    local withs = by_name["redis.lock.with_lock"] or {}
+    c.eq("two with_lock spans", #withs, 2)
+    if #withs == 2 then
+        c.eq("the first released", withs[1].attributes["redis.lock.outcome"], "released")
+        c.ok("the first without error", withs[1].err == nil, show(withs[1].err))
+        c.eq("its key", withs[1].attributes["redis.lock.key"], key .. ":lock")
+        c.eq("the second contended", withs[2].attributes["redis.lock.outcome"], "contended")
+        c.eq("its error is the call's", withs[2].err, tostring(gerr))
+    end
+    local tries = by_name["redis.lock.try_lock"] or {}
+    c.eq("two try_lock spans", #tries, 2)
+    if #tries == 2 then
+        c.eq("acquired", tries[1].attributes["redis.lock.outcome"], "acquired")
+        c.eq("then contended", tries[2].attributes["redis.lock.outcome"], "contended")
+        c.ok("a busy try is not a failure", tries[2].err == nil, show(tries[2].err))
+    end
+    c.eq("one close span", #(by_name["redis.close"] or {}), 1)
+    c.finish()
+end
+
 -- ---- (5) a closed client ---------------------------------------------------------------------
 
 -- /t/closed?run=R: a client of this request, closed with a BLPOP in flight.
@@ -1589,6 +1684,7 @@ local HANDLERS = {
     counter = app.counter, lock_api = app.lock_api, closed = app.closed, tls = app.tls,
     wrong_ca = app.wrong_ca, sentinel = app.sentinel, cluster = app.cluster, parity = app.parity,
     init_error = app.init_error, renewal = app.renewal, sinks = app.sinks,
+    tracing = app.tracing,
     interop = app.interop, iam_load = app.iam_load, iam_status = app.iam_status,
     fo_set = app.fo_set, fo_status = app.fo_status, mig = app.mig, mig_status = app.mig_status,
     own_close = app.own_close, keepalive = app.keepalive, iam_keepalive = app.iam_keepalive,

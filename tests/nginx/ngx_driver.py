@@ -416,10 +416,12 @@ def check_locks_from_timers():
 
 
 def check_renewal_and_sinks():
-    section("(3c) auto-renewal on the worker's timers; logger and metrics functions")
+    section("(3c) auto-renewal on the worker's timers; logger, metrics and tracer functions")
     expect_ok(request("/t/renewal"), "/t/renewal (expiry 1 s, auto_renew, held 2.5 s)")
     expect_ok(request("/t/sinks"), "/t/sinks (the lock's metric reaches the metrics function)")
-    print("  renewal and sinks: %s" % ("ok" if not FAILURES else "see above"))
+    expect_ok(request("/t/tracing"), "/t/tracing (commands, pipelines, with_lock and try_lock "
+              "spans from a request, their outcomes and errors, no secret)")
+    print("  renewal, sinks and tracing: %s" % ("ok" if not FAILURES else "see above"))
 
 
 def check_phases():

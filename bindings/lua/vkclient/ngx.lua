@@ -45,10 +45,12 @@ client whose driver keeps a connection that may not be pooled (the
 Sentinel subscription) keeps its driver.
 
 GCP IAM tokens are refreshed by the core's background thread, which never
-blocks a worker. The config's logger and metrics functions are called in
-the worker: during the calls that raise their events, and for the refresh
-thread's events by the driver, within a second while it runs (a driver
-that ended for lack of work delivers them when the next one starts).
+blocks a worker. The config's logger and metrics functions, and its tracer,
+are called in the worker: during the calls that raise their events, and
+for the refresh thread's events by the driver, within a second while it
+runs (a driver that ended for lack of work delivers them when the next one
+starts). with_lock, written here, opens its redis.lock.with_lock span
+itself.
 ]]
 
 local vk = require "vkclient"
@@ -78,6 +80,7 @@ local error = error
 local floor = math.floor
 local type = type
 local tostring = tostring
+local select = select
 
 local M = {
   null = vk.null,
@@ -486,12 +489,13 @@ end
 
 -- ---- clients ----------------------------------------------------------------------------
 
-local function wrap(h, err, keepalive)
+local function wrap(h, err, keepalive, tracer)
   if not h then
     return nil, err
   end
   local client = setmetatable({
     _h = h,
+    _tracer = tracer,   -- the config's (checked by the core's config), or nil
     _socks = {},
     _kick = semaphore.new(),
     _driver = false,
@@ -553,7 +557,7 @@ function M.new(config)
   local core, keepalive = split_keepalive(config)
   local h
   h, err = vk._hosted_new(core)
-  return wrap(h, err, keepalive)
+  return wrap(h, err, keepalive, type(config) == "table" and config.tracer or nil)
 end
 
 --- vk.from_url(url [, extra]) -> client | nil, err
@@ -565,7 +569,7 @@ function M.from_url(url, extra)
   local core, keepalive = split_keepalive(extra)
   local h
   h, err = vk._hosted_from_url(url, core)
-  return wrap(h, err, keepalive)
+  return wrap(h, err, keepalive, type(extra) == "table" and extra.tracer or nil)
 end
 
 --- client:call(name, ...) -> reply | nil, err
@@ -742,6 +746,48 @@ local function after_function(handle, ok, ...)
   return ...
 end
 
+-- The "redis.lock.with_lock" span of a with_lock, which runs here rather
+-- than in the core: the name and attributes of the blocking client's, less
+-- redis.lock.attempts, which the core does not report for an acquisition
+-- on the loop. The tracer of the manager's first client; a tracer that
+-- raises is ignored, as the core's trampolines ignore it.
+local function wall_time()
+  ngx.update_time()
+  return ngx.now()
+end
+
+local function start_lock_span(manager, key)
+  local tracer = manager._clients[1]._tracer
+  if tracer == nil then
+    return nil
+  end
+  local ok, span = pcall(tracer.start, "redis.lock.with_lock", nil,
+    { ["db.system"] = "redis", ["redis.lock.key"] = tostring(key) }, wall_time())
+  return { tracer = tracer, span = ok and span or nil }
+end
+
+local function finish_lock_span(s, err, outcome)
+  pcall(s.tracer.finish, s.span, err ~= nil and tostring(err) or nil,
+    { ["redis.lock.outcome"] = outcome }, wall_time())
+end
+
+-- "lock already taken" through every try (LOCK_ACQUIRE's own cause).
+local function contended(err)
+  return is_error(err) and err.status == codes.LOCK_ACQUIRE and
+    tostring(err):sub(-#": lock already taken") == ": lock already taken"
+end
+
+-- after_function's results, once the span has ended with what they say.
+local function traced_after(s, handle, ok, ...)
+  local function finish(...)
+    local lost = handle:is_lost()
+    finish_lock_span(s, (not ok or lost) and select(2, ...) or nil,
+      lost and "lost" or "released")
+    return ...
+  end
+  return finish(after_function(handle, ok, ...))
+end
+
 --- manager:with_lock_options(key, options, fn) -> fn's results | nil, err.
 --- fn(handle) may yield (call Redis, ngx.sleep); the lock is released after it.
 function Manager:with_lock_options(key, options, fn)
@@ -751,9 +797,16 @@ function Manager:with_lock_options(key, options, fn)
     end
     error("vkclient: with_lock expects a function", 2)
   end
+  local span = start_lock_span(self, key)
   local handle, err = self:acquire(key, options)
   if not handle then
+    if span then
+      finish_lock_span(span, err, contended(err) and "contended" or "error")
+    end
     return nil, err
+  end
+  if span then
+    return traced_after(span, handle, pcall(fn, handle))
   end
   return after_function(handle, pcall(fn, handle))
 end
