@@ -388,6 +388,24 @@ static bool async_call1(vkt_loop *loop, vk_async *a, vkt_op *op, const vk_script
            op->status == VK_OK;
 }
 
+/* A completion that cancels a script run by its id. */
+typedef struct canceller {
+    vk_async *a;
+    uint64_t id;
+    int done;
+    vk_status cancel_status;
+} canceller;
+
+static void cancel_run(void *userdata, vk_status status, vk_reply *reply)
+{
+    canceller *cn = userdata;
+    (void)status;
+    vk_reply_free(reply);
+    vkt_note_completion();
+    cn->cancel_status = vk_async_cancel(cn->a, cn->id);
+    cn->done++;
+}
+
 static void test_async_standalone(vkt_loop *loop)
 {
     vk_client *node = standalone_client(server, NULL);
@@ -454,6 +472,27 @@ static void test_async_standalone(vkt_loop *loop)
     vkt_op_clear(&op);
     CHECK(vk_async_cancel(a, id) == VK_ERR_INVALID_ARGUMENT);
     CHECK(vkt_async_drain(loop, a));
+
+    /* Cancelled once EVALSHA was answered NOSCRIPT, with EVAL queued: a
+     * command queued right behind the run completes after EVALSHA did
+     * (replies come in order), and cancels the run from its completion. */
+    vkt_blocking_do(node, 2, flush);
+    long long evalsha_before = cmdstat_calls(node, "evalsha");
+    canceller cn = {.a = a};
+    CHECK_OK(async_run1(a, &op, s, "script:async", "late", &cn.id));
+    const char *ping[] = {"PING"};
+    const size_t ping_len[] = {4};
+    CHECK_OK(vk_async_command(a, 1, ping, ping_len, cancel_run, &cn, NULL));
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &op, 10000));
+    CHECK_EQ_INT(cn.done, 1);
+    CHECK(cn.cancel_status == VK_OK);
+    CHECK(op.status == VK_ERR_CANCELLED);
+    vkt_op_clear(&op);
+    CHECK(vkt_async_drain(loop, a));
+    CHECK_EQ_INT(cmdstat_calls(node, "evalsha"), evalsha_before + 1);
+    CHECK(async_call1(loop, a, &op, s, "script:async", "after"));
+    CHECK(reply_is(op.reply, "after"));
+    vkt_op_clear(&op);
 
     /* Refusals: returned at once, no completion. */
     CHECK_FAILS(vk_async_script_run(a, NULL, 0, NULL, NULL, 0, NULL, NULL, vkt_op_fn, &op,
