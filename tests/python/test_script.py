@@ -184,6 +184,11 @@ async def test_async_standalone(key):
         assert await ping() == "PONG"
         with pytest.raises(TypeError):
             client.register_script("return 1")(keys="k")
+        with vkclient.Client(plain_config()) as blocking:
+            with pytest.raises(TypeError):
+                script(keys=[key], args=["x"], client=blocking)
+            with pytest.raises(TypeError):
+                blocking.register_script(SET_GET)(keys=[key], args=["x"], client=client)
     finally:
         await client.close()
 

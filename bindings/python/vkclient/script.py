@@ -18,6 +18,7 @@ __all__ = ["Script", "AsyncScript"]
 
 class _Registered:
     __slots__ = ("registered_client", "script", "_core")
+    _client_class = None   # the native client class a subclass runs on
 
     def __init__(self, registered_client, script):
         self.registered_client = registered_client
@@ -31,9 +32,10 @@ class _Registered:
 
     def _client(self, client):
         client = self.registered_client if client is None else client
-        if not hasattr(client, "_run_script"):
-            raise TypeError("a script runs on a vkclient client, not %s"
-                            % type(client).__name__)
+        if not isinstance(client, self._client_class):
+            raise TypeError("%s runs on a %s, not %s" % (type(self).__name__,
+                                                         self._client_class.__name__,
+                                                         type(client).__name__))
         return client
 
     def __repr__(self):
@@ -44,6 +46,7 @@ class Script(_Registered):
     """A script registered with a vkclient.Client (see the module)."""
 
     __slots__ = ()
+    _client_class = _native.ClientCore
 
     def __call__(self, keys=(), args=(), client=None):
         """Runs the script with KEYS = keys and ARGV = args (bytes, str, int
@@ -56,6 +59,7 @@ class AsyncScript(_Registered):
     returns an awaitable of the reply."""
 
     __slots__ = ()
+    _client_class = _native.AsyncClientCore
 
     def __call__(self, keys=(), args=(), client=None):
         """Queues the run at once and returns an awaitable of its reply."""
