@@ -288,6 +288,9 @@ extern const luaL_Reg vklua_client_functions[];
 
 /* client:run_script(script, keys, args) -> reply | nil, err */
 int vklua_client_run_script(lua_State *L);
+/* The core's script behind the script object at index (raises otherwise);
+ * for any client that runs scripts (the bytes-mode one too). */
+vk_script *vklua_check_script(lua_State *L, int index);
 /* Script methods and metamethods; vk.script. */
 extern const luaL_Reg vklua_script_methods[];
 extern const luaL_Reg vklua_script_meta[];

@@ -17,6 +17,11 @@ static vklua_script_ud *check_script(lua_State *L, int index)
     return luaL_checkudata(L, index, VKLUA_SCRIPT_MT);
 }
 
+vk_script *vklua_check_script(lua_State *L, int index)
+{
+    return check_script(L, index)->script;
+}
+
 /* vk.script(source) -> script */
 static int l_script(lua_State *L)
 {
