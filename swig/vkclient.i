@@ -69,6 +69,12 @@
 %ignore vk_client_poll_events;
 %ignore vk_client_wait_events;
 %ignore vk_client_tick;
+/* Scripts: ScriptCore and the clients' _run_script (vkpy_script.c). */
+%ignore vk_script_new;
+%ignore vk_script_free;
+%ignore vk_script_sha1;
+%ignore vk_script_source;
+%ignore vk_script_run;
 %ignore vk_pipeline_new;
 %ignore vk_pipeline_free;
 %ignore vk_pipeline_append;

@@ -14,6 +14,7 @@
  *   vklua_client.c    clients and commands
  *   vklua_pipeline.c  pipelines
  *   vklua_lock.c      lock options, lock handles, the lock manager
+ *   vklua_script.c    script objects and client:run_script
  *   vklua_ops.c       operations of the bytes-mode clients: tickets, and
  *                     completions into one table (require "vkclient.ngx")
  *   vklua_hosted.c    the bytes-mode client (vk._hosted_new): commands,
@@ -89,6 +90,7 @@ void vklua_push_int64(lua_State *L, int64_t value);
 #define VKLUA_HOSTED_MT "vkclient.hosted"
 #define VKLUA_HOSTED_PIPELINE_MT "vkclient.hosted_pipeline"
 #define VKLUA_HOSTED_MANAGER_MT "vkclient.hosted_lock_manager"
+#define VKLUA_SCRIPT_MT "vkclient.script"
 
 /* Arguments of client:call up to this count live on the C stack. */
 #define VKLUA_SMALL_ARGC 16
@@ -269,6 +271,10 @@ static inline void vklua_release_parked(vk_reply **parked)
 int vklua_collect_args(lua_State *L, int first, const char **small_argv, size_t *small_lens,
                        const char ***argv, size_t **lens);
 
+/* Pushes a converted reply, or nil, err for an error reply; frees it
+ * (parked meanwhile). Returns the number of results. */
+int vklua_return_reply(lua_State *L, vk_reply **parked, vk_reply *reply);
+
 /* Pushes the status table of snap (client:status()), which it frees;
  * returns 1. Raises when out of memory. */
 int vklua_return_snapshot(lua_State *L, vk_snapshot *snap);
@@ -277,6 +283,18 @@ int vklua_return_snapshot(lua_State *L, vk_snapshot *snap);
 extern const luaL_Reg vklua_client_methods[];
 extern const luaL_Reg vklua_client_meta[];
 extern const luaL_Reg vklua_client_functions[];
+
+/* ---- scripts (vklua_script.c) ------------------------------------------- */
+
+/* client:run_script(script, keys, args) -> reply | nil, err */
+int vklua_client_run_script(lua_State *L);
+/* The core's script behind the script object at index (raises otherwise);
+ * for any client that runs scripts (the bytes-mode one too). */
+vk_script *vklua_check_script(lua_State *L, int index);
+/* Script methods and metamethods; vk.script. */
+extern const luaL_Reg vklua_script_methods[];
+extern const luaL_Reg vklua_script_meta[];
+extern const luaL_Reg vklua_script_functions[];
 
 /* ---- pipeline (vklua_pipeline.c) ----------------------------------------- */
 

@@ -62,6 +62,7 @@ int luaopen_vkclient(lua_State *L)
     new_class(L, VKLUA_MANAGER_MT, vklua_manager_methods, vklua_manager_meta);
     new_class(L, VKLUA_LOCK_MT, vklua_lock_methods, vklua_lock_meta);
     new_class(L, VKLUA_CONFIG_BOX_MT, NULL, vklua_config_box_meta);
+    new_class(L, VKLUA_SCRIPT_MT, vklua_script_methods, vklua_script_meta);
     new_class(L, VKLUA_HOSTED_MT, vklua_hosted_methods, vklua_hosted_meta);
     new_class(L, VKLUA_HOSTED_PIPELINE_MT, vklua_hosted_pipeline_methods,
               vklua_hosted_pipeline_meta);
@@ -74,12 +75,13 @@ int luaopen_vkclient(lua_State *L)
 
     /* The module functions, in this order: new, from_url, lock_manager,
      * default_lock_options, rate_limiter_lock_options, set_package_logger,
-     * static_password, gcp_iam, config, describe. */
+     * static_password, gcp_iam, config, describe, script. */
     lua_newtable(L);
     vklua_setfuncs(L, vklua_client_functions);
     vklua_setfuncs(L, vklua_lock_functions);
     vklua_setfuncs(L, vklua_sink_functions);
     vklua_setfuncs(L, vklua_config_functions);
+    vklua_setfuncs(L, vklua_script_functions);
     /* For require "vkclient.ngx" only (vkclient/ngx.lua). */
     vklua_setfuncs(L, vklua_hosted_functions);
     vklua_setfuncs(L, vklua_hosted_lock_functions);

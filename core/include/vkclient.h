@@ -568,6 +568,50 @@ VK_API size_t vk_pipeline_length(const vk_pipeline *pipeline);
 VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx);
 
 /* ------------------------------------------------------------------------ */
+/* Scripts: EVALSHA, and EVAL when the server does not have the script      */
+/* ------------------------------------------------------------------------ */
+
+/* A Lua script and its SHA-1, computed once. Threads: immutable: one
+ * script may be run by any number of threads and clients at once (blocking,
+ * event-loop and hosted alike), and freed by one of them; operations still
+ * in flight keep what they need. */
+typedef struct vk_script vk_script;
+
+/* Copies source (len bytes, binary safe) and computes its SHA-1. No I/O.
+ * VK_ERR_INVALID_ARGUMENT for NULL out, or NULL source with len > 0;
+ * VK_ERR_PROTOCOL when this OpenSSL cannot compute SHA-1. */
+VK_API vk_status vk_script_new(vk_script **out, const char *source, size_t len);
+/* NULL-safe. */
+VK_API void vk_script_free(vk_script *script);
+/* The SHA-1 as the server names the script: 40 lower-case hex digits,
+ * NUL-terminated, borrowed from the script. NULL for NULL. */
+VK_API const char *vk_script_sha1(const vk_script *script);
+/* The source and its length, borrowed from the script. NULL for NULL. */
+VK_API const char *vk_script_source(const vk_script *script, size_t *len);
+
+/*
+ * Runs the script: EVALSHA <sha1> nkeys keys... args...; when the server
+ * answers NOSCRIPT (first use on that node, a restart, SCRIPT FLUSH, a
+ * failover to a node without it), the same call again as EVAL <source>,
+ * which also caches the script, so the next run is one EVALSHA. *out is
+ * the final reply: the script's result, or its error reply (a script's
+ * error, redis.error_reply, is a reply of type VK_REPLY_ERROR and the
+ * call returns VK_OK, as with vk_client_command). Keys and args are binary
+ * safe (lengths given; keys/args may be NULL when their count is 0).
+ *
+ * Routing and retries are vk_client_command's for EVALSHA and EVAL: in
+ * Cluster mode the keys pick the node (keys of more than one slot:
+ * VK_ERR_INVALID_ARGUMENT "CROSSSLOT ...", nothing sent; no keys: any
+ * master), and both are writes: a request whose reply was lost is never
+ * sent again. Scripts that only read may still be run here; EVALSHA_RO is
+ * available through vk_client_command.
+ */
+VK_API vk_status vk_script_run(vk_reply **out, vk_client *client, vk_context *ctx,
+                               const vk_script *script, int nkeys,
+                               const char *const *keys, const size_t *keylens, int nargs,
+                               const char *const *args, const size_t *arglens);
+
+/* ------------------------------------------------------------------------ */
 /* Distributed lock (Redlock)                                               */
 /* ------------------------------------------------------------------------ */
 

@@ -211,6 +211,21 @@ VK_API vk_status vk_async_snapshot(vk_snapshot **out, vk_async *client);
  * delivered, or -1 (NULL client, another thread). */
 VK_API int vk_async_poll_events(vk_async *client, int max);
 
+/*
+ * Runs a script (vkclient.h, vk_script_run) without blocking: EVALSHA, and
+ * on NOSCRIPT the same call as EVAL on the node the keys route to. fn runs
+ * once with the final reply (the script's result or its error reply), as
+ * for vk_async_command; argument errors and CROSSSLOT are returned at once
+ * without a completion. The script may be freed while the operation runs.
+ * *id names the whole run for vk_async_cancel, whichever of its two
+ * requests is in flight.
+ */
+VK_API vk_status vk_async_script_run(vk_async *client, const vk_script *script, int nkeys,
+                                     const char *const *keys, const size_t *keylens,
+                                     int nargs, const char *const *args,
+                                     const size_t *arglens, vk_async_fn fn, void *userdata,
+                                     uint64_t *id);
+
 /* ------------------------------------------------------------------------ */
 /* Bytes mode: the host owns the sockets                                    */
 /* ------------------------------------------------------------------------ */
@@ -292,6 +307,11 @@ VK_API vk_status vk_hosted_command(vk_hosted *client, int argc, const char *cons
 VK_API vk_status vk_hosted_pipeline_new(vk_pipeline **out, vk_hosted *client);
 VK_API vk_status vk_hosted_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
                                          void *userdata, uint64_t *id);
+VK_API vk_status vk_hosted_script_run(vk_hosted *client, const vk_script *script, int nkeys,
+                                      const char *const *keys, const size_t *keylens,
+                                      int nargs, const char *const *args,
+                                      const size_t *arglens, vk_async_fn fn, void *userdata,
+                                      uint64_t *id);
 VK_API vk_status vk_hosted_cancel(vk_hosted *client, uint64_t id);
 VK_API int vk_hosted_is_connected(const vk_hosted *client);
 VK_API vk_status vk_hosted_snapshot(vk_snapshot **out, vk_hosted *client);

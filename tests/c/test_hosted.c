@@ -963,6 +963,49 @@ static void server_value(const char *key, char *out, size_t cap)
  * acquire that waits between tries on the client's ticks, with the bytes
  * moved in small random pieces. The value the client wrote is the one
  * the server holds. */
+/* A script through the hosted client: after SCRIPT FLUSH, EVALSHA is
+ * answered NOSCRIPT and EVAL follows on the same connection; the
+ * completion sees only the final reply; the next run is EVALSHA alone. */
+static void test_script_through_hosted_client(void)
+{
+    const char *flush[] = {"SCRIPT", "FLUSH"};
+    free(vkt_server_cmd(server, flush, 2));
+    host h;
+    host_init(&h, hosted_new(NULL), 23);
+    vk_script *script = NULL;
+    const char *source = "return ARGV[1] .. KEYS[1]";
+    CHECK_OK(vk_script_new(&script, source, strlen(source)));
+    const char *keys[] = {"hosted:script"};
+    const size_t keylens[] = {13};
+    const char *args[] = {"run:"};
+    const size_t arglens[] = {4};
+    for (int run = 0; run < 2; run++) {
+        capture cap = {{0}, 0};
+        h.cap = &cap;
+        kept k = {0};
+        CHECK_OK(vk_hosted_script_run(h.client, script, 1, keys, keylens, 1, args, arglens,
+                                      on_keep, &k, NULL));
+        CHECK_EQ_INT(k.done, 0);
+        CHECK(host_run(&h, &k.done, 1, (int)vkt_scaled_ms(5000)));
+        h.cap = NULL;
+        CHECK_EQ_INT(k.status, VK_OK);
+        size_t len = 0;
+        const char *text = vk_reply_get_string(k.reply, &len);
+        CHECK(vk_reply_get_type(k.reply) == VK_REPLY_STRING && len == 17 &&
+              memcmp(text, "run:hosted:script", 17) == 0);
+        vk_reply_free(k.reply);
+        CHECK(memmem(cap.bytes, cap.len, "EVALSHA", 7) != NULL);
+        /* EVAL with the source only the first time. */
+        bool by_source = memmem(cap.bytes, cap.len, source, strlen(source)) != NULL;
+        CHECK(by_source == (run == 0));
+    }
+    CHECK_FAILS(vk_hosted_script_run(NULL, script, 0, NULL, NULL, 0, NULL, NULL, on_keep, NULL,
+                                     NULL),
+                VK_ERR_NIL_CLIENT, "redis client is nil");
+    vk_script_free(script);
+    host_done(&h);
+}
+
 static void test_lock_through_hosted_client(void)
 {
     const char *key = "hosted:lock";
@@ -1082,6 +1125,7 @@ int main(void)
     RUN(test_success_keeps_last_error);
     RUN(test_new_credentials_authenticate_in_line);
     RUN(test_lock_through_hosted_client);
+    RUN(test_script_through_hosted_client);
     vkt_server_stop(server);
     return vkt_finish();
 }

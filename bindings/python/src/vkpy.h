@@ -123,6 +123,22 @@ int vkpy_set_argv(vkpy_argv *a, PyObject *const *args, Py_ssize_t nargs, PyObjec
  * reply raises ResponseError. */
 PyObject *vkpy_set_result(const vk_reply *reply);
 
+/* ---- scripts (vkpy_script.c) --------------------------------------------- */
+
+/* Adds ScriptCore. Returns 0, or -1 with an exception set. */
+int vkpy_script_init(PyObject *module);
+/* The handle of a ScriptCore (borrowed), or NULL with a TypeError. */
+vk_script *vkpy_script_handle(PyObject *obj);
+/* A run's keys and args (each a list or tuple, or None) as argv. */
+typedef struct vkpy_script_lists_t {
+    vkpy_argv keys, args;
+    PyObject *fast_keys, *fast_args; /* the sequences backing them */
+} vkpy_script_lists_t;
+/* Returns 0, or -1 with an exception; vkpy_script_lists_release() must
+ * follow either way. */
+int vkpy_script_lists(vkpy_script_lists_t *l, PyObject *keys, PyObject *args);
+void vkpy_script_lists_release(vkpy_script_lists_t *l);
+
 /* ---- the event-loop client (vkpy_async.c) ------------------------------- */
 
 /* Adds AsyncClientCore, AsyncPipelineCore, AsyncLockManagerCore and the

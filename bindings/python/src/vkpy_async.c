@@ -640,6 +640,31 @@ static PyObject *submit(vkpy_aclient *self, vkpy_argv *a, int kind)
     return future;
 }
 
+/* Queues a script run (EVALSHA, then EVAL on NOSCRIPT, in the core); its
+ * future, or NULL. */
+static PyObject *submit_script(vkpy_aclient *self, vk_script *script, vkpy_script_lists_t *l)
+{
+    conn *c = shared_conn(self);
+    if (c == NULL)
+        return NULL;
+    PyObject *future = new_future(self);
+    aop *op = future ? new_op(self, future, c, OP_REPLY) : NULL;
+    if (op == NULL || track(self, future, op) < 0) {
+        if (op)
+            drop_op(op);
+        Py_XDECREF(future);
+        return NULL;
+    }
+    begin_submit(c);
+    vk_status st = vk_async_script_run(c->async, script, l->keys.argc, l->keys.argv,
+                                       l->keys.lens, l->args.argc, l->args.argv, l->args.lens,
+                                       on_complete, op, &op->id);
+    end_submit(c);
+    if (st != VK_OK)
+        return refused(self, st, future, op);
+    return future;
+}
+
 static PyObject *submit_args(vkpy_aclient *self, const char *prefix, PyObject *const *args,
                              Py_ssize_t nargs, int kind)
 {
@@ -747,6 +772,28 @@ static PyObject *aclient_execute(vkpy_aclient *self, PyObject *const *args, Py_s
     return submit_args(self, NULL, args, nargs, OP_REPLY);
 }
 
+PyDoc_STRVAR(aclient_run_script_doc,
+             "run_script(script_core, keys, args)\n--\n\n"
+             "Queues a registered script: EVALSHA, and EVAL when the server does not\n"
+             "have it; returns a future of the final reply (internal: AsyncScript).");
+static PyObject *aclient_run_script(vkpy_aclient *self, PyObject *const *args,
+                                    Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "run_script(script, keys, args)");
+        return NULL;
+    }
+    vk_script *script = vkpy_script_handle(args[0]);
+    if (script == NULL)
+        return NULL;
+    vkpy_script_lists_t l;
+    PyObject *future = NULL;
+    if (vkpy_script_lists(&l, args[1], args[2]) == 0)
+        future = submit_script(self, script, &l);
+    vkpy_script_lists_release(&l);
+    return future;
+}
+
 PyDoc_STRVAR(aclient_get_doc, "get(key)\n--\n\nGET key: awaits bytes, or None.");
 static PyObject *aclient_get(vkpy_aclient *self, PyObject *key)
 {
@@ -835,6 +882,8 @@ static PyMethodDef aclient_methods[] = {
      "_pending(): the dict of operations in flight (internal)."},
     {"execute", (PyCFunction)(void (*)(void))aclient_execute, METH_FASTCALL, aclient_execute_doc},
     {"get", (PyCFunction)aclient_get, METH_O, aclient_get_doc},
+    {"_run_script", (PyCFunction)(void (*)(void))aclient_run_script, METH_FASTCALL,
+     aclient_run_script_doc},
     {"set", (PyCFunction)(void (*)(void))aclient_set, METH_FASTCALL | METH_KEYWORDS,
      aclient_set_doc},
     {"delete", (PyCFunction)(void (*)(void))aclient_delete, METH_FASTCALL, aclient_delete_doc},

@@ -128,6 +128,38 @@ static PyObject *client_execute(vkpy_client *self, PyObject *const *args, Py_ssi
     return command_to_python(self->client, &a);
 }
 
+PyDoc_STRVAR(client_run_script_doc,
+             "_run_script(script_core, keys, args)\n--\n\n"
+             "Runs a registered script: EVALSHA, and EVAL when the server does not\n"
+             "have it (internal: vkclient.Script calls it).");
+static PyObject *client_run_script(vkpy_client *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_run_script(script, keys, args)");
+        return NULL;
+    }
+    vk_script *script = vkpy_script_handle(args[0]);
+    if (script == NULL)
+        return NULL;
+    vkpy_script_lists_t l;
+    if (vkpy_script_lists(&l, args[1], args[2]) < 0) {
+        vkpy_script_lists_release(&l);
+        return NULL;
+    }
+    vk_reply *reply = NULL;
+    vk_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = vk_script_run(&reply, self->client, NULL, script, l.keys.argc, l.keys.argv,
+                       l.keys.lens, l.args.argc, l.args.argv, l.args.lens);
+    Py_END_ALLOW_THREADS
+    vkpy_script_lists_release(&l);
+    if (st != VK_OK)
+        return vkpy_raise(st);
+    PyObject *result = vkpy_reply_to_python(reply, 1);
+    vk_reply_free(reply);
+    return result;
+}
+
 PyDoc_STRVAR(client_get_doc, "get(key)\n--\n\n"
                              "GET key: the value as bytes, or None when the key does not exist.");
 static PyObject *client_get(vkpy_client *self, PyObject *key)
@@ -421,6 +453,8 @@ static PyMethodDef client_methods[] = {
     {"_open", (PyCFunction)client_open, METH_O, client_open_doc},
     {"execute", (PyCFunction)(void (*)(void))client_execute, METH_FASTCALL, client_execute_doc},
     {"get", (PyCFunction)client_get, METH_O, client_get_doc},
+    {"_run_script", (PyCFunction)(void (*)(void))client_run_script, METH_FASTCALL,
+     client_run_script_doc},
     {"set", (PyCFunction)(void (*)(void))client_set, METH_FASTCALL | METH_KEYWORDS,
      client_set_doc},
     {"delete", (PyCFunction)(void (*)(void))client_delete, METH_FASTCALL, client_delete_doc},
@@ -566,6 +600,8 @@ int vkpy_init_module(PyObject *module)
         return -1;
     Py_INCREF(&vkpy_pipeline_type);
     if (PyModule_AddObject(module, "PipelineCore", (PyObject *)&vkpy_pipeline_type) < 0)
+        return -1;
+    if (vkpy_script_init(module) < 0)
         return -1;
     if (PyModule_AddFunctions(module, module_methods) < 0 ||
         PyModule_AddFunctions(module, vkpy_lock_methods) < 0)

@@ -32,6 +32,7 @@ from .errors import (
     TLSError,
 )
 from .lock import LockHandle, LockManager, LockOptions
+from .script import Script
 
 __version__ = _native.vk_version()
 
@@ -56,7 +57,7 @@ def resp3_supported():
 
 
 __all__ = [
-    "Client", "Pipeline", "Status", "Config", "Standalone", "Sentinel", "Cluster", "TLS",
+    "Client", "Pipeline", "Status", "Script", "Config", "Standalone", "Sentinel", "Cluster", "TLS",
     "StaticPassword", "GCPIAM", "ConnectionOptions", "TLS1_0", "TLS1_1", "TLS1_2", "TLS1_3",
     "LockManager", "LockHandle", "LockOptions", "set_package_logger", "hiredis_version",
     "resp3_supported", "Error", "NilClientError", "InvalidConfigError", "NilLockHandleError",

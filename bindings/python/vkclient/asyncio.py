@@ -32,8 +32,9 @@ from .client import Status, _status_of
 from .config import Config, build_native, to_ms
 from .errors import LockLostError, LockNotHeldError
 from .lock import LockOptions, _HandleView
+from .script import AsyncScript
 
-__all__ = ["Client", "Pipeline", "LockManager", "LockHandle"]
+__all__ = ["Client", "Pipeline", "LockManager", "LockHandle", "AsyncScript"]
 
 
 def _future_class(pending):
@@ -101,6 +102,13 @@ class Client(_native.AsyncClientCore):
     def pipeline(self):
         """A new Pipeline: queue with .execute(...), send with ``await .run()``."""
         return Pipeline(self)
+
+    def register_script(self, script):
+        """An AsyncScript for the Lua source `script`: ``await
+        script(keys=[...], args=[...])`` runs EVALSHA, and EVAL when the
+        server does not have it yet, as one operation (cancelling the
+        awaiting task cancels it). See vkclient.script."""
+        return AsyncScript(self, script)
 
     def status(self):
         """A Status snapshot (no probe), as vkclient.Client.status(): whether

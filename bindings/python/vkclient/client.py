@@ -11,6 +11,7 @@ from typing import Mapping, NamedTuple, Optional
 
 from . import _native
 from .config import Config, build_native
+from .script import Script
 
 __all__ = ["Client", "Pipeline", "Status"]
 
@@ -102,6 +103,12 @@ class Client(_native.ClientCore):
     def pipeline(self):
         """A new Pipeline: queue commands with .execute(...), send them with .run()."""
         return Pipeline(self)
+
+    def register_script(self, script):
+        """A Script for the Lua source `script` (str or bytes), run with
+        ``script(keys=[...], args=[...])``: EVALSHA, and EVAL when the server
+        does not have it yet (see vkclient.script)."""
+        return Script(self, script)
 
     def status(self):
         """A Status snapshot: connection, token refresh and topology state."""

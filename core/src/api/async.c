@@ -789,6 +789,17 @@ VK_API vk_status vk_async_command(vk_async *client, int argc, const char *const 
                               argv, argvlen, fn, userdata, id);
 }
 
+VK_API vk_status vk_async_script_run(vk_async *client, const vk_script *script, int nkeys,
+                                     const char *const *keys, const size_t *keylens,
+                                     int nargs, const char *const *args,
+                                     const size_t *arglens, vk_async_fn fn, void *userdata,
+                                     uint64_t *id)
+{
+    return vk__driven_script_run(client != NULL ? &client->d : NULL, "vk_async_script_run",
+                                 script, nkeys, keys, keylens, nargs, args, arglens, fn,
+                                 userdata, id);
+}
+
 VK_API vk_status vk_async_pipeline_new(vk_pipeline **out, vk_async *client)
 {
     return vk__driven_pipeline_new(client != NULL ? &client->d : NULL, "vk_async_pipeline_new",

@@ -562,14 +562,20 @@ vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id)
     if (st != VK_OK)
         return st;
     vk__driven_enter(d);
-    if (d->router != NULL && vk__router_owns_id(id))
-        st = vk__router_cancel(d->router, id);
-    else if (id & VK_LANE_ID_BIT)
-        st = vk__driven_lane_cancel(d, id);
-    else
-        st = vk__engine_cancel(d->engine, id, vk__now_ms());
+    st = vk__driven_cancel_id(d, id);
     vk__driven_leave(d);
     return st;
+}
+
+vk_status vk__driven_cancel_id(vk_driven *d, uint64_t id)
+{
+    if (d->router != NULL && vk__router_owns_id(id))
+        return vk__router_cancel(d->router, id);
+    if (id & VK_LANE_ID_BIT)
+        return vk__driven_lane_cancel(d, id);
+    if (id & VK_SCRIPT_ID_BIT)
+        return vk__driven_script_cancel(d, id);
+    return vk__engine_cancel(d->engine, id, vk__now_ms());
 }
 
 int vk__driven_poll_events(vk_driven *d, const char *function, int max)

@@ -24,6 +24,7 @@ typedef enum vk_driven_kind {
 
 typedef struct vk_driven vk_driven;
 typedef struct vk_lane_op vk_lane_op;
+typedef struct vk_script_op vk_script_op;
 
 /* What the drivers' connection records (async.c's vk_async_conn, hosted.c's
  * hosted_conn) have in common, as their first member: the node's
@@ -76,6 +77,9 @@ struct vk_driven {
     /* Blocking operations on lanes of their own (driven_lane.c). */
     vk_lane_op *lane_ops;
     uint64_t next_lane_id;
+    /* Script runs (driven_script.c): EVALSHA, then EVAL on NOSCRIPT. */
+    vk_script_op *script_ops;
+    uint64_t next_script_id;
     /* A switch the subscription heard of: the next dial goes there. */
     bool has_announced;
     vk_endpoint announced;
@@ -154,6 +158,19 @@ bool vk__driven_lane_pipeline(vk_driven *d, vk_pipeline_batch *batch, vk_async_f
 vk_status vk__driven_lane_cancel(vk_driven *d, uint64_t id);
 size_t vk__driven_lane_pending(const vk_driven *d);
 
+/* ---- driven_script.c: EVALSHA, then EVAL on NOSCRIPT, as one operation -- */
+
+/* The ids of script runs have this bit. */
+#define VK_SCRIPT_ID_BIT (UINT64_C(1) << 61)
+/* vk_X_script_run: the EVALSHA request now; its completion sends EVAL when
+ * the reply is NOSCRIPT, and fn gets the final reply. */
+vk_status vk__driven_script_run(vk_driven *d, const char *function, const vk_script *script,
+                                int nkeys, const char *const *keys, const size_t *keylens,
+                                int nargs, const char *const *args, const size_t *arglens,
+                                vk_async_fn fn, void *userdata, uint64_t *id);
+/* Cancels the run's request in flight (its completion runs now). */
+vk_status vk__driven_script_cancel(vk_driven *d, uint64_t id);
+
 /* Prepares d (kind, release, conn_new, conn_closed, conn_free and located
  * set by the caller) for cfg, standalone, Sentinel or Cluster; the engine
  * talks to driver. */
@@ -203,6 +220,8 @@ vk_status vk__driven_pipeline_exec(vk_driven_kind kind, const char *function,
                                    vk_pipeline *pipeline, vk_async_fn fn, void *userdata,
                                    uint64_t *id);
 vk_status vk__driven_cancel(vk_driven *d, const char *function, uint64_t id);
+/* The same inside a call (no checks): to whichever part owns id. */
+vk_status vk__driven_cancel_id(vk_driven *d, uint64_t id);
 /* A wait of delay_ms on the client's timer: fn(userdata, VK_OK, NULL) then
  * (VK_ERR_CANCELLED when cancelled or the client is freed first). */
 vk_status vk__driven_after(vk_driven *d, const char *function, int64_t delay_ms,

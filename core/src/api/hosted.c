@@ -533,6 +533,17 @@ VK_API vk_status vk_hosted_command(vk_hosted *client, int argc, const char *cons
                               argv, argvlen, fn, userdata, id);
 }
 
+VK_API vk_status vk_hosted_script_run(vk_hosted *client, const vk_script *script, int nkeys,
+                                     const char *const *keys, const size_t *keylens,
+                                     int nargs, const char *const *args,
+                                     const size_t *arglens, vk_async_fn fn, void *userdata,
+                                     uint64_t *id)
+{
+    return vk__driven_script_run(client != NULL ? &client->d : NULL, "vk_hosted_script_run",
+                                 script, nkeys, keys, keylens, nargs, args, arglens, fn,
+                                 userdata, id);
+}
+
 VK_API vk_status vk_hosted_pipeline_new(vk_pipeline **out, vk_hosted *client)
 {
     return vk__driven_pipeline_new(client != NULL ? &client->d : NULL,

@@ -6,6 +6,7 @@
  */
 #include "lock/lock_rules.h"
 #include "lock/lock_scripts.h"
+#include "proto/proto.h"
 #include "topology/cluster.h"
 
 #include <ctype.h>
@@ -13,8 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <openssl/evp.h>
 
 /* Redlock's allowance for clock drift on top of expiry * drift_factor. */
 #define VK_LOCK_DRIFT_FLOOR_MS 2
@@ -156,17 +155,8 @@ static pthread_once_t script_sha_once = PTHREAD_ONCE_INIT;
  * scripts go by source every time. */
 static void compute_script_shas(void)
 {
-    for (int i = 0; i < VK_LOCK_SCRIPT_COUNT; i++) {
-        unsigned char digest[EVP_MAX_MD_SIZE];
-        unsigned int len = 0;
-        if (EVP_Digest(script_source[i], strlen(script_source[i]), digest, &len, EVP_sha1(),
-                       NULL) != 1 ||
-            len != 20) {
-            script_sha[i][0] = '\0';
-            continue;
-        }
-        hex_encode(script_sha[i], digest, 20);
-    }
+    for (int i = 0; i < VK_LOCK_SCRIPT_COUNT; i++)
+        vk__script_sha1_hex(script_source[i], strlen(script_source[i]), script_sha[i]);
 }
 
 void vk__lock_grant_argv(const vk_lock *lock, char expiry[24], const char **set_argv,
@@ -235,13 +225,6 @@ int vk__lock_script_argv(const vk_lock *lock, vk_lock_script id, bool by_sha, in
     return 5 + nargs;
 }
 
-static bool is_noscript(const vk_reply *reply)
-{
-    size_t len = 0;
-    const char *text = vk_reply_get_string(reply, &len);
-    return text && len >= 8 && memcmp(text, "NOSCRIPT", 8) == 0;
-}
-
 vk_status vk__lock_script_result(const vk_reply *reply, bool by_sha, long long *result,
                                  bool *resend_by_source)
 {
@@ -251,7 +234,7 @@ vk_status vk__lock_script_result(const vk_reply *reply, bool by_sha, long long *
         *result = vk_reply_get_integer(reply);
         return VK_OK;
     }
-    if (type == VK_REPLY_ERROR && by_sha && is_noscript(reply)) {
+    if (type == VK_REPLY_ERROR && by_sha && vk__reply_is_noscript((const redisReply *)reply)) {
         *resend_by_source = true;
         return VK_OK;
     }

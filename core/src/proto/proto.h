@@ -41,4 +41,31 @@ char *vk__request_encode(char *out, int argc, const char *const *argv, const siz
  * whole. */
 redisReply *vk__array_reply_new(size_t count);
 
+/* ---- script.c: EVALSHA with EVAL when the server lacks the script ------- */
+
+/* A script's SHA-1 as the server names it: 40 lower-case hex digits and a
+ * NUL. False when the digest cannot be computed (an OpenSSL without SHA-1). */
+bool vk__script_sha1_hex(const char *source, size_t len, char out[41]);
+/* Whether a reply says the server does not know the script (NOSCRIPT): the
+ * one case in which EVALSHA is sent again as EVAL, which also caches it. */
+bool vk__reply_is_noscript(const redisReply *reply);
+
+/* The arguments of EVALSHA <sha> or EVAL <source>, then numkeys, keys and
+ * args; numkeys is written into the caller's buffer. */
+typedef struct vk_script_call {
+    int argc;
+    const char **argv;
+    size_t *argvlen;
+    char numkeys[24];
+} vk_script_call;
+/* Fills call (arrays allocated, freed with vk__script_call_free) for
+ * EVALSHA when by_sha, else EVAL. Keys and args are borrowed. */
+vk_status vk__script_call_init(vk_script_call *call, bool by_sha, const char *sha,
+                               const char *source, size_t source_len, int nkeys,
+                               const char *const *keys, const size_t *keylens, int nargs,
+                               const char *const *args, const size_t *arglens);
+/* Switches an EVALSHA call to EVAL of source (the same keys and args). */
+void vk__script_call_by_source(vk_script_call *call, const char *source, size_t source_len);
+void vk__script_call_free(vk_script_call *call);
+
 #endif /* VK_PROTO_H */
