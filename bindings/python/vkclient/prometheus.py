@@ -34,14 +34,17 @@ Needs prometheus_client (Debian: python3-prometheus-client); ``import
 vkclient`` itself does not.
 """
 
+import bisect
 import functools
+import math
 import re
 import threading
 import weakref
 
 try:
     import prometheus_client
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+    from prometheus_client.utils import floatToGoString
 except ImportError as _err:  # the message says what to install
     raise ImportError(
         "vkclient.prometheus needs the prometheus_client package, which is not installed "
@@ -141,6 +144,76 @@ class _Gauge:
         return [family]
 
 
+class _HistogramChild:
+    """One label set's buckets: an observation is a bisection and two
+    additions under a lock (prometheus_client's Histogram takes a lock per
+    bucket and per sum, which doubles the adapter's cost per command)."""
+
+    __slots__ = ("bounds", "counts", "total", "lock")
+
+    def __init__(self, bounds):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)   # the last one: +Inf
+        self.total = 0.0
+        self.lock = threading.Lock()
+
+    def observe(self, value):
+        i = bisect.bisect_left(self.bounds, value)   # the first bound >= value
+        with self.lock:
+            self.counts[i] += 1
+            self.total += value
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.counts), self.total
+
+
+class _Histogram:
+    """A histogram family, exported as prometheus_client's would be
+    (cumulative buckets with Go-style le labels, _sum and _count), shared by
+    the adapters of one registry so that their observations add up."""
+
+    def __init__(self, full_name, labelnames, documentation, bounds):
+        self.full_name = full_name
+        self.labelnames = tuple(labelnames)
+        self.documentation = documentation
+        self.bounds = tuple(float(b) for b in bounds)
+        self.lock = threading.Lock()
+        self.children = {}
+        if not self.labelnames:
+            self.children[()] = _HistogramChild(self.bounds)   # 0 before any report
+
+    def labels(self, *labelvalues):
+        child = self.children.get(labelvalues)
+        if child is None:
+            with self.lock:
+                child = self.children.setdefault(labelvalues, _HistogramChild(self.bounds))
+        return child
+
+    def observe(self, value):
+        self.children[()].observe(value)
+
+    def _family(self):
+        return HistogramMetricFamily(self.full_name, self.documentation, labels=self.labelnames)
+
+    def describe(self):
+        return [self._family()]
+
+    def collect(self):
+        family = self._family()
+        les = [floatToGoString(b) for b in self.bounds + (math.inf,)]
+        with self.lock:
+            children = sorted(self.children.items())
+        for labelvalues, child in children:
+            counts, total = child.snapshot()
+            cumulative, buckets = 0, []
+            for le, n in zip(les, counts):
+                cumulative += n
+                buckets.append((le, cumulative))
+            family.add_metric(labelvalues, buckets, total)
+        return [family]
+
+
 class _Families:
     """The metric families of one (registry, namespace), shared by every
     adapter made for them so that a name is registered once."""
@@ -180,10 +253,8 @@ class _Families:
             metric = prometheus_client.Counter(full_name, documentation, labelnames,
                                                registry=None)
         elif kind == "histogram":
-            metric = prometheus_client.Histogram(full_name, documentation, labelnames,
-                                                 registry=None,
-                                                 buckets=self.buckets.get(
-                                                     name, COMMAND_DURATION_BUCKETS))
+            metric = _Histogram(full_name, labelnames, documentation,
+                                self.buckets.get(name, COMMAND_DURATION_BUCKETS))
         else:
             kind = "gauge"
             metric = _Gauge(self, name, full_name, labelnames, documentation,
