@@ -123,6 +123,12 @@ int vkpy_set_argv(vkpy_argv *a, PyObject *const *args, Py_ssize_t nargs, PyObjec
  * reply raises ResponseError. */
 PyObject *vkpy_set_result(const vk_reply *reply);
 
+/* The vk_client of a ClientCore (NULL when it has none: the core then
+ * says "redis client is nil"). -1 with TypeError for another object. */
+int vkpy_client_handle(PyObject *obj, vk_client **out);
+/* Adds ScanCore (vkpy_scan.c). Returns 0, or -1 with an exception set. */
+int vkpy_scan_init(PyObject *module);
+
 /* ---- the event-loop client (vkpy_async.c) ------------------------------- */
 
 /* Adds AsyncClientCore, AsyncPipelineCore, AsyncLockManagerCore and the
