@@ -28,6 +28,7 @@ extern VALUE vkrb_cLockHandle; /* VKClient::LockHandle */
 void vkrb_init(void);
 void vkrb_init_client(void);
 void vkrb_init_lock(void);
+void vkrb_init_scan(void);
 void vkrb_init_sinks(void);
 void vkrb_init_errors(void);
 

@@ -17,4 +17,5 @@ void vkrb_init(void)
     vkrb_init_trace();
     vkrb_init_client();
     vkrb_init_lock();
+    vkrb_init_scan();
 }
