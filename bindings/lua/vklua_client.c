@@ -344,6 +344,10 @@ static int client_tostring(lua_State *L)
 const luaL_Reg vklua_client_methods[] = {
     { "call", client_call },
     { "pipeline", vklua_client_pipeline },
+    { "scan_iter", vklua_client_scan_iter },
+    { "hscan_iter", vklua_client_hscan_iter },
+    { "sscan_iter", vklua_client_sscan_iter },
+    { "zscan_iter", vklua_client_zscan_iter },
     { "status", client_status },
     { "is_connected", client_is_connected },
     { "last_refresh_error", client_last_refresh_error },
