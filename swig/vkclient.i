@@ -45,6 +45,12 @@
 %ignore vk_scan_next;
 %ignore vk_scan_done;
 %ignore vk_scan_free;
+%ignore vk_async_scan_new;
+%ignore vk_async_scan_new_key;
+%ignore vk_async_scan_next;
+%ignore vk_hosted_scan_new;
+%ignore vk_hosted_scan_new_key;
+%ignore vk_hosted_scan_next;
 
 #ifdef SWIGPYTHON
 /* Lock option presets: lock_options_default() / lock_options_rate_limiter()

@@ -15,39 +15,12 @@
  * to one already read and be skipped without a word. The caller starts a
  * new walk.
  */
-#include "api/client.h"
-#include "topology/cluster.h"
+#include "api/scan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-/* The largest cursor: an unsigned 64-bit decimal (20 digits). */
-#define CURSOR_MAX 24
-
-/* The masters of the map a cluster walk began with. */
-typedef struct scan_plan {
-    vk_endpoint *nodes;         /* the masters serving slots, in walk order */
-    size_t count;
-    uint16_t owner[VK_CLUSTER_SLOTS];   /* slot -> index in nodes + 1; 0: none */
-    uint64_t version;           /* the version of the map last found equal */
-} scan_plan;
-
-struct vk_scan {
-    vk_client *client;          /* a reference: the scan may outlive vk_client_free */
-    char command[6];            /* SCAN, HSCAN, SSCAN or ZSCAN */
-    char *key;                  /* NULL for SCAN */
-    size_t keylen;
-    char *match;                /* NULL: no MATCH */
-    size_t matchlen;
-    char count[24];             /* "" : no COUNT */
-    char *type;                 /* NULL: no TYPE */
-    char cursor[CURSOR_MAX];
-    bool done;
-    scan_plan *plan;            /* cluster SCAN: captured by the first page */
-    size_t node;                /* cluster SCAN: the master being read */
-};
 
 static vk_status invalid_scan(const char *function)
 {
@@ -66,19 +39,9 @@ static char *copy_bytes(const char *bytes, size_t len)
     return copy;
 }
 
-/* The checks and copies both constructors share. */
-static vk_status scan_new(vk_scan **out, vk_client *client, const char *function,
-                          const char *command, const char *key, size_t keylen,
-                          const char *match, size_t matchlen, int64_t count,
-                          const char *type)
+vk_status vk__scan_alloc(vk_scan **out, const char *command, const char *key, size_t keylen,
+                         const char *match, size_t matchlen, int64_t count, const char *type)
 {
-    if (out == NULL)
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
-    *out = NULL;
-    if (client == NULL || !vk__client_alive(client)) {
-        vk__misuse(function, "redis client is nil");
-        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
-    }
     if (count < 0)
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "scan count cannot be negative");
     if (type != NULL && type[0] == '\0')
@@ -104,54 +67,92 @@ static vk_status scan_new(vk_scan **out, vk_client *client, const char *function
     if (type != NULL)
         nomem |= (s->type = copy_bytes(type, strlen(type))) == NULL;
     if (nomem) {
-        free(s->key);
-        free(s->match);
-        free(s->type);
-        free(s);
+        vk__scan_release(s);
         return vk__fail_nomem();
     }
-    s->client = vk__client_ref(client);
     *out = s;
     return VK_OK;
 }
 
-VK_API vk_status vk_scan_new(vk_scan **out, vk_client *client, const char *match,
-                             size_t matchlen, int64_t count, const char *type)
+vk_status vk__scan_key_command(const char *command, const char *key, size_t keylen,
+                               char upper[6])
 {
-    return scan_new(out, client, "vk_scan_new", "SCAN", NULL, 0, match, matchlen, count, type);
-}
-
-VK_API vk_status vk_scan_new_key(vk_scan **out, vk_client *client, const char *command,
-                                 const char *key, size_t keylen, const char *match,
-                                 size_t matchlen, int64_t count)
-{
-    if (out != NULL)
-        *out = NULL;
     if (command == NULL ||
         (strcasecmp(command, "HSCAN") != 0 && strcasecmp(command, "SSCAN") != 0 &&
          strcasecmp(command, "ZSCAN") != 0))
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "scan command must be HSCAN, SSCAN or ZSCAN");
     if (key == NULL && keylen != 0)
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "scan key is NULL with a length");
-    char upper[6];
-    for (size_t i = 0; i < sizeof upper; i++)
+    for (size_t i = 0; i < 6; i++)
         upper[i] = (char)(command[i] >= 'a' && command[i] <= 'z' ? command[i] - 32 : command[i]);
-    return scan_new(out, client, "vk_scan_new_key", upper, key != NULL ? key : "", keylen,
-                    match, matchlen, count, NULL);
+    return VK_OK;
+}
+
+void vk__scan_release(vk_scan *s)
+{
+    if (s->plan != NULL)
+        free(s->plan->nodes);
+    free(s->plan);
+    free(s->key);
+    free(s->match);
+    free(s->type);
+    free(s);
+}
+
+VK_API vk_status vk_scan_new(vk_scan **out, vk_client *client, const char *match,
+                             size_t matchlen, int64_t count, const char *type)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (client == NULL || !vk__client_alive(client)) {
+        vk__misuse("vk_scan_new", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    vk_scan *s;
+    vk_status st = vk__scan_alloc(&s, "SCAN", NULL, 0, match, matchlen, count, type);
+    if (st != VK_OK)
+        return st;
+    s->client = vk__client_ref(client);
+    s->walk = client->cluster != NULL;
+    *out = s;
+    return VK_OK;
+}
+
+VK_API vk_status vk_scan_new_key(vk_scan **out, vk_client *client, const char *command,
+                                 const char *key, size_t keylen, const char *match,
+                                 size_t matchlen, int64_t count)
+{
+    if (out == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (client == NULL || !vk__client_alive(client)) {
+        vk__misuse("vk_scan_new_key", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    char upper[6];
+    vk_scan *s;
+    vk_status st = vk__scan_key_command(command, key, keylen, upper);
+    if (st == VK_OK)
+        st = vk__scan_alloc(&s, upper, key != NULL ? key : "", keylen, match, matchlen, count,
+                            NULL);
+    if (st != VK_OK)
+        return st;
+    s->client = vk__client_ref(client);
+    *out = s;
+    return VK_OK;
 }
 
 VK_API void vk_scan_free(vk_scan *scan)
 {
     if (scan == NULL)
         return;
-    if (scan->plan != NULL)
-        free(scan->plan->nodes);
-    free(scan->plan);
-    free(scan->key);
-    free(scan->match);
-    free(scan->type);
+    if (scan->client == NULL) {
+        vk__scan_driven_free(scan);
+        return;
+    }
     vk__client_unref(scan->client);
-    free(scan);
+    vk__scan_release(scan);
 }
 
 VK_API int vk_scan_done(const vk_scan *scan)
@@ -159,37 +160,45 @@ VK_API int vk_scan_done(const vk_scan *scan)
     return scan == NULL || scan->done;
 }
 
-/* ---- the cluster walk's plan ------------------------------------------------------- */
-
-static vk_status not_connected(void)
+int vk__scan_argv(const vk_scan *s, const char *argv[VK_SCAN_ARGS],
+                  size_t argvlen[VK_SCAN_ARGS])
 {
-    return vk__fail_msg(VK_ERR_IO, "redis cluster: not connected");
+    int argc = 0;
+#define ARG(p, n) (argv[argc] = (p), argvlen[argc++] = (n))
+    ARG(s->command, strlen(s->command));
+    if (s->key != NULL)
+        ARG(s->key, s->keylen);
+    ARG(s->cursor, strlen(s->cursor));
+    if (s->match != NULL) {
+        ARG("MATCH", 5);
+        ARG(s->match, s->matchlen);
+    }
+    if (s->count[0] != '\0') {
+        ARG("COUNT", 5);
+        ARG(s->count, strlen(s->count));
+    }
+    if (s->type != NULL) {
+        ARG("TYPE", 4);
+        ARG(s->type, strlen(s->type));
+    }
+#undef ARG
+    return argc;
 }
 
-/* Captures the masters that serve slots in the map in service. */
-static vk_status capture_plan(vk_scan *s, vk_context *ctx)
+/* ---- the cluster walk's plan ------------------------------------------------------- */
+
+vk_status vk__scan_capture(vk_scan *s, const vk_slot_map *m, uint64_t version)
 {
-    vk_status st = vk__client_ensure_connected(s->client, ctx);
-    if (st != VK_OK)
-        return st;
-    scan_plan *plan = calloc(1, sizeof *plan);
-    if (plan == NULL)
-        return vk__fail_nomem();
-    vk_slot_map *m = vk__cluster_map(s->client->cluster, &plan->version);
-    if (m == NULL) {
-        free(plan);
-        return not_connected();
-    }
+    vk_scan_plan *plan = calloc(1, sizeof *plan);
     /* Map node index -> walk index + 1, for the nodes that serve a slot. */
     uint16_t *index = calloc(m->node_count + 1, sizeof *index);
-    plan->nodes = calloc(m->node_count + 1, sizeof *plan->nodes);
-    if (index == NULL || plan->nodes == NULL) {
+    if (plan == NULL || index == NULL ||
+        (plan->nodes = calloc(m->node_count + 1, sizeof *plan->nodes)) == NULL) {
         free(index);
-        free(plan->nodes);
         free(plan);
-        vk__slot_map_unref(m);
         return vk__fail_nomem();
     }
+    plan->version = version;
     for (size_t slot = 0; slot < VK_CLUSTER_SLOTS; slot++) {
         int owner = m->owner[slot];
         if (owner == 0)
@@ -201,30 +210,32 @@ static vk_status capture_plan(vk_scan *s, vk_context *ctx)
         plan->owner[slot] = index[owner - 1];
     }
     free(index);
-    vk__slot_map_unref(m);
     s->plan = plan;
+    if (plan->count == 0)
+        s->done = true;   /* no master serves a slot: nothing to read */
     return VK_OK;
 }
 
-/* Fails (VK_ERR_IO, naming the first slot that differs) when the map in
- * service no longer assigns every slot to the master it had at the start. */
-static vk_status check_plan(vk_scan *s)
+const vk_endpoint *vk__scan_node(const vk_scan *s)
 {
-    scan_plan *plan = s->plan;
-    uint64_t version;
-    vk_slot_map *m = vk__cluster_map(s->client->cluster, &version);
+    if (!s->walk || s->plan == NULL || s->node >= s->plan->count)
+        return NULL;
+    return &s->plan->nodes[s->node];
+}
+
+/* Fails (VK_ERR_IO, naming the first slot that differs) when m no longer
+ * assigns every slot to the master it had at the start. */
+static vk_status check_plan(vk_scan *s, const vk_slot_map *m, uint64_t version)
+{
+    vk_scan_plan *plan = s->plan;
     if (m == NULL)
-        return not_connected();
-    if (version == plan->version) {
-        vk__slot_map_unref(m);
+        return vk__fail_msg(VK_ERR_IO, "redis cluster: not connected");
+    if (version == plan->version)
         return VK_OK;
-    }
     /* Map node index -> walk index + 1 (0: a node the walk does not know). */
     uint16_t *index = calloc(m->node_count + 1, sizeof *index);
-    if (index == NULL) {
-        vk__slot_map_unref(m);
+    if (index == NULL)
         return vk__fail_nomem();
-    }
     for (size_t i = 0; i < m->node_count; i++) {
         for (size_t k = 0; k < plan->count; k++) {
             if (vk__endpoint_equal(&m->nodes[i].endpoint, &plan->nodes[k]))
@@ -251,7 +262,6 @@ static vk_status check_plan(vk_scan *s)
         break;
     }
     free(index);
-    vk__slot_map_unref(m);
     if (st == VK_OK)
         plan->version = version;
     return st;
@@ -259,25 +269,67 @@ static vk_status check_plan(vk_scan *s)
 
 /* ---- one page ----------------------------------------------------------------------- */
 
-/* The page's keys out of a [cursor, [items]] reply, and the cursor. */
-static vk_status take_page(vk_scan *s, redisReply *r, redisReply **items, char *cursor)
+vk_status vk__scan_take(vk_scan *s, redisReply *r, const vk_slot_map *m, uint64_t version,
+                        redisReply **items)
 {
+    *items = NULL;
     if (r->type == REDIS_REPLY_ERROR)
         return vk__fail(VK_ERR_SERVER, "%s: %.*s", s->command, (int)r->len, r->str);
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         (r->element[0]->type != REDIS_REPLY_STRING && r->element[0]->type != REDIS_REPLY_STATUS) ||
-        r->element[0]->len == 0 || r->element[0]->len >= CURSOR_MAX ||
-        r->element[1]->type != REDIS_REPLY_ARRAY
+        r->element[0]->len == 0 || r->element[0]->len >= VK_SCAN_CURSOR_MAX ||
+        (r->element[1]->type != REDIS_REPLY_ARRAY
 #if HIREDIS_MAJOR >= 1
-        && r->element[1]->type != REDIS_REPLY_SET && r->element[1]->type != REDIS_REPLY_MAP
+         && r->element[1]->type != REDIS_REPLY_SET
 #endif
-    )
+         ))
         return vk__fail(VK_ERR_PROTOCOL, "%s: the reply is not [cursor, [items]]", s->command);
+    /* The page counts only if the map still is the one the walk began with. */
+    if (s->walk) {
+        vk_status st = check_plan(s, m, version);
+        if (st != VK_OK)
+            return st;
+    }
+    char cursor[VK_SCAN_CURSOR_MAX];
     memcpy(cursor, r->element[0]->str, r->element[0]->len);
     cursor[r->element[0]->len] = '\0';
     *items = r->element[1];
     r->element[1] = NULL;   /* detached: vk__reply_free skips it */
     (*items)->type = REDIS_REPLY_ARRAY;
+    if (strcmp(cursor, "0") != 0) {
+        memcpy(s->cursor, cursor, sizeof cursor);
+    } else if (s->walk && s->node + 1 < s->plan->count) {
+        s->node++;               /* this master is done: the next one, from 0 */
+        strcpy(s->cursor, "0");
+    } else {
+        s->done = true;
+    }
+    return VK_OK;
+}
+
+/* ---- the blocking scan ---------------------------------------------------------------- */
+
+/* Captures the masters serving slots in the cluster's map in service. */
+static vk_status capture_blocking(vk_scan *s, vk_context *ctx)
+{
+    vk_status st = vk__client_ensure_connected(s->client, ctx);
+    if (st != VK_OK)
+        return st;
+    uint64_t version;
+    vk_slot_map *m = vk__cluster_map(s->client->cluster, &version);
+    if (m == NULL)
+        return vk__fail_msg(VK_ERR_IO, "redis cluster: not connected");
+    st = vk__scan_capture(s, m, version);
+    vk__slot_map_unref(m);
+    return st;
+}
+
+static vk_status empty_page(vk_reply **out)
+{
+    redisReply *empty = vk__array_reply_new(0);
+    if (empty == NULL)
+        return vk__fail_nomem();
+    *out = (vk_reply *)empty;
     return VK_OK;
 }
 
@@ -288,76 +340,35 @@ VK_API vk_status vk_scan_next(vk_reply **out, vk_scan *s, vk_context *ctx)
     *out = NULL;
     if (s == NULL)
         return invalid_scan("vk_scan_next");
+    if (s->client == NULL)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT,
+                        "an event-loop client's scan runs with vk_async_scan_next or "
+                        "vk_hosted_scan_next");
     if (!vk__client_alive(s->client)) {
         vk__misuse("vk_scan_next", "redis client is nil");
         return vk__fail(VK_ERR_NIL_CLIENT, NULL);
     }
-    if (s->done) {
-        redisReply *empty = vk__array_reply_new(0);
-        if (empty == NULL)
-            return vk__fail_nomem();
-        *out = (vk_reply *)empty;
-        return VK_OK;
-    }
     vk__client_check_fork(s->client);
-    bool walk = s->client->cluster != NULL && s->key == NULL;
     vk_status st;
-    if (walk && s->plan == NULL && (st = capture_plan(s, ctx)) != VK_OK)
+    if (!s->done && s->walk && s->plan == NULL && (st = capture_blocking(s, ctx)) != VK_OK)
         return st;
+    if (s->done)
+        return empty_page(out);
 
-    const char *argv[9];
-    size_t argvlen[9];
-    int argc = 0;
-#define ARG(p, n) (argv[argc] = (p), argvlen[argc++] = (n))
-    ARG(s->command, strlen(s->command));
-    if (s->key != NULL)
-        ARG(s->key, s->keylen);
-    ARG(s->cursor, strlen(s->cursor));
-    if (s->match != NULL) {
-        ARG("MATCH", 5);
-        ARG(s->match, s->matchlen);
-    }
-    if (s->count[0] != '\0') {
-        ARG("COUNT", 5);
-        ARG(s->count, strlen(s->count));
-    }
-    if (s->type != NULL) {
-        ARG("TYPE", 4);
-        ARG(s->type, strlen(s->type));
-    }
-#undef ARG
-
+    const char *argv[VK_SCAN_ARGS];
+    size_t argvlen[VK_SCAN_ARGS];
+    int argc = vk__scan_argv(s, argv, argvlen);
     redisReply *r = NULL;
-    if (walk && s->plan->count == 0) {
-        s->done = true;   /* no master serves a slot: nothing to read */
-        r = NULL;
-    } else {
-        st = vk__client_command_at(&r, s->client, ctx, argc, argv, argvlen,
-                                   walk ? &s->plan->nodes[s->node] : NULL);
-        if (st != VK_OK)
-            return st;
-    }
-    redisReply *items = NULL;
-    char cursor[CURSOR_MAX] = "0";
-    st = r != NULL ? take_page(s, r, &items, cursor) : VK_OK;
-    vk__reply_free(r);
-    /* The page counts only if the map still is the one the walk began with. */
-    if (st == VK_OK && walk && s->plan->count > 0)
-        st = check_plan(s);
-    if (st == VK_OK && items == NULL && (items = vk__array_reply_new(0)) == NULL)
-        st = vk__fail_nomem();
-    if (st != VK_OK) {
-        vk__reply_free(items);
+    st = vk__client_command_at(&r, s->client, ctx, argc, argv, argvlen, vk__scan_node(s));
+    if (st != VK_OK)
         return st;
-    }
-    if (strcmp(cursor, "0") != 0) {
-        memcpy(s->cursor, cursor, sizeof cursor);
-    } else if (walk && s->node + 1 < s->plan->count) {
-        s->node++;               /* this master is done: the next one, from 0 */
-        strcpy(s->cursor, "0");
-    } else {
-        s->done = true;
-    }
-    *out = (vk_reply *)items;
-    return VK_OK;
+    uint64_t version = 0;
+    vk_slot_map *m = s->walk ? vk__cluster_map(s->client->cluster, &version) : NULL;
+    redisReply *items;
+    st = vk__scan_take(s, r, m, version, &items);
+    vk__slot_map_unref(m);
+    vk__reply_free(r);
+    if (st == VK_OK)
+        *out = (vk_reply *)items;
+    return st;
 }
