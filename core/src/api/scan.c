@@ -8,12 +8,15 @@
  * What a cluster walk guarantees is SCAN's own guarantee (a key present
  * for the whole walk is returned at least once) as long as the slot map
  * stays as it was when the walk began: the masters and which slots each
- * serves are captured with the first page. Every later page compares the
- * map in service with that capture, and when a slot changed hands (a
- * resharding, a failover) or a master left, the page fails with VK_ERR_IO
- * instead of walking on: keys could have moved from a master not read yet
- * to one already read and be skipped without a word. The caller starts a
- * new walk.
+ * serves are captured with the first page. A page's reply counts only
+ * when the map in service still matches that capture; when a slot changed
+ * hands (a resharding, a failover) or a master left, the page fails with
+ * VK_ERR_IO instead of walking on: keys could have moved from a master not
+ * read yet to one already read and be skipped without a word. The caller
+ * starts a new walk.
+ *
+ * This file holds what every scan shares and the blocking scan;
+ * scan_driven.c the event-loop and bytes-mode one.
  */
 #include "api/scan.h"
 
