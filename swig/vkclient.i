@@ -38,6 +38,20 @@
  * paths. */
 %ignore vk_command_is_blocking;
 
+/* Scans are hand-written in each binding: they hand out pages of native
+ * values (bindings/python/src/vkpy_scan.c, bindings/ruby/ext/vkrb_scan.c). */
+%ignore vk_scan_new;
+%ignore vk_scan_new_key;
+%ignore vk_scan_next;
+%ignore vk_scan_done;
+%ignore vk_scan_free;
+%ignore vk_async_scan_new;
+%ignore vk_async_scan_new_key;
+%ignore vk_async_scan_next;
+%ignore vk_hosted_scan_new;
+%ignore vk_hosted_scan_new_key;
+%ignore vk_hosted_scan_next;
+
 #ifdef SWIGPYTHON
 /* Lock option presets: lock_options_default() / lock_options_rate_limiter()
  * below return them as the tuple vkclient.LockOptions takes. */

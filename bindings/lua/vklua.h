@@ -13,6 +13,7 @@
  *   vklua_reply.c     replies to Lua values
  *   vklua_client.c    clients and commands
  *   vklua_pipeline.c  pipelines
+ *   vklua_scan.c      SCAN and its siblings as generic-for iterators
  *   vklua_lock.c      lock options, lock handles, the lock manager
  *   vklua_script.c    script objects and client:run_script
  *   vklua_ops.c       operations of the bytes-mode clients: tickets, and
@@ -80,6 +81,7 @@ void vklua_push_int64(lua_State *L, int64_t value);
 
 #define VKLUA_CLIENT_MT "vkclient.client"
 #define VKLUA_PIPELINE_MT "vkclient.pipeline"
+#define VKLUA_SCAN_MT "vkclient.scan"
 #define VKLUA_MANAGER_MT "vkclient.lock_manager"
 #define VKLUA_LOCK_MT "vkclient.lock"
 #define VKLUA_ERROR_MT "vkclient.error"
@@ -303,6 +305,17 @@ int vklua_client_pipeline(lua_State *L);
 
 extern const luaL_Reg vklua_pipeline_methods[];
 extern const luaL_Reg vklua_pipeline_meta[];
+
+/* ---- scans (vklua_scan.c) ------------------------------------------------ */
+
+/* client:scan_iter([opts]), client:hscan_iter(key [, opts]), sscan_iter,
+ * zscan_iter -> iterator | nil, err */
+int vklua_client_scan_iter(lua_State *L);
+int vklua_client_hscan_iter(lua_State *L);
+int vklua_client_sscan_iter(lua_State *L);
+int vklua_client_zscan_iter(lua_State *L);
+
+extern const luaL_Reg vklua_scan_meta[];
 
 /* ---- locks (vklua_lock.c) ------------------------------------------------ */
 

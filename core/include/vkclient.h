@@ -612,6 +612,47 @@ VK_API vk_status vk_script_run(vk_reply **out, vk_client *client, vk_context *ct
                                const char *const *args, const size_t *arglens);
 
 /* ------------------------------------------------------------------------ */
+/* Scans: SCAN, HSCAN, SSCAN and ZSCAN one page at a time                   */
+/* ------------------------------------------------------------------------ */
+
+/* Threads: a scan is used by one thread at a time. It keeps what it needs
+ * of its client: it stays valid after vk_client_free() and then fails
+ * with VK_ERR_NIL_CLIENT. */
+typedef struct vk_scan vk_scan;
+
+/* A SCAN of the key space. match (matchlen bytes; NULL: no MATCH), count
+ * (0: the server's default; negative: VK_ERR_INVALID_ARGUMENT) and type
+ * (NULL: no TYPE; "" is refused) are sent with every page. No I/O.
+ * In cluster mode the scan walks every master of the slot map, one after
+ * the other. The masters and their slots are captured with the first
+ * page; a page that finds the map changed since (a slot moved, a master
+ * left or failed over) fails with VK_ERR_IO "redis cluster: scan: the slot
+ * map changed during the walk (slot <n> moved from <a> to <b>); start the
+ * walk again", and a master that stays unreachable after the retries
+ * fails the page with its connection error: no master is skipped
+ * silently. As with SCAN itself, a key present for the whole walk is
+ * returned at least once, and may be returned more than once. */
+VK_API vk_status vk_scan_new(vk_scan **out, vk_client *client, const char *match,
+                             size_t matchlen, int64_t count, const char *type);
+/* An HSCAN, SSCAN or ZSCAN (command, any case) of one key, routed by the
+ * key in cluster mode. */
+VK_API vk_status vk_scan_new_key(vk_scan **out, vk_client *client, const char *command,
+                                 const char *key, size_t keylen, const char *match,
+                                 size_t matchlen, int64_t count);
+/* The next page: an array reply (possibly empty) of keys, or for HSCAN
+ * field, value, ... and for ZSCAN member, score, ... flat as the server
+ * sends them. Once vk_scan_done() is 1 a call gives an empty array. A
+ * server error reply (WRONGTYPE, an unknown TYPE, ...) is VK_ERR_SERVER
+ * with its text; a failed page leaves the cursor where it was, so the
+ * call may be repeated. Pages are read-only: retried per the policy of
+ * vk_client_command(). */
+VK_API vk_status vk_scan_next(vk_reply **out, vk_scan *scan, vk_context *ctx);
+/* 1 once the last page was returned (and for NULL), else 0. */
+VK_API int vk_scan_done(const vk_scan *scan);
+/* NULL-safe. */
+VK_API void vk_scan_free(vk_scan *scan);
+
+/* ------------------------------------------------------------------------ */
 /* Distributed lock (Redlock)                                               */
 /* ------------------------------------------------------------------------ */
 

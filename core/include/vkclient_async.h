@@ -226,6 +226,28 @@ VK_API vk_status vk_async_script_run(vk_async *client, const vk_script *script, 
                                      const size_t *arglens, vk_async_fn fn, void *userdata,
                                      uint64_t *id);
 
+/*
+ * Scans (vk_scan of vkclient.h) on an event-loop client: the same
+ * options, pages, cluster walk and texts as vk_scan_new / vk_scan_new_key
+ * / vk_scan_next, one page per call, its completion with the page's array
+ * reply (or the failure; a server error reply is VK_ERR_SERVER, as from
+ * vk_scan_next). One page is in flight at a time (a second call meanwhile
+ * is VK_ERR_INVALID_ARGUMENT); a failed page leaves the cursor where it
+ * was. vk_scan_done and vk_scan_free serve these scans; vk_scan_next
+ * refuses them (VK_ERR_INVALID_ARGUMENT). vk_scan_free with a page in
+ * flight cancels it: the completion runs with VK_ERR_CANCELLED before it
+ * returns. A scan outlives its client: freeing the client completes the
+ * page in flight with VK_ERR_CANCELLED and later pages fail with
+ * VK_ERR_NIL_CLIENT. In Cluster mode a key-space scan walks every master
+ * of the router's slot map (loaded first when there is none yet).
+ */
+VK_API vk_status vk_async_scan_new(vk_scan **out, vk_async *client, const char *match,
+                                   size_t matchlen, int64_t count, const char *type);
+VK_API vk_status vk_async_scan_new_key(vk_scan **out, vk_async *client, const char *command,
+                                       const char *key, size_t keylen, const char *match,
+                                       size_t matchlen, int64_t count);
+VK_API vk_status vk_async_scan_next(vk_scan *scan, vk_async_fn fn, void *userdata);
+
 /* ------------------------------------------------------------------------ */
 /* Bytes mode: the host owns the sockets                                    */
 /* ------------------------------------------------------------------------ */
@@ -318,6 +340,13 @@ VK_API vk_status vk_hosted_snapshot(vk_snapshot **out, vk_hosted *client);
 VK_API size_t vk_hosted_pending(const vk_hosted *client);
 /* As vk_async_poll_events(). */
 VK_API int vk_hosted_poll_events(vk_hosted *client, int max);
+/* Scans, as the vk_async_scan_ functions. */
+VK_API vk_status vk_hosted_scan_new(vk_scan **out, vk_hosted *client, const char *match,
+                                    size_t matchlen, int64_t count, const char *type);
+VK_API vk_status vk_hosted_scan_new_key(vk_scan **out, vk_hosted *client, const char *command,
+                                        const char *key, size_t keylen, const char *match,
+                                        size_t matchlen, int64_t count);
+VK_API vk_status vk_hosted_scan_next(vk_scan *scan, vk_async_fn fn, void *userdata);
 
 /*
  * Connection reuse: a keepalive pool of the host's (nginx's cosocket pool:

@@ -5,8 +5,9 @@
  * connection the client wants (the nodes', and any it loads the slot map
  * on): keys on every master (read back on the node that serves them), a
  * pipeline across the nodes with its replies in order, the cross-slot
- * refusal, a MOVED followed after the harness moved a slot, and seeds
- * that are all unreachable (the blocking client's text).
+ * refusal, a MOVED followed after the harness moved a slot, a scan that
+ * walks every master, and seeds that are all unreachable (the blocking
+ * client's text).
  */
 #include "vktest.h"
 #include "clusters.h"
@@ -368,6 +369,89 @@ static void test_keys_on_every_master(void)
     host_free(&h);
 }
 
+/* A scan of the key space walks every master, one page per call: the 30
+ * keys written above (spread over the masters) all come back, and HSCAN
+ * of a hash larger than a page gives every field. */
+static void test_scan_walks_every_master(void)
+{
+    host h;
+    host_init(&h, hosted_new(cluster_config(2)));
+    if (h.client == NULL)
+        return;
+    vk_scan *s = NULL;
+    CHECK_OK(vk_hosted_scan_new(&s, h.client, "hosted:spread:*", 15, 5, NULL));
+    bool seen[30] = {false};
+    result r;
+    int pages = 0;
+    while (s != NULL && !vk_scan_done(s)) {
+        memset(&r, 0, sizeof r);
+        CHECK_OK(vk_hosted_scan_next(s, on_reply, &r));
+        CHECK_EQ_INT(r.calls, 0);   /* never from inside the call */
+        if (!host_run(&h, &r, 1) || r.status != VK_OK) {
+            VKT_CHECK_(false, "page %d: %s", pages, r.error);
+            break;
+        }
+        pages++;
+        for (size_t i = 0; i < vk_reply_get_length(r.reply); i++) {
+            size_t len;
+            const char *key = vk_reply_get_string(vk_reply_get_element(r.reply, i), &len);
+            int n = key != NULL && len > 14 ? atoi(key + 14) : -1;
+            if (n >= 0 && n < 30)
+                seen[n] = true;
+        }
+        result_clear(&r);
+    }
+    for (int i = 0; i < 30; i++)
+        VKT_CHECK_(seen[i], "hosted:spread:%d not returned", i);
+    CHECK(pages >= MASTERS);
+    vk_scan_free(s);
+
+    /* A hash bigger than a page, on the master of its key. */
+    vk_pipeline *p = NULL;
+    CHECK_OK(vk_hosted_pipeline_new(&p, h.client));
+    for (int i = 0; i < 1000; i++) {
+        char field[16];
+        snprintf(field, sizeof field, "f%d", i);
+        const char *argv[] = {"HSET", "hosted:bighash", field, "v"};
+        size_t len[] = {4, 14, strlen(field), 1};
+        CHECK_OK(vk_pipeline_append(p, 4, argv, len));
+    }
+    memset(&r, 0, sizeof r);
+    CHECK_OK(vk_hosted_pipeline_exec(p, on_reply, &r, NULL));
+    CHECK(host_run(&h, &r, 1));
+    result_clear(&r);
+    vk_pipeline_free(p);
+    CHECK_OK(vk_hosted_scan_new_key(&s, h.client, "HSCAN", "hosted:bighash", 14, NULL, 0, 50));
+    static bool fields[1000];
+    memset(fields, 0, sizeof fields);
+    pages = 0;
+    while (s != NULL && !vk_scan_done(s)) {
+        memset(&r, 0, sizeof r);
+        CHECK_OK(vk_hosted_scan_next(s, on_reply, &r));
+        if (!host_run(&h, &r, 1) || r.status != VK_OK)
+            break;
+        pages++;
+        for (size_t i = 0; i < vk_reply_get_length(r.reply); i += 2) {
+            size_t len;
+            const char *f = vk_reply_get_string(vk_reply_get_element(r.reply, i), &len);
+            int n = f != NULL && len > 1 ? atoi(f + 1) : -1;
+            if (n >= 0 && n < 1000)
+                fields[n] = true;
+        }
+        result_clear(&r);
+    }
+    int count = 0;
+    for (int i = 0; i < 1000; i++)
+        count += fields[i];
+    CHECK_EQ_INT(count, 1000);
+    CHECK(pages > 1);
+    /* Each kind of scan runs with its own functions. */
+    CHECK_FAILS(vk_async_scan_next(s, on_reply, &r), VK_ERR_INVALID_ARGUMENT,
+                "invalid argument: the scan belongs to another kind of client");
+    vk_scan_free(s);
+    host_free(&h);
+}
+
 static void on_pipeline(void *userdata, vk_status st, vk_reply *reply)
 {
     on_reply(userdata, st, reply);
@@ -574,6 +658,7 @@ int main(void)
         return 1;
     }
     RUN(test_keys_on_every_master);
+    RUN(test_scan_walks_every_master);
     RUN(test_pipeline_across_nodes);
     RUN(test_cross_slot_is_refused);
     RUN(test_moved_after_migration);

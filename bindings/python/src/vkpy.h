@@ -138,6 +138,11 @@ typedef struct vkpy_script_lists_t {
  * follow either way. */
 int vkpy_script_lists(vkpy_script_lists_t *l, PyObject *keys, PyObject *args);
 void vkpy_script_lists_release(vkpy_script_lists_t *l);
+/* The vk_client of a ClientCore (NULL when it has none: the core then
+ * says "redis client is nil"). -1 with TypeError for another object. */
+int vkpy_client_handle(PyObject *obj, vk_client **out);
+/* Adds ScanCore (vkpy_scan.c). Returns 0, or -1 with an exception set. */
+int vkpy_scan_init(PyObject *module);
 
 /* ---- the event-loop client (vkpy_async.c) ------------------------------- */
 

@@ -1073,6 +1073,160 @@ static PyTypeObject vkpy_apipeline_type = {
     .tp_new = apipeline_new,
 };
 
+/* ---- AsyncScanCore ------------------------------------------------------------ */
+
+/* One vk_scan on the shared connection, page by page, for the async
+ * generators Client.scan_iter and friends (vkclient/asyncio.py). A page's
+ * future is not tracked for cancellation: cancelling it leaves the page to
+ * complete unheard, and the scan (freed with its generator) cancels a page
+ * still out. */
+typedef struct vkpy_ascan {
+    PyObject_HEAD
+    vk_scan *scan;
+    conn *c;
+    vkpy_aclient *owner;
+} vkpy_ascan;
+
+static int optional_bytes(PyObject *obj, const char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    return obj == Py_None ? 0 : vkpy_as_bytes(obj, data, len);
+}
+
+/* AsyncScanCore(client, command, key, match, count, type), as ScanCore. */
+static PyObject *ascan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *owner, *key, *match, *count, *kind;
+    const char *command;
+    if (kwargs != NULL && PyDict_Size(kwargs) > 0) {
+        PyErr_SetString(PyExc_TypeError, "AsyncScanCore takes positional arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!sOOOO:AsyncScanCore", &vkpy_aclient_type, &owner, &command,
+                          &key, &match, &count, &kind))
+        return NULL;
+    const char *keyp, *matchp, *typep;
+    size_t keylen, matchlen, typelen;
+    if (optional_bytes(key, &keyp, &keylen) < 0 || optional_bytes(match, &matchp, &matchlen) < 0 ||
+        optional_bytes(kind, &typep, &typelen) < 0)
+        return NULL;
+    long long n = 0;
+    if (count != Py_None) {
+        if (!PyLong_Check(count) || PyBool_Check(count)) {
+            PyErr_SetString(PyExc_TypeError, "count must be an int or None");
+            return NULL;
+        }
+        if ((n = PyLong_AsLongLong(count)) == -1 && PyErr_Occurred())
+            return NULL;
+        if (n == 0) {
+            PyErr_SetString(PyExc_ValueError, "count must be a positive int or None");
+            return NULL;
+        }
+    }
+    PyObject *type_bytes = NULL;
+    if (typep != NULL) {
+        if (memchr(typep, '\0', typelen) != NULL) {
+            PyErr_SetString(PyExc_ValueError, "scan type contains a NUL byte");
+            return NULL;
+        }
+        if ((type_bytes = PyBytes_FromStringAndSize(typep, (Py_ssize_t)typelen)) == NULL)
+            return NULL;
+    }
+    conn *c = shared_conn((vkpy_aclient *)owner);
+    if (c == NULL) {
+        Py_XDECREF(type_bytes);
+        return NULL;
+    }
+    vk_scan *scan = NULL;
+    vk_status st;
+    if (keyp == NULL && strcmp(command, "SCAN") == 0)
+        st = vk_async_scan_new(&scan, c->async, matchp, matchlen, (int64_t)n,
+                               type_bytes != NULL ? PyBytes_AS_STRING(type_bytes) : NULL);
+    else
+        st = vk_async_scan_new_key(&scan, c->async, command, keyp, keylen, matchp, matchlen,
+                                   (int64_t)n);
+    Py_XDECREF(type_bytes);
+    if (st != VK_OK)
+        return vkpy_raise(st);
+    vkpy_ascan *self = (vkpy_ascan *)type->tp_alloc(type, 0);
+    if (!self) {
+        vk_scan_free(scan);
+        return NULL;
+    }
+    self->scan = scan;
+    self->c = c;
+    c->refs++;
+    Py_INCREF(owner);
+    self->owner = (vkpy_aclient *)owner;
+    return (PyObject *)self;
+}
+
+static void ascan_dealloc(vkpy_ascan *self)
+{
+    conn *c = self->c;
+    if (c != NULL) {
+        /* A page still out completes (cancelled) inside the free. */
+        conn_enter(c);
+        vk_scan_free(self->scan);
+        conn_leave(c);
+    }
+    self->scan = NULL;
+    conn_release(c);
+    self->c = NULL;
+    Py_CLEAR(self->owner);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *ascan_next_page(vkpy_ascan *self, PyObject *unused)
+{
+    vkpy_aclient *owner = self->owner;
+    if (bound_loop(owner) == NULL)
+        return NULL;
+    PyObject *future = new_future(owner);
+    if (future == NULL)
+        return NULL;
+    conn *c = self->c;
+    aop *op = new_op(owner, future, c, OP_REPLY);
+    if (op == NULL) {
+        Py_DECREF(future);
+        return NULL;
+    }
+    begin_submit(c);
+    vk_status st = vk_async_scan_next(self->scan, on_complete, op);
+    end_submit(c);
+    if (st != VK_OK) {
+        drop_op(op);
+        Py_DECREF(future);
+        return vkpy_raise(st);
+    }
+    return future;
+}
+
+static PyObject *ascan_done(vkpy_ascan *self, PyObject *unused)
+{
+    return PyBool_FromLong(vk_scan_done(self->scan));
+}
+
+static PyMethodDef ascan_methods[] = {
+    {"next_page", (PyCFunction)ascan_next_page, METH_NOARGS,
+     "next_page()\n--\n\nAwaits the next page as a list ([] once done())."},
+    {"done", (PyCFunction)ascan_done, METH_NOARGS,
+     "done()\n--\n\nTrue once the last page was returned."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject vkpy_ascan_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vkclient._native.AsyncScanCore",
+    .tp_basicsize = sizeof(vkpy_ascan),
+    .tp_dealloc = (destructor)ascan_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One vk_scan of an event-loop client: SCAN, HSCAN, SSCAN or ZSCAN page by page.",
+    .tp_methods = ascan_methods,
+    .tp_new = ascan_new,
+};
+
 /* ---- AsyncLockManagerCore ---------------------------------------------------- */
 
 typedef struct vkpy_alocks {
@@ -1555,7 +1709,11 @@ int vkpy_async_init(PyObject *module)
     if (!invalid_state_error)
         return -1;
     if (PyType_Ready(&loop_call_type) < 0 || PyType_Ready(&vkpy_aclient_type) < 0 ||
-        PyType_Ready(&vkpy_apipeline_type) < 0 || PyType_Ready(&vkpy_alocks_type) < 0)
+        PyType_Ready(&vkpy_apipeline_type) < 0 || PyType_Ready(&vkpy_alocks_type) < 0 ||
+        PyType_Ready(&vkpy_ascan_type) < 0)
+        return -1;
+    Py_INCREF(&vkpy_ascan_type);
+    if (PyModule_AddObject(module, "AsyncScanCore", (PyObject *)&vkpy_ascan_type) < 0)
         return -1;
     Py_INCREF(&vkpy_aclient_type);
     if (PyModule_AddObject(module, "AsyncClientCore", (PyObject *)&vkpy_aclient_type) < 0)

@@ -480,6 +480,16 @@ static PyTypeObject vkpy_client_type = {
     .tp_new = PyType_GenericNew,
 };
 
+int vkpy_client_handle(PyObject *obj, vk_client **out)
+{
+    if (!PyObject_TypeCheck(obj, &vkpy_client_type)) {
+        PyErr_SetString(PyExc_TypeError, "a vkclient.Client is required");
+        return -1;
+    }
+    *out = ((vkpy_client *)obj)->client;
+    return 0;
+}
+
 /* ---- PipelineCore -------------------------------------------------------- */
 
 static PyObject *pipeline_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -606,5 +616,5 @@ int vkpy_init_module(PyObject *module)
     if (PyModule_AddFunctions(module, module_methods) < 0 ||
         PyModule_AddFunctions(module, vkpy_lock_methods) < 0)
         return -1;
-    return 0;
+    return vkpy_scan_init(module);
 }

@@ -110,6 +110,39 @@ class Client(_native.AsyncClientCore):
         awaiting task cancels it). See vkclient.script."""
         return AsyncScript(self, script)
 
+    async def scan_iter(self, match=None, count=None, _type=None):
+        """``async for key in client.scan_iter(...)``: every key (bytes) of the
+        key space, SCAN page by page, as Client.scan_iter (in cluster mode
+        every master in turn; a slot map that changes meanwhile raises
+        ConnectionError on the next page)."""
+        scan = _native.AsyncScanCore(self, "SCAN", None, match, count, _type)
+        while not scan.done():
+            for key in await scan.next_page():
+                yield key
+
+    async def hscan_iter(self, name, match=None, count=None):
+        """(field, value) pairs of the hash at name (HSCAN)."""
+        scan = _native.AsyncScanCore(self, "HSCAN", name, match, count, None)
+        while not scan.done():
+            page = await scan.next_page()
+            for i in range(0, len(page) - 1, 2):
+                yield page[i], page[i + 1]
+
+    async def sscan_iter(self, name, match=None, count=None):
+        """The members of the set at name (SSCAN)."""
+        scan = _native.AsyncScanCore(self, "SSCAN", name, match, count, None)
+        while not scan.done():
+            for member in await scan.next_page():
+                yield member
+
+    async def zscan_iter(self, name, match=None, count=None, score_cast_func=float):
+        """(member, score) pairs of the sorted set at name (ZSCAN)."""
+        scan = _native.AsyncScanCore(self, "ZSCAN", name, match, count, None)
+        while not scan.done():
+            page = await scan.next_page()
+            for i in range(0, len(page) - 1, 2):
+                yield page[i], score_cast_func(page[i + 1])
+
     def status(self):
         """A Status snapshot (no probe), as vkclient.Client.status(): whether
         connected, the GCP IAM token refresh state, the mode ("standalone",

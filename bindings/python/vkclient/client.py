@@ -51,6 +51,20 @@ def _status_of(snapshot):
     return Status(connected, error, at, running, mode, master, switches, refreshes, moved,
                   ask, types.MappingProxyType(dict(nodes)))
 
+def _pages(scan):
+    """The items of every page of a ScanCore, lazily."""
+    while not scan.done():
+        yield from scan.next_page()
+
+
+def _pairs(scan, cast):
+    """The (name, value) pairs of HSCAN / ZSCAN pages; cast applied to values."""
+    while not scan.done():
+        page = scan.next_page()
+        for i in range(0, len(page) - 1, 2):
+            yield (page[i], page[i + 1] if cast is None else cast(page[i + 1]))
+
+
 class Client(_native.ClientCore):
     """A Redis/Valkey client: connection handling, pooling, retries, TLS and
     auth are done by the vkclient core.
@@ -61,7 +75,8 @@ class Client(_native.ClientCore):
     the GIL. After ``fork()`` the child gets its own connections.
 
     Commands: ``execute(*args)`` runs any command; ``get``, ``set``,
-    ``delete`` and ``ping`` are shortcuts. Replies: simple strings are str,
+    ``delete`` and ``ping`` are shortcuts; ``scan_iter``, ``hscan_iter``,
+    ``sscan_iter`` and ``zscan_iter`` iterate with SCAN and its siblings. Replies: simple strings are str,
     bulk strings bytes, integers int, nil None, arrays list (RESP3: maps
     dict, doubles float, booleans bool); an error reply raises
     ResponseError. ``with Client(cfg) as c:`` closes the client on exit.
@@ -109,6 +124,30 @@ class Client(_native.ClientCore):
         ``script(keys=[...], args=[...])``: EVALSHA, and EVAL when the server
         does not have it yet (see vkclient.script)."""
         return Script(self, script)
+
+    def scan_iter(self, match=None, count=None, _type=None):
+        """Yields every key (bytes) of the key space, SCAN page by page;
+        match (a glob pattern), count (a page size hint) and _type ("string",
+        "hash", ...) are SCAN's MATCH, COUNT and TYPE. A key present for the
+        whole iteration is yielded at least once (maybe more than once). In
+        cluster mode it walks every master in turn; when the slot map
+        changes meanwhile the next page raises ConnectionError (start
+        again) rather than skip keys."""
+        return _pages(_native.ScanCore(self, "SCAN", None, match, count, _type))
+
+    def hscan_iter(self, name, match=None, count=None):
+        """Yields (field, value) pairs of the hash at name (HSCAN)."""
+        return _pairs(_native.ScanCore(self, "HSCAN", name, match, count, None), None)
+
+    def sscan_iter(self, name, match=None, count=None):
+        """Yields the members of the set at name (SSCAN)."""
+        return _pages(_native.ScanCore(self, "SSCAN", name, match, count, None))
+
+    def zscan_iter(self, name, match=None, count=None, score_cast_func=float):
+        """Yields (member, score) pairs of the sorted set at name (ZSCAN);
+        scores go through score_cast_func (float)."""
+        return _pairs(_native.ScanCore(self, "ZSCAN", name, match, count, None),
+                      score_cast_func)
 
     def status(self):
         """A Status snapshot: connection, token refresh and topology state."""

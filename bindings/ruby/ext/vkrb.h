@@ -30,6 +30,7 @@ void vkrb_init_client(void);
 void vkrb_init_lock(void);
 /* VKClient::Script and Client#_run_script (vkrb_script.c). */
 void vkrb_init_script(void);
+void vkrb_init_scan(void);
 void vkrb_init_sinks(void);
 void vkrb_init_errors(void);
 

@@ -18,4 +18,5 @@ void vkrb_init(void)
     vkrb_init_client();
     vkrb_init_lock();
     vkrb_init_script();
+    vkrb_init_scan();
 }

@@ -110,6 +110,12 @@ static inline bool vk__client_follows_master(const vk_client *c)
 {
     return c->sentinel != NULL;
 }
+/* client_command.c: vk_client_command() for checked arguments, in cluster
+ * mode on the master at `at` (NULL: routed by key as usual; ignored in the
+ * other modes, which have one node). */
+vk_status vk__client_command_at(redisReply **reply, vk_client *client, vk_context *ctx,
+                                int argc, const char *const *argv, const size_t *argvlen,
+                                const vk_endpoint *at);
 /* For a driver that opens its own connections (the event-loop client): a
  * client prepared as vk_client_new() prepares one (config validated, TLS,
  * credentials, the IAM refresh loop running) that never connects. The

@@ -95,30 +95,28 @@ static vk_status command_with_retries(vk_client *c, redisReply **reply, vk_conte
     }
 }
 
-/* Cluster mode: the topology picks the node, follows redirects and applies
- * the retry policy; the client only reconnects (loads the slot map from
- * the seeds again) when it is not connected, under the same rate limit. */
+/* Cluster mode: the topology picks the node (or takes the given master),
+ * follows redirects and applies the retry policy; the client only
+ * reconnects (loads the slot map from the seeds again) when it is not
+ * connected, under the same rate limit. */
 static vk_status cluster_command(vk_client *c, redisReply **reply, vk_context *ctx,
-                                 vk_command *cmd)
+                                 vk_command *cmd, const vk_endpoint *at)
 {
     vk_status st = vk__client_ensure_connected(c, ctx);
     if (st != VK_OK)
         return st;
+    if (at != NULL)
+        return vk__cluster_command_at(c->cluster, reply, cmd, at, ctx);
     return vk__cluster_command(c->cluster, reply, cmd, ctx);
 }
 
-VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context *ctx,
-                                   int argc, const char *const *argv, const size_t *argvlen)
+/* vk_client_command() once the client and arguments are checked; at (cluster
+ * mode only) names the master to run it on, NULL: where its keys are. */
+static vk_status run_command(redisReply **reply, vk_client *client, vk_context *ctx, int argc,
+                             const char *const *argv, const size_t *argvlen,
+                             const vk_endpoint *at)
 {
-    if (VK_UNLIKELY(client == NULL || !vk__client_alive(client))) {
-        if (out != NULL)
-            *out = NULL;
-        vk__misuse("vk_client_command", "redis client is nil");
-        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
-    }
-    vk_status st = check_args(out, argc, argv, argvlen);
-    if (VK_UNLIKELY(st != VK_OK))
-        return st;
+    vk_status st;
     vk_command_span span;
     bool traced = VK_UNLIKELY(client->cfg->trace_commands) &&
                   vk__command_span_start(&span, client, argv[0], argvlen[0], 0, ctx);
@@ -136,15 +134,39 @@ VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context
 
     bool timed = vk__events_has_metrics(client->events);
     int64_t started_us = timed ? vk__now_us() : 0;
-    redisReply *reply = NULL;
     if (client->cluster != NULL)
-        st = cluster_command(client, &reply, ctx, &cmd);
+        st = cluster_command(client, reply, ctx, &cmd, at);
     else
-        st = command_with_retries(client, &reply, ctx, &cmd);
+        st = command_with_retries(client, reply, ctx, &cmd);
     if (VK_UNLIKELY(traced))
         vk__command_span_end(&span, st);
     if (timed)
         observe_latency(client, &cmd, started_us);
+    return st;
+}
+
+VK_API vk_status vk_client_command(vk_reply **out, vk_client *client, vk_context *ctx,
+                                   int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (VK_UNLIKELY(client == NULL || !vk__client_alive(client))) {
+        if (out != NULL)
+            *out = NULL;
+        vk__misuse("vk_client_command", "redis client is nil");
+        return vk__fail(VK_ERR_NIL_CLIENT, NULL);
+    }
+    vk_status st = check_args(out, argc, argv, argvlen);
+    if (VK_UNLIKELY(st != VK_OK))
+        return st;
+    redisReply *reply = NULL;
+    st = run_command(&reply, client, ctx, argc, argv, argvlen, NULL);
     *out = (vk_reply *)reply;
     return st;
+}
+
+vk_status vk__client_command_at(redisReply **reply, vk_client *client, vk_context *ctx,
+                                int argc, const char *const *argv, const size_t *argvlen,
+                                const vk_endpoint *at)
+{
+    *reply = NULL;
+    return run_command(reply, client, ctx, argc, argv, argvlen, at);
 }

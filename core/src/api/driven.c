@@ -446,6 +446,14 @@ vk_status vk__driven_command(vk_driven *d, const char *function, int argc,
                              const char *const *argv, const size_t *argvlen, vk_async_fn fn,
                              void *userdata, uint64_t *id)
 {
+    return vk__driven_command_at(d, function, argc, argv, argvlen, NULL, fn, userdata, id);
+}
+
+vk_status vk__driven_command_at(vk_driven *d, const char *function, int argc,
+                                const char *const *argv, const size_t *argvlen,
+                                const vk_endpoint *at, vk_async_fn fn, void *userdata,
+                                uint64_t *id)
+{
     if (id != NULL)
         *id = 0;
     vk_status st = vk__driven_usable(d, function);
@@ -456,7 +464,9 @@ vk_status vk__driven_command(vk_driven *d, const char *function, int argc,
     bool observed = argc > 0 && argv != NULL && argvlen != NULL && argv[0] != NULL &&
                     vk__command_observe_wrap(d->core, argv[0], argvlen[0], 0, &fn, &userdata);
     vk__driven_enter(d);
-    if (d->router != NULL)
+    if (d->router != NULL && at != NULL)
+        st = vk__router_command_at(d->router, argc, argv, argvlen, at, fn, userdata, &op_id);
+    else if (d->router != NULL)
         st = vk__router_command(d->router, argc, argv, argvlen, fn, userdata, &op_id);
     else
         st = submit_command(d, argc, argv, argvlen, fn, userdata, &op_id);

@@ -215,6 +215,12 @@ void vk__driven_free(vk_driven *d, const char *function);
 vk_status vk__driven_command(vk_driven *d, const char *function, int argc,
                              const char *const *argv, const size_t *argvlen, vk_async_fn fn,
                              void *userdata, uint64_t *id);
+/* The same; in Cluster mode on the master at `at` (NULL: routed by key as
+ * usual; ignored in the other modes, which have one node). */
+vk_status vk__driven_command_at(vk_driven *d, const char *function, int argc,
+                                const char *const *argv, const size_t *argvlen,
+                                const vk_endpoint *at, vk_async_fn fn, void *userdata,
+                                uint64_t *id);
 vk_status vk__driven_pipeline_new(vk_driven *d, const char *function, vk_pipeline **out);
 vk_status vk__driven_pipeline_exec(vk_driven_kind kind, const char *function,
                                    vk_pipeline *pipeline, vk_async_fn fn, void *userdata,

@@ -546,6 +546,71 @@ vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
     }
 }
 
+/* ---- one command on one given master (SCAN's walk) ---------------------------------- */
+
+vk_status vk__cluster_command_at(vk_cluster *cl, redisReply **reply, const vk_command *cmd,
+                                 const vk_endpoint *ep, vk_context *ctx)
+{
+    *reply = NULL;
+    vk_cluster_tries tries;
+    vk__cluster_tries_init(&tries, NULL);
+    for (;;) {
+        uint64_t version;
+        vk_slot_map *m = vk__cluster_map(cl, &version);
+        if (m == NULL)
+            return vk__fail_msg(VK_ERR_IO, "redis cluster: not connected");
+        /* Only a node of the map in service: a node that left it is not
+         * dialled again on the word of an older map. */
+        int node = vk__slot_map_find(m, ep);
+        if (node < 0) {
+            vk__slot_map_unref(m);
+            char address[300];
+            vk__format_endpoint(address, sizeof address, ep);
+            return vk__fail_msg(VK_ERR_IO, "redis cluster: node %s is not in the slot map",
+                                address);
+        }
+        vk_pool *pool;
+        bool sent = false;
+        vk_status st = vk__cluster_node_pool(cl, m, (size_t)node, &pool, ctx);
+        vk__slot_map_unref(m);
+        if (st == VK_OK) {
+            st = run_on(pool, false, reply, cmd, ctx, &sent);
+            vk__pool_unref(pool);
+        }
+        vk_cluster_next next;
+        vk_cluster_step step;
+        if (st == VK_OK) {
+            step = vk__cluster_after_reply(cl->params.cfg, cl->params.events, &tries, *reply,
+                                           ep, vk__now_ms(), &next);
+            /* A redirect is the answer: the command was meant for this node. */
+            if (step == VK_CLUSTER_FOLLOW)
+                step = VK_CLUSTER_ANSWER;
+        } else {
+            step = vk__cluster_connected(cl)
+                       ? vk__cluster_after_failure(cl->params.cfg, &tries,
+                                                   vk__retry_may_resend(st, sent, cmd), &next)
+                       : VK_CLUSTER_ANSWER;
+        }
+        if (step == VK_CLUSTER_ANSWER) {
+            if (st != VK_OK) {
+                int64_t last = atomic_load(&cl->refreshed_ms);
+                atomic_store(&cl->refreshed_ms,
+                             vk__cluster_reload_due_after(st, last, vk__now_ms()));
+            }
+            return st;
+        }
+        if (*reply != NULL) {
+            vk__reply_free(*reply);
+            *reply = NULL;
+        }
+        vk_status wait = vk__ctx_sleep_ms(ctx, next.pause_ms);
+        if (wait != VK_OK)
+            return wait;
+        if (next.reload)
+            refresh(cl, version, REFRESH_IF_UNCHANGED, ctx);
+    }
+}
+
 /* ---- key positions from the server --------------------------------------------------- */
 
 /* COMMAND GETKEYS <the command>, on any node: fills cmd->slot. */

@@ -215,6 +215,13 @@ void vk__cluster_close(vk_cluster *cl);
  * Multi-key commands across slots fail with VK_ERR_INVALID_ARGUMENT. */
 vk_status vk__cluster_command(vk_cluster *cl, redisReply **reply, vk_command *cmd,
                               vk_context *ctx);
+/* Runs one command on the master at ep (SCAN's walk of every master):
+ * refusals and failures are retried as vk__cluster_command() does, a
+ * redirect is returned as the reply. VK_ERR_IO "redis cluster: node <ep>
+ * is not in the slot map" when the map in service (reloaded after a
+ * failure) no longer has that node. */
+vk_status vk__cluster_command_at(vk_cluster *cl, redisReply **reply, const vk_command *cmd,
+                                 const vk_endpoint *ep, vk_context *ctx);
 /* Runs count commands, one batch per node, and stores each reply at its
  * command's index (redirected commands are re-run one by one). */
 vk_status vk__cluster_pipeline(vk_cluster *cl, size_t count, vk_command *cmds,

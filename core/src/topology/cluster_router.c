@@ -76,6 +76,8 @@ struct rop {
     uint64_t sub_id;
     bool on_lane;             /* a blocking command: engine is a lane of its own */
     vk_endpoint node;         /* the node of its last try */
+    bool pinned;              /* runs on pinned_node only (SCAN's walk) */
+    vk_endpoint pinned_node;
     uint64_t timer_id;        /* its pause before the next try (0: none) */
     rop *child;               /* a child working for it (NULL: none) */
 
@@ -121,6 +123,7 @@ struct vk_router {
     uint64_t next_id;
 
     vk_slot_map *map;         /* NULL until the first load */
+    uint64_t map_version;     /* bumped by every map set */
     vk_engine **engines;      /* per node of map: its engine, once used */
     router_node *nodes;
     int64_t refreshed_ms;     /* the last load; 0: one is due */
@@ -207,6 +210,7 @@ static void set_map(vk_router *r, vk_slot_map *m)
     }
     vk__slot_map_unref(r->map);
     r->map = m;
+    r->map_version++;
     free(r->engines);
     r->engines = engines;
 }
@@ -661,6 +665,11 @@ static void node_done(void *userdata, vk_status st, vk_reply *vreply)
         finish(op, VK_OK, reply);
         return;
     case VK_CLUSTER_FOLLOW:
+        if (op->pinned) {
+            /* Meant for that node: the redirect is its answer. */
+            finish(op, VK_OK, reply);
+            return;
+        }
         vk__reply_free(reply);
         note_redirect(r, &next.redirect);
         op->use_redirect = true;
@@ -692,6 +701,19 @@ static void route(rop *op)
         asking = op->redirect.ask;
         op->node = op->redirect.target;
         st = blocking ? take_lane(r, &op->node, &engine) : node_engine(r, &op->node, &engine);
+    } else if (op->pinned) {
+        /* Only a node of the map in service: one that left it is not
+         * dialled again on the word of an older map. */
+        int i = vk__slot_map_find(r->map, &op->pinned_node);
+        if (i < 0) {
+            char address[300];
+            vk__format_endpoint(address, sizeof address, &op->pinned_node);
+            vk__fail_msg(VK_ERR_IO, "redis cluster: node %s is not in the slot map", address);
+            finish(op, VK_ERR_IO, NULL);
+            return;
+        }
+        op->node = r->map->nodes[i].endpoint;
+        st = engine_at(r, i, &engine);
     } else {
         int i = vk__cluster_node_for_slot(r->map, op->cmd.slot);
         if (i < 0) {
@@ -1184,6 +1206,38 @@ vk_status vk__router_command(vk_router *r, int argc, const char *const *argv,
         route(op);
     r->depth--;
     return VK_OK;
+}
+
+vk_status vk__router_command_at(vk_router *r, int argc, const char *const *argv,
+                                const size_t *argvlen, const vk_endpoint *at, vk_async_fn fn,
+                                void *op_userdata, uint64_t *id)
+{
+    vk_command cmd;
+    vk_status st = vk__command_accept(&cmd, argc, argv, argvlen);
+    if (st != VK_OK)
+        return st;
+    cmd.slot = VK_SLOT_NONE;
+    rop *op = new_op(r, ROP_COMMAND, fn, op_userdata);
+    if (op == NULL)
+        return vk__fail_nomem();
+    if ((st = vk__command_copy(&cmd, &op->cmd, &op->mem)) != VK_OK) {
+        discard_new(op);
+        return st;
+    }
+    op->pinned = true;
+    op->pinned_node = *at;
+    *id = op->id;
+    r->depth++;
+    refresh_when_due(r);
+    route(op);
+    r->depth--;
+    return VK_OK;
+}
+
+const vk_slot_map *vk__router_map(const vk_router *r, uint64_t *version)
+{
+    *version = r->map_version;
+    return r->map;
 }
 
 vk_status vk__router_pipeline(vk_router *r, vk_pipeline_commands *cmds, vk_async_fn fn,

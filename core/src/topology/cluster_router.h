@@ -63,6 +63,17 @@ void vk__router_free(vk_router *r);
 vk_status vk__router_command(vk_router *r, int argc, const char *const *argv,
                              const size_t *argvlen, vk_async_fn fn, void *op_userdata,
                              uint64_t *id);
+/* The same for a keyless command that must run on the master at `at`
+ * (SCAN's walk of every master): refusals and failures are retried as for
+ * any command, a redirect is its reply, and a node that is not in the map
+ * in service (reloaded after a failure) fails it with VK_ERR_IO "redis
+ * cluster: node <at> is not in the slot map". */
+vk_status vk__router_command_at(vk_router *r, int argc, const char *const *argv,
+                                const size_t *argvlen, const vk_endpoint *at, vk_async_fn fn,
+                                void *op_userdata, uint64_t *id);
+/* The map in service (borrowed; NULL before the first load) and its
+ * version, bumped by every change. */
+const vk_slot_map *vk__router_map(const vk_router *r, uint64_t *version);
 /* A pipeline's commands (taken over): split by node, the replies put back
  * in order in one array. A command in more than one slot refuses the
  * whole pipeline before anything is sent. */

@@ -124,6 +124,39 @@ module VKClient
       replies
     end
 
+    # Yields every key of the key space (SCAN, page by page); without a
+    # block, an Enumerator. match: a glob pattern, count: a page size hint,
+    # type: "string", "hash", ... A key present for the whole iteration is
+    # yielded at least once (maybe more than once). In cluster mode it walks
+    # every master in turn; when the slot map changes meanwhile the next
+    # page raises ConnectionError (start again) rather than skip keys.
+    def scan_each(match: nil, count: nil, type: nil, &block)
+      return to_enum(:scan_each, match: match, count: count, type: type) unless block
+
+      each_item(Scan.new(self, "SCAN", nil, match, count, type), &block)
+    end
+
+    # Yields [field, value] of the hash at +key+ (HSCAN).
+    def hscan_each(key, match: nil, count: nil, &block)
+      return to_enum(:hscan_each, key, match: match, count: count) unless block
+
+      each_pair(Scan.new(self, "HSCAN", key, match, count, nil), &block)
+    end
+
+    # Yields the members of the set at +key+ (SSCAN).
+    def sscan_each(key, match: nil, count: nil, &block)
+      return to_enum(:sscan_each, key, match: match, count: count) unless block
+
+      each_item(Scan.new(self, "SSCAN", key, match, count, nil), &block)
+    end
+
+    # Yields [member, score] (a Float) of the sorted set at +key+ (ZSCAN).
+    def zscan_each(key, match: nil, count: nil)
+      return to_enum(:zscan_each, key, match: match, count: count) unless block_given?
+
+      each_pair(Scan.new(self, "ZSCAN", key, match, count, nil)) { |m, s| yield m, Float(s) }
+    end
+
     def status
       connected, error, refreshed_ms, running, mode, master, switches, refreshes, moved, ask, nodes = _snapshot
       Status.new(connected, error, refreshed_ms.positive? ? Time.at(refreshed_ms / 1000r) : nil, running,
@@ -156,6 +189,16 @@ module VKClient
     alias to_s inspect
 
     private
+
+    def each_item(scan, &block)
+      scan.next_page.each(&block) until scan.done?
+      nil
+    end
+
+    def each_pair(scan)
+      scan.next_page.each_slice(2) { |name, value| yield name, value } until scan.done?
+      nil
+    end
 
     def sinks?
       !(@logger.nil? && @metrics.nil? && @tracer.nil?)
