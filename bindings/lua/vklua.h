@@ -82,6 +82,7 @@ void vklua_push_int64(lua_State *L, int64_t value);
 #define VKLUA_CLIENT_MT "vkclient.client"
 #define VKLUA_PIPELINE_MT "vkclient.pipeline"
 #define VKLUA_SCAN_MT "vkclient.scan"
+#define VKLUA_HOSTED_SCAN_MT "vkclient.hosted_scan"
 #define VKLUA_MANAGER_MT "vkclient.lock_manager"
 #define VKLUA_LOCK_MT "vkclient.lock"
 #define VKLUA_ERROR_MT "vkclient.error"
@@ -378,6 +379,16 @@ extern const luaL_Reg vklua_op_functions[];
 
 /* The client of the bytes-mode userdata at index; raises when closed. */
 vk_hosted *vklua_check_hosted(lua_State *L, int index);
+/* The same, with the list its operations complete into. */
+vk_hosted *vklua_check_hosted_ops(lua_State *L, int index, vklua_op_list **ops);
+/* Scans and scripts of the bytes-mode client (vklua_scan.c, vklua_script.c):
+ * h:scan_new(command, key, opts) -> scan | nil, err; h:scan_next(scan) ->
+ * ticket (the page); h:run_script(script, keys, args) -> ticket. */
+int vklua_hosted_scan_new(lua_State *L);
+int vklua_hosted_scan_next(lua_State *L);
+int vklua_hosted_run_script(lua_State *L);
+extern const luaL_Reg vklua_hosted_scan_methods[];
+extern const luaL_Reg vklua_hosted_scan_meta[];
 
 /* Methods and metamethods; vk._hosted_new, vk._hosted_from_url, vk._error,
  * vk._strerror; vk._hosted_lock_manager. */

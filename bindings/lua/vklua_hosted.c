@@ -2,7 +2,8 @@
  * The bytes-mode client (vk_hosted) for require "vkclient.ngx"
  * (vkclient/ngx.lua), which owns the sockets: the core decides everything,
  * this file only converts. Hidden from users: vk._hosted_new and
- * vk._hosted_from_url. Commands and pipelines return tickets and complete
+ * vk._hosted_from_url. Commands, pipelines, scan pages and scripts (the
+ * last two in vklua_scan.c and vklua_script.c) return tickets and complete
  * into the shared completions table (vklua_ops.c); the host reads each
  * connection's wants and reports what its sockets did.
  */
@@ -31,9 +32,16 @@ static hosted_ud *check_hosted(lua_State *L)
 
 vk_hosted *vklua_check_hosted(lua_State *L, int index)
 {
+    vklua_op_list *ops;
+    return vklua_check_hosted_ops(L, index, &ops);
+}
+
+vk_hosted *vklua_check_hosted_ops(lua_State *L, int index, vklua_op_list **ops)
+{
     hosted_ud *h = luaL_checkudata(L, index, VKLUA_HOSTED_MT);
     if (h->client == NULL)
         luaL_error(L, "vkclient.ngx: the client is closed");
+    *ops = &h->ops;
     return h->client;
 }
 
@@ -419,6 +427,9 @@ const luaL_Reg vklua_hosted_methods[] = {
     {"command", hosted_command},
     {"pipeline_new", hosted_pipeline_new},
     {"pipeline_exec", hosted_pipeline_exec},
+    {"scan_new", vklua_hosted_scan_new},
+    {"scan_next", vklua_hosted_scan_next},
+    {"run_script", vklua_hosted_run_script},
     {"cancel", hosted_cancel},
     {"connection_count", hosted_connection_count},
     {"wants", hosted_wants},

@@ -15,6 +15,7 @@
  */
 #include "vklua.h"
 
+#include <vkclient_async.h>
 #include <string.h>
 
 typedef struct scan_ud {
@@ -186,5 +187,99 @@ static int scan_close(lua_State *L)
 
 const luaL_Reg vklua_scan_meta[] = {
     { "__gc", scan_close },
+    { NULL, NULL },
+};
+
+/* ---- the bytes-mode client (require "vkclient.ngx") -------------------------- */
+
+/* A scan of a bytes-mode client: its pages complete into the client's
+ * operations; vkclient/ngx.lua makes the iterator. Its user value keeps
+ * the client alive. */
+typedef struct hosted_scan_ud {
+    vk_scan *scan;           /* NULL once closed */
+} hosted_scan_ud;
+
+static hosted_scan_ud *check_hosted_scan(lua_State *L, int index)
+{
+    hosted_scan_ud *s = luaL_checkudata(L, index, VKLUA_HOSTED_SCAN_MT);
+    if (s->scan == NULL)
+        luaL_error(L, "vkclient.ngx: the scan is closed");
+    return s;
+}
+
+/* h:scan_new(command, key, opts) -> scan | nil, err; command "SCAN" (key
+ * nil), "HSCAN", "SSCAN" or "ZSCAN"; opts as client:scan_iter's. */
+int vklua_hosted_scan_new(lua_State *L)
+{
+    vk_hosted *h = vklua_check_hosted(L, 1);
+    const char *command = luaL_checkstring(L, 2);
+    size_t keylen = 0, matchlen;
+    const char *key = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &keylen);
+    const char *where = key == NULL ? "scan_iter" : strcmp(command, "HSCAN") == 0 ? "hscan_iter"
+                        : strcmp(command, "SSCAN") == 0 ? "sscan_iter" : "zscan_iter";
+    const char *match, *type;
+    int count;
+    read_options(L, 4, where, &match, &matchlen, &count, key == NULL ? &type : NULL);
+    hosted_scan_ud *s = lua_newuserdata(L, sizeof *s);
+    s->scan = NULL;
+    luaL_getmetatable(L, VKLUA_HOSTED_SCAN_MT);
+    lua_setmetatable(L, -2);
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    vklua_set_uservalue(L, -2);
+    lua_State *previous = vklua_enter(L);
+    vk_status st = key == NULL
+                       ? vk_hosted_scan_new(&s->scan, h, match, matchlen, count, type)
+                       : vk_hosted_scan_new_key(&s->scan, h, command, key, keylen, match,
+                                                matchlen, count);
+    vklua_leave(previous);
+    if (st != VK_OK)
+        return vklua_return_failure(L, st);
+    return 1;
+}
+
+/* h:scan_next(scan) -> ticket | nil, err: the next page (an array). The
+ * scan stays alive while its page is in flight. */
+int vklua_hosted_scan_next(lua_State *L)
+{
+    vklua_op_list *ops;
+    vklua_check_hosted_ops(L, 1, &ops);
+    hosted_scan_ud *s = check_hosted_scan(L, 2);
+    vklua_op *op = vklua_op_new(L, ops, VKLUA_OP_REPLY, 2);
+    if (op == NULL)
+        return vklua_raise_no_memory(L);
+    lua_State *previous = vklua_enter(L);
+    vk_status st = vk_hosted_scan_next(s->scan, vklua_op_on_reply, op);
+    vklua_leave(previous);
+    return vklua_op_queued(L, op, st);
+}
+
+/* scan:done() -> true once the last page came */
+static int hosted_scan_done(lua_State *L)
+{
+    hosted_scan_ud *s = luaL_checkudata(L, 1, VKLUA_HOSTED_SCAN_MT);
+    lua_pushboolean(L, s->scan == NULL || vk_scan_done(s->scan));
+    return 1;
+}
+
+static int hosted_scan_close(lua_State *L)
+{
+    hosted_scan_ud *s = luaL_checkudata(L, 1, VKLUA_HOSTED_SCAN_MT);
+    lua_State *previous = vklua_enter(L);
+    vk_scan_free(s->scan);
+    s->scan = NULL;
+    vklua_leave(previous);
+    return 0;
+}
+
+const luaL_Reg vklua_hosted_scan_methods[] = {
+    { "done", hosted_scan_done },
+    { "close", hosted_scan_close },
+    { NULL, NULL },
+};
+
+const luaL_Reg vklua_hosted_scan_meta[] = {
+    { "__gc", hosted_scan_close },
     { NULL, NULL },
 };

@@ -6,6 +6,8 @@
  */
 #include "vklua.h"
 
+#include <vkclient_async.h>
+
 #include <string.h>
 
 typedef struct vklua_script_ud {
@@ -87,25 +89,42 @@ static int push_list(lua_State *L, int index, const char *what)
     return n;
 }
 
+/* A run's keys (index 3) and args (index 4) as one argv: keys first. The
+ * strings and the array stay on the stack until the call returns. */
+typedef struct run_args {
+    int nkeys, nargs;
+    const char **argv;
+    size_t *lens;
+} run_args;
+
+static void collect_run_args(lua_State *L, run_args *a)
+{
+    lua_settop(L, 4);
+    int base = lua_gettop(L);
+    a->nkeys = push_list(L, 3, "keys");
+    a->nargs = push_list(L, 4, "args");
+    int n = a->nkeys + a->nargs;
+    a->argv = NULL;
+    a->lens = NULL;
+    if (n > 0) {
+        void *scratch = lua_newuserdata(L, (size_t)n * (sizeof(char *) + sizeof(size_t)));
+        a->lens = scratch;
+        a->argv = (const char **)(a->lens + n);
+        for (int i = 0; i < n; i++)
+            a->argv[i] = lua_tolstring(L, base + 1 + i, &a->lens[i]);
+    }
+}
+
 /* client:run_script(script, keys, args) -> reply | nil, err */
 int vklua_client_run_script(lua_State *L)
 {
     vklua_client_ud *c = vklua_check_client(L);
     vklua_script_ud *s = check_script(L, 2);
-    lua_settop(L, 4);
-    int base = lua_gettop(L);
-    int nkeys = push_list(L, 3, "keys");
-    int nargs = push_list(L, 4, "args");
-    int n = nkeys + nargs;
-    const char **argv = NULL;
-    size_t *lens = NULL;
-    if (n > 0) {
-        void *scratch = lua_newuserdata(L, (size_t)n * (sizeof(char *) + sizeof(size_t)));
-        lens = scratch;
-        argv = (const char **)(lens + n);
-        for (int i = 0; i < n; i++)
-            argv[i] = lua_tolstring(L, base + 1 + i, &lens[i]);
-    }
+    run_args a;
+    collect_run_args(L, &a);
+    int nkeys = a.nkeys, nargs = a.nargs;
+    const char **argv = a.argv;
+    size_t *lens = a.lens;
     vklua_release_parked(&c->parked);
 
     vk_reply *reply = NULL;
@@ -118,6 +137,27 @@ int vklua_client_run_script(lua_State *L)
     vklua_deliver_events(c);
     vklua_leave(previous);
     return nresults;
+}
+
+/* h:run_script(script, keys, args) -> ticket | nil, err: the bytes-mode
+ * client's run (require "vkclient.ngx"), completing with the final reply. */
+int vklua_hosted_run_script(lua_State *L)
+{
+    vklua_op_list *ops;
+    vk_hosted *h = vklua_check_hosted_ops(L, 1, &ops);
+    vklua_script_ud *s = check_script(L, 2);
+    run_args a;
+    collect_run_args(L, &a);
+    vklua_op *op = vklua_op_new(L, ops, VKLUA_OP_REPLY, 0);
+    if (op == NULL)
+        return vklua_raise_no_memory(L);
+    lua_State *previous = vklua_enter(L);
+    vk_status st = vk_hosted_script_run(h, s->script, a.nkeys, a.argv, a.lens, a.nargs,
+                                        a.argv != NULL ? a.argv + a.nkeys : NULL,
+                                        a.lens != NULL ? a.lens + a.nkeys : NULL,
+                                        vklua_op_on_reply, op, &op->id);
+    vklua_leave(previous);
+    return vklua_op_queued(L, op, st);
 }
 
 const luaL_Reg vklua_script_methods[] = {

@@ -381,14 +381,15 @@ end
 function app.surface()
     local c = checks()
     for _, name in ipairs({ "new", "from_url", "lock_manager", "default_lock_options",
-                            "rate_limiter_lock_options", "set_package_logger" }) do
+                            "rate_limiter_lock_options", "set_package_logger", "script" }) do
         c.eq("vk." .. name, type(vkn[name]), "function")
     end
     c.eq("vk.null", vkn.null, vk.null)
     c.eq("vk.version", vkn.version, vk.version)
     c.eq("vk.codes", vkn.codes, vk.codes)
     c.eq("vk.error_mt", vkn.error_mt, vk.error_mt)
-    for _, name in ipairs({ "call", "pipeline", "status", "is_connected", "close" }) do
+    for _, name in ipairs({ "call", "pipeline", "status", "is_connected", "close", "run_script",
+                            "scan_iter", "hscan_iter", "sscan_iter", "zscan_iter" }) do
         c.eq("client:" .. name, type(client[name]), "function")
     end
     local pl = client:pipeline()
@@ -413,6 +414,74 @@ function app.surface()
     end
     c.ok("set_package_logger(fn)", pcall(vkn.set_package_logger, function() end))
     c.ok("set_package_logger(nil)", pcall(vkn.set_package_logger, nil))
+    c.finish()
+end
+
+-- /t/scans_scripts?run=R: scripts (EVALSHA, and EVAL the first time) and
+-- scans (several pages; options; a failing page raises) from a request.
+function app.scans_scripts()
+    local c = checks()
+    local p = prefix() .. "scan:"
+    -- A source of this run's own: the server has never seen it.
+    local script = vkn.script("-- " .. p .. "\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    c.eq("SCRIPT EXISTS before", client:call("SCRIPT", "EXISTS", script:sha())[1], 0)
+    c.eq("first run (EVAL)", client:run_script(script, { p .. "n" }, { 5 }), 5)
+    c.eq("SCRIPT EXISTS after", client:call("SCRIPT", "EXISTS", script:sha())[1], 1)
+    c.eq("second run (EVALSHA)", client:run_script(script, { p .. "n" }, { "2" }), 7)
+    local failing = vkn.script("return redis.error_reply('NOPE ' .. ARGV[1])")
+    local none, serr = client:run_script(failing, nil, { "x" })
+    c.ok("a script's error: nil, err", none == nil and type(serr) == "table" and
+         tostring(serr):find("NOPE x", 1, true) ~= nil, show(serr))
+
+    local pl = client:pipeline()
+    for i = 1, 300 do
+        pl:call("SET", p .. "k" .. i, i)
+    end
+    for i = 1, 200 do
+        pl:call("HSET", p .. "h", "f" .. i, "v" .. i)
+        pl:call("ZADD", p .. "z", i / 2, "m" .. i)
+        pl:call("SADD", p .. "s", "m" .. i)
+    end
+    pl:run()
+    local keys = 0
+    for key in client:scan_iter{ match = p .. "k*", count = 50 } do
+        keys = keys + 1
+        c.ok("a matching key", key:sub(1, #p + 1) == p .. "k", key)
+    end
+    c.eq("every key", keys, 300)
+    local strings = 0
+    for _ in client:scan_iter{ match = p .. "*", type = "string", count = 100 } do
+        strings = strings + 1
+    end
+    c.eq("TYPE string: the keys and the script's counter", strings, 301)
+    local fields, right = 0, 0
+    for field, value in client:hscan_iter(p .. "h", { count = 20 }) do
+        fields = fields + 1
+        right = right + ((("v" .. field:sub(2)) == value) and 1 or 0)
+    end
+    c.eq("HSCAN: every field", fields, 200)
+    c.eq("HSCAN: each with its value", right, 200)
+    local members, sum = 0, 0
+    for member, score in client:zscan_iter(p .. "z") do
+        members = members + 1
+        sum = sum + score
+        c.eq("a score is a number", type(score), "number")
+    end
+    c.eq("ZSCAN: every member", members, 200)
+    c.eq("ZSCAN: the scores", sum, 200 * 201 / 4)
+    local set = 0
+    for _ in client:sscan_iter(p .. "s", { match = "m1*" }) do
+        set = set + 1
+    end
+    c.eq("SSCAN with MATCH", set, 111)   -- m1, m10-m19, m100-m199
+    local it, ierr = client:scan_iter{ count = -1 }
+    c.ok("a refused option: nil, err", it == nil and type(ierr) == "table", show(ierr))
+    c.ok("an unknown option raises", not pcall(client.scan_iter, client, { size = 1 }))
+    local ok, perr = pcall(function()
+        for _ in client:hscan_iter(p .. "k1") do end
+    end)
+    c.ok("a failing page raises the error object", not ok and type(perr) == "table" and
+         tostring(perr):find("WRONGTYPE", 1, true) ~= nil, show(perr))
     c.finish()
 end
 
@@ -1684,7 +1753,7 @@ local HANDLERS = {
     counter = app.counter, lock_api = app.lock_api, closed = app.closed, tls = app.tls,
     wrong_ca = app.wrong_ca, sentinel = app.sentinel, cluster = app.cluster, parity = app.parity,
     init_error = app.init_error, renewal = app.renewal, sinks = app.sinks,
-    tracing = app.tracing,
+    tracing = app.tracing, scans_scripts = app.scans_scripts,
     interop = app.interop, iam_load = app.iam_load, iam_status = app.iam_status,
     fo_set = app.fo_set, fo_status = app.fo_status, mig = app.mig, mig_status = app.mig_status,
     own_close = app.own_close, keepalive = app.keepalive, iam_keepalive = app.iam_keepalive,

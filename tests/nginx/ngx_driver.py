@@ -421,6 +421,8 @@ def check_renewal_and_sinks():
     expect_ok(request("/t/sinks"), "/t/sinks (the lock's metric reaches the metrics function)")
     expect_ok(request("/t/tracing"), "/t/tracing (commands, pipelines, with_lock and try_lock "
               "spans from a request, their outcomes and errors, no secret)")
+    expect_ok(request("/t/scans_scripts"), "/t/scans_scripts (run_script: EVAL once, then "
+              "EVALSHA; scan iterators over several pages; a failing page raises)")
     print("  renewal, sinks and tracing: %s" % ("ok" if not FAILURES else "see above"))
 
 

@@ -80,6 +80,7 @@ local error = error
 local floor = math.floor
 local type = type
 local tostring = tostring
+local tonumber = tonumber
 local select = select
 
 local M = {
@@ -94,6 +95,7 @@ local M = {
   gcp_iam = vk.gcp_iam,
   config = vk.config,
   describe = vk.describe,
+  script = vk.script,
 }
 
 -- The most bytes one read hands to the core.
@@ -582,6 +584,77 @@ function Client:call(...)
     return nil, value
   end
   return value
+end
+
+--- client:run_script(script, keys, args) -> reply | nil, err: EVALSHA, and
+--- EVAL when the server lacks it, as require "vkclient"'s (vk.script).
+function Client:run_script(script, keys, args)
+  local value, err = run(self._alone, self._h, "run_script", script, keys, args)
+  if err ~= nil then
+    return nil, err
+  end
+  if is_error(value) then
+    return nil, value   -- the script's error reply, as from client:call
+  end
+  return value
+end
+
+-- A scan as a generic-for iterator, as require "vkclient"'s: making it
+-- returns nil, err when the core refuses an option (and raises for
+-- misuse); a page that fails while the loop runs raises the error object.
+local function scan_iterator(self, command, key, opts)
+  local ok, err = usable(self)
+  if not ok then
+    return nil, err
+  end
+  local scan
+  scan, err = self._h:scan_new(command, key, opts)
+  if not scan then
+    return nil, err
+  end
+  local stride = (command == "HSCAN" or command == "ZSCAN") and 2 or 1
+  local scores = command == "ZSCAN"
+  local page, pos = nil, 1
+  return function()
+    while true do
+      if page ~= nil and pos + stride - 1 <= #page then
+        local item, value = page[pos], page[pos + 1]
+        pos = pos + stride
+        if stride == 1 then
+          return item
+        end
+        return item, scores and tonumber(value) or value
+      end
+      if scan:done() then
+        return nil
+      end
+      local next_page, perr = run(self._alone, self._h, "scan_next", scan)
+      if perr ~= nil then
+        error(perr)
+      end
+      page, pos = next_page, 1
+    end
+  end
+end
+
+--- for key in client:scan_iter{ match =, count =, type = } do ... end
+function Client:scan_iter(opts)
+  return scan_iterator(self, "SCAN", nil, opts)
+end
+
+--- for field, value in client:hscan_iter(key [, { match =, count = }]) do ... end
+function Client:hscan_iter(key, opts)
+  return scan_iterator(self, "HSCAN", key, opts)
+end
+
+--- for member in client:sscan_iter(key [, opts]) do ... end
+function Client:sscan_iter(key, opts)
+  return scan_iterator(self, "SSCAN", key, opts)
+end
+
+--- for member, score in client:zscan_iter(key [, opts]) do ... end (score: a number)
+function Client:zscan_iter(key, opts)
+  return scan_iterator(self, "ZSCAN", key, opts)
 end
 
 function Client:status()
