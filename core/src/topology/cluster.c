@@ -489,6 +489,50 @@ static vk_status attempt(vk_cluster *cl, const vk_command *cmd, const vk_cluster
     return st;
 }
 
+/* A failed attempt's next step; a client closed meanwhile has nothing to
+ * retry on until a reconnect. */
+static vk_cluster_step step_after_failure(vk_cluster *cl, vk_cluster_tries *tries, vk_status st,
+                                          bool sent, const vk_command *cmd,
+                                          vk_cluster_next *next)
+{
+    if (!vk__cluster_connected(cl))
+        return VK_CLUSTER_ANSWER;
+    return vk__cluster_after_failure(cl->params.cfg, tries, vk__retry_may_resend(st, sent, cmd),
+                                     next);
+}
+
+/* Ends an attempt whose step is known. The answer (a failure makes the
+ * next reload due soon) settles the call: true, *result set. Otherwise the
+ * reply goes, the pause is waited (a cancel or deadline settles the call)
+ * and, when the step asks, the map is reloaded: a node failed or gave up
+ * its slots (a failed reload leaves the old map; the next attempt tells);
+ * version 0 (a redirect's node) reloads unconditionally. */
+static bool attempt_settled(vk_cluster *cl, vk_cluster_step step, vk_status st,
+                            redisReply **reply, const vk_cluster_next *next, uint64_t version,
+                            vk_context *ctx, vk_status *result)
+{
+    if (step == VK_CLUSTER_ANSWER) {
+        if (st != VK_OK) {
+            int64_t last = atomic_load(&cl->refreshed_ms);
+            atomic_store(&cl->refreshed_ms, vk__cluster_reload_due_after(st, last, vk__now_ms()));
+        }
+        *result = st;
+        return true;
+    }
+    if (*reply != NULL) {
+        vk__reply_free(*reply);
+        *reply = NULL;
+    }
+    vk_status wait = vk__ctx_sleep_ms(ctx, next->pause_ms);
+    if (wait != VK_OK) {
+        *result = wait;
+        return true;
+    }
+    if (next->reload)
+        refresh(cl, version, version == 0 ? REFRESH_NOW : REFRESH_IF_UNCHANGED, ctx);
+    return false;
+}
+
 vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
                             const vk_cluster_redirect *first, redisReply **reply,
                             int64_t *refused_until, vk_context *ctx)
@@ -518,31 +562,11 @@ vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
                 continue;
             }
         } else {
-            /* Closed meanwhile: nothing to retry on until a reconnect. */
-            step = vk__cluster_connected(cl)
-                       ? vk__cluster_after_failure(cl->params.cfg, &tries,
-                                                   vk__retry_may_resend(st, sent, cmd), &next)
-                       : VK_CLUSTER_ANSWER;
+            step = step_after_failure(cl, &tries, st, sent, cmd, &next);
         }
-        if (step == VK_CLUSTER_ANSWER) {
-            if (st != VK_OK) {
-                int64_t last = atomic_load(&cl->refreshed_ms);
-                atomic_store(&cl->refreshed_ms,
-                             vk__cluster_reload_due_after(st, last, vk__now_ms()));
-            }
-            return st;
-        }
-        if (*reply != NULL) {
-            vk__reply_free(*reply);
-            *reply = NULL;
-        }
-        vk_status wait = vk__ctx_sleep_ms(ctx, next.pause_ms);
-        if (wait != VK_OK)
-            return wait;
-        /* A node failed or gave up its slots: the map may be out of date.
-         * A failed reload leaves the old map; the next attempt tells. */
-        if (next.reload)
-            refresh(cl, version, version == 0 ? REFRESH_NOW : REFRESH_IF_UNCHANGED, ctx);
+        vk_status result;
+        if (attempt_settled(cl, step, st, reply, &next, version, ctx, &result))
+            return result;
     }
 }
 
@@ -586,28 +610,11 @@ vk_status vk__cluster_command_at(vk_cluster *cl, redisReply **reply, const vk_co
             if (step == VK_CLUSTER_FOLLOW)
                 step = VK_CLUSTER_ANSWER;
         } else {
-            step = vk__cluster_connected(cl)
-                       ? vk__cluster_after_failure(cl->params.cfg, &tries,
-                                                   vk__retry_may_resend(st, sent, cmd), &next)
-                       : VK_CLUSTER_ANSWER;
+            step = step_after_failure(cl, &tries, st, sent, cmd, &next);
         }
-        if (step == VK_CLUSTER_ANSWER) {
-            if (st != VK_OK) {
-                int64_t last = atomic_load(&cl->refreshed_ms);
-                atomic_store(&cl->refreshed_ms,
-                             vk__cluster_reload_due_after(st, last, vk__now_ms()));
-            }
-            return st;
-        }
-        if (*reply != NULL) {
-            vk__reply_free(*reply);
-            *reply = NULL;
-        }
-        vk_status wait = vk__ctx_sleep_ms(ctx, next.pause_ms);
-        if (wait != VK_OK)
-            return wait;
-        if (next.reload)
-            refresh(cl, version, REFRESH_IF_UNCHANGED, ctx);
+        vk_status result;
+        if (attempt_settled(cl, step, st, reply, &next, version, ctx, &result))
+            return result;
     }
 }
 
