@@ -120,9 +120,8 @@ function app.blocking()
     answer(failures, { "gets=" .. n, "echoes=" .. n })
 end
 
--- /t/probe?run=R: the metrics a vkclient.ngx client reports for one GET
--- (through a metrics function of its own), so that the driver knows which
--- of the workload's commands /metrics counts.
+-- /t/probe?run=R: the metrics a vkclient.ngx client reports for one GET,
+-- through a metrics function of its own: its latency among them.
 function app.probe()
     local seen = {}
     local own = assert(vkn.new{

@@ -28,35 +28,10 @@ fail() {
 
 [ -f "$MODULE_DIR/vkclient.so" ] || fail "missing $MODULE_DIR/vkclient.so (build with -DVK_BUILD_LUA=ON)"
 
-# The dynamic modules: lua-nginx-module needs the NDK loaded before it.
-find_module() {
-  local name=$1 dir
-  for dir in /usr/lib/nginx/modules /usr/share/nginx/modules; do
-    if [ -f "$dir/$name.so" ]; then
-      echo "$dir/$name.so"
-      return 0
-    fi
-  done
-  return 1
-}
-LOAD_MODULES=""
-for module in ndk_http_module ngx_http_lua_module; do
-  path=$(find_module "$module") || fail "nginx module $module not found (install libnginx-mod-http-lua)"
-  LOAD_MODULES+="load_module $path;"$'\n'
-done
-# As root, the workers would switch to an unprivileged user that may not
-# read the build tree: keep the current user.
-USER_DIRECTIVE=""
-if [ "$(id -u)" = 0 ]; then
-  USER_DIRECTIVE="user $(id -un) $(id -gn);"
-fi
-
+# shellcheck source=tests/nginx/nginx_env.sh
+source "$HERE/nginx_env.sh"
 PREFIX=$(mktemp -d "${TMPDIR:-/tmp}/vk-nginx.XXXXXX")
-PORT=$(/usr/bin/python3 -c '
-import os, sys
-sys.path.insert(0, os.path.dirname(os.environ["VK_TEST_HARNESS"]))
-from vkharness import free_port
-print(free_port())')
+PORT=$(ngx_free_port)
 NGINX_PID=""
 IAM_PID=""
 
@@ -71,15 +46,7 @@ cleanup() {
     kill -TERM "$IAM_PID" 2>/dev/null || true
     wait "$IAM_PID" 2>/dev/null || true
   fi
-  if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
-    kill -QUIT "$NGINX_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$NGINX_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$NGINX_PID" 2>/dev/null || true
-    wait "$NGINX_PID" 2>/dev/null || true
-  fi
+  ngx_stop 5 || true
   if [ "$rc" -ne 0 ] && [ -f "$PREFIX/error.log" ]; then
     echo "---- nginx error.log ----" >&2
     tail -n 60 "$PREFIX/error.log" >&2
@@ -107,8 +74,8 @@ done <"$PREFIX/iam/ready"
 import sys
 text = open(sys.argv[1]).read()
 values = {
-    "@LOAD_MODULES@": """$LOAD_MODULES""",
-    "@USER_DIRECTIVE@": "$USER_DIRECTIVE",
+    "@LOAD_MODULES@": """$NGX_LOAD_MODULES""",
+    "@USER_DIRECTIVE@": "$NGX_USER_DIRECTIVE",
     "@PREFIX@": "$PREFIX",
     "@PORT@": "$PORT",
     "@CPATH@": "$MODULE_DIR/?.so",

@@ -31,60 +31,15 @@ fail() {
 
 [ -f "$MODULE_DIR/vkclient.so" ] || fail "missing $MODULE_DIR/vkclient.so (build with -DVK_BUILD_LUA=ON)"
 
-# The dynamic modules: lua-nginx-module needs the NDK loaded before it.
-find_module() {
-  local name=$1 dir
-  for dir in /usr/lib/nginx/modules /usr/share/nginx/modules; do
-    if [ -f "$dir/$name.so" ]; then
-      echo "$dir/$name.so"
-      return 0
-    fi
-  done
-  return 1
-}
-LOAD_MODULES=""
-for module in ndk_http_module ngx_http_lua_module; do
-  path=$(find_module "$module") || fail "nginx module $module not found (install libnginx-mod-http-lua)"
-  LOAD_MODULES+="load_module $path;"$'\n'
-done
-# As root, the workers would switch to an unprivileged user that may not
-# read the build tree: keep the current user.
-USER_DIRECTIVE=""
-if [ "$(id -u)" = 0 ]; then
-  USER_DIRECTIVE="user $(id -un) $(id -gn);"
-fi
-
+# shellcheck source=tests/nginx/nginx_env.sh
+source "$HERE/nginx_env.sh"
 PREFIX=$(mktemp -d "${TMPDIR:-/tmp}/vk-ngx-metrics.XXXXXX")
-PORT=$(/usr/bin/python3 -c '
-import os, sys
-sys.path.insert(0, os.path.dirname(os.environ["VK_TEST_HARNESS"]))
-from vkharness import free_port
-print(free_port())')
+PORT=$(ngx_free_port)
 NGINX_PID=""
-
-# Stops nginx by its PID: QUIT (graceful), then KILL for the master and
-# the workers it had (by their PIDs) after 10 s.
-stop_nginx() {
-  [ -n "$NGINX_PID" ] || return 0
-  local workers
-  workers=$(ps -o pid= --ppid "$NGINX_PID" 2>/dev/null || true)
-  kill -QUIT "$NGINX_PID" 2>/dev/null || true
-  for _ in $(seq 1 100); do
-    kill -0 "$NGINX_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$NGINX_PID" 2>/dev/null; then
-    echo "nginx did not stop within 10 s of QUIT: killing it and its workers" >&2
-    # shellcheck disable=SC2086
-    kill -KILL "$NGINX_PID" $workers 2>/dev/null || true
-  fi
-  wait "$NGINX_PID" 2>/dev/null || true
-  NGINX_PID=""
-}
 
 cleanup() {
   local rc=$?
-  stop_nginx || true
+  ngx_stop 10 || true
   if [ "$rc" -ne 0 ]; then
     for log in "$PREFIX/error.log" "$PREFIX/example/logs/error.log"; do
       [ -f "$log" ] || continue
@@ -103,8 +58,8 @@ mkdir -p "$PREFIX/logs"
 import sys
 text = open(sys.argv[1]).read()
 values = {
-    "@LOAD_MODULES@": """$LOAD_MODULES""",
-    "@USER_DIRECTIVE@": "$USER_DIRECTIVE",
+    "@LOAD_MODULES@": """$NGX_LOAD_MODULES""",
+    "@USER_DIRECTIVE@": "$NGX_USER_DIRECTIVE",
     "@PREFIX@": "$PREFIX",
     "@PORT@": "$PORT",
     "@CPATH@": "$MODULE_DIR/?.so",
@@ -129,7 +84,7 @@ done
 NGX_URL=http://127.0.0.1:$PORT NGX_ERROR_LOG=$PREFIX/error.log \
   /usr/bin/python3 "$HERE/metrics_driver.py" || fail "the checks above failed"
 
-stop_nginx
+ngx_stop 10 || true
 # The full dict's warning is expected (once per worker); nothing worse.
 if grep -E '\[(alert|emerg|crit|error)\]' "$PREFIX/error.log"; then
   fail "errors in nginx's error.log"
@@ -153,7 +108,7 @@ def sub(pattern, value, count=1):
     if n != count:
         sys.exit("the example has %d lines matching %r (want %d)" % (n, pattern, count))
 sub(r"^load_module .*ndk_http_module\.so;\n", "")
-sub(r"^load_module .*ngx_http_lua_module\.so;\n", """$LOAD_MODULES$USER_DIRECTIVE\n""")
+sub(r"^load_module .*ngx_http_lua_module\.so;\n", """$NGX_LOAD_MODULES$NGX_USER_DIRECTIVE\n""")
 sub(r"listen 127\.0\.0\.1:8080;", "listen 127.0.0.1:$EXAMPLE_PORT;")
 sub(r"/usr/local/share/lua/5\.1/\?\.lua", "$ROOT/bindings/lua/?.lua")
 sub(r"/usr/local/lib/lua/5\.1/\?\.so", "$MODULE_DIR/?.so")
@@ -171,7 +126,7 @@ for _ in $(seq 1 100); do
 done
 NGX_URL=http://127.0.0.1:$EXAMPLE_PORT \
   /usr/bin/python3 "$HERE/metrics_driver.py" example || fail "the example's checks above failed"
-stop_nginx
+ngx_stop 10 || true
 if grep -E '\[(alert|emerg|crit|error)\]' "$EXAMPLE/logs/error.log"; then
   fail "errors in the example's error.log"
 fi

@@ -50,35 +50,10 @@ fail() {
 [ -f "$BUILD/bindings/python/vkclient/__init__.py" ] ||
   fail "missing $BUILD/bindings/python (the Python binding holds the lock from outside nginx)"
 
-# The dynamic modules: lua-nginx-module needs the NDK loaded before it.
-find_module() {
-  local name=$1 dir
-  for dir in /usr/lib/nginx/modules /usr/share/nginx/modules; do
-    if [ -f "$dir/$name.so" ]; then
-      echo "$dir/$name.so"
-      return 0
-    fi
-  done
-  return 1
-}
-LOAD_MODULES=""
-for module in ndk_http_module ngx_http_lua_module; do
-  path=$(find_module "$module") || fail "nginx module $module not found (install libnginx-mod-http-lua)"
-  LOAD_MODULES+="load_module $path;"$'\n'
-done
-# As root, the workers would switch to an unprivileged user that may not
-# read the build tree: keep the current user.
-USER_DIRECTIVE=""
-if [ "$(id -u)" = 0 ]; then
-  USER_DIRECTIVE="user $(id -un) $(id -gn);"
-fi
-
+# shellcheck source=tests/nginx/nginx_env.sh
+source "$HERE/nginx_env.sh"
 PREFIX=$(mktemp -d "${TMPDIR:-/tmp}/vk-ngx.XXXXXX")
-PORT=$(/usr/bin/python3 -c '
-import os, sys
-sys.path.insert(0, os.path.dirname(os.environ["VK_TEST_HARNESS"]))
-from vkharness import free_port
-print(free_port())')
+PORT=$(ngx_free_port)
 NGINX_PID=""
 IAM_PID=""
 
@@ -87,27 +62,12 @@ IAM_PID=""
 QUIT_WAIT=${NGX_QUIT_WAIT:-10}
 QUIT_SLOW=""
 
-# Stops nginx by its PID: QUIT (graceful), then KILL for the master and
-# the workers it had (by their PIDs) after QUIT_WAIT seconds.
+# Stops nginx (nginx_env.sh), and says how long it took.
 stop_nginx() {
   [ -n "$NGINX_PID" ] || return 0
-  local workers t0
-  workers=$(ps -o pid= --ppid "$NGINX_PID" 2>/dev/null || true)
+  local t0
   t0=$(date +%s%N)
-  kill -QUIT "$NGINX_PID" 2>/dev/null || true
-  for _ in $(seq 1 $((QUIT_WAIT * 10))); do
-    kill -0 "$NGINX_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$NGINX_PID" 2>/dev/null; then
-    QUIT_SLOW=yes
-    echo "nginx did not stop within $QUIT_WAIT s of QUIT: killing it and its workers" >&2
-    ps -o pid,etimes,args --ppid "$NGINX_PID" >&2 || true
-    # shellcheck disable=SC2086
-    kill -KILL "$NGINX_PID" $workers 2>/dev/null || true
-  fi
-  wait "$NGINX_PID" 2>/dev/null || true
-  NGINX_PID=""
+  ngx_stop "$QUIT_WAIT" || QUIT_SLOW=yes
   echo "nginx stopped $(( ($(date +%s%N) - t0) / 1000000 )) ms after QUIT"
 }
 
@@ -174,8 +134,8 @@ echo "$VK_IAM_CA_B64" | base64 -d >"$PREFIX/iam_ca.pem"
 import sys
 text = open(sys.argv[1]).read()
 values = {
-    "@LOAD_MODULES@": """$LOAD_MODULES""",
-    "@USER_DIRECTIVE@": "$USER_DIRECTIVE",
+    "@LOAD_MODULES@": """$NGX_LOAD_MODULES""",
+    "@USER_DIRECTIVE@": "$NGX_USER_DIRECTIVE",
     "@PREFIX@": "$PREFIX",
     "@PORT@": "$PORT",
     "@CPATH@": "$MODULE_DIR/?.so",
