@@ -817,6 +817,17 @@ static void test_pipeline_refusals(vkt_loop *loop)
                 text);
     CHECK_EQ_INT(vk_pipeline_length(p), 0);
 
+    /* A transaction pipeline needs a connection of its own: refused,
+     * nothing sent, emptied; the mode can then be turned off. */
+    CHECK_OK(vk_pipeline_set_transaction(p, 1));
+    CHECK_OK(append(p, 3, set));
+    CHECK_FAILS(vkt_pipeline_submit(p, unexpected_fn, NULL, &id), VK_ERR_COMMAND_NOT_ALLOWED,
+                "command not allowed on a shared connection: a transaction pipeline needs a "
+                "connection of its own: run it with vk_pipeline_exec or "
+                "vk_session_pipeline_exec");
+    CHECK_EQ_INT(vk_pipeline_length(p), 0);
+    CHECK_OK(vk_pipeline_set_transaction(p, 0));
+
     /* Still usable after the refusals. */
     CHECK_OK(append(p, 1, (const char *[]){"PING"}));
     vkt_op op = {0};
