@@ -123,6 +123,17 @@ int vkpy_set_argv(vkpy_argv *a, PyObject *const *args, Py_ssize_t nargs, PyObjec
  * reply raises ResponseError. */
 PyObject *vkpy_set_result(const vk_reply *reply);
 
+/* The handles behind a ClientCore (NULL when never opened: the core says
+ * so) and a PipelineCore (vkpy_client.c); -1 / NULL with a TypeError for
+ * another type. */
+int vkpy_client_handle(PyObject *obj, vk_client **out);
+vk_pipeline *vkpy_pipeline_handle(PyObject *obj);
+
+/* ---- sessions (vkpy_session.c) ------------------------------------------- */
+
+/* Adds SessionCore. Returns 0, or -1 with an exception set. */
+int vkpy_session_init(PyObject *module);
+
 /* ---- the event-loop client (vkpy_async.c) ------------------------------- */
 
 /* Adds AsyncClientCore, AsyncPipelineCore, AsyncLockManagerCore and the

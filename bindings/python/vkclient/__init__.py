@@ -15,7 +15,7 @@ See help(vkclient.Client), help(vkclient.LockManager) and vkclient.errors.
 
 from . import _native
 from ._sinks import log_sink as _log_sink
-from .client import Client, Pipeline, Status
+from .client import Client, Pipeline, Session, Status
 from .config import (
     GCPIAM, TLS, TLS1_0, TLS1_1, TLS1_2, TLS1_3, Cluster, Config, ConnectionOptions, Sentinel,
     Standalone, StaticPassword,
@@ -29,7 +29,7 @@ from .errors import (
     LockTriesExceededError, LockTriesInvalidError, NilClientError, NilLockFnError,
     NilLockHandleError, NilLockHandleOnUnlockError, NilLockManagerError, OutOfMemoryError,
     PoolTimeoutError, ProtocolError, ReconnectRateLimitedError, ResponseError, TimeoutError,
-    TLSError,
+    TLSError, WatchError,
 )
 from .lock import LockHandle, LockManager, LockOptions
 
@@ -56,7 +56,8 @@ def resp3_supported():
 
 
 __all__ = [
-    "Client", "Pipeline", "Status", "Config", "Standalone", "Sentinel", "Cluster", "TLS",
+    "Client", "Pipeline", "Session", "Status", "Config", "Standalone", "Sentinel", "Cluster",
+    "TLS",
     "StaticPassword", "GCPIAM", "ConnectionOptions", "TLS1_0", "TLS1_1", "TLS1_2", "TLS1_3",
     "LockManager", "LockHandle", "LockOptions", "set_package_logger", "hiredis_version",
     "resp3_supported", "Error", "NilClientError", "InvalidConfigError", "NilLockHandleError",
@@ -67,4 +68,5 @@ __all__ = [
     "TimeoutError", "PoolTimeoutError", "ReconnectRateLimitedError", "AuthenticationError",
     "TLSError", "IAMError", "ProtocolError", "OutOfMemoryError", "InvalidArgumentError",
     "CancelledError", "ResponseError", "LockLostError", "CommandNotAllowedError",
+    "WatchError",
 ]
