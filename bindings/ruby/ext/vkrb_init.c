@@ -8,6 +8,7 @@ VALUE vkrb_mVKClient;
 VALUE vkrb_cClient;
 VALUE vkrb_cLockManager;
 VALUE vkrb_cLockHandle;
+VALUE vkrb_cSession;
 
 void vkrb_init(void)
 {
@@ -17,4 +18,5 @@ void vkrb_init(void)
     vkrb_init_trace();
     vkrb_init_client();
     vkrb_init_lock();
+    vkrb_init_session();
 }

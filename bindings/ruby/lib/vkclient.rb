@@ -14,6 +14,7 @@ require "vkclient/auth"
 require "vkclient/config"
 require "vkclient/sinks"
 require "vkclient/client"
+require "vkclient/session"
 require "vkclient/lock"
 
 module VKClient
