@@ -48,6 +48,7 @@ build = {
             "bindings/lua/vklua_reply.c",
             "bindings/lua/vklua_client.c",
             "bindings/lua/vklua_pipeline.c",
+            "bindings/lua/vklua_session.c",
             "bindings/lua/vklua_lock.c",
             "bindings/lua/vklua_ops.c",
             "bindings/lua/vklua_hosted.c",

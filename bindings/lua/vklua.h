@@ -13,6 +13,7 @@
  *   vklua_reply.c     replies to Lua values
  *   vklua_client.c    clients and commands
  *   vklua_pipeline.c  pipelines
+ *   vklua_session.c   sessions (a pinned connection) and client:transaction
  *   vklua_lock.c      lock options, lock handles, the lock manager
  *   vklua_ops.c       operations of the bytes-mode clients: tickets, and
  *                     completions into one table (require "vkclient.ngx")
@@ -79,6 +80,7 @@ void vklua_push_int64(lua_State *L, int64_t value);
 
 #define VKLUA_CLIENT_MT "vkclient.client"
 #define VKLUA_PIPELINE_MT "vkclient.pipeline"
+#define VKLUA_SESSION_MT "vkclient.session"
 #define VKLUA_MANAGER_MT "vkclient.lock_manager"
 #define VKLUA_LOCK_MT "vkclient.lock"
 #define VKLUA_ERROR_MT "vkclient.error"
@@ -269,6 +271,10 @@ static inline void vklua_release_parked(vk_reply **parked)
 int vklua_collect_args(lua_State *L, int first, const char **small_argv, size_t *small_lens,
                        const char ***argv, size_t **lens);
 
+/* Pushes a converted reply, or nil, err for an error reply; frees it
+ * (parked meanwhile, see vklua_release_parked). */
+int vklua_return_reply(lua_State *L, vk_reply **parked, vk_reply *reply);
+
 /* Pushes the status table of snap (client:status()), which it frees;
  * returns 1. Raises when out of memory. */
 int vklua_return_snapshot(lua_State *L, vk_snapshot *snap);
@@ -285,6 +291,18 @@ int vklua_client_pipeline(lua_State *L);
 
 extern const luaL_Reg vklua_pipeline_methods[];
 extern const luaL_Reg vklua_pipeline_meta[];
+/* The C handle of the pipeline at index (raises for another type). */
+vk_pipeline *vklua_check_pipeline(lua_State *L, int index);
+
+/* ---- sessions (vklua_session.c) ------------------------------------------ */
+
+/* client:session([key]) -> session | nil, err */
+int vklua_client_session(lua_State *L);
+/* client:transaction(fn, keys [, opts]) -> results | nil, err */
+int vklua_client_transaction(lua_State *L);
+
+extern const luaL_Reg vklua_session_methods[];
+extern const luaL_Reg vklua_session_meta[];
 
 /* ---- locks (vklua_lock.c) ------------------------------------------------ */
 

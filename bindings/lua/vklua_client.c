@@ -103,8 +103,7 @@ int vklua_collect_args(lua_State *L, int first, const char **small_argv, size_t 
     return argc;
 }
 
-/* Pushes a converted reply, or nil, err for an error reply; frees it. */
-static int return_reply(lua_State *L, vk_reply **parked, vk_reply *reply)
+int vklua_return_reply(lua_State *L, vk_reply **parked, vk_reply *reply)
 {
     *parked = reply;
     if (vk_reply_get_type(reply) == VK_REPLY_ERROR) {
@@ -134,7 +133,8 @@ static int client_call(lua_State *L)
     vk_status st = vk_client_command(&reply, c->client, c->trace_ctx, argc, argv, lens);
     /* Results first: a sink run by vklua_deliver_events may call into vkclient
      * and replace this thread's last error. */
-    int nresults = st != VK_OK ? vklua_return_failure(L, st) : return_reply(L, &c->parked, reply);
+    int nresults =
+        st != VK_OK ? vklua_return_failure(L, st) : vklua_return_reply(L, &c->parked, reply);
     vklua_deliver_events(c);
     vklua_leave(previous);
     return nresults;
@@ -344,6 +344,8 @@ static int client_tostring(lua_State *L)
 const luaL_Reg vklua_client_methods[] = {
     { "call", client_call },
     { "pipeline", vklua_client_pipeline },
+    { "session", vklua_client_session },
+    { "transaction", vklua_client_transaction },
     { "status", client_status },
     { "is_connected", client_is_connected },
     { "last_refresh_error", client_last_refresh_error },
