@@ -39,8 +39,8 @@ static const char CROSSSLOT_TEXT[] =
     "invalid argument: CROSSSLOT keys in request don't hash to the same slot";
 static const char CLUSTER_MULTI_TEXT[] =
     "command not allowed on a shared connection: MULTI, EXEC and DISCARD in a cluster "
-    "pipeline, which is split by node: a transaction cannot be kept on one connection (a "
-    "transaction API is to come)";
+    "pipeline, which is split by node: a transaction cannot be kept on one connection (use "
+    "a transaction pipeline, its keys in one slot)";
 
 static vkt_cluster *cluster;
 static vk_client *checker;   /* a blocking cluster client, to compare and to read */

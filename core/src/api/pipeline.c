@@ -61,7 +61,7 @@ static const char transaction_multi[] =
     "MULTI, EXEC and DISCARD in a transaction pipeline: exec sends MULTI and EXEC itself";
 static const char cluster_multi[] =
     "MULTI, EXEC and DISCARD in a cluster pipeline, which is split by node: a transaction "
-    "cannot be kept on one connection (a transaction API is to come)";
+    "cannot be kept on one connection (use a transaction pipeline, its keys in one slot)";
 
 static vk_status invalid_pipeline(const char *function)
 {
