@@ -587,22 +587,22 @@ vk_status vk__pipeline_run_pinned(vk_pipeline *p, vk_client *client, vk_conn *co
     return st;
 }
 
-/* The event-loop client shares each connection between operations, so it
- * cannot keep one for a transaction. */
-static vk_status refuse_transaction(vk_pipeline *p)
+/* The event-loop client in cluster mode splits a pipeline by node, and
+ * does not keep a transaction together yet. */
+static vk_status refuse_cluster_transaction(vk_pipeline *p)
 {
     if (VK_LIKELY(!p->transaction))
         return VK_OK;
     reset(p);
     return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED,
-                    "a transaction pipeline needs a connection of its own: run it with "
-                    "vk_pipeline_exec or vk_session_pipeline_exec");
+                    "a transaction pipeline of an event-loop client in cluster mode: run it "
+                    "on the blocking client or on a session");
 }
 
 vk_status vk__pipeline_take_commands(vk_pipeline *p, vk_pipeline_commands *out)
 {
     memset(out, 0, sizeof *out);
-    vk_status st = refuse_transaction(p);
+    vk_status st = refuse_cluster_transaction(p);
     if (st != VK_OK)
         return st;
     st = check_refusals(p);
@@ -624,18 +624,44 @@ vk_status vk__pipeline_take_commands(vk_pipeline *p, vk_pipeline_commands *out)
     return VK_OK;
 }
 
+/* A transaction's batch: MULTI and EXEC around the commands, in place in
+ * the request buffer, and EXEC's index as the end the engine checks (it
+ * sends such a batch alone on its connection and closes the connection if
+ * the transaction may not have ended). */
+static vk_status frame_transaction(vk_pipeline *p, vk_pipeline_batch *batch)
+{
+    const char *buf;
+    size_t len;
+    char *owned;
+    vk_status st = encode(p, &buf, &len, &owned);   /* in place: one node, owned stays NULL */
+    if (st != VK_OK)
+        return st;
+    (void)buf;
+    if ((batch->ends = malloc(sizeof *batch->ends)) == NULL)
+        return vk__fail_nomem();
+    p->requests_len = len;
+    p->count += 2;
+    batch->ends[0] = p->count - 1;
+    batch->ends_len = 1;
+    batch->transaction = true;
+    return VK_OK;
+}
+
 vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch)
 {
     memset(batch, 0, sizeof *batch);
-    vk_status st = refuse_transaction(p);
-    if (st != VK_OK)
-        return st;
-    st = check_refusals(p);
+    vk_status st = check_refusals(p);
     if (st != VK_OK)
         return st;
     if (p->count == 0)
         return VK_OK;
-    if (p->ends_len > 0) {
+    if (p->transaction) {
+        if ((st = frame_transaction(p, batch)) != VK_OK) {
+            reset(p);
+            return st;
+        }
+    }
+    if (p->ends_len > 0 && !batch->transaction) {
         batch->ends = malloc(p->ends_len * sizeof *batch->ends);
         if (batch->ends == NULL)
             return vk__fail_nomem();
