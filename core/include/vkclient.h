@@ -578,7 +578,10 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
  * transaction whose EXEC the server answers with nil (a key WATCHed on a
  * session changed) fails with VK_ERR_WATCH_CONFLICT; one that EXEC
  * discarded (a command refused when queued) with VK_ERR_SERVER naming that
- * command. The event-loop clients refuse transaction pipelines. */
+ * command. The event-loop clients run them in standalone and Sentinel mode
+ * (the transaction goes out whole on their shared connection, which sends
+ * nothing else until EXEC answered) and refuse them in Cluster mode
+ * (VK_ERR_COMMAND_NOT_ALLOWED). */
 VK_API vk_status vk_pipeline_set_transaction(vk_pipeline *pipeline, int on);
 VK_API int vk_pipeline_is_transaction(const vk_pipeline *pipeline);
 
