@@ -706,6 +706,50 @@ static void test_cluster_slots(void)
     CHECK_OK(run(&r, c, 2, get_a));
     CHECK(reply_is(r, "3"));
     vk_reply_free(r);
+
+    /* The slot moves to another master: the first try of a transaction
+     * is discarded with MOVED (nothing ran), the map is patched, and the
+     * transaction runs once on the new master. */
+    int to = (owner + 1) % 3;
+    const char *const slot_keys[] = {"{u1}a", "{u1}b"};
+    CHECK(vkt_cluster_move_slot(cl, slot, owner, to, slot_keys, 2, 0));
+    vk_snapshot *snap = NULL;
+    CHECK_OK(vk_client_snapshot(&snap, c));
+    uint64_t moved_before = vk_snapshot_moved_redirects(snap);
+    vk_snapshot_free(snap);
+    CHECK_OK(add(p, 2, incr_a));
+    CHECK_OK(add(p, 2, incr_a));
+    CHECK_OK(vk_pipeline_exec(&r, p, NULL));
+    CHECK_EQ_INT(vk_reply_get_integer(vk_reply_get_element(r, 1)), 5);
+    vk_reply_free(r);
+    CHECK_OK(vk_client_snapshot(&snap, c));
+    CHECK_EQ_INT(vk_snapshot_moved_redirects(snap), moved_before + 1);
+    vk_snapshot_free(snap);
+    /* A session opened now goes to the new master. */
+    CHECK_OK(vk_session_open(&s, c, NULL, "{u1}a", 5));
+    CHECK_OK(srun(&r, s, NULL, 2, myid));
+    CHECK(reply_is(r, vkt_cluster_node_id(cl, to)));
+    vk_reply_free(r);
+
+    /* The slot moves back under that session: its command is not
+     * redirected (the reply is the MOVED), but the map is patched, and the
+     * next session goes to the right master. */
+    CHECK(vkt_cluster_move_slot(cl, slot, to, owner, slot_keys, 2, 0));
+    CHECK_OK(srun(&r, s, NULL, 2, get_a));
+    CHECK(vk_reply_get_type(r) == VK_REPLY_ERROR);
+    size_t elen = 0;
+    const char *etext = vk_reply_get_string(r, &elen);
+    CHECK(etext != NULL && elen > 6 && memcmp(etext, "MOVED ", 6) == 0);
+    vk_reply_free(r);
+    vk_session_close(s);
+    CHECK_OK(vk_client_snapshot(&snap, c));
+    CHECK_EQ_INT(vk_snapshot_moved_redirects(snap), moved_before + 2);
+    vk_snapshot_free(snap);
+    CHECK_OK(vk_session_open(&s, c, NULL, "{u1}a", 5));
+    CHECK_OK(srun(&r, s, NULL, 2, myid));
+    CHECK(reply_is(r, vkt_cluster_node_id(cl, owner)));
+    vk_reply_free(r);
+    vk_session_close(s);
     vk_pipeline_free(p);
     vk_client_free(c);
     vkt_cluster_stop(cl);

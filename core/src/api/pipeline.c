@@ -413,15 +413,33 @@ static vk_status encode(vk_pipeline *p, const char **buf, size_t *len, char **ow
     return VK_OK;
 }
 
+/* Cluster mode: the first command of a discarded transaction that its
+ * node refused with MOVED or ASK (taken out of replies), or NULL. */
+static redisReply *take_queued_redirect(redisReply *replies)
+{
+    for (size_t i = 1; i + 1 < replies->elements; i++) {
+        redisReply *r = replies->element[i];
+        if (r->type == REDIS_REPLY_ERROR &&
+            ((r->len >= 6 && memcmp(r->str, "MOVED ", 6) == 0) ||
+             (r->len >= 4 && memcmp(r->str, "ASK ", 4) == 0))) {
+            replies->element[i] = NULL;
+            return r;
+        }
+    }
+    return NULL;
+}
+
 /* Writes the pipeline on conn and reads its replies: EXEC's array for a
  * transaction (transaction.c), else one reply per command. *ended: the
  * connection is surely outside any transaction on the server (otherwise
  * it must not be pooled). */
 static vk_status run_on(vk_pipeline *p, vk_conn *conn, redisReply **out, vk_context *ctx,
-                        bool *ended)
+                        bool *ended, redisReply **redirect)
 {
     *out = NULL;
     *ended = true;
+    if (redirect != NULL)
+        *redirect = NULL;
     const char *buf = NULL;
     size_t len = 0;
     char *owned;
@@ -446,6 +464,8 @@ static vk_status run_on(vk_pipeline *p, vk_conn *conn, redisReply **out, vk_cont
     }
     if (st == VK_OK && p->transaction) {
         st = vk__transaction_result(array, out, ended);
+        if (st == VK_ERR_SERVER && redirect != NULL)
+            *redirect = take_queued_redirect(array);
     } else if (st == VK_OK) {
         *ended = transactions_ended(p, array);
         *out = array;
@@ -492,9 +512,41 @@ static vk_status common_slot(vk_pipeline *p, vk_cluster *cl, int pinned, int *sl
     return VK_OK;
 }
 
+/* Cluster mode: one try of a transaction on the master of slot in the
+ * map in service. *moved: its node sent it elsewhere with MOVED (the map
+ * now says where): nothing of it ran. */
+static vk_status try_cluster_transaction(vk_pipeline *p, int slot, redisReply **out,
+                                         vk_context *ctx, bool *moved)
+{
+    *moved = false;
+    vk_cluster *cl = p->client->cluster;
+    vk_pool *pool;
+    vk_conn *conn;
+    vk_endpoint node;
+    vk_status st = vk__cluster_slot_conn(cl, slot, &pool, &conn, &node, ctx);
+    if (st != VK_OK)
+        return st;
+    bool ended;
+    redisReply *redirect = NULL;
+    st = run_on(p, conn, out, ctx, &ended, &redirect);
+    if (VK_UNLIKELY(!ended && !vk__conn_is_broken(conn)))
+        vk__pool_discard(pool, conn);
+    else
+        vk__pool_put(pool, conn);
+    vk__pool_unref(pool);
+    vk_cluster_redirect rd;
+    if (redirect != NULL && vk__cluster_take_redirect(cl, redirect, &node, &rd))
+        *moved = !rd.ask;
+    vk__reply_free(redirect);
+    return st;
+}
+
 /* Cluster mode: a transaction goes whole to the master of its keys' slot
- * (any master when it has no key). It is not redirected: a MOVED to one of
- * its commands makes EXEC discard it, and the caller gets that. */
+ * (any master when it has no key). A node that answers MOVED to its
+ * commands discards it unrun (EXECABORT): the map is patched and it is
+ * sent once more, to the new master. An ASK (the slot is migrating) is
+ * not followed: a transaction cannot be split between two nodes, and the
+ * caller gets the discarded transaction. */
 static vk_status exec_cluster_transaction(vk_pipeline *p, redisReply **out, vk_context *ctx)
 {
     vk_client *c = p->client;
@@ -506,20 +558,10 @@ static vk_status exec_cluster_transaction(vk_pipeline *p, redisReply **out, vk_c
     if (args == NULL)
         return vk__fail_nomem();
     int slot;
-    vk_pool *pool;
-    vk_conn *conn;
     st = common_slot(p, c->cluster, VK_SLOT_NONE, &slot, ctx);
-    if (st == VK_OK)
-        st = vk__cluster_slot_conn(c->cluster, slot, &pool, &conn, ctx);
-    if (st == VK_OK) {
-        bool ended;
-        st = run_on(p, conn, out, ctx, &ended);
-        if (VK_UNLIKELY(!ended && !vk__conn_is_broken(conn)))
-            vk__pool_discard(pool, conn);
-        else
-            vk__pool_put(pool, conn);
-        vk__pool_unref(pool);
-    }
+    bool moved = st == VK_OK;
+    for (int attempt = 0; moved && attempt < 2; attempt++)
+        st = try_cluster_transaction(p, slot, out, ctx, &moved);
     free((void *)args);
     return st;
 }
@@ -533,7 +575,7 @@ static vk_status exec_transaction(vk_pipeline *p, redisReply **out, vk_context *
     if (st != VK_OK)
         return st;
     bool ended;
-    st = run_on(p, conn, out, ctx, &ended);
+    st = run_on(p, conn, out, ctx, &ended, NULL);
     if (st != VK_OK && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
         st != VK_ERR_CANCELLED)
         vk__client_mark_disconnected(p->client);
@@ -581,7 +623,7 @@ vk_status vk__pipeline_run_pinned(vk_pipeline *p, vk_client *client, vk_conn *co
         st = common_slot(p, client->cluster, slot, &common, ctx);
     }
     if (st == VK_OK)
-        st = run_on(p, conn, out, ctx, ended);
+        st = run_on(p, conn, out, ctx, ended, NULL);
     free((void *)args);
     reset(p);
     return st;

@@ -40,6 +40,7 @@ struct vk_session {
     vk_pool *pool;         /* a reference on the pool conn came from */
     vk_conn *conn;
     int slot;              /* cluster: the slot pinned; VK_SLOT_NONE otherwise */
+    vk_endpoint node;      /* cluster: the master it talks to */
     unsigned fork_generation;
     bool failed;           /* the connection failed: every later call is refused */
     bool in_multi;         /* MULTI sent and not yet ended */
@@ -110,7 +111,8 @@ VK_API vk_status vk_session_open(vk_session **out, vk_client *client, vk_context
         st = vk__client_ensure_connected(client, ctx);
         if (st == VK_OK) {
             vk__cluster_refresh_when_due(client->cluster, ctx);
-            st = vk__cluster_slot_conn(client->cluster, s->slot, &s->pool, &s->conn, ctx);
+            st = vk__cluster_slot_conn(client->cluster, s->slot, &s->pool, &s->conn, &s->node,
+                                       ctx);
         }
     } else {
         st = take_conn(client, &s->pool, &s->conn, ctx);
@@ -256,6 +258,11 @@ VK_API vk_status vk_session_command(vk_reply **out, vk_session *session, vk_cont
     note_reply(session, &cmd, reply);
     if (vk__client_follows_master(session->client) && vk__reply_demands_rediscovery(reply))
         vk__client_mark_disconnected(session->client);
+    /* A session is not redirected (its state is on this connection), but
+     * a MOVED puts the map right for the next ones. */
+    vk_cluster_redirect moved;
+    if (VK_UNLIKELY(session->client->cluster != NULL && reply->type == REDIS_REPLY_ERROR))
+        (void)vk__cluster_take_redirect(session->client->cluster, reply, &session->node, &moved);
     if (cmd.effect == VK_EFFECT_CLOSES_MULTI && was_in_multi && named(&cmd, 0, "EXEC") &&
         vk__exec_aborted(reply)) {
         vk__reply_free(reply);

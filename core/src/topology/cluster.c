@@ -547,7 +547,7 @@ vk_status vk__cluster_route(vk_cluster *cl, const vk_command *cmd,
 }
 
 vk_status vk__cluster_slot_conn(vk_cluster *cl, int slot, vk_pool **pool, vk_conn **conn,
-                                vk_context *ctx)
+                                vk_endpoint *node_ep, vk_context *ctx)
 {
     /* A pool closed meanwhile belongs to a map replaced since: look again. */
     for (int tries = 0;; tries++) {
@@ -559,6 +559,8 @@ vk_status vk__cluster_slot_conn(vk_cluster *cl, int slot, vk_pool **pool, vk_con
             vk__slot_map_unref(m);
             return vk__fail_msg(VK_ERR_IO, "redis cluster: hash slot %d is not served", slot);
         }
+        if (node_ep != NULL)
+            *node_ep = m->nodes[node].endpoint;
         vk_status st = vk__cluster_node_pool(cl, m, (size_t)node, pool, ctx);
         vk__slot_map_unref(m);
         if (st != VK_OK)
