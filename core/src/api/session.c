@@ -26,6 +26,7 @@
  * CLIENT REPLY) are refused: a session reads one reply per command.
  */
 #include "api/client.h"
+#include "api/command_observe.h"
 #include "api/pipeline.h"
 #include "api/transaction.h"
 #include "topology/cluster.h"
@@ -248,11 +249,24 @@ VK_API vk_status vk_session_command(vk_reply **out, vk_session *session, vk_cont
     if (session->client->cluster != NULL && (st = check_slot(session, &cmd, ctx)) != VK_OK)
         return st;
     note_sent(session, &cmd);
+    vk_client *c = session->client;
+    vk_command_span span;
+    bool traced = VK_UNLIKELY(c->cfg->trace_commands) &&
+                  vk__command_span_start(&span, c, argv[0], argvlen[0], 0, ctx);
+    bool timed = vk__events_has_metrics(c->events);
+    int64_t started_us = timed ? vk__now_us() : 0;
     bool sent;
     redisReply *reply = NULL;
     bool was_in_multi = session->in_multi;
     st = vk__conn_user_command(session->conn, &reply, &cmd, ctx, &sent);
     after_io(session, st);
+    if (VK_UNLIKELY(traced))
+        vk__command_span_end(&span, st);
+    if (timed) {
+        char label[VK_COMMAND_LABEL_MAX];
+        vk__command_label(&cmd, label);
+        vk__command_observe_latency(c, label, started_us);
+    }
     if (st != VK_OK)
         return st;
     note_reply(session, &cmd, reply);
@@ -288,9 +302,15 @@ VK_API vk_status vk_session_pipeline_exec(vk_reply **out, vk_session *session,
     bool ended;
     redisReply *reply = NULL;
     bool transaction = vk_pipeline_is_transaction(pipeline);
+    vk_client *c = session->client;
+    vk_command_span span;
+    bool traced = VK_UNLIKELY(c->cfg->trace_commands) &&
+                  vk__command_span_start(&span, c, NULL, 0, vk_pipeline_length(pipeline), ctx);
     st = vk__pipeline_run_pinned(pipeline, session->client, session->conn, session->slot,
                                  session->in_multi, &reply, ctx, &ended);
     after_io(session, st);
+    if (VK_UNLIKELY(traced))
+        vk__command_span_end(&span, st);
     /* A transaction that ran ended the session's WATCH with it. */
     if (transaction && ended && !session->failed && (st == VK_OK || st == VK_ERR_WATCH_CONFLICT))
         session->watching = false;
