@@ -15,6 +15,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static vkt_server *server;
 
@@ -570,6 +572,42 @@ static void test_cancel_and_deadline_mid_command(void)
     vk_client_free(c);
 }
 
+/* A session open across fork(): the child cannot use the parent's
+ * connection (a clear error) and closing it there sends nothing; the
+ * child's client works on connections of its own, and the parent's
+ * session goes on. */
+static void test_session_across_fork(void)
+{
+    vk_client *c = new_client(2, 0);
+    vk_session *s = NULL;
+    CHECK_OK(vk_session_open(&s, c, NULL, NULL, 0));
+    long long id = client_id_of_session(s);
+    const char *ping[] = {"PING"};
+    vk_reply *r = NULL;
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        size_t len = 4;
+        vk_status st = vk_session_command(&r, s, NULL, 1, ping, &len);
+        bool refused = st == VK_ERR_IO &&
+                       strcmp(vk_last_error(), "connection error: the session's connection "
+                                               "belongs to the parent process; open a new "
+                                               "session in the child") == 0;
+        vk_session_close(s);
+        long long child_id = client_id_of_client(c);
+        _exit(refused && child_id > 0 && child_id != id ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+          WEXITSTATUS(status) == 0);
+    CHECK_OK(srun(&r, s, NULL, 1, ping));
+    CHECK(reply_is(r, "PONG"));
+    vk_reply_free(r);
+    CHECK_EQ_INT(client_id_of_session(s), id);
+    vk_session_close(s);
+    vk_client_free(c);
+}
+
 /* ---- Sentinel ------------------------------------------------------------------------- */
 
 static void test_sentinel_session_goes_to_the_master(void)
@@ -771,6 +809,7 @@ int main(void)
     RUN(test_refusals_and_nil_handles);
     RUN(test_killed_connection_fails_the_session);
     RUN(test_cancel_and_deadline_mid_command);
+    RUN(test_session_across_fork);
     vkt_server_stop(server);
     RUN(test_sentinel_session_goes_to_the_master);
     RUN(test_cluster_slots);

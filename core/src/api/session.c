@@ -378,10 +378,15 @@ VK_API void vk_session_close(vk_session *session)
         return;
     vk_session *s = session;
     if (s->fork_generation != vk__fork_generation()) {
-        /* The parent owns the socket and its pool: drop ours unseen. */
+        /* The parent owns the socket: drop ours unseen. The child's first
+         * call into the client abandons the parent's pools (whatever their
+         * references), so the session's pool is not touched either. */
+        vk__client_check_fork(s->client);
         vk__conn_abandon(s->conn);
-    } else if (s->failed || vk__conn_is_broken(s->conn)) {
-        vk__pool_put(s->pool, s->conn);   /* the pool closes a broken connection */
+    } else if (s->failed || vk__conn_is_broken(s->conn) || !vk__client_alive(s->client)) {
+        /* The pool closes a broken connection, and every one once the
+         * client's close closed it. */
+        vk__pool_put(s->pool, s->conn);
         vk__pool_unref(s->pool);
     } else if (s->unknown ||
                ((s->in_multi || s->watching || s->db_changed) && !undo_quietly(s))) {
