@@ -595,6 +595,7 @@ static void test_session_across_fork(void)
                                                "session in the child") == 0;
         vk_session_close(s);
         long long child_id = client_id_of_client(c);
+        vk_client_free(c);   /* the child's own connections; the parent's stay */
         _exit(refused && child_id > 0 && child_id != id ? 0 : 1);
     }
     int status = 0;
