@@ -94,6 +94,12 @@
 %ignore vk_pipeline_append;
 %ignore vk_pipeline_length;
 %ignore vk_pipeline_exec;
+%ignore vk_pipeline_set_transaction;
+%ignore vk_pipeline_is_transaction;
+%ignore vk_session_open;
+%ignore vk_session_command;
+%ignore vk_session_pipeline_exec;
+%ignore vk_session_close;
 %ignore vk_reply_free;
 %ignore vk_reply_get_type;
 %ignore vk_reply_get_string;

@@ -49,6 +49,7 @@ build = {
             "bindings/lua/vklua_client.c",
             "bindings/lua/vklua_pipeline.c",
             "bindings/lua/vklua_scan.c",
+            "bindings/lua/vklua_session.c",
             "bindings/lua/vklua_lock.c",
             "bindings/lua/vklua_script.c",
             "bindings/lua/vklua_ops.c",

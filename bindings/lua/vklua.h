@@ -14,6 +14,7 @@
  *   vklua_client.c    clients and commands
  *   vklua_pipeline.c  pipelines
  *   vklua_scan.c      SCAN and its siblings as generic-for iterators
+ *   vklua_session.c   sessions (a pinned connection) and client:transaction
  *   vklua_lock.c      lock options, lock handles, the lock manager
  *   vklua_script.c    script objects and client:run_script
  *   vklua_ops.c       operations of the bytes-mode clients: tickets, and
@@ -83,6 +84,7 @@ void vklua_push_int64(lua_State *L, int64_t value);
 #define VKLUA_PIPELINE_MT "vkclient.pipeline"
 #define VKLUA_SCAN_MT "vkclient.scan"
 #define VKLUA_HOSTED_SCAN_MT "vkclient.hosted_scan"
+#define VKLUA_SESSION_MT "vkclient.session"
 #define VKLUA_MANAGER_MT "vkclient.lock_manager"
 #define VKLUA_LOCK_MT "vkclient.lock"
 #define VKLUA_ERROR_MT "vkclient.error"
@@ -275,7 +277,7 @@ int vklua_collect_args(lua_State *L, int first, const char **small_argv, size_t 
                        const char ***argv, size_t **lens);
 
 /* Pushes a converted reply, or nil, err for an error reply; frees it
- * (parked meanwhile). Returns the number of results. */
+ * (parked meanwhile, see vklua_release_parked). Returns the number of results. */
 int vklua_return_reply(lua_State *L, vk_reply **parked, vk_reply *reply);
 
 /* Pushes the status table of snap (client:status()), which it frees;
@@ -306,6 +308,18 @@ int vklua_client_pipeline(lua_State *L);
 
 extern const luaL_Reg vklua_pipeline_methods[];
 extern const luaL_Reg vklua_pipeline_meta[];
+/* The C handle of the pipeline at index (raises for another type). */
+vk_pipeline *vklua_check_pipeline(lua_State *L, int index);
+
+/* ---- sessions (vklua_session.c) ------------------------------------------ */
+
+/* client:session([key]) -> session | nil, err */
+int vklua_client_session(lua_State *L);
+/* client:transaction(fn, keys [, opts]) -> results | nil, err */
+int vklua_client_transaction(lua_State *L);
+
+extern const luaL_Reg vklua_session_methods[];
+extern const luaL_Reg vklua_session_meta[];
 
 /* ---- scans (vklua_scan.c) ------------------------------------------------ */
 

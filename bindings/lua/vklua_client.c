@@ -134,7 +134,8 @@ static int client_call(lua_State *L)
     vk_status st = vk_client_command(&reply, c->client, c->trace_ctx, argc, argv, lens);
     /* Results first: a sink run by vklua_deliver_events may call into vkclient
      * and replace this thread's last error. */
-    int nresults = st != VK_OK ? vklua_return_failure(L, st) : vklua_return_reply(L, &c->parked, reply);
+    int nresults =
+        st != VK_OK ? vklua_return_failure(L, st) : vklua_return_reply(L, &c->parked, reply);
     vklua_deliver_events(c);
     vklua_leave(previous);
     return nresults;
@@ -349,6 +350,8 @@ const luaL_Reg vklua_client_methods[] = {
     { "hscan_iter", vklua_client_hscan_iter },
     { "sscan_iter", vklua_client_sscan_iter },
     { "zscan_iter", vklua_client_zscan_iter },
+    { "session", vklua_client_session },
+    { "transaction", vklua_client_transaction },
     { "status", client_status },
     { "is_connected", client_is_connected },
     { "last_refresh_error", client_last_refresh_error },

@@ -113,6 +113,7 @@ static const char *const status_names[] = {
     "SERVER",
     "LOCK_LOST",
     "COMMAND_NOT_ALLOWED",
+    "WATCH_CONFLICT",
 };
 #define STATUS_NAME_COUNT ((int)(sizeof status_names / sizeof status_names[0]))
 

@@ -61,6 +61,7 @@ int luaopen_vkclient(lua_State *L)
     new_class(L, VKLUA_PIPELINE_MT, vklua_pipeline_methods, vklua_pipeline_meta);
     new_class(L, VKLUA_SCAN_MT, NULL, vklua_scan_meta);
     new_class(L, VKLUA_HOSTED_SCAN_MT, vklua_hosted_scan_methods, vklua_hosted_scan_meta);
+    new_class(L, VKLUA_SESSION_MT, vklua_session_methods, vklua_session_meta);
     new_class(L, VKLUA_MANAGER_MT, vklua_manager_methods, vklua_manager_meta);
     new_class(L, VKLUA_LOCK_MT, vklua_lock_methods, vklua_lock_meta);
     new_class(L, VKLUA_CONFIG_BOX_MT, NULL, vklua_config_box_meta);

@@ -19,10 +19,28 @@ static pipeline_ud *check_pipeline(lua_State *L)
     return vklua_check_self(L, VKLUA_PIPELINE_MT);
 }
 
-/* client:pipeline() -> pipeline | nil, err */
+vk_pipeline *vklua_check_pipeline(lua_State *L, int index)
+{
+    pipeline_ud *p = luaL_checkudata(L, index, VKLUA_PIPELINE_MT);
+    if (p->pipeline == NULL)
+        luaL_error(L, "vkclient: the pipeline is closed");
+    return p->pipeline;
+}
+
+/* client:pipeline([{ transaction = true }]) -> pipeline | nil, err. A
+ * transaction pipeline's run() sends MULTI, the commands and EXEC in one
+ * write and returns EXEC's results. */
 int vklua_client_pipeline(lua_State *L)
 {
     vklua_client_ud *c = vklua_check_client(L);
+    int transaction = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        static const char *const fields[] = {"transaction", NULL};
+        luaL_checktype(L, 2, LUA_TTABLE);
+        vklua_check_fields(L, 2, "pipeline options", fields);
+        vklua_opt_boolean(L, 2, "pipeline options", "transaction", &transaction);
+        lua_settop(L, 1);
+    }
     pipeline_ud *p = lua_newuserdata(L, sizeof *p);
     memset(p, 0, sizeof *p);
     luaL_getmetatable(L, VKLUA_PIPELINE_MT);
@@ -34,6 +52,8 @@ int vklua_client_pipeline(lua_State *L)
     p->owner = c;
     lua_State *previous = vklua_enter(L);
     vk_status st = vk_pipeline_new(&p->pipeline, c->client);
+    if (st == VK_OK && transaction)
+        st = vk_pipeline_set_transaction(p->pipeline, 1);
     vklua_leave(previous);
     if (st != VK_OK)
         return vklua_return_failure(L, st);

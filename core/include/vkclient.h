@@ -92,7 +92,8 @@ typedef enum vk_status {
     VK_ERR_CANCELLED = 27,                 /* operation cancelled */
     VK_ERR_SERVER = 28,                    /* server error reply */
     VK_ERR_LOCK_LOST = 29,                 /* lock was lost while held */
-    VK_ERR_COMMAND_NOT_ALLOWED = 30        /* command not allowed on a shared connection */
+    VK_ERR_COMMAND_NOT_ALLOWED = 30,       /* command not allowed on a shared connection */
+    VK_ERR_WATCH_CONFLICT = 31             /* transaction aborted: a watched key changed */
 } vk_status;
 
 /* The fixed text of a code (never NULL; unknown codes give "unknown error"). */
@@ -566,6 +567,63 @@ VK_API size_t vk_pipeline_length(const vk_pipeline *pipeline);
  * pipeline whose MULTI has no EXEC or DISCARD yet is refused with
  * VK_ERR_COMMAND_NOT_ALLOWED, and emptied, before anything is sent. */
 VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx);
+
+/* Transaction mode (on != 0), set while the pipeline is empty
+ * (VK_ERR_INVALID_ARGUMENT otherwise); it stays for later execs. exec then
+ * sends MULTI, the commands and EXEC in one write on one connection and
+ * returns EXEC's array: one result per command. MULTI, EXEC and DISCARD
+ * cannot be appended (VK_ERR_COMMAND_NOT_ALLOWED). In cluster mode every
+ * key must hash to one slot (VK_ERR_INVALID_ARGUMENT "CROSSSLOT ...",
+ * nothing sent) and the transaction goes to that slot's master. A
+ * transaction whose EXEC the server answers with nil (a key WATCHed on a
+ * session changed) fails with VK_ERR_WATCH_CONFLICT; one that EXEC
+ * discarded (a command refused when queued) with VK_ERR_SERVER naming that
+ * command. The event-loop clients run them in standalone and Sentinel mode
+ * (the transaction goes out whole on their shared connection, which sends
+ * nothing else until EXEC answered) and refuse them in Cluster mode
+ * (VK_ERR_COMMAND_NOT_ALLOWED). */
+VK_API vk_status vk_pipeline_set_transaction(vk_pipeline *pipeline, int on);
+VK_API int vk_pipeline_is_transaction(const vk_pipeline *pipeline);
+
+/* ------------------------------------------------------------------------ */
+/* Sessions: one connection pinned for WATCH, MULTI, EXEC, SELECT, ...      */
+/* ------------------------------------------------------------------------ */
+
+/* Threads: a session is used by one thread at a time. */
+typedef struct vk_session vk_session;
+
+/* Takes one pooled connection for the caller alone until vk_session_close.
+ * key (keylen bytes; NULL: none) picks the node in cluster mode: the
+ * master of the key's hash slot; a cluster session without a key is
+ * refused (VK_ERR_INVALID_ARGUMENT). Standalone: the node; sentinel: the
+ * master. */
+VK_API vk_status vk_session_open(vk_session **out, vk_client *client, vk_context *ctx,
+                                 const char *key, size_t keylen);
+/* Runs one command on the session's connection. Every command is allowed
+ * (WATCH, MULTI, EXEC, DISCARD, SELECT, CLIENT ...) except those whose
+ * replies do not pair with requests (SUBSCRIBE and kin, MONITOR, SYNC,
+ * PSYNC, REPLCONF, CLIENT REPLY: VK_ERR_COMMAND_NOT_ALLOWED). In cluster
+ * mode a command whose keys hash to another slot than the session's is
+ * refused before sending (VK_ERR_INVALID_ARGUMENT); replies are not
+ * redirected. Nothing is retried: a failure of the connection (I/O error,
+ * timeout, ctx cancelled mid-command) fails the session, and later calls
+ * fail with VK_ERR_IO. An EXEC answered with nil (a WATCHed key changed)
+ * fails with VK_ERR_WATCH_CONFLICT; error replies are replies. */
+VK_API vk_status vk_session_command(vk_reply **out, vk_session *session, vk_context *ctx,
+                                    int argc, const char *const *argv,
+                                    const size_t *argvlen);
+/* Runs a pipeline of the same client on the session's connection, as
+ * vk_pipeline_exec would (a transaction pipeline: MULTI ... EXEC, with the
+ * session's WATCH in force, VK_ERR_WATCH_CONFLICT when it aborted). A
+ * transaction pipeline is refused while the session is inside MULTI. */
+VK_API vk_status vk_session_pipeline_exec(vk_reply **out, vk_session *session,
+                                          vk_pipeline *pipeline, vk_context *ctx);
+/* Gives the connection back to the pool after undoing what the session
+ * changed (DISCARD inside MULTI, UNWATCH, SELECT of the configured db),
+ * or closes it when it failed or was left in a state that cannot be
+ * undone for sure (CLIENT SETNAME, HELLO, AUTH, ...). Frees the session.
+ * NULL-safe. */
+VK_API void vk_session_close(vk_session *session);
 
 /* ------------------------------------------------------------------------ */
 /* Scripts: EVALSHA, and EVAL when the server does not have the script      */

@@ -175,7 +175,10 @@ VK_API vk_status vk_async_pipeline_new(vk_pipeline **out, vk_async *client);
  * filled again at once). The completion gets an array reply with one
  * element per command, as vk_pipeline_exec() returns. A pipeline is never
  * re-sent once any of it was written. A transaction (MULTI...EXEC) is
- * sent alone: requests queued after it wait for its replies. An empty
+ * sent alone: requests queued after it wait for its replies. A transaction
+ * pipeline (vk_pipeline_set_transaction) completes with EXEC's array, or
+ * with the transaction's failure as vk_pipeline_exec() gives it; in
+ * Cluster mode it is refused (VK_ERR_COMMAND_NOT_ALLOWED). An empty
  * pipeline completes (empty array) before this returns. */
 VK_API vk_status vk_async_pipeline_exec(vk_pipeline *pipeline, vk_async_fn fn,
                                         void *userdata, uint64_t *id);

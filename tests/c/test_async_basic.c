@@ -766,6 +766,83 @@ static void test_pipeline_transaction_kept_whole(vkt_loop *loop)
     vk_async_free(c);
 }
 
+/* A transaction pipeline on the shared connection: MULTI ... EXEC sent
+ * together, with no single operation caught inside; the completion gets
+ * EXEC's results, or the discarded transaction's failure, and the
+ * connection goes on. */
+static void test_transaction_pipeline(vkt_loop *loop)
+{
+    vkt_blocking_do(checker, 4, (const char *[]){"DEL", "txp:count", "txp:in", "txp:k"});
+    vkt_blocking_do(checker, 3, (const char *[]){"SET", "txp:k", "plain"});
+    vk_async *c = new_client(loop);
+    if (c == NULL)
+        return;
+    enum { SIDE = 50 };
+    counted count = {0, 2 * SIDE};
+    single before[SIDE], after[SIDE];
+    memset(before, 0, sizeof before);
+    memset(after, 0, sizeof after);
+    const char *incr[] = {"INCR", "txp:count"};
+    const size_t incr_len[] = {4, 9};
+    const char *get[] = {"GET", "txp:k"};
+    const size_t get_len[] = {3, 5};
+    for (int i = 0; i < SIDE; i++) {
+        before[i].count = &count;
+        CHECK_OK(vkt_submitv(c, single_fn, &before[i], NULL, 2, incr, incr_len));
+    }
+    vk_pipeline *p = NULL;
+    CHECK_OK(vk_async_pipeline_new(&p, c));
+    CHECK_OK(vk_pipeline_set_transaction(p, 1));
+    CHECK_OK(append(p, 2, (const char *[]){"INCR", "txp:in"}));
+    CHECK_OK(append(p, 2, (const char *[]){"INCR", "txp:in"}));
+    vkt_op tx = {0};
+    CHECK_OK(vkt_pipeline_submit(p, vkt_op_fn, &tx, NULL));
+    for (int i = 0; i < SIDE; i++) {
+        after[i].count = &count;
+        CHECK_OK(vkt_submitv(c, single_fn, &after[i], NULL, 2, get, get_len));
+    }
+    CHECK(vkt_loop_run_until(loop, count_reached, &count, 10000));
+    CHECK(vkt_op_done(&tx));
+    CHECK_EQ_INT(tx.status, VK_OK);
+    CHECK(vk_reply_get_type(tx.reply) == VK_REPLY_ARRAY);
+    CHECK_EQ_INT(vk_reply_get_length(tx.reply), 2);
+    CHECK_EQ_INT(vk_reply_get_integer(element(tx.reply, 0)), 1);
+    CHECK_EQ_INT(vk_reply_get_integer(element(tx.reply, 1)), 2);
+    for (int i = 0; i < SIDE; i++) {
+        VKT_CHECK_(before[i].status == VK_OK && before[i].integer == i + 1,
+                   "INCR %d got value %lld", i, before[i].integer);
+        VKT_CHECK_(after[i].status == VK_OK && strcmp(after[i].text, "plain") == 0,
+                   "GET %d got \"%s\"", i, after[i].text);
+        CHECK(before[i].seq < tx.seq && tx.seq < after[i].seq);
+    }
+    vkt_op_clear(&tx);
+
+    /* A command refused when queued: the transaction is discarded, the
+     * completion says which command, and the connection goes on. */
+    CHECK_OK(append(p, 3, (const char *[]){"SET", "txp:in", "lost"}));
+    CHECK_OK(append(p, 2, (const char *[]){"SET", "txp:in"}));
+    vkt_op bad = {0};
+    CHECK_OK(vkt_pipeline_submit(p, vkt_op_fn, &bad, NULL));
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &bad, 10000));
+    CHECK_EQ_INT(bad.status, VK_ERR_SERVER);
+    CHECK(bad.reply == NULL);
+    VKT_CHECK_(strncmp(bad.error, "server error reply: transaction discarded: command 2 was "
+                                  "refused: ERR wrong number of arguments", 95) == 0,
+               "got \"%s\"", bad.error);
+    vkt_op_clear(&bad);
+    vkt_op ping = {0};
+    CHECK_OK(vkt_submitv(c, vkt_op_fn, &ping, NULL, 1, (const char *[]){"PING"},
+                         (const size_t[]){4}));
+    CHECK(vkt_loop_run_until(loop, vkt_op_done, &ping, 10000));
+    CHECK(ping.status == VK_OK && vkt_reply_is(ping.reply, "PONG"));
+    vkt_op_clear(&ping);
+    char buf[64];
+    CHECK_EQ_STR(vkt_blocking_text(checker, buf, sizeof buf, 2, (const char *[]){"GET", "txp:in"}),
+                 "2");
+    vk_pipeline_free(p);
+    vk_async_free(c);
+}
+
 static void test_pipeline_refusals(vkt_loop *loop)
 {
     vkt_blocking_do(checker, 2, (const char *[]){"DEL", "refused:pipe"});
@@ -816,6 +893,16 @@ static void test_pipeline_refusals(vkt_loop *loop)
     CHECK_FAILS(vkt_pipeline_submit(p, unexpected_fn, NULL, &id), VK_ERR_COMMAND_NOT_ALLOWED,
                 text);
     CHECK_EQ_INT(vk_pipeline_length(p), 0);
+
+    /* A transaction pipeline refuses MULTI: it sends MULTI itself. */
+    CHECK_OK(vk_pipeline_set_transaction(p, 1));
+    CHECK_OK(append(p, 3, set));
+    CHECK_EQ_INT(append(p, 1, multi), VK_ERR_COMMAND_NOT_ALLOWED);
+    CHECK_FAILS(vkt_pipeline_submit(p, unexpected_fn, NULL, &id), VK_ERR_COMMAND_NOT_ALLOWED,
+                "command not allowed on a shared connection: MULTI, EXEC and DISCARD in a "
+                "transaction pipeline: exec sends MULTI and EXEC itself");
+    CHECK_EQ_INT(vk_pipeline_length(p), 0);
+    CHECK_OK(vk_pipeline_set_transaction(p, 0));
 
     /* Still usable after the refusals. */
     CHECK_OK(append(p, 1, (const char *[]){"PING"}));
@@ -1076,6 +1163,7 @@ int main(void)
     RUN_ON_LOOPS(test_refused_commands);
     RUN_ON_LOOPS(test_pipeline_replies_and_reuse);
     RUN_ON_LOOPS(test_pipeline_transaction_kept_whole);
+    RUN_ON_LOOPS(test_transaction_pipeline);
     RUN_ON_LOOPS(test_pipeline_refusals);
     RUN_ON_LOOPS(test_large_pipeline);
     RUN_ON_LOOPS(test_cancel_pipelines);

@@ -39,8 +39,8 @@ static const char CROSSSLOT_TEXT[] =
     "invalid argument: CROSSSLOT keys in request don't hash to the same slot";
 static const char CLUSTER_MULTI_TEXT[] =
     "command not allowed on a shared connection: MULTI, EXEC and DISCARD in a cluster "
-    "pipeline, which is split by node: a transaction cannot be kept on one connection (a "
-    "transaction API is to come)";
+    "pipeline, which is split by node: a transaction cannot be kept on one connection (use "
+    "a transaction pipeline, its keys in one slot)";
 
 static vkt_cluster *cluster;
 static vk_client *checker;   /* a blocking cluster client, to compare and to read */
@@ -719,6 +719,15 @@ static void test_pipeline_transaction_refused(vkt_loop *loop)
         if (p == NULL)
             break;
         vkt_op op = {0};
+        /* A transaction pipeline is not kept together here yet. */
+        CHECK_OK(vk_pipeline_set_transaction(p, 1));
+        CHECK_OK(vk_pipeline_append(p, 3, (const char *[]){"SET", key, "v"}, set_len));
+        CHECK_FAILS(vkt_pipeline_submit(p, vkt_op_fn, &op, NULL), VK_ERR_COMMAND_NOT_ALLOWED,
+                    "command not allowed on a shared connection: a transaction pipeline of an "
+                    "event-loop client in cluster mode: run it on the blocking client or on a "
+                    "session");
+        CHECK_EQ_INT(vk_pipeline_length(p), 0);
+        CHECK_OK(vk_pipeline_set_transaction(p, 0));
         CHECK_FAILS(vk_pipeline_append(p, 1, (const char *[]){"MULTI"}, one),
                     VK_ERR_COMMAND_NOT_ALLOWED, CLUSTER_MULTI_TEXT);
         CHECK_OK(vk_pipeline_append(p, 3, (const char *[]){"SET", key, "v"}, set_len));

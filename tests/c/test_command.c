@@ -57,17 +57,17 @@ static const refused refused_commands[] = {
      "AUTH changes the user of the connection; set the credentials with the "
      "auth config options"},
     {"DISCARD", VK_EFFECT_CLOSES_MULTI,
-     "DISCARD without MULTI; send MULTI ... EXEC in one pipeline (a "
-     "transaction API is to come)"},
+     "DISCARD without MULTI; send MULTI ... EXEC in one pipeline (or use a "
+     "transaction pipeline or a session)"},
     {"EXEC", VK_EFFECT_CLOSES_MULTI,
-     "EXEC without MULTI; send MULTI ... EXEC in one pipeline (a transaction "
-     "API is to come)"},
+     "EXEC without MULTI; send MULTI ... EXEC in one pipeline (or use a "
+     "transaction pipeline or a session)"},
     {"HELLO", VK_EFFECT_STATEFUL,
      "HELLO changes the protocol and user of the connection; set them with the "
      "protocol and auth config options"},
     {"MULTI", VK_EFFECT_OPENS_MULTI,
      "MULTI leaves the connection in a transaction; send MULTI ... EXEC in one "
-     "pipeline (a transaction API is to come)"},
+     "pipeline (or use a transaction pipeline or a session)"},
     {"MONITOR", VK_EFFECT_STATEFUL,
      "MONITOR turns the connection into a stream of every command; use a "
      "dedicated connection (a pub/sub API is to come)"},
@@ -113,11 +113,9 @@ static const refused refused_commands[] = {
      "UNSUBSCRIBE acts on the subscriptions of the connection; use a dedicated "
      "connection (a pub/sub API is to come)"},
     {"UNWATCH", VK_EFFECT_STATEFUL,
-     "UNWATCH acts on keys watched by the connection; a transaction API with "
-     "WATCH is to come"},
+     "UNWATCH acts on keys watched by the connection; use a session"},
     {"WATCH", VK_EFFECT_STATEFUL,
-     "WATCH leaves keys watched on the connection; a transaction API with "
-     "WATCH is to come"},
+     "WATCH leaves keys watched on the connection; use a session"},
 };
 
 /* CLIENT <subcommand>. */

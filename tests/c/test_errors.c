@@ -48,6 +48,7 @@ static void test_strerror_every_code(void)
         {VK_ERR_SERVER, "server error reply"},
         {VK_ERR_LOCK_LOST, "lock was lost while held"},
         {VK_ERR_COMMAND_NOT_ALLOWED, "command not allowed on a shared connection"},
+        {VK_ERR_WATCH_CONFLICT, "transaction aborted: a watched key changed"},
     };
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++)
         CHECK_EQ_STR(vk_strerror(expected[i].code), expected[i].text);

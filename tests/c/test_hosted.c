@@ -432,6 +432,20 @@ static void test_pipeline_and_transaction(void)
     CHECK_EQ_INT(results[0].type, VK_REPLY_ARRAY);
     CHECK_EQ_INT(results[0].elements, 3);
     CHECK_EQ_INT(results[1].elements, 1);
+    /* In transaction mode the completion gets EXEC's results. */
+    result tx_results[1] = {0};
+    tally tx = {0, tx_results};
+    slot tx0 = {&tx, 0};
+    CHECK_OK(vk_pipeline_set_transaction(p, 1));
+    CHECK_OK(vk_pipeline_append(p, 2, incr, l2));
+    CHECK_OK(vk_pipeline_append(p, 2, incr, l2));
+    CHECK_OK(vk_hosted_pipeline_exec(p, on_reply, &tx0, NULL));
+    CHECK(host_run(&h, &tx.done, 1, 5000));
+    CHECK_EQ_INT(tx_results[0].completions, 1);
+    CHECK_EQ_INT(tx_results[0].status, VK_OK);
+    CHECK_EQ_INT(tx_results[0].type, VK_REPLY_ARRAY);
+    CHECK_EQ_INT(tx_results[0].elements, 2);
+    CHECK_OK(vk_pipeline_set_transaction(p, 0));
     /* A blocking pipeline run refuses this one. */
     vk_reply *out = NULL;
     CHECK_OK(vk_pipeline_append(p, 2, incr, l2));

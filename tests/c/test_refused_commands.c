@@ -120,7 +120,8 @@ typedef struct refused {
     const char *message;    /* the full vk_last_error() */
 } refused;
 
-#define TRANSACTION "send MULTI ... EXEC in one pipeline (a transaction API is to come)"
+#define TRANSACTION \
+    "send MULTI ... EXEC in one pipeline (or use a transaction pipeline or a session)"
 #define PUBSUB "use a dedicated connection (a pub/sub API is to come)"
 
 static const refused every_refused[] = {
@@ -131,11 +132,9 @@ static const refused every_refused[] = {
     {1, {"EXEC"}, "exec", PREFIX "EXEC without MULTI; " TRANSACTION},
     {1, {"DISCARD"}, "discard", PREFIX "DISCARD without MULTI; " TRANSACTION},
     {2, {"WATCH", "k"}, "watch",
-     PREFIX "WATCH leaves keys watched on the connection; a transaction API with WATCH is to "
-            "come"},
+     PREFIX "WATCH leaves keys watched on the connection; use a session"},
     {1, {"UNWATCH"}, "unwatch",
-     PREFIX "UNWATCH acts on keys watched by the connection; a transaction API with WATCH is to "
-            "come"},
+     PREFIX "UNWATCH acts on keys watched by the connection; use a session"},
     {2, {"SUBSCRIBE", "ch"}, "subscribe",
      PREFIX "SUBSCRIBE turns the connection into a subscriber; " PUBSUB},
     {2, {"PSUBSCRIBE", "ch*"}, "psubscribe",
@@ -585,7 +584,8 @@ static void test_cluster(void)
     /* A pipeline is split by node: no transaction in it. */
     const char *cluster_text =
         PREFIX "MULTI, EXEC and DISCARD in a cluster pipeline, which is split by node: a "
-               "transaction cannot be kept on one connection (a transaction API is to come)";
+               "transaction cannot be kept on one connection (use a transaction pipeline, its "
+               "keys in one slot)";
     const char *multi[] = {"MULTI"};
     const char *exec[] = {"EXEC"};
     const char *set[] = {"SET", "{refused}:k", "v"};

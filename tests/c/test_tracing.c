@@ -152,6 +152,25 @@ static void test_connect_commands_close(void)
     CHECK(ping != NULL && ping->parent == &host_span);
     vk_context_free(ctx);
 
+    /* A session's commands and pipelines have theirs too. */
+    vk_session *s = NULL;
+    CHECK_OK(vk_session_open(&s, c, NULL, NULL, 0));
+    CHECK_OK(vk_session_command(&r, s, NULL, 2, (const char *[]){"WATCH", "trace:k"},
+                                (const size_t[]){5, 7}));
+    vk_reply_free(r);
+    vkt_span *watch = vkt_spans_find("redis.command", 6);
+    CHECK(watch != NULL && watch->ended && watch->status == VK_OK);
+    CHECK_EQ_STR(vkt_span_attr(watch, "db.operation"), "watch");
+    CHECK_OK(vk_pipeline_new(&p, c));
+    CHECK_OK(vk_pipeline_set_transaction(p, 1));
+    CHECK_OK(vk_pipeline_append(p, 2, (const char *[]){"GET", "trace:k"}, (const size_t[]){3, 7}));
+    CHECK_OK(vk_session_pipeline_exec(&r, s, p, NULL));
+    vk_reply_free(r);
+    vk_pipeline_free(p);
+    vkt_span *tx = vkt_spans_find("redis.command", 7);
+    CHECK_EQ_STR(vkt_span_attr(tx, "db.operation"), "pipeline");
+    vk_session_close(s);
+
     vk_client_free(c);
     vkt_span *close = vkt_spans_find("redis.close", 0);
     CHECK(close != NULL && close->ended && close->status == VK_OK);

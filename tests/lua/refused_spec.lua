@@ -9,9 +9,9 @@ local PREFIX = "command not allowed on a shared connection: "
 local SELECT_TEXT = PREFIX .. "SELECT changes the database of the connection; "
     .. "choose the database with the db connection option"
 local MULTI_TEXT = PREFIX .. "MULTI leaves the connection in a transaction; "
-    .. "send MULTI ... EXEC in one pipeline (a transaction API is to come)"
+    .. "send MULTI ... EXEC in one pipeline (or use a transaction pipeline or a session)"
 local WATCH_TEXT = PREFIX .. "WATCH leaves keys watched on the connection; "
-    .. "a transaction API with WATCH is to come"
+    .. "use a session"
 
 describe("commands a shared connection refuses", function()
     local client

@@ -643,3 +643,25 @@ def test_the_asyncio_example_runs(key):
                       for line in lines if line.startswith("task "))
     assert len(counters) == 4 and counters == list(range(counters[0], counters[0] + 4))
     assert lines[-1].startswith("status: Status(connected=True")
+
+
+@pytest.mark.asyncio
+async def test_transaction_pipeline_runs_whole_among_other_tasks(aclient, blocking, key):
+    p = aclient.pipeline(transaction=True)
+    assert p.transaction and not aclient.pipeline().transaction
+    p.execute("INCR", key).execute("INCR", key)
+    # Single commands sent around it never land inside the transaction.
+    before = [asyncio.ensure_future(aclient.execute("GET", key)) for _ in range(20)]
+    run = asyncio.ensure_future(p.run())
+    after = [asyncio.ensure_future(aclient.execute("GET", key)) for _ in range(20)]
+    assert await run == [1, 2]
+    assert set(await asyncio.gather(*before)) == {None}
+    assert set(await asyncio.gather(*after)) == {b"2"}
+    # A command refused when queued discards the transaction; the client goes on.
+    p.execute("SET", key, "lost").execute("SET", key)
+    with pytest.raises(vkclient.ResponseError) as e:
+        await p.run()
+    assert str(e.value).startswith("server error reply: transaction discarded: command 2 "
+                                   "was refused")
+    assert await aclient.execute("GET", key) == b"2"
+    assert blocking.get(key) == b"2"

@@ -170,6 +170,16 @@ async def test_cross_slot_fails_like_the_blocking_client(cluster):  # noqa: F811
         assert str(info.value) == str(expected)
         assert topologies.cli(cluster.key_owner(a), "EXISTS", a) == 0
         assert topologies.cli(cluster.key_owner(b), "EXISTS", b) == 0
+        # A transaction pipeline is not kept together by the event-loop
+        # cluster client: refused, nothing sent.
+        t = client.pipeline(transaction=True)
+        t.execute("SET", a, "sent?")
+        with pytest.raises(vkclient.CommandNotAllowedError) as info:
+            await t.run()
+        assert str(info.value) == ("command not allowed on a shared connection: a transaction "
+                                   "pipeline of an event-loop client in cluster mode: run it "
+                                   "on the blocking client or on a session")
+        assert topologies.cli(cluster.key_owner(a), "EXISTS", a) == 0
         # The client is still fine afterwards.
         assert await client.set(a, "ok") is True
         assert topologies.cli(cluster.key_owner(a), "GET", a) == "ok"

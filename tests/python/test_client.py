@@ -338,7 +338,8 @@ def test_help_shows_docstrings(monkeypatch):
     assert "set(key, value, px=None, nx=False) SET key value [PX px] [NX]." in flat
     assert "get(key) GET key: the value as bytes, or None when the key does not exist." in flat
     assert "close() Stops the refresh loop and closes every connection." in flat
-    assert "pipeline(self) A new Pipeline: queue commands with .execute(...)" in flat
+    assert ("pipeline(self, transaction=False) A new Pipeline: queue commands with "
+            ".execute(...)") in flat
     assert ("from_url(url, tls=None, options=None, logger=None, metrics=None, tracer=None, "
             "trace_commands=False)") in flat
     for name in ("delete", "ping", "connect", "is_connected", "last_refresh_error", "status"):

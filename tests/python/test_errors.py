@@ -45,6 +45,7 @@ CLASSES = {
     vkclient.ResponseError: (_native.VK_ERR_SERVER, None),
     vkclient.LockLostError: (_native.VK_ERR_LOCK_LOST, None),
     vkclient.CommandNotAllowedError: (_native.VK_ERR_COMMAND_NOT_ALLOWED, ValueError),
+    vkclient.WatchError: (_native.VK_ERR_WATCH_CONFLICT, None),
 }
 
 

@@ -12,9 +12,8 @@ PREFIX = "command not allowed on a shared connection: "
 SELECT_TEXT = PREFIX + ("SELECT changes the database of the connection; choose the database "
                         "with the db connection option")
 MULTI_TEXT = PREFIX + ("MULTI leaves the connection in a transaction; send MULTI ... EXEC in "
-                       "one pipeline (a transaction API is to come)")
-WATCH_TEXT = PREFIX + ("WATCH leaves keys watched on the connection; a transaction API with "
-                       "WATCH is to come")
+                       "one pipeline (or use a transaction pipeline or a session)")
+WATCH_TEXT = PREFIX + "WATCH leaves keys watched on the connection; use a session"
 
 
 @pytest.fixture
@@ -77,9 +76,10 @@ def test_pipeline_refusals_send_nothing(single, key):
     refused(p.run, PREFIX + "MULTI without EXEC or DISCARD; end the transaction in the same "
                             "pipeline")
     refused(lambda: p.execute("EXEC"), PREFIX + "EXEC without MULTI; send MULTI ... EXEC in one "
-                                                "pipeline (a transaction API is to come)")
-    refused(p.run, PREFIX + "EXEC without MULTI; send MULTI ... EXEC in one pipeline (a "
-                            "transaction API is to come)")
+                                                "pipeline (or use a transaction pipeline or "
+                                                "a session)")
+    refused(p.run, PREFIX + "EXEC without MULTI; send MULTI ... EXEC in one pipeline (or "
+                            "use a transaction pipeline or a session)")
     assert single.get(key) is None
     assert p.execute("PING").run() == ["PONG"]
 
@@ -99,8 +99,8 @@ def test_cluster_refuses_multi_in_pipelines(cluster, key):  # noqa: F811
         p = c.pipeline()
         p.execute("SET", key, "sent")
         cluster_text = PREFIX + ("MULTI, EXEC and DISCARD in a cluster pipeline, which is split "
-                                 "by node: a transaction cannot be kept on one connection (a "
-                                 "transaction API is to come)")
+                                 "by node: a transaction cannot be kept on one connection (use "
+                                 "a transaction pipeline, its keys in one slot)")
         refused(lambda: p.execute("MULTI"), cluster_text)
         refused(p.run, cluster_text)
         assert c.get(key) is None

@@ -144,7 +144,7 @@ class TestErrors < Minitest::Test
   end
 
   def test_every_code_has_a_class
-    (1..30).each do |code|
+    (1..31).each do |code|
       klass = VKClient.error_class_for(code)
       assert_operator klass, :<, VKClient::Error
       assert_equal code, klass::CODE
@@ -155,6 +155,7 @@ class TestErrors < Minitest::Test
     assert_equal VKClient::CancelledError, VKClient.error_class_for(27)
     assert_equal VKClient::ReconnectRateLimitedError, VKClient.error_class_for(20)
     assert_equal VKClient::CommandNotAllowedError, VKClient.error_class_for(30)
+    assert_equal VKClient::WatchError, VKClient.error_class_for(31)
   end
 
   def test_reconnect_rate_limit_text

@@ -9,9 +9,9 @@ class TestRefusedCommands < Minitest::Test
   SELECT_TEXT = "#{PREFIX}SELECT changes the database of the connection; " \
                 "choose the database with the db connection option"
   MULTI_TEXT = "#{PREFIX}MULTI leaves the connection in a transaction; " \
-               "send MULTI ... EXEC in one pipeline (a transaction API is to come)"
+               "send MULTI ... EXEC in one pipeline (or use a transaction pipeline or a session)"
   WATCH_TEXT = "#{PREFIX}WATCH leaves keys watched on the connection; " \
-               "a transaction API with WATCH is to come"
+               "use a session"
 
   def setup
     @client = VKTest.client(options: { pool_size: 1 }) # one connection, shared

@@ -138,11 +138,22 @@ typedef struct vkpy_script_lists_t {
  * follow either way. */
 int vkpy_script_lists(vkpy_script_lists_t *l, PyObject *keys, PyObject *args);
 void vkpy_script_lists_release(vkpy_script_lists_t *l);
-/* The vk_client of a ClientCore (NULL when it has none: the core then
- * says "redis client is nil"). -1 with TypeError for another object. */
-int vkpy_client_handle(PyObject *obj, vk_client **out);
-/* Adds ScanCore (vkpy_scan.c). Returns 0, or -1 with an exception set. */
+
+/* ---- scans (vkpy_scan.c) ------------------------------------------------- */
+
+/* Adds ScanCore. Returns 0, or -1 with an exception set. */
 int vkpy_scan_init(PyObject *module);
+
+/* The handles behind a ClientCore (NULL when never opened: the core says
+ * so) and a PipelineCore (vkpy_client.c); -1 / NULL with a TypeError for
+ * another type. */
+int vkpy_client_handle(PyObject *obj, vk_client **out);
+vk_pipeline *vkpy_pipeline_handle(PyObject *obj);
+
+/* ---- sessions (vkpy_session.c) ------------------------------------------- */
+
+/* Adds SessionCore. Returns 0, or -1 with an exception set. */
+int vkpy_session_init(PyObject *module);
 
 /* ---- the event-loop client (vkpy_async.c) ------------------------------- */
 

@@ -1043,6 +1043,22 @@ static PyObject *apipeline_run(vkpy_apipeline *self, PyObject *unused)
     return future;
 }
 
+static PyObject *apipeline_set_transaction(vkpy_apipeline *self, PyObject *on)
+{
+    int flag = PyObject_IsTrue(on);
+    if (flag < 0)
+        return NULL;
+    vk_status st = vk_pipeline_set_transaction(self->pipeline, flag);
+    if (st != VK_OK)
+        return vkpy_raise(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *apipeline_is_transaction(vkpy_apipeline *self, PyObject *unused)
+{
+    return PyBool_FromLong(vk_pipeline_is_transaction(self->pipeline));
+}
+
 static Py_ssize_t apipeline_length(vkpy_apipeline *self)
 {
     return (Py_ssize_t)vk_pipeline_length(self->pipeline);
@@ -1054,6 +1070,10 @@ static PyMethodDef apipeline_methods[] = {
     {"run", (PyCFunction)apipeline_run, METH_NOARGS,
      "run()\n--\n\nSends every queued command; awaits their replies as a list\n"
      "(error replies as ResponseError instances). The pipeline is empty after."},
+    {"_set_transaction", (PyCFunction)apipeline_set_transaction, METH_O,
+     "_set_transaction(on)\n--\n\nTransaction mode: run() sends MULTI ... EXEC (internal)."},
+    {"_is_transaction", (PyCFunction)apipeline_is_transaction, METH_NOARGS,
+     "_is_transaction()\n--\n\nWhether the pipeline is in transaction mode."},
     {NULL, NULL, 0, NULL},
 };
 

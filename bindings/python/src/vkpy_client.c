@@ -480,16 +480,6 @@ static PyTypeObject vkpy_client_type = {
     .tp_new = PyType_GenericNew,
 };
 
-int vkpy_client_handle(PyObject *obj, vk_client **out)
-{
-    if (!PyObject_TypeCheck(obj, &vkpy_client_type)) {
-        PyErr_SetString(PyExc_TypeError, "a vkclient.Client is required");
-        return -1;
-    }
-    *out = ((vkpy_client *)obj)->client;
-    return 0;
-}
-
 /* ---- PipelineCore -------------------------------------------------------- */
 
 static PyObject *pipeline_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -560,6 +550,27 @@ static PyObject *pipeline_run(vkpy_pipeline *self, PyObject *unused)
     return result;
 }
 
+PyDoc_STRVAR(pipeline_set_transaction_doc,
+             "_set_transaction(on)\n--\n\n"
+             "Transaction mode: run() sends MULTI, the commands and EXEC (internal).");
+static PyObject *pipeline_set_transaction(vkpy_pipeline *self, PyObject *on)
+{
+    int flag = PyObject_IsTrue(on);
+    if (flag < 0)
+        return NULL;
+    vk_status st = vk_pipeline_set_transaction(self->pipeline, flag);
+    if (st != VK_OK)
+        return vkpy_raise(st);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(pipeline_is_transaction_doc,
+             "_is_transaction()\n--\n\nWhether the pipeline is in transaction mode.");
+static PyObject *pipeline_is_transaction(vkpy_pipeline *self, PyObject *unused)
+{
+    return PyBool_FromLong(vk_pipeline_is_transaction(self->pipeline));
+}
+
 static Py_ssize_t pipeline_length(vkpy_pipeline *self)
 {
     return (Py_ssize_t)vk_pipeline_length(self->pipeline);
@@ -569,6 +580,10 @@ static PyMethodDef pipeline_methods[] = {
     {"execute", (PyCFunction)(void (*)(void))pipeline_execute, METH_FASTCALL,
      pipeline_execute_doc},
     {"run", (PyCFunction)pipeline_run, METH_NOARGS, pipeline_run_doc},
+    {"_set_transaction", (PyCFunction)pipeline_set_transaction, METH_O,
+     pipeline_set_transaction_doc},
+    {"_is_transaction", (PyCFunction)pipeline_is_transaction, METH_NOARGS,
+     pipeline_is_transaction_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -587,6 +602,29 @@ static PyTypeObject vkpy_pipeline_type = {
     .tp_as_sequence = &pipeline_sequence,
     .tp_new = pipeline_new,
 };
+
+/* ---- what the scans and sessions need ---------------------------------------- */
+
+int vkpy_client_handle(PyObject *obj, vk_client **out)
+{
+    if (!PyObject_TypeCheck(obj, &vkpy_client_type)) {
+        PyErr_Format(PyExc_TypeError, "a vkclient.Client is needed, not %.80s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    *out = ((vkpy_client *)obj)->client;
+    return 0;
+}
+
+vk_pipeline *vkpy_pipeline_handle(PyObject *obj)
+{
+    if (!PyObject_TypeCheck(obj, &vkpy_pipeline_type)) {
+        PyErr_Format(PyExc_TypeError, "a vkclient.Pipeline is needed, not %.80s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return ((vkpy_pipeline *)obj)->pipeline;
+}
 
 /* ---- module -------------------------------------------------------------- */
 
@@ -611,7 +649,7 @@ int vkpy_init_module(PyObject *module)
     Py_INCREF(&vkpy_pipeline_type);
     if (PyModule_AddObject(module, "PipelineCore", (PyObject *)&vkpy_pipeline_type) < 0)
         return -1;
-    if (vkpy_script_init(module) < 0)
+    if (vkpy_script_init(module) < 0 || vkpy_session_init(module) < 0)
         return -1;
     if (PyModule_AddFunctions(module, module_methods) < 0 ||
         PyModule_AddFunctions(module, vkpy_lock_methods) < 0)

@@ -15,7 +15,7 @@ See help(vkclient.Client), help(vkclient.LockManager) and vkclient.errors.
 
 from . import _native
 from ._sinks import log_sink as _log_sink
-from .client import Client, Pipeline, Status
+from .client import Client, Pipeline, Session, Status
 from .config import (
     GCPIAM, TLS, TLS1_0, TLS1_1, TLS1_2, TLS1_3, Cluster, Config, ConnectionOptions, Sentinel,
     Standalone, StaticPassword,
@@ -29,7 +29,7 @@ from .errors import (
     LockTriesExceededError, LockTriesInvalidError, NilClientError, NilLockFnError,
     NilLockHandleError, NilLockHandleOnUnlockError, NilLockManagerError, OutOfMemoryError,
     PoolTimeoutError, ProtocolError, ReconnectRateLimitedError, ResponseError, TimeoutError,
-    TLSError,
+    TLSError, WatchError,
 )
 from .lock import LockHandle, LockManager, LockOptions
 from .script import Script
@@ -57,7 +57,8 @@ def resp3_supported():
 
 
 __all__ = [
-    "Client", "Pipeline", "Status", "Script", "Config", "Standalone", "Sentinel", "Cluster", "TLS",
+    "Client", "Pipeline", "Session", "Status", "Script", "Config", "Standalone", "Sentinel",
+    "Cluster", "TLS",
     "StaticPassword", "GCPIAM", "ConnectionOptions", "TLS1_0", "TLS1_1", "TLS1_2", "TLS1_3",
     "LockManager", "LockHandle", "LockOptions", "set_package_logger", "hiredis_version",
     "resp3_supported", "Error", "NilClientError", "InvalidConfigError", "NilLockHandleError",
@@ -68,4 +69,5 @@ __all__ = [
     "TimeoutError", "PoolTimeoutError", "ReconnectRateLimitedError", "AuthenticationError",
     "TLSError", "IAMError", "ProtocolError", "OutOfMemoryError", "InvalidArgumentError",
     "CancelledError", "ResponseError", "LockLostError", "CommandNotAllowedError",
+    "WatchError",
 ]

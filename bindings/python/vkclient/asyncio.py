@@ -99,9 +99,17 @@ class Client(_native.AsyncClientCore):
         until it is released."""
         self._close()
 
-    def pipeline(self):
-        """A new Pipeline: queue with .execute(...), send with ``await .run()``."""
-        return Pipeline(self)
+    def pipeline(self, transaction=False):
+        """A new Pipeline: queue with .execute(...), send with ``await .run()``.
+
+        With transaction=True, run() sends MULTI, the commands and EXEC
+        together (nothing else of the connection runs in between) and gives
+        EXEC's results; standalone and Sentinel only (a cluster client
+        refuses it: use the blocking client)."""
+        p = Pipeline(self)
+        if transaction:
+            p._set_transaction(True)
+        return p
 
     def register_script(self, script):
         """An AsyncScript for the Lua source `script`: ``await
@@ -208,6 +216,11 @@ class Pipeline(_native.AsyncPipelineCore):
     async def __aexit__(self, exc_type, exc, tb):
         if exc_type is None and len(self) > 0:
             self._results = await self.run()
+
+    @property
+    def transaction(self):
+        """Whether run() sends the commands as one MULTI ... EXEC."""
+        return self._is_transaction()
 
     @property
     def results(self):

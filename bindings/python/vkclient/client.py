@@ -1,4 +1,4 @@
-"""The client and its pipelines.
+"""The client, its pipelines and its sessions.
 
 ``Client`` and ``Pipeline`` are thin subclasses of native types: their
 command methods (execute, get, set, delete, ping, Pipeline.execute/run) are
@@ -12,8 +12,9 @@ from typing import Mapping, NamedTuple, Optional
 from . import _native
 from .config import Config, build_native
 from .script import Script
+from .errors import CommandNotAllowedError, WatchError
 
-__all__ = ["Client", "Pipeline", "Status"]
+__all__ = ["Client", "Pipeline", "Session", "Status"]
 
 
 class Status(NamedTuple):
@@ -115,9 +116,55 @@ class Client(_native.ClientCore):
                                    metrics=metrics, tracer=tracer,
                                    trace_commands=trace_commands))
 
-    def pipeline(self):
-        """A new Pipeline: queue commands with .execute(...), send them with .run()."""
-        return Pipeline(self)
+    def pipeline(self, transaction=False):
+        """A new Pipeline: queue commands with .execute(...), send them with .run().
+
+        With transaction=True, run() sends MULTI, the commands and EXEC in
+        one write on one connection and returns EXEC's results (in Cluster
+        mode every key must hash to one slot)."""
+        p = Pipeline(self)
+        if transaction:
+            p._set_transaction(True)
+        return p
+
+    def session(self, key=None):
+        """A Session: one pooled connection for the caller alone, for WATCH,
+        MULTI/EXEC/DISCARD, SELECT, CLIENT ... (``with client.session() as
+        s: s.execute(...)``). In Cluster mode `key` is required: the session
+        runs on the master of its hash slot."""
+        return Session(self, key)
+
+    def transaction(self, fn, *watch_keys, retries=None, key=None,
+                    value_from_callable=False):
+        """Optimistic locking, as redis-py's ``Redis.transaction``: opens a
+        session, WATCHes `watch_keys`, and calls ``fn(session)``. The session
+        runs commands at once (read what the transaction depends on) until
+        ``session.multi()``; commands after it are queued, and sent as one
+        MULTI ... EXEC when fn returns. When a watched key changed meanwhile
+        (WatchError) everything is tried again, up to `retries` more times
+        (None: until it succeeds); the last WatchError is raised. Returns
+        EXEC's results, or fn's return value with value_from_callable=True.
+        In Cluster mode the session goes to the master of `key` (default:
+        the first watched key)."""
+        if not callable(fn):
+            raise TypeError("transaction() needs a callable")
+        if retries is not None and retries < 0:
+            raise ValueError("retries cannot be negative")
+        if key is None and watch_keys:
+            key = watch_keys[0]
+        attempt = 0
+        while True:
+            with self.session(key) as s:
+                try:
+                    if watch_keys:
+                        s.watch(*watch_keys)
+                    value = fn(s)
+                    results = s.run() if s.queued is not None else []
+                    return value if value_from_callable else results
+                except WatchError:
+                    if retries is not None and attempt >= retries:
+                        raise
+                    attempt += 1
 
     def register_script(self, script):
         """A Script for the Lua source `script` (str or bytes), run with
@@ -176,6 +223,11 @@ class Pipeline(_native.PipelineCore):
 
     __slots__ = ()
 
+    @property
+    def transaction(self):
+        """Whether run() sends the commands as one MULTI ... EXEC."""
+        return self._is_transaction()
+
     def __enter__(self):
         return self
 
@@ -184,3 +236,92 @@ class Pipeline(_native.PipelineCore):
 
     def __repr__(self):
         return "<vkclient.Pipeline queued=%d>" % (len(self),)
+
+
+class Session(_native.SessionCore):
+    """One pooled connection pinned to its caller until close(), for the
+    commands a shared connection refuses: WATCH, MULTI/EXEC/DISCARD,
+    SELECT, CLIENT SETNAME, ... (SUBSCRIBE, MONITOR and CLIENT REPLY stay
+    refused: a session reads one reply per command).
+
+    ``execute(*args)`` runs a command at once and returns its reply. After
+    ``multi()`` (redis-py's pipeline shape) commands are queued instead, and
+    ``run()`` sends them as one MULTI ... EXEC and returns EXEC's results;
+    a WATCHed key that changed raises WatchError. MULTI, EXEC and DISCARD
+    may also be sent by hand with execute() (an aborted EXEC raises
+    WatchError too). ``run_pipeline(p)`` runs a Pipeline of the client on
+    the session's connection.
+
+    Nothing is retried on a session: a connection failure (an error, a
+    timeout, Ctrl-C during a blocking command) fails it, and later calls
+    raise ConnectionError. ``with client.session() as s:`` closes it on
+    exit; close() gives the connection back after undoing what the session
+    changed (DISCARD, UNWATCH, SELECT back to the configured db), or closes
+    the connection when that cannot be done for sure.
+    """
+
+    __slots__ = ("_client", "queued")
+
+    def __init__(self, client, key=None):
+        self._client = client
+        #: The transaction pipeline that multi() started (None: immediate).
+        self.queued = None
+
+    def execute(self, *args):
+        """Runs the command now, or queues it after multi() (returns the
+        session then, so calls chain)."""
+        if self.queued is not None:
+            self.queued.execute(*args)
+            return self
+        return self._execute(*args)
+
+    def watch(self, *keys):
+        """WATCH keys: a later EXEC on this session aborts (WatchError) if
+        any of them changes first."""
+        if self.queued is not None:
+            raise CommandNotAllowedError("WATCH inside MULTI is not allowed")
+        if not keys:
+            raise TypeError("watch() needs at least one key")
+        return self._execute("WATCH", *keys)
+
+    def unwatch(self):
+        """UNWATCH: forgets the watched keys."""
+        return self._execute("UNWATCH")
+
+    def multi(self):
+        """Starts queueing: later execute() calls are sent by run() as one
+        MULTI ... EXEC."""
+        if self.queued is not None:
+            raise CommandNotAllowedError("MULTI inside MULTI; transactions cannot be nested")
+        p = Pipeline(self._client)
+        p._set_transaction(True)
+        self.queued = p
+        return self
+
+    def discard(self):
+        """Drops the commands queued since multi() (nothing was sent yet)."""
+        self.queued = None
+
+    def run(self):
+        """Sends the queued transaction and returns EXEC's results (error
+        replies as ResponseError instances in the list). WatchError when a
+        watched key changed: nothing of it ran."""
+        p = self.queued
+        if p is None:
+            raise CommandNotAllowedError("run() without multi(): nothing is queued")
+        self.queued = None
+        return self._run_pipeline(p)
+
+    def run_pipeline(self, pipeline):
+        """Runs a Pipeline of the same client on the session's connection."""
+        return self._run_pipeline(pipeline)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """Closes the session (see close())."""
+        self.close()
+
+    def __repr__(self):
+        return "<vkclient.Session %s>" % ("closed" if self.closed else "open",)

@@ -21,7 +21,7 @@ __all__ = [
     "LockAcquireError", "LockFunctionError", "ConnectionError", "TimeoutError",
     "PoolTimeoutError", "ReconnectRateLimitedError", "AuthenticationError", "TLSError",
     "IAMError", "ProtocolError", "OutOfMemoryError", "InvalidArgumentError", "CancelledError",
-    "ResponseError", "LockLostError", "CommandNotAllowedError",
+    "ResponseError", "LockLostError", "CommandNotAllowedError", "WatchError",
 ]
 
 
@@ -216,6 +216,14 @@ class CommandNotAllowedError(Error, ValueError):
     code = _native.VK_ERR_COMMAND_NOT_ALLOWED
 
 
+class WatchError(Error):
+    """transaction aborted: a watched key changed. The EXEC of a transaction
+    answered nil because a key WATCHed on the session changed before it;
+    nothing of the transaction ran. Client.transaction() retries on it."""
+
+    code = _native.VK_ERR_WATCH_CONFLICT
+
+
 _native._register_errors(Error, {cls.code: cls for cls in (
     NilClientError, InvalidConfigError, NilLockHandleError, LockNotHeldError,
     NilLockManagerError, LockNotInitializedError, NilLockFnError, EmptyLockKeyError,
@@ -224,5 +232,5 @@ _native._register_errors(Error, {cls.code: cls for cls in (
     LockAcquireError, LockFunctionError, ConnectionError, TimeoutError, PoolTimeoutError,
     ReconnectRateLimitedError, AuthenticationError, TLSError, IAMError, ProtocolError,
     OutOfMemoryError, InvalidArgumentError, CancelledError, ResponseError, LockLostError,
-    CommandNotAllowedError,
+    CommandNotAllowedError, WatchError,
 )})

@@ -24,6 +24,7 @@ extern VALUE vkrb_mVKClient;   /* VKClient */
 extern VALUE vkrb_cClient;     /* VKClient::Client */
 extern VALUE vkrb_cLockManager; /* VKClient::LockManager */
 extern VALUE vkrb_cLockHandle; /* VKClient::LockHandle */
+extern VALUE vkrb_cSession;    /* VKClient::Session */
 
 void vkrb_init(void);
 void vkrb_init_client(void);
@@ -33,6 +34,7 @@ void vkrb_init_script(void);
 void vkrb_init_scan(void);
 void vkrb_init_sinks(void);
 void vkrb_init_errors(void);
+void vkrb_init_session(void);
 
 /* The core handle behind a VKClient::Client (NULL when never opened). */
 vk_client *vkrb_client_handle(VALUE client);
@@ -84,6 +86,14 @@ typedef struct vkrb_argv {
  * TypeError/ArgumentError on anything else (nothing to release then). */
 void vkrb_argv_fill(vkrb_argv *argv, const VALUE *items, long n);
 void vkrb_argv_release(vkrb_argv *argv);
+
+/* Converts and frees a reply, also when the conversion raises
+ * (vkrb_client.c). */
+VALUE vkrb_take_reply(vk_reply *reply);
+/* A new pipeline of client holding the commands (an Array of Arrays of
+ * arguments), in transaction mode when transaction is set; raises (and
+ * frees it) on a bad command (vkrb_client.c). */
+vk_pipeline *vkrb_pipeline_of(vk_client *client, VALUE commands, int transaction);
 
 /* Converts a reply tree to Ruby objects. Error replies become
  * VKClient::ResponseError objects (not raised). Does not free the reply. */

@@ -141,10 +141,14 @@ static VALUE free_reply(VALUE reply)
     return Qnil;
 }
 
-/* Converts and frees a reply, also when the conversion raises. */
-static VALUE take_reply(vk_reply *reply)
+VALUE vkrb_take_reply(vk_reply *reply)
 {
     return rb_ensure(convert_reply, (VALUE)reply, free_reply, (VALUE)reply);
+}
+
+static VALUE take_reply(vk_reply *reply)
+{
+    return vkrb_take_reply(reply);
 }
 
 /* Client#call(*args): the hot path. An error reply raises ResponseError. */
@@ -201,22 +205,34 @@ static vk_status run_pipeline(void *data, vk_context *ctx)
     return vk_pipeline_exec(&call->reply, call->pipeline, ctx);
 }
 
-/* Client#_pipeline_exec(commands): one round trip; an Array with one reply
- * per command, error replies as ResponseError objects in place. */
-static VALUE client_pipeline_exec(VALUE self, VALUE commands)
+vk_pipeline *vkrb_pipeline_of(vk_client *client, VALUE commands, int transaction)
 {
     Check_Type(commands, T_ARRAY);
     pipeline_call call = {NULL, commands, NULL};
-    vk_status st = vk_pipeline_new(&call.pipeline, vkrb_client_handle(self));
-    if (st != VK_OK)
+    vk_status st = vk_pipeline_new(&call.pipeline, client);
+    if (st == VK_OK && transaction)
+        st = vk_pipeline_set_transaction(call.pipeline, 1);
+    if (st != VK_OK) {
+        vk_pipeline_free(call.pipeline);
         vkrb_raise(st);
+    }
     int state = 0;
     rb_protect(append_commands, (VALUE)&call, &state);
     if (state) {
         vk_pipeline_free(call.pipeline);
         rb_jump_tag(state);
     }
-    st = vkrb_blocking(run_pipeline, &call);
+    return call.pipeline;
+}
+
+/* Client#_pipeline_exec(commands, transaction): one round trip; an Array
+ * with one reply per command (a transaction: EXEC's results), error
+ * replies as ResponseError objects in place. */
+static VALUE client_pipeline_exec(VALUE self, VALUE commands, VALUE transaction)
+{
+    pipeline_call call = {NULL, commands, NULL};
+    call.pipeline = vkrb_pipeline_of(vkrb_client_handle(self), commands, RTEST(transaction));
+    vk_status st = vkrb_blocking(run_pipeline, &call);
     vk_pipeline_free(call.pipeline);
     if (st != VK_OK) {
         vk_reply_free(call.reply);
@@ -321,7 +337,7 @@ void vkrb_init_client(void)
     rb_define_method(vkrb_cClient, "connected?", client_is_connected, 0);
     rb_define_private_method(vkrb_cClient, "_native_open", client_native_open, 1);
     rb_define_private_method(vkrb_cClient, "_native_close", client_native_close, 0);
-    rb_define_private_method(vkrb_cClient, "_pipeline_exec", client_pipeline_exec, 1);
+    rb_define_private_method(vkrb_cClient, "_pipeline_exec", client_pipeline_exec, 2);
     rb_define_private_method(vkrb_cClient, "_snapshot", client_snapshot, 0);
     rb_define_private_method(vkrb_cClient, "_poll_events", client_poll_events, 0);
     rb_define_private_method(vkrb_cClient, "_wait_events", client_wait_events, 1);

@@ -8,6 +8,7 @@ VALUE vkrb_mVKClient;
 VALUE vkrb_cClient;
 VALUE vkrb_cLockManager;
 VALUE vkrb_cLockHandle;
+VALUE vkrb_cSession;
 
 void vkrb_init(void)
 {
@@ -19,4 +20,5 @@ void vkrb_init(void)
     vkrb_init_lock();
     vkrb_init_script();
     vkrb_init_scan();
+    vkrb_init_session();
 }

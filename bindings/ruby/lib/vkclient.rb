@@ -15,6 +15,7 @@ require "vkclient/config"
 require "vkclient/sinks"
 require "vkclient/client"
 require "vkclient/script"
+require "vkclient/session"
 require "vkclient/lock"
 
 module VKClient

@@ -2,6 +2,7 @@
  * The part every driver of the engine shares (see driven.h).
  */
 #include "api/driven.h"
+#include "api/transaction.h"
 #include "api/command_observe.h"
 
 #include <stdio.h>
@@ -488,6 +489,60 @@ vk_status vk__driven_pipeline_new(vk_driven *d, const char *function, vk_pipelin
     return vk__pipeline_new_detached(out, d->core, d);
 }
 
+/* A transaction pipeline's completion: the engine gives every reply
+ * (MULTI's, the QUEUED ones, EXEC's), the caller gets EXEC's results or
+ * the transaction's failure, as vk_pipeline_exec gives them. */
+typedef struct transaction_op {
+    vk_async_fn fn;
+    void *userdata;
+} transaction_op;
+
+static void transaction_complete(void *userdata, vk_status status, vk_reply *reply)
+{
+    transaction_op *op = userdata;
+    vk_async_fn fn = op->fn;
+    void *fn_userdata = op->userdata;
+    free(op);
+    redisReply *exec = NULL;
+    if (status == VK_OK) {
+        bool ended;
+        status = vk__transaction_result((redisReply *)reply, &exec, &ended);
+        char *detail = status != VK_OK ? vk__error_dup() : NULL;
+        vk__reply_free(reply);
+        if (status != VK_OK)
+            vk__fail_restore(status, detail);
+        free(detail);
+    }
+    fn(fn_userdata, status, (vk_reply *)exec);
+}
+
+/* Sends a batch on the shared connection, or on a lane when a command of
+ * it waits on the server. */
+static vk_status submit_batch(vk_driven *d, vk_pipeline_batch *batch, vk_async_fn fn,
+                              void *op_userdata, uint64_t *id)
+{
+    vk_status st;
+    if (!(batch->flags & VK_COMMAND_BLOCKING) ||
+        !vk__driven_lane_pipeline(d, batch, fn, op_userdata, id, &st))
+        st = vk__engine_pipeline(d->engine, batch, fn, op_userdata, vk__now_ms(), id);
+    return st;
+}
+
+/* A transaction: its completion goes through transaction_complete. */
+static vk_status submit_transaction(vk_driven *d, vk_pipeline_batch *batch, vk_async_fn fn,
+                                    void *op_userdata, uint64_t *id)
+{
+    transaction_op *op = malloc(sizeof *op);
+    if (op == NULL)
+        return vk__fail_nomem();
+    op->fn = fn;
+    op->userdata = op_userdata;
+    vk_status st = submit_batch(d, batch, transaction_complete, op, id);
+    if (st != VK_OK)
+        free(op);   /* refused: no completion will run */
+    return st;
+}
+
 /* A pipeline's commands as one operation, after its refusals (those of
  * vk_pipeline_exec); the pipeline empties. An empty one completes (empty
  * array) before this returns. Cluster mode: the router splits it. */
@@ -506,9 +561,8 @@ static vk_status submit_pipeline(vk_driven *d, vk_pipeline *pipeline, vk_async_f
         if ((st = vk__pipeline_take(pipeline, &batch)) != VK_OK)
             return st;
         if (batch.count > 0) {
-            if (!(batch.flags & VK_COMMAND_BLOCKING) ||
-                !vk__driven_lane_pipeline(d, &batch, fn, op_userdata, id, &st))
-                st = vk__engine_pipeline(d->engine, &batch, fn, op_userdata, vk__now_ms(), id);
+            st = batch.transaction ? submit_transaction(d, &batch, fn, op_userdata, id)
+                                   : submit_batch(d, &batch, fn, op_userdata, id);
             vk__pipeline_batch_free(&batch);
             return st;
         }

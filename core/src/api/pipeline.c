@@ -20,6 +20,7 @@
 #include "topology/cluster.h"
 #include "engine/conn.h"
 #include "api/pipeline.h"
+#include "api/transaction.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ struct vk_pipeline {
     void *owner;           /* an event-loop client's: vk_pipeline_exec refuses it */
     size_t *ends;          /* per transaction: the index of its EXEC or DISCARD */
     size_t ends_len, ends_cap;
+    bool transaction;      /* exec wraps the commands in MULTI ... EXEC (transaction.c) */
 };
 
 /* Details of VK_ERR_COMMAND_NOT_ALLOWED that only pipelines give. */
@@ -55,9 +57,11 @@ static const char nested_multi[] = "MULTI inside MULTI; transactions cannot be n
 static const char multi_arguments[] = "MULTI, EXEC and DISCARD take no arguments";
 static const char multi_open[] =
     "MULTI without EXEC or DISCARD; end the transaction in the same pipeline";
+static const char transaction_multi[] =
+    "MULTI, EXEC and DISCARD in a transaction pipeline: exec sends MULTI and EXEC itself";
 static const char cluster_multi[] =
     "MULTI, EXEC and DISCARD in a cluster pipeline, which is split by node: a transaction "
-    "cannot be kept on one connection (a transaction API is to come)";
+    "cannot be kept on one connection (use a transaction pipeline, its keys in one slot)";
 
 static vk_status invalid_pipeline(const char *function)
 {
@@ -159,7 +163,9 @@ static vk_status check_state(vk_pipeline *p, const vk_command *cmd)
         return VK_OK;
     const char *reason = cmd->refusal;
     if (cmd->effect != VK_EFFECT_STATEFUL) {
-        if (!p->formatted)
+        if (p->transaction)
+            reason = transaction_multi;
+        else if (!p->formatted)
             reason = cluster_multi;
         else if (cmd->argc != 1)
             reason = multi_arguments;   /* an arity error would not end a transaction */
@@ -240,6 +246,23 @@ VK_API size_t vk_pipeline_length(const vk_pipeline *pipeline)
     return pipeline != NULL ? pipeline->count : 0;
 }
 
+VK_API vk_status vk_pipeline_set_transaction(vk_pipeline *pipeline, int on)
+{
+    if (pipeline == NULL)
+        return invalid_pipeline("vk_pipeline_set_transaction");
+    if (pipeline->count > 0 || pipeline->refusal != NULL || pipeline->in_multi)
+        return vk__fail(VK_ERR_INVALID_ARGUMENT,
+                        "the transaction mode of a pipeline is set before its first command");
+    pipeline->transaction = on != 0;
+    return VK_OK;
+}
+
+VK_API int vk_pipeline_is_transaction(const vk_pipeline *pipeline)
+{
+    return pipeline != NULL && pipeline->transaction;
+}
+
+/* Empties the pipeline for its next commands; its transaction mode stays. */
 static void reset(vk_pipeline *p)
 {
     p->requests_len = 0;
@@ -345,10 +368,286 @@ static vk_status check_refusals(vk_pipeline *p)
     return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED, "%s", reason);
 }
 
+/* ---- transactions and pinned connections ------------------------------------ */
+
+/* The bytes to write: the commands, framed by MULTI and EXEC for a
+ * transaction. One node: the commands are already encoded in the request
+ * buffer, which exec empties anyway, so the frame is put around them in
+ * place. Cluster: the commands are kept as arguments (pointed by
+ * point_args) and encoded here into *owned. */
+static vk_status encode(vk_pipeline *p, const char **buf, size_t *len, char **owned)
+{
+    *owned = NULL;
+    size_t head = p->transaction ? VK_MULTI_REQUEST_LEN : 0;
+    size_t frame = p->transaction ? VK_MULTI_REQUEST_LEN + VK_EXEC_REQUEST_LEN : 0;
+    size_t body = 0;
+    char *out;
+    if (p->formatted) {
+        body = p->requests_len;
+        if (frame > 0 && !grow((void **)&p->requests, &p->requests_cap, body + frame, 1))
+            return vk__fail_nomem();
+        out = p->requests;
+        memmove(out + head, out, body);
+    } else {
+        for (size_t i = 0; i < p->count; i++) {
+            size_t n;
+            const vk_command *cmd = &p->commands[i];
+            if (!vk__request_size(cmd->argc, cmd->argvlen, &n) || n > SIZE_MAX - frame - body)
+                return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+            body += n;
+        }
+        if ((out = *owned = malloc(body + frame + 1)) == NULL)
+            return vk__fail_nomem();
+        char *at = out + head;
+        for (size_t i = 0; i < p->count; i++) {
+            const vk_command *cmd = &p->commands[i];
+            at = vk__request_encode(at, cmd->argc, cmd->argv, cmd->argvlen);
+        }
+    }
+    if (frame > 0) {
+        memcpy(out, vk__multi_request, VK_MULTI_REQUEST_LEN);
+        memcpy(out + head + body, vk__exec_request, VK_EXEC_REQUEST_LEN);
+    }
+    *buf = out;
+    *len = body + frame;
+    return VK_OK;
+}
+
+/* Cluster mode: the first command of a discarded transaction that its
+ * node refused with MOVED or ASK (taken out of replies), or NULL. */
+static redisReply *take_queued_redirect(redisReply *replies)
+{
+    for (size_t i = 1; i + 1 < replies->elements; i++) {
+        redisReply *r = replies->element[i];
+        if (r->type == REDIS_REPLY_ERROR &&
+            ((r->len >= 6 && memcmp(r->str, "MOVED ", 6) == 0) ||
+             (r->len >= 4 && memcmp(r->str, "ASK ", 4) == 0))) {
+            replies->element[i] = NULL;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* Writes the pipeline on conn and reads its replies: EXEC's array for a
+ * transaction (transaction.c), else one reply per command. *ended: the
+ * connection is surely outside any transaction on the server (otherwise
+ * it must not be pooled). */
+static vk_status run_on(vk_pipeline *p, vk_conn *conn, redisReply **out, vk_context *ctx,
+                        bool *ended, redisReply **redirect)
+{
+    *out = NULL;
+    *ended = true;
+    if (redirect != NULL)
+        *redirect = NULL;
+    const char *buf = NULL;
+    size_t len = 0;
+    char *owned;
+    vk_status st = encode(p, &buf, &len, &owned);
+    if (st != VK_OK)
+        return st;
+    size_t n = p->count + (p->transaction ? 2 : 0);
+    redisReply *array = vk__array_reply_new(n);
+    if (array == NULL) {
+        free(owned);
+        return vk__fail_nomem();
+    }
+    st = vk__conn_write(conn, buf, len, ctx);
+    free(owned);
+    for (size_t i = 0; i < n && st == VK_OK; i++)
+        st = vk__conn_read(conn, &array->element[i], ctx);
+    for (size_t i = 0; i < n && st == VK_OK && vk__client_follows_master(p->client); i++) {
+        if (vk__reply_demands_rediscovery(array->element[i])) {
+            vk__client_mark_disconnected(p->client);
+            break;
+        }
+    }
+    if (st == VK_OK && p->transaction) {
+        st = vk__transaction_result(array, out, ended);
+        if (st == VK_ERR_SERVER && redirect != NULL)
+            *redirect = take_queued_redirect(array);
+    } else if (st == VK_OK) {
+        *ended = transactions_ended(p, array);
+        *out = array;
+        return VK_OK;
+    }
+    char *cause = st != VK_OK ? vk__error_dup() : NULL;
+    vk__reply_free(array);
+    if (st != VK_OK)
+        vk__fail_restore(st, cause);
+    free(cause);
+    return st;
+}
+
+/* The text of a command refused because its keys are in another slot. */
+#define SLOT_ADVICE "give keys that go together one hash tag, e.g. {user:1}:a and {user:1}:b"
+
+/* Cluster mode: the one slot of the commands' keys (VK_SLOT_NONE when none
+ * has a key), asking the server for the key positions the table does not
+ * know; the commands point at their arguments (point_args). pinned: the
+ * slot of a session, which every key must be in (VK_SLOT_NONE: any one
+ * slot). */
+static vk_status common_slot(vk_pipeline *p, vk_cluster *cl, int pinned, int *slot,
+                             vk_context *ctx)
+{
+    *slot = pinned;
+    for (size_t i = 0; i < p->count; i++) {
+        vk_command *cmd = &p->commands[i];
+        vk_status st = vk__cluster_command_slot(cl, cmd, ctx);
+        if (st != VK_OK)
+            return st;
+        if (cmd->slot < 0 || cmd->slot == *slot)
+            continue;
+        if (pinned >= 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT,
+                            "the session is pinned to the master of hash slot %d, and the keys "
+                            "of command %zu hash to slot %d; " SLOT_ADVICE,
+                            pinned, i + 1, cmd->slot);
+        if (*slot >= 0)
+            return vk__fail(VK_ERR_INVALID_ARGUMENT,
+                            "CROSSSLOT keys in request don't hash to the same slot: a "
+                            "transaction runs on the master of one slot; " SLOT_ADVICE);
+        *slot = cmd->slot;
+    }
+    return VK_OK;
+}
+
+/* Cluster mode: one try of a transaction on the master of slot in the
+ * map in service. *moved: its node sent it elsewhere with MOVED (the map
+ * now says where): nothing of it ran. */
+static vk_status try_cluster_transaction(vk_pipeline *p, int slot, redisReply **out,
+                                         vk_context *ctx, bool *moved)
+{
+    *moved = false;
+    vk_cluster *cl = p->client->cluster;
+    vk_pool *pool;
+    vk_conn *conn;
+    vk_endpoint node;
+    vk_status st = vk__cluster_slot_conn(cl, slot, &pool, &conn, &node, ctx);
+    if (st != VK_OK)
+        return st;
+    bool ended;
+    redisReply *redirect = NULL;
+    st = run_on(p, conn, out, ctx, &ended, &redirect);
+    if (VK_UNLIKELY(!ended && !vk__conn_is_broken(conn)))
+        vk__pool_discard(pool, conn);
+    else
+        vk__pool_put(pool, conn);
+    vk__pool_unref(pool);
+    vk_cluster_redirect rd;
+    if (redirect != NULL && vk__cluster_take_redirect(cl, redirect, &node, &rd))
+        *moved = !rd.ask;
+    vk__reply_free(redirect);
+    return st;
+}
+
+/* Cluster mode: a transaction goes whole to the master of its keys' slot
+ * (any master when it has no key). A node that answers MOVED to its
+ * commands discards it unrun (EXECABORT): the map is patched and it is
+ * sent once more, to the new master. An ASK (the slot is migrating) is
+ * not followed: a transaction cannot be split between two nodes, and the
+ * caller gets the discarded transaction. */
+static vk_status exec_cluster_transaction(vk_pipeline *p, redisReply **out, vk_context *ctx)
+{
+    vk_client *c = p->client;
+    vk_status st = vk__client_ensure_connected(c, ctx);
+    if (st != VK_OK)
+        return st;
+    vk__cluster_refresh_when_due(c->cluster, ctx);
+    const char **args = point_args(p);
+    if (args == NULL)
+        return vk__fail_nomem();
+    int slot;
+    st = common_slot(p, c->cluster, VK_SLOT_NONE, &slot, ctx);
+    bool moved = st == VK_OK;
+    for (int attempt = 0; moved && attempt < 2; attempt++)
+        st = try_cluster_transaction(p, slot, out, ctx, &moved);
+    free((void *)args);
+    return st;
+}
+
+/* Standalone and sentinel: a transaction on one pooled connection. */
+static vk_status exec_transaction(vk_pipeline *p, redisReply **out, vk_context *ctx)
+{
+    vk_pool *pool;
+    vk_conn *conn;
+    vk_status st = take_conn(p->client, &pool, &conn, ctx);
+    if (st != VK_OK)
+        return st;
+    bool ended;
+    st = run_on(p, conn, out, ctx, &ended, NULL);
+    if (st != VK_OK && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
+        st != VK_ERR_CANCELLED)
+        vk__client_mark_disconnected(p->client);
+    if (VK_UNLIKELY(!ended && !vk__conn_is_broken(conn)))
+        vk__pool_discard(pool, conn);
+    else
+        vk__pool_put(pool, conn);
+    vk__pool_unref(pool);
+    return st;
+}
+
+vk_status vk__pipeline_run_pinned(vk_pipeline *p, vk_client *client, vk_conn *conn, int slot,
+                                  bool in_multi, redisReply **out, vk_context *ctx,
+                                  bool *ended)
+{
+    *out = NULL;
+    *ended = true;
+    if (p->client != client) {
+        reset(p);
+        return vk__fail(VK_ERR_INVALID_ARGUMENT,
+                        "the pipeline was made from another client than the session");
+    }
+    if (p->transaction && in_multi) {
+        reset(p);
+        return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED,
+                        "the session is inside MULTI: a transaction pipeline would nest it; "
+                        "send EXEC or DISCARD first");
+    }
+    vk_status st = check_refusals(p);
+    if (st != VK_OK)
+        return st;
+    if (p->count == 0) {
+        reset(p);
+        if ((*out = vk__array_reply_new(0)) == NULL)
+            return vk__fail_nomem();
+        return VK_OK;
+    }
+    const char **args = NULL;
+    if (!p->formatted) {
+        if ((args = point_args(p)) == NULL) {
+            reset(p);
+            return vk__fail_nomem();
+        }
+        int common;
+        st = common_slot(p, client->cluster, slot, &common, ctx);
+    }
+    if (st == VK_OK)
+        st = run_on(p, conn, out, ctx, ended, NULL);
+    free((void *)args);
+    reset(p);
+    return st;
+}
+
+/* The event-loop client in cluster mode splits a pipeline by node, and
+ * does not keep a transaction together yet. */
+static vk_status refuse_cluster_transaction(vk_pipeline *p)
+{
+    if (VK_LIKELY(!p->transaction))
+        return VK_OK;
+    reset(p);
+    return vk__fail(VK_ERR_COMMAND_NOT_ALLOWED,
+                    "a transaction pipeline of an event-loop client in cluster mode: run it "
+                    "on the blocking client or on a session");
+}
+
 vk_status vk__pipeline_take_commands(vk_pipeline *p, vk_pipeline_commands *out)
 {
     memset(out, 0, sizeof *out);
-    vk_status st = check_refusals(p);
+    vk_status st = refuse_cluster_transaction(p);
+    if (st != VK_OK)
+        return st;
+    st = check_refusals(p);
     if (st != VK_OK || p->count == 0)
         return st;
     const char **args = point_args(p);
@@ -367,6 +666,29 @@ vk_status vk__pipeline_take_commands(vk_pipeline *p, vk_pipeline_commands *out)
     return VK_OK;
 }
 
+/* A transaction's batch: MULTI and EXEC around the commands, in place in
+ * the request buffer, and EXEC's index as the end the engine checks (it
+ * sends such a batch alone on its connection and closes the connection if
+ * the transaction may not have ended). */
+static vk_status frame_transaction(vk_pipeline *p, vk_pipeline_batch *batch)
+{
+    const char *buf;
+    size_t len;
+    char *owned;
+    vk_status st = encode(p, &buf, &len, &owned);   /* in place: one node, owned stays NULL */
+    if (st != VK_OK)
+        return st;
+    (void)buf;
+    if ((batch->ends = malloc(sizeof *batch->ends)) == NULL)
+        return vk__fail_nomem();
+    p->requests_len = len;
+    p->count += 2;
+    batch->ends[0] = p->count - 1;
+    batch->ends_len = 1;
+    batch->transaction = true;
+    return VK_OK;
+}
+
 vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch)
 {
     memset(batch, 0, sizeof *batch);
@@ -375,7 +697,13 @@ vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch)
         return st;
     if (p->count == 0)
         return VK_OK;
-    if (p->ends_len > 0) {
+    if (p->transaction) {
+        if ((st = frame_transaction(p, batch)) != VK_OK) {
+            reset(p);
+            return st;
+        }
+    }
+    if (p->ends_len > 0 && !batch->transaction) {
         batch->ends = malloc(p->ends_len * sizeof *batch->ends);
         if (batch->ends == NULL)
             return vk__fail_nomem();
@@ -392,6 +720,23 @@ vk_status vk__pipeline_take(vk_pipeline *p, vk_pipeline_batch *batch)
     p->requests_cap = 0;
     reset(p);
     return VK_OK;
+}
+
+/* vk_pipeline_exec of a transaction pipeline with commands. */
+static vk_status exec_transaction_traced(vk_reply **out, vk_pipeline *p, vk_context *ctx)
+{
+    vk_client *c = p->client;
+    vk_command_span span;
+    bool traced = VK_UNLIKELY(c->cfg->trace_commands) &&
+                  vk__command_span_start(&span, c, NULL, 0, p->count, ctx);
+    redisReply *exec = NULL;
+    vk_status st = c->cluster != NULL ? exec_cluster_transaction(p, &exec, ctx)
+                                      : exec_transaction(p, &exec, ctx);
+    reset(p);
+    if (VK_UNLIKELY(traced))
+        vk__command_span_end(&span, st);
+    *out = (vk_reply *)exec;
+    return st;
 }
 
 VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_context *ctx)
@@ -416,6 +761,8 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
     if (VK_UNLIKELY(st != VK_OK))
         return st;
     vk__client_check_fork(c);
+    if (VK_UNLIKELY(pipeline->transaction) && pipeline->count > 0)
+        return exec_transaction_traced(out, pipeline, ctx);
     redisReply *array = vk__array_reply_new(pipeline->count);
     if (array == NULL)
         return vk__fail_nomem();

@@ -19,6 +19,10 @@ typedef struct vk_pipeline_batch {
      * their waits together (0: one waits without limit). */
     unsigned flags;
     int64_t block_ms;
+    /* A transaction pipeline's: MULTI and EXEC around the commands (count
+     * includes them; ends holds EXEC's index), and the caller wants EXEC's
+     * results (vk__transaction_result) rather than every reply. */
+    bool transaction;
 } vk_pipeline_batch;
 
 /* Adds a command's wait to a batch's (flags, block_ms). */

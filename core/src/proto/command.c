@@ -59,8 +59,9 @@ typedef struct command_info {
     {name, sizeof name - 1, VK_COMMAND_BLOCKING, at, unit, VK_EFFECT_NONE, NULL}
 #define REFUSED(name, effect, reason) {name, sizeof name - 1, 0, 0, SECONDS, effect, reason}
 
-#define TRANSACTION_ADVICE "send MULTI ... EXEC in one pipeline (a transaction API is to come)"
-#define WATCH_ADVICE "a transaction API with WATCH is to come"
+#define TRANSACTION_ADVICE \
+    "send MULTI ... EXEC in one pipeline (or use a transaction pipeline or a session)"
+#define WATCH_ADVICE "use a session"
 #define PUBSUB_ADVICE "use a dedicated connection (a pub/sub API is to come)"
 
 /* By first letter, and within a letter by length (the lookup stops at the

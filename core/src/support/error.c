@@ -91,6 +91,7 @@ VK_API const char *vk_strerror(vk_status code)
     case VK_ERR_SERVER: return "server error reply";
     case VK_ERR_LOCK_LOST: return "lock was lost while held";
     case VK_ERR_COMMAND_NOT_ALLOWED: return "command not allowed on a shared connection";
+    case VK_ERR_WATCH_CONFLICT: return "transaction aborted: a watched key changed";
     }
     return "unknown error";
 }

@@ -618,6 +618,35 @@ vk_status vk__cluster_command_at(vk_cluster *cl, redisReply **reply, const vk_co
     }
 }
 
+vk_status vk__cluster_slot_conn(vk_cluster *cl, int slot, vk_pool **pool, vk_conn **conn,
+                                vk_endpoint *node_ep, vk_context *ctx)
+{
+    /* A pool closed meanwhile belongs to a map replaced since: look again. */
+    for (int tries = 0;; tries++) {
+        vk_slot_map *m = vk__cluster_map(cl, NULL);
+        if (m == NULL)
+            return vk__fail_msg(VK_ERR_IO, "redis cluster: not connected");
+        int node = vk__cluster_node_for_slot(m, slot);
+        if (node < 0) {
+            vk__slot_map_unref(m);
+            return vk__fail_msg(VK_ERR_IO, "redis cluster: hash slot %d is not served", slot);
+        }
+        if (node_ep != NULL)
+            *node_ep = m->nodes[node].endpoint;
+        vk_status st = vk__cluster_node_pool(cl, m, (size_t)node, pool, ctx);
+        vk__slot_map_unref(m);
+        if (st != VK_OK)
+            return st;
+        bool closed;
+        st = vk__pool_get(*pool, conn, ctx, &closed);
+        if (st == VK_OK)
+            return VK_OK;
+        vk__pool_unref(*pool);
+        if (!closed || tries == 2)
+            return st;
+    }
+}
+
 /* ---- key positions from the server --------------------------------------------------- */
 
 /* COMMAND GETKEYS <the command>, on any node: fills cmd->slot. */

@@ -243,6 +243,12 @@ void vk__cluster_refresh_when_due(vk_cluster *cl, vk_context *ctx);
 /* Fills cmd->slot once (asking the server when the table does not know
  * it); VK_ERR_INVALID_ARGUMENT "CROSSSLOT ..." when its keys differ. */
 vk_status vk__cluster_command_slot(vk_cluster *cl, vk_command *cmd, vk_context *ctx);
+/* A connection (and a reference on its pool) to the master of slot (any
+ * master for VK_SLOT_NONE), in the map in service, and that node
+ * (node_ep, may be NULL); for a caller that keeps one connection for
+ * several commands (transactions, sessions). */
+vk_status vk__cluster_slot_conn(vk_cluster *cl, int slot, vk_pool **pool, vk_conn **conn,
+                                vk_endpoint *node_ep, vk_context *ctx);
 /* True when r is a MOVED or ASK from the node at `from`: fills *out,
  * counts it, and applies a MOVED to the map. */
 bool vk__cluster_take_redirect(vk_cluster *cl, const redisReply *r, const vk_endpoint *from,

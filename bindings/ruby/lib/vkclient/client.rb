@@ -116,7 +116,7 @@ module VKClient
       yield pipeline
       return [] if pipeline.commands.empty?
 
-      replies = _pipeline_exec(pipeline.commands)
+      replies = _pipeline_exec(pipeline.commands, false)
       if exception && (error = replies.find { |r| r.is_a?(ResponseError) })
         raise error
       end
@@ -155,6 +155,72 @@ module VKClient
       return to_enum(:zscan_each, key, match: match, count: count) unless block_given?
 
       each_pair(Scan.new(self, "ZSCAN", key, match, count, nil)) { |m, s| yield m, Float(s) }
+    end
+
+    # redis-rb's Redis#multi: the block queues commands on +tx+
+    # (tx.call(...)), sent as one MULTI ... EXEC on one connection; returns
+    # EXEC's results. An error reply of a command raises the first
+    # ResponseError after EXEC (exception: false: returned in place). In
+    # cluster mode every key must hash to one slot.
+    def multi(exception: true)
+      tx = Pipeline.new
+      yield tx
+      return [] if tx.commands.empty?
+
+      Session.raise_first_error(_pipeline_exec(tx.commands, true), exception)
+    end
+
+    # A Session: one pooled connection for the caller alone (WATCH, MULTI,
+    # SELECT, CLIENT ...). With a block, yields it and closes it at the
+    # end, returning the block's value. In cluster mode +key+ is required:
+    # the session runs on the master of its hash slot.
+    def session(key = nil)
+      session = Session.new(self, key)
+      return session unless block_given?
+
+      begin
+        yield session
+      ensure
+        session.close
+      end
+    end
+
+    # redis-rb's Redis#watch with a block: a session pinned to keys.first's
+    # node WATCHes +keys+ and is yielded; inside, session.multi { |tx| ... }
+    # returns EXEC's results, or nil when a watched key changed. Returns the
+    # block's value; the session is closed (UNWATCH) at the end.
+    def watch(*keys)
+      raise ArgumentError, "watch needs at least one key" if keys.empty?
+      raise ArgumentError, "watch needs a block (a session keeps the WATCH)" unless block_given?
+
+      session(keys.first) do |s|
+        s.watch(*keys)
+        yield s
+      end
+    end
+
+    # Optimistic locking: WATCHes +keys+ on a session and yields it; the
+    # block reads what it needs (session.call) and writes in
+    # session.multi { |tx| ... }. When a watched key changed, all of it runs
+    # again, up to +retries+ more times (nil: until it succeeds), then
+    # WatchError. Returns the results of the block's multi. In cluster mode
+    # the session goes to +key+ (default: the first watched key).
+    def transaction(*keys, retries: nil, key: nil)
+      raise ArgumentError, "transaction needs a block" unless block_given?
+      raise ArgumentError, "retries cannot be negative" if retries&.negative?
+
+      attempt = 0
+      loop do
+        session(key || keys.first) do |s|
+          s.watch(*keys) unless keys.empty?
+          yield s
+          return s.last_exec unless s.aborted?
+        end
+        attempt += 1
+        if retries && attempt > retries
+          raise WatchError, "transaction aborted: a watched key changed"
+        end
+      end
     end
 
     def status

@@ -49,7 +49,8 @@ module VKClient
     CancelledError: [27, :cancelled],
     ResponseError: [28, :server],
     LockLostError: [29, :lock_lost],
-    CommandNotAllowedError: [30, :command_not_allowed]
+    CommandNotAllowedError: [30, :command_not_allowed],
+    WatchError: [31, :watch_conflict]
   }.each do |name, (code, code_name)|
     klass = Class.new(Error)
     klass.const_set(:CODE, code)
