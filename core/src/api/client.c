@@ -440,6 +440,25 @@ vk_status vk__client_acquire_pool(vk_client *c, vk_pool **out, vk_context *ctx)
     }
 }
 
+vk_status vk__client_take_conn(vk_client *c, vk_pool **pool, vk_conn **conn, vk_context *ctx)
+{
+    for (;;) {
+        vk_status st = vk__client_acquire_pool(c, pool, ctx);
+        if (st != VK_OK)
+            return st;
+        bool closed;
+        st = vk__pool_get(*pool, conn, ctx, &closed);
+        if (st == VK_OK)
+            return VK_OK;
+        vk__pool_unref(*pool);
+        if (!closed) {
+            if (st == VK_ERR_IO || st == VK_ERR_AUTH || st == VK_ERR_TLS)
+                vk__client_mark_disconnected(c);
+            return st;
+        }
+    }
+}
+
 /* ---- credentials from the refresher --------------------------------------- */
 
 /* The longest one refresh spends re-authenticating idle connections: an

@@ -82,6 +82,11 @@ static inline void vk__client_check_fork(vk_client *c)
 /* Takes a reference on the current pool, reconnecting on demand under the
  * rate limit when the client is not connected. */
 vk_status vk__client_acquire_pool(vk_client *c, vk_pool **out, vk_context *ctx);
+/* Standalone and Sentinel: a connection of the client's current pool
+ * (following a pool swapped meanwhile), and that pool, referenced. A
+ * connection that cannot be opened marks the client disconnected, as a
+ * command's does. */
+vk_status vk__client_take_conn(vk_client *c, vk_pool **pool, vk_conn **conn, vk_context *ctx);
 /* Reconnects on demand under the rate limit when the client is not
  * connected (cluster mode: loads the slot map again). */
 vk_status vk__client_ensure_connected(vk_client *c, vk_context *ctx);

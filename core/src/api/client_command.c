@@ -16,30 +16,18 @@ static vk_status run_once(vk_client *c, redisReply **reply, vk_context *ctx,
                           const vk_command *cmd, bool *sent)
 {
     *sent = false;
-    for (;;) {
-        vk_pool *pool;
-        vk_status st = vk__client_acquire_pool(c, &pool, ctx);
-        if (st != VK_OK)
-            return st;
-        vk_conn *conn;
-        bool pool_closed;
-        st = vk__pool_get(pool, &conn, ctx, &pool_closed);
-        if (VK_UNLIKELY(st != VK_OK)) {
-            vk__pool_unref(pool);
-            if (pool_closed)
-                continue;   /* swapped out meanwhile: take the new pool */
-            if (st == VK_ERR_IO || st == VK_ERR_AUTH || st == VK_ERR_TLS)
-                vk__client_mark_disconnected(c);
-            return st;
-        }
-        st = vk__conn_user_command(conn, reply, cmd, ctx, sent);
-        if (VK_UNLIKELY(st != VK_OK) && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
-            st != VK_ERR_CANCELLED)
-            vk__client_mark_disconnected(c);
-        vk__pool_put(pool, conn);
-        vk__pool_unref(pool);
+    vk_pool *pool;
+    vk_conn *conn;
+    vk_status st = vk__client_take_conn(c, &pool, &conn, ctx);
+    if (VK_UNLIKELY(st != VK_OK))
         return st;
-    }
+    st = vk__conn_user_command(conn, reply, cmd, ctx, sent);
+    if (VK_UNLIKELY(st != VK_OK) && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&
+        st != VK_ERR_CANCELLED)
+        vk__client_mark_disconnected(c);
+    vk__pool_put(pool, conn);
+    vk__pool_unref(pool);
+    return st;
 }
 
 static void observe_latency(vk_client *c, const vk_command *cmd, int64_t started_us)

@@ -306,23 +306,6 @@ static bool transactions_ended(const vk_pipeline *p, const redisReply *array)
     return vk__transactions_ended(p->ends, p->ends_len, array);
 }
 
-/* Takes a connection from the client's current pool, following swaps. */
-static vk_status take_conn(vk_client *c, vk_pool **pool, vk_conn **conn, vk_context *ctx)
-{
-    for (;;) {
-        vk_status st = vk__client_acquire_pool(c, pool, ctx);
-        if (st != VK_OK)
-            return st;
-        bool closed;
-        st = vk__pool_get(*pool, conn, ctx, &closed);
-        if (st == VK_OK)
-            return VK_OK;
-        vk__pool_unref(*pool);
-        if (!closed)
-            return st;
-    }
-}
-
 /* Cluster mode: points each command's argv and argvlen at its arguments
  * in the arena, which no longer moves; the pointers' array is returned
  * (NULL: out of memory). */
@@ -571,7 +554,7 @@ static vk_status exec_transaction(vk_pipeline *p, redisReply **out, vk_context *
 {
     vk_pool *pool;
     vk_conn *conn;
-    vk_status st = take_conn(p->client, &pool, &conn, ctx);
+    vk_status st = vk__client_take_conn(p->client, &pool, &conn, ctx);
     if (st != VK_OK)
         return st;
     bool ended;
@@ -776,7 +759,7 @@ VK_API vk_status vk_pipeline_exec(vk_reply **out, vk_pipeline *pipeline, vk_cont
     vk_pool *pool;
     vk_conn *conn;
     st = c->cluster != NULL ? exec_cluster(pipeline, array, ctx)
-                            : take_conn(c, &pool, &conn, ctx);
+                            : vk__client_take_conn(c, &pool, &conn, ctx);
     if (st == VK_OK && c->cluster == NULL) {
         st = exec_on(pipeline, conn, array, ctx);
         if (st != VK_OK && vk__conn_is_broken(conn) && st != VK_ERR_TIMEOUT &&

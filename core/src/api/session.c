@@ -65,26 +65,6 @@ static bool named(const vk_command *cmd, int i, const char *name)
 
 /* ---- open ------------------------------------------------------------------ */
 
-/* Standalone and sentinel: a connection of the client's current pool. */
-static vk_status take_conn(vk_client *c, vk_pool **pool, vk_conn **conn, vk_context *ctx)
-{
-    for (;;) {
-        vk_status st = vk__client_acquire_pool(c, pool, ctx);
-        if (st != VK_OK)
-            return st;
-        bool closed;
-        st = vk__pool_get(*pool, conn, ctx, &closed);
-        if (st == VK_OK)
-            return VK_OK;
-        vk__pool_unref(*pool);
-        if (!closed) {
-            if (st == VK_ERR_IO || st == VK_ERR_AUTH || st == VK_ERR_TLS)
-                vk__client_mark_disconnected(c);
-            return st;
-        }
-    }
-}
-
 VK_API vk_status vk_session_open(vk_session **out, vk_client *client, vk_context *ctx,
                                  const char *key, size_t keylen)
 {
@@ -116,7 +96,7 @@ VK_API vk_status vk_session_open(vk_session **out, vk_client *client, vk_context
                                        ctx);
         }
     } else {
-        st = take_conn(client, &s->pool, &s->conn, ctx);
+        st = vk__client_take_conn(client, &s->pool, &s->conn, ctx);
     }
     if (st != VK_OK) {
         free(s);
@@ -233,15 +213,8 @@ VK_API vk_status vk_session_command(vk_reply **out, vk_session *session, vk_cont
     vk_status st = check_usable(session, "vk_session_command");
     if (st != VK_OK)
         return st;
-    if (argc <= 0 || argv == NULL || argvlen == NULL)
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
-    for (int i = 0; i < argc; i++) {
-        if (argv[i] == NULL && argvlen[i] != 0)
-            return vk__fail(VK_ERR_INVALID_ARGUMENT, "argument %d is NULL", i);
-    }
-    size_t request;
-    if (!vk__request_size(argc, argvlen, &request))
-        return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    if ((st = vk__command_check(argc, argv, argvlen)) != VK_OK)
+        return st;
     vk_command cmd;
     vk__command_classify(&cmd, argc, argv, argvlen);
     if (VK_UNLIKELY(refused_in_session(&cmd)))

@@ -430,8 +430,7 @@ VK_API int vk_command_is_blocking(int argc, const char *const *argv, const size_
     return (cmd.flags & VK_COMMAND_BLOCKING) != 0;
 }
 
-vk_status vk__command_accept(vk_command *cmd, int argc, const char *const *argv,
-                             const size_t *argvlen)
+vk_status vk__command_check(int argc, const char *const *argv, const size_t *argvlen)
 {
     if (argc <= 0 || argv == NULL || argvlen == NULL)
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "a command needs argc >= 1, argv and argvlen");
@@ -442,6 +441,15 @@ vk_status vk__command_accept(vk_command *cmd, int argc, const char *const *argv,
     size_t request;
     if (!vk__request_size(argc, argvlen, &request))
         return vk__fail(VK_ERR_INVALID_ARGUMENT, "request too large");
+    return VK_OK;
+}
+
+vk_status vk__command_accept(vk_command *cmd, int argc, const char *const *argv,
+                             const size_t *argvlen)
+{
+    vk_status st = vk__command_check(argc, argv, argvlen);
+    if (st != VK_OK)
+        return st;
     vk__command_classify(cmd, argc, argv, argvlen);
     /* The connection is shared by every operation: nothing may change it. */
     if (VK_UNLIKELY(cmd->effect != VK_EFFECT_NONE))

@@ -59,6 +59,10 @@ void vk__command_classify(vk_command *cmd, int argc, const char *const *argv,
 void vk__command_internal(vk_command *cmd, int argc, const char *const *argv,
                           const size_t *argvlen);
 
+/* A caller's arguments: argc >= 1, argv and argvlen given, no NULL
+ * argument with a length, an encoded size that fits
+ * (VK_ERR_INVALID_ARGUMENT otherwise). */
+vk_status vk__command_check(int argc, const char *const *argv, const size_t *argvlen);
 /* A caller's command for a shared connection (the event-loop client and
  * bytes mode): argc >= 1, argv and argvlen given, no NULL argument with a
  * length, an encoded size that fits (VK_ERR_INVALID_ARGUMENT), then
