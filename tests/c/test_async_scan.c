@@ -36,10 +36,12 @@ static void fill(vk_client *c, const char *prefix, int n, bool hash)
     vk_pipeline *p = NULL;
     CHECK_OK(vk_pipeline_new(&p, c));
     char hkey[64];
-    snprintf(hkey, sizeof hkey, "%shash", prefix);
+    int len = snprintf(hkey, sizeof hkey, "%shash", prefix);
+    CHECK(len > 0 && (size_t)len < sizeof hkey);
     for (int i = 0; i < n; i++) {
         char key[64], field[32];
-        snprintf(key, sizeof key, "%s%d", prefix, i);
+        len = snprintf(key, sizeof key, "%s%d", prefix, i);
+        CHECK(len > 0 && (size_t)len < sizeof key);
         snprintf(field, sizeof field, "f%d", i);
         const char *set[] = {"SET", key, "v"};
         size_t setlen[] = {3, strlen(key), 1};
